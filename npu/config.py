@@ -1,0 +1,234 @@
+"""Machine configuration of the NPU: one typed, frozen record read by every tool.
+
+The compiler, the simulator and the RTL generator all take an :class:`NPUConfig`;
+presets model published Brainwave instances (see ``docs/architecture.md``).
+A configuration round-trips through a small JSON file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration is malformed or inconsistent (message names the field)."""
+
+
+#: Formats the MVU accepts for weights and activations (see docs/numerics.md).
+MVU_FORMATS = (
+    "ms-fp8", "ms-fp9", "msfp12", "msfp16", "bfp24",
+    "mxint8", "mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e2m3", "mxfp6_e3m2", "mxfp4_e2m1",
+)
+#: Formats the MFU computes in and the vector memories store.
+MFU_FORMATS = ("fp16", "bf16", "fp32")
+
+
+@dataclass(frozen=True)
+class NPUConfig:
+    """One build of the NPU.
+
+    Sizes are in the machine's own units: the vector memory (activation buffer)
+    holds ``vrf_depth`` native vectors of ``native_dim`` elements in the MFU
+    format; the matrix register file holds ``mrf_tiles`` tiles of
+    ``native_dim x native_dim`` weights in the weight format.
+    """
+
+    name: str
+    native_dim: int          # N: elements per native vector, rows/cols per tile
+    tiles: int               # matrix-vector tile engines working in parallel
+    lanes: int               # multiplier lanes per dot-product engine
+    mfus: int                # multi-function units in the chain
+    vrf_depth: int           # native vectors in the vector memory
+    mrf_tiles: int           # N x N tiles in the matrix register file
+    dram_bytes: int          # addressable external memory
+    dram_gbps: float         # DRAM bandwidth, GB/s (1e9 bytes per second)
+    dram_latency_ns: float   # first-beat latency of one DMA burst
+    clock_mhz: float         # core clock
+    weight_format: str = "ms-fp9"
+    activation_format: str = "ms-fp9"
+    mfu_format: str = "fp16"
+    scalar_regs: int = 16    # scalar registers written by s_wr
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ----- derived quantities -------------------------------------------------
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulate units: tiles x N dot-product engines x lanes."""
+        return self.tiles * self.native_dim * self.lanes
+
+    @property
+    def peak_tops(self) -> float:
+        """Peak tera-operations per second (2 ops per MAC)."""
+        return 2 * self.macs * self.clock_mhz * 1e6 / 1e12
+
+    @property
+    def cycles_per_tile(self) -> int:
+        """Cycles one tile engine needs for one N x N tile times one vector."""
+        return -(-self.native_dim // self.lanes)
+
+    @property
+    def dram_bytes_per_cycle(self) -> float:
+        """DRAM bandwidth in bytes per core clock cycle."""
+        return self.dram_gbps * 1e9 / (self.clock_mhz * 1e6)
+
+    @property
+    def dram_latency_cycles(self) -> int:
+        """DRAM latency in core clock cycles (rounded up)."""
+        return int(-(-self.dram_latency_ns * self.clock_mhz // 1000))
+
+    @property
+    def mfu_bytes(self) -> int:
+        """Bytes per element of the MFU / vector-memory format."""
+        return {"fp16": 2, "bf16": 2, "fp32": 4}[self.mfu_format]
+
+    @property
+    def vector_bytes(self) -> int:
+        """Bytes of one native vector as stored in DRAM and the vector memory."""
+        return self.native_dim * self.mfu_bytes
+
+    # ----- checks -------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise ConfigError naming the first inconsistent field."""
+        ints = {
+            "native_dim": (2, 4096), "tiles": (1, 256), "lanes": (1, 4096),
+            "mfus": (1, 8), "vrf_depth": (1, 1 << 20), "mrf_tiles": (1, 1 << 16),
+            "dram_bytes": (1 << 12, 1 << 32), "scalar_regs": (1, 16),
+        }
+        for name, (lo, hi) in ints.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(f"config {self.name!r}: {name} must be an integer, got {value!r}")
+            if not lo <= value <= hi:
+                raise ConfigError(f"config {self.name!r}: {name}={value} outside [{lo}, {hi}]")
+        if self.native_dim & (self.native_dim - 1):
+            raise ConfigError(f"config {self.name!r}: native_dim={self.native_dim} must be a power of two")
+        if self.lanes > self.native_dim or self.native_dim % self.lanes:
+            raise ConfigError(
+                f"config {self.name!r}: lanes={self.lanes} must divide native_dim={self.native_dim}")
+        for name in ("dram_gbps", "dram_latency_ns", "clock_mhz"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+                raise ConfigError(f"config {self.name!r}: {name} must be a positive number, got {value!r}")
+        for name in ("weight_format", "activation_format"):
+            value = getattr(self, name)
+            if value not in MVU_FORMATS:
+                raise ConfigError(
+                    f"config {self.name!r}: {name}={value!r} is not an MVU format; "
+                    f"choose one of {', '.join(MVU_FORMATS)}")
+        if self.mfu_format not in MFU_FORMATS:
+            raise ConfigError(
+                f"config {self.name!r}: mfu_format={self.mfu_format!r}; choose one of {', '.join(MFU_FORMATS)}")
+        from npu.numerics.formats import get_format  # late import: formats need no config
+
+        for name in ("weight_format", "activation_format"):
+            block = get_format(getattr(self, name)).block_for(self.native_dim)
+            if self.native_dim % block:
+                raise ConfigError(
+                    f"config {self.name!r}: {name}={getattr(self, name)!r} has blocks of {block}, "
+                    f"which must divide native_dim={self.native_dim}")
+
+    # ----- (de)serialisation -------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of every field (JSON-ready)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "NPUConfig":
+        """Build a config from a dict, rejecting unknown or missing fields by name."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"a configuration must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown configuration field(s): {', '.join(unknown)}")
+        required = {f.name for f in fields(cls)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+        missing = sorted(required - set(data))
+        if missing:
+            raise ConfigError(f"configuration is missing field(s): {', '.join(missing)}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        """JSON text of this configuration."""
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def save(self, path: str | Path) -> None:
+        """Write this configuration as JSON."""
+        Path(path).write_text(self.to_json())
+
+    def replace(self, **changes: Any) -> "NPUConfig":
+        """A copy with some fields changed (validated)."""
+        return dataclasses.replace(self, **changes)
+
+
+PRESETS: dict[str, NPUConfig] = {}
+
+
+def _preset(cfg: NPUConfig) -> NPUConfig:
+    PRESETS[cfg.name] = cfg
+    return cfg
+
+
+# Stratix-10-class: ~96k MACs as in the published S10 280 build (6 x 400 x 40).
+# The CNN build keeps the MAC count and uses N = 128, the width the ResNet
+# firmware needs, so that 64..2048-channel layers tile without padding waste.
+BW_S10 = _preset(NPUConfig(
+    name="bw-s10", native_dim=128, tiles=12, lanes=64, mfus=2,
+    vrf_depth=32768, mrf_tiles=2048, dram_bytes=1 << 32,
+    dram_gbps=76.8, dram_latency_ns=200.0, clock_mhz=500.0,
+))
+# Arria-10-class, as the shipped ResNet-50 firmware needs: N = 128, 2 MFUs.
+BW_A10 = _preset(NPUConfig(
+    name="bw-a10", native_dim=128, tiles=4, lanes=32, mfus=2,
+    vrf_depth=16384, mrf_tiles=512, dram_bytes=1 << 32,
+    dram_gbps=34.1, dram_latency_ns=250.0, clock_mhz=300.0,
+))
+# Small enough for RTL simulation; N = 32 so MX blocks (32) fit one vector.
+TINY = _preset(NPUConfig(
+    name="tiny", native_dim=32, tiles=2, lanes=8, mfus=2,
+    vrf_depth=4096, mrf_tiles=256, dram_bytes=1 << 24,
+    dram_gbps=1.6, dram_latency_ns=100.0, clock_mhz=100.0,
+))
+
+DEFAULT_PRESET = "bw-s10"
+
+
+def load_config(spec: str | Path) -> NPUConfig:
+    """Return a preset by name, or load a JSON configuration file.
+
+    A JSON file may name a ``"base"`` preset and override some of its fields.
+    """
+    text = str(spec)
+    if text in PRESETS:
+        return PRESETS[text]
+    path = Path(text)
+    if not path.exists():
+        raise ConfigError(
+            f"{text!r} is neither a preset ({', '.join(PRESETS)}) nor an existing configuration file")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read configuration: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}") from None
+    if isinstance(data, dict) and "base" in data:
+        base = data.pop("base")
+        if base not in PRESETS:
+            raise ConfigError(f"{path}: base preset {base!r} unknown; choose one of {', '.join(PRESETS)}")
+        merged = PRESETS[base].to_dict()
+        unknown = sorted(set(data) - set(merged))
+        if unknown:
+            raise ConfigError(f"{path}: unknown configuration field(s): {', '.join(unknown)}")
+        merged.update(data)
+        data = merged
+    try:
+        return NPUConfig.from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except TypeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
