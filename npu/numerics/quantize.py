@@ -1,0 +1,205 @@
+"""Block quantisation: binary32 values -> (shared scales, element codes), and back.
+
+One rule covers every block format (docs/numerics.md, "Conversion"):
+``shared = clamp(floor(log2(max|v|)) - emax_elem)``, then each element
+``v / 2**shared`` is rounded to nearest-even onto the element grid and
+saturated to the element's largest finite magnitude.  A block holding a NaN
+or an infinity gets the NaN scale.  The per-element arithmetic runs in a Numba
+kernel; element bit patterns come from ml_dtypes where it has the type.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from .formats import BlockFormat, FormatError, get_format
+
+_KIND_CODE = {"sm": 0, "int": 1, "fp": 2}
+
+
+@dataclass(frozen=True)
+class BlockTensor:
+    """A quantised tensor: blocks run along the last axis.
+
+    ``scales`` has shape ``(..., K // block)`` (uint8 scale codes);
+    ``codes`` has shape ``(..., K)`` (element codes, uint8 or uint16).
+    """
+
+    fmt: BlockFormat
+    block: int
+    scales: np.ndarray
+    codes: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the value tensor."""
+        return self.codes.shape
+
+    def values(self) -> np.ndarray:
+        """Exact values as float64 (see :func:`dequantize`)."""
+        return dequantize(self)
+
+
+_POW2_OFFSET = 400
+_POW2 = np.ldexp(1.0, np.arange(-_POW2_OFFSET, _POW2_OFFSET + 1))
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _quantize_kernel(x, xbits, block, kind, frac_bits, mag_max, mbits, emin_e, max_normal, emax_elem,
+                     scale_lo, scale_hi, scale_bias, scale_nan, sign_shift, pow2, q_out, c_out, s_out):
+    """Quantise rows of binary32 ``x`` (``xbits`` is its uint32 view).
+
+    kind 0/1 (sign-magnitude / two's-complement integers) write element codes
+    to ``c_out``; kind 2 (minifloats) writes exact element values to ``q_out``
+    for ml_dtypes to encode.
+    """
+    rows, k = x.shape
+    nblk = k // block
+    off = 400
+    for i in numba.prange(rows):
+        for b in range(nblk):
+            lo = b * block
+            amax = np.float32(0.0)
+            bad = False
+            for j in range(lo, lo + block):
+                if (xbits[i, j] & 0x7F800000) == 0x7F800000:   # NaN or infinity
+                    bad = True
+                a = abs(x[i, j])
+                if a > amax:
+                    amax = a
+            if bad:
+                s_out[i, b] = scale_nan
+                for j in range(lo, lo + block):
+                    q_out[i, j] = 0.0
+                    c_out[i, j] = 0
+                continue
+            if amax == 0.0:
+                shared = scale_lo
+            else:
+                shared = math.frexp(np.float64(amax))[1] - 1 - emax_elem
+                shared = min(max(shared, scale_lo), scale_hi)
+            s_out[i, b] = shared + scale_bias
+            if kind != 2:
+                mul = pow2[off + frac_bits - shared]
+                for j in range(lo, lo + block):
+                    u = np.float64(x[i, j]) * mul
+                    m = np.rint(abs(u))
+                    if m > mag_max:
+                        m = mag_max
+                    mi = np.int64(m)
+                    if mi == 0:
+                        c_out[i, j] = 0                  # zeros carry sign 0
+                    elif kind == 0:
+                        c_out[i, j] = mi | ((1 << sign_shift) if u < 0 else 0)
+                    else:
+                        c_out[i, j] = (-mi if u < 0 else mi) & 0xFF
+            else:
+                for j in range(lo, lo + block):
+                    bits = xbits[i, j]
+                    ex = np.int64((bits >> 23) & 0xFF)
+                    if ex == 0:                              # binary32 subnormal input
+                        ex = math.frexp(np.float64(x[i, j]))[1] if x[i, j] != 0 else -1000
+                    else:
+                        ex = ex - 126
+                    e = ex - 1 - shared                      # exponent of x / 2**shared
+                    if e < emin_e:
+                        e = emin_e
+                    a = abs(np.float64(x[i, j])) * pow2[off - shared]
+                    q = np.rint(a * pow2[off + mbits - e]) * pow2[off + e - mbits]
+                    if q > max_normal:
+                        q = max_normal
+                    if q == 0.0:
+                        q_out[i, j] = 0.0
+                    elif x[i, j] < 0:
+                        q_out[i, j] = -q
+                    else:
+                        q_out[i, j] = q
+
+
+def _as_rows(values, block: int, name: str) -> np.ndarray:
+    x = np.asarray(values)
+    if x.ndim == 0:
+        raise FormatError(f"{name}: cannot quantise a scalar; give a vector or tensor")
+    if x.shape[-1] % block:
+        raise FormatError(
+            f"{name}: last axis has {x.shape[-1]} values, not a multiple of the block size {block}; pad it")
+    return np.ascontiguousarray(x.reshape(-1, x.shape[-1]), dtype=np.float32)
+
+
+def _block_size(fmt: BlockFormat, native_dim: int | None) -> int:
+    if fmt.block == 0 and native_dim is None:
+        raise FormatError(f"{fmt.name} blocks are one native vector: give native_dim")
+    return fmt.block_for(native_dim or 0)
+
+
+def _resolve(fmt) -> BlockFormat:
+    fmt = get_format(fmt) if isinstance(fmt, str) else fmt
+    if not isinstance(fmt, BlockFormat):
+        raise FormatError(f"{fmt.name} is not a block format")
+    return fmt
+
+
+def _run_kernel(values, fmt: BlockFormat, native_dim: int | None):
+    block = _block_size(fmt, native_dim)
+    x = _as_rows(values, block, fmt.name)
+    el = fmt.element
+    kind = _KIND_CODE[el.kind]
+    q = np.empty(x.shape if kind == 2 else (1, 1), np.float32)
+    c = np.empty((1, 1) if kind == 2 else x.shape, np.uint16 if el.bits > 8 else np.uint8)
+    s = np.empty((x.shape[0], x.shape[1] // block), np.uint8)
+    _quantize_kernel(x, x.view(np.uint32), block, kind, el.frac_bits, float(el.mag_max), el.mbits, el.emin,
+                     float(el.max_normal), el.emax, fmt.scale_emin, fmt.scale_emax, fmt.scale_bias,
+                     fmt.scale_nan, el.bits - 1, _POW2, q, c, s)
+    shape = np.shape(values)
+    scales = s.reshape(shape[:-1] + (shape[-1] // block,))
+    if kind == 2:
+        return block, q.astype(el.dtype).view(np.uint8).reshape(shape), scales
+    return block, c.reshape(shape), scales
+
+
+def quantize(values, fmt, native_dim: int | None = None) -> BlockTensor:
+    """Quantise binary32 values to a block format (blocks along the last axis).
+
+    Inputs in other float types are first converted to binary32.  Formats
+    whose block is one native vector need ``native_dim``.
+    """
+    fmt = _resolve(fmt)
+    block, codes, scales = _run_kernel(values, fmt, native_dim)
+    return BlockTensor(fmt, block, scales, codes)
+
+
+def element_values(fmt: BlockFormat, codes: np.ndarray) -> np.ndarray:
+    """Element values (float64, without the shared scale) of element codes."""
+    el = fmt.element
+    codes = np.asarray(codes)
+    if el.kind == "fp":
+        return codes.astype(np.uint8).view(el.dtype).astype(np.float64)
+    if el.kind == "int":
+        return np.ldexp(codes.astype(np.uint8).view(np.int8).astype(np.float64), -el.frac_bits)
+    mag_bits = el.bits - 1
+    c = codes.astype(np.int64)
+    mag = c & ((1 << mag_bits) - 1)
+    sign = np.where((c >> mag_bits) & 1, -1.0, 1.0)
+    return np.ldexp(sign * mag, -el.frac_bits)
+
+
+def scale_values(fmt: BlockFormat, scale_codes: np.ndarray) -> np.ndarray:
+    """Shared scales 2**(code - bias) as float64; the NaN code gives NaN."""
+    codes = np.asarray(scale_codes).astype(np.int64)
+    out = np.ldexp(1.0, codes - fmt.scale_bias)
+    return np.where(codes == fmt.scale_nan, np.nan, out)
+
+
+def dequantize(t: BlockTensor) -> np.ndarray:
+    """Exact values of a block tensor as float64 (NaN blocks read NaN)."""
+    el = element_values(t.fmt, t.codes)
+    scale = scale_values(t.fmt, t.scales)
+    return el * np.repeat(scale, t.block, axis=-1)
+
+
+def fake_quantize(values, fmt, native_dim: int | None = None) -> np.ndarray:
+    """Round-trip ``values`` through ``fmt``; returns the exact float64 values."""
+    return dequantize(quantize(values, fmt, native_dim))
