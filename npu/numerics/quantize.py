@@ -73,8 +73,10 @@ def _quantize_kernel(x, xbits, block, kind, frac_bits, mag_max, mbits, emin_e, m
             if bad:
                 s_out[i, b] = scale_nan
                 for j in range(lo, lo + block):
-                    q_out[i, j] = 0.0
-                    c_out[i, j] = 0
+                    if kind == 2:
+                        q_out[i, j] = 0.0
+                    else:
+                        c_out[i, j] = 0
                 continue
             if amax == 0.0:
                 shared = scale_lo
