@@ -88,42 +88,68 @@ def _round_to_odd_f64(parts: list[np.ndarray], quantum: float) -> np.ndarray:
     return s * quantum
 
 
+def _iter_block_sums(we: np.ndarray, ws: np.ndarray, xe: np.ndarray, xs: np.ndarray,
+                     block: int, plan: str, quantum: float):
+    """Yield ``P_b`` (M, R) binary32 for each reduction block ``b`` in order.
+
+    ``we`` (R, K) and ``xe`` (M, K) are exact element values (scales left
+    out); ``ws`` (R, K // B) and ``xs`` (M, K // B) are the scale values
+    (2**s, NaN for a NaN block) already repeated to the reduction block.
+    """
+    r, k = we.shape
+    m = xe.shape[0]
+    nb = k // block
+    w3 = we.reshape(r, nb, block)
+    x3 = xe.reshape(m, nb, block)
+    bad_w = ~np.isfinite(w3).all(axis=2) | np.isnan(ws)          # (R, nb)
+    bad_x = ~np.isfinite(x3).all(axis=2) | np.isnan(xs)          # (M, nb)
+    if bad_w.any():
+        w3 = np.where(np.isfinite(w3), w3, 0)
+    if bad_x.any():
+        x3 = np.where(np.isfinite(x3), x3, 0)
+    if plan == "split":
+        wt = w3.transpose(1, 0, 2).astype(np.float64)             # (nb, R, B)
+        xt = x3.transpose(1, 0, 2).astype(np.float64)             # (nb, M, B)
+    else:
+        dtype = np.float32 if plan == "f32" else np.float64
+        # one batched GEMM over all blocks: (nb, M, B) @ (nb, B, R)
+        sums = np.matmul(np.ascontiguousarray(x3.transpose(1, 0, 2), dtype=dtype),
+                         np.ascontiguousarray(w3.transpose(1, 2, 0), dtype=dtype))
+    for b in range(nb):
+        scale = xs[:, b, None] * ws[None, :, b]                   # exact powers of two
+        if plan == "split":
+            wh, wl = _split_bands(wt[b])
+            xh, xl = _split_bands(xt[b])
+            parts = [xh @ wh.T, xh @ wl.T, xl @ wh.T, xl @ wl.T]
+            p = (_round_to_odd_f64(parts, quantum) * scale).astype(np.float32)
+        else:
+            p = (sums[b] * scale).astype(np.float32)
+        if bad_w[:, b].any() or bad_x[:, b].any():
+            p[bad_x[:, b, None] | bad_w[None, :, b]] = np.nan
+        yield p
+
+
+def _decoded(t: BlockTensor, block: int) -> tuple[np.ndarray, np.ndarray]:
+    return element_values(t.fmt, t.codes), np.repeat(scale_values(t.fmt, t.scales), t.block // block, axis=-1)
+
+
+def _operands(w: BlockTensor, x: BlockTensor, native_dim: int):
+    if w.codes.ndim != 2 or x.codes.ndim != 2 or w.codes.shape[1] != x.codes.shape[1]:
+        raise FormatError(f"operand shapes {w.codes.shape} and {x.codes.shape} do not form a matrix-vector product")
+    block = reduction_block(w.fmt, x.fmt, native_dim)
+    plan = gemm_plan(w.fmt, x.fmt, block)
+    quantum = w.fmt.element.quantum_min * x.fmt.element.quantum_min
+    return _decoded(w, block) + _decoded(x, block) + (block, plan, quantum)
+
+
 def block_partial_sums(w: BlockTensor, x: BlockTensor, native_dim: int) -> np.ndarray:
     """Per-block partial sums ``P_b`` rounded to binary32.
 
     ``w`` has shape (R, K), ``x`` has shape (M, K); the result has shape
     (M, R, K // B).
     """
-    if w.codes.ndim != 2 or x.codes.ndim != 2 or w.codes.shape[1] != x.codes.shape[1]:
-        raise FormatError(f"operand shapes {w.codes.shape} and {x.codes.shape} do not form a matrix-vector product")
-    block = reduction_block(w.fmt, x.fmt, native_dim)
-    plan = gemm_plan(w.fmt, x.fmt, block)
-    we = _blocks(element_values(w.fmt, w.codes), block)           # (R, nb, B)
-    xe = _blocks(element_values(x.fmt, x.codes), block)           # (M, nb, B)
-    ws = np.repeat(scale_values(w.fmt, w.scales), w.block // block, axis=-1)   # (R, nb)
-    xs = np.repeat(scale_values(x.fmt, x.scales), x.block // block, axis=-1)   # (M, nb)
-    bad_w = ~np.isfinite(we).all(axis=-1) | np.isnan(ws)
-    bad_x = ~np.isfinite(xe).all(axis=-1) | np.isnan(xs)
-    we = np.where(np.isfinite(we), we, 0.0)
-    xe = np.where(np.isfinite(xe), xe, 0.0)
-    m, r, nb = xe.shape[0], we.shape[0], we.shape[1]
-    out = np.empty((m, r, nb), np.float32)
-    for b in range(nb):
-        scale = xs[:, b, None] * ws[None, :, b]                   # exact powers of two
-        if plan == "split":
-            quantum = w.fmt.element.quantum_min * x.fmt.element.quantum_min
-            wh, wl = _split_bands(we[:, b])
-            xh, xl = _split_bands(xe[:, b])
-            parts = [xh @ wh.T, xh @ wl.T, xl @ wh.T, xl @ wl.T]
-            p = (_round_to_odd_f64(parts, quantum) * scale).astype(np.float32)
-        elif plan == "f32":
-            s32 = xe[:, b].astype(np.float32) @ we[:, b].astype(np.float32).T
-            p = (s32.astype(np.float64) * scale).astype(np.float32)
-        else:
-            p = ((xe[:, b] @ we[:, b].T) * scale).astype(np.float32)
-        bad = bad_x[:, b, None] | bad_w[None, :, b]
-        out[:, :, b] = np.where(bad, np.float32(np.nan), p)
-    return out
+    parts = list(_iter_block_sums(*_operands(w, x, native_dim)))
+    return np.stack(parts, axis=-1)
 
 
 def accumulate_blocks(partials: np.ndarray) -> np.ndarray:
@@ -134,6 +160,15 @@ def accumulate_blocks(partials: np.ndarray) -> np.ndarray:
     return acc
 
 
+def matvec_decoded(we: np.ndarray, ws: np.ndarray, xe: np.ndarray, xs: np.ndarray,
+                   block: int, plan: str, quantum: float) -> np.ndarray:
+    """The MVU accumulator (M, R) from decoded operands (see :func:`_iter_block_sums`)."""
+    acc = np.zeros((xe.shape[0], we.shape[0]), np.float32)
+    for p in _iter_block_sums(we, ws, xe, xs, block, plan, quantum):
+        acc += p                                # binary32 addition, in block order
+    return acc
+
+
 def matvec(w: BlockTensor, x: BlockTensor, native_dim: int) -> np.ndarray:
     """The MVU result (binary32 accumulator) of ``w`` (R, K) times each row of ``x`` (M, K)."""
-    return accumulate_blocks(block_partial_sums(w, x, native_dim))
+    return matvec_decoded(*_operands(w, x, native_dim))

@@ -9,8 +9,10 @@ from .formats import FormatError
 def quantize_int8_channels(w) -> tuple[np.ndarray, np.ndarray]:
     """Quantise a (rows, cols) matrix: (binary32 scales per row, int8 codes).
 
-    ``scale_r = max|w_r| / 127`` (1.0 for an all-zero row); codes are
-    ``clamp(RNE(w / scale_r), -127, 127)`` computed in binary32.
+    ``scale_r = max|w_r| / 127`` rounded to binary32 (1.0 for an all-zero
+    row); codes are ``clamp(RNE(w / scale_r), -127, 127)`` with one rounding
+    of the exact quotient (a binary64 quotient of binary32 operands is never
+    close enough to a tie to round twice).
     """
     w = np.asarray(w, np.float32)
     if w.ndim != 2:
@@ -19,7 +21,7 @@ def quantize_int8_channels(w) -> tuple[np.ndarray, np.ndarray]:
         raise FormatError("int8 per-channel quantisation: the matrix holds NaN or infinity")
     amax = np.abs(w).max(axis=1)
     scales = np.where(amax > 0, amax / np.float32(127), np.float32(1)).astype(np.float32)
-    q = np.clip(np.rint(w / scales[:, None]), -127, 127).astype(np.int8)
+    q = np.clip(np.rint(w.astype(np.float64) / scales[:, None].astype(np.float64)), -127, 127).astype(np.int8)
     return scales, q
 
 

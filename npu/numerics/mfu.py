@@ -8,6 +8,9 @@ unit produces is the format's canonical quiet NaN.
 """
 from __future__ import annotations
 
+from decimal import Decimal, localcontext
+from fractions import Fraction
+
 import numpy as np
 
 from .formats import FloatFormat, FormatError, get_format
@@ -89,21 +92,60 @@ def scalar(value: float, fmt: str) -> np.ndarray:
     return to_format(np.float32(value), fmt)
 
 
+def rne_binary32(value: Fraction) -> np.float32:
+    """Round an exact rational to binary32 (ties to even; subnormals; overflow to infinity)."""
+    if value == 0:
+        return np.float32(0.0)
+    sign = -1 if value < 0 else 1
+    mag = abs(value)
+    e = mag.numerator.bit_length() - mag.denominator.bit_length()
+    if Fraction(2) ** e > mag:
+        e -= 1
+    e = max(e, -126)                           # subnormals share the smallest normal exponent
+    scaled = mag / Fraction(2) ** (e - 23)     # 24-bit significand
+    q, rem = divmod(scaled.numerator, scaled.denominator)
+    twice = 2 * rem
+    if twice > scaled.denominator or (twice == scaled.denominator and q & 1):
+        q += 1
+    with np.errstate(over="ignore"):
+        return np.float32(sign * float(Fraction(q) * Fraction(2) ** (e - 23)))
+
+
+def _sigmoid_dec(x: Decimal) -> Decimal:
+    return 1 / (1 + (-x).exp())
+
+
+def _tanh_dec(x: Decimal) -> Decimal:
+    t = (-2 * x).exp()
+    return (1 - t) / (1 + t)
+
+
 def _act_table(func) -> tuple[np.ndarray, np.ndarray]:
-    """Intercepts a_i = f(x_i) and slopes b_i = f(x_{i+1}) - f(x_i), rounded to binary32."""
-    knots = ACT_LO + np.arange(ACT_SEGMENTS + 1, dtype=np.float64) / ACT_SEGMENTS_PER_UNIT
-    f = func(knots)
-    a = f[:-1].astype(np.float32)
-    b = (f[1:] - f[:-1]).astype(np.float32)
+    """Intercepts a_i = f(k_i) and slopes b_i = f(k_{i+1}) - f(k_i), rounded to binary32.
+
+    f is evaluated with 50 significant decimal digits, so the table is the same
+    on every platform (no dependence on a libm).
+    """
+    with localcontext() as ctx:
+        ctx.prec = 50
+        knots = [Decimal(ACT_LO) + Decimal(i) / ACT_SEGMENTS_PER_UNIT for i in range(ACT_SEGMENTS + 1)]
+        f = [func(k) for k in knots]
+        a = np.array([rne_binary32(Fraction(v)) for v in f[:-1]], np.float32)
+        b = np.array([rne_binary32(Fraction(f[i + 1] - f[i])) for i in range(ACT_SEGMENTS)], np.float32)
     return a, b
 
 
-def _sigmoid64(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+_TABLES: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+_TABLE_FUNCS = {"SIGMOID_TABLE": _sigmoid_dec, "TANH_TABLE": _tanh_dec}
 
 
-SIGMOID_TABLE = _act_table(_sigmoid64)
-TANH_TABLE = _act_table(np.tanh)
+def __getattr__(name: str):
+    """SIGMOID_TABLE and TANH_TABLE are built on first use (about 0.2 s each)."""
+    if name in _TABLE_FUNCS:
+        if name not in _TABLES:
+            _TABLES[name] = _act_table(_TABLE_FUNCS[name])
+        return _TABLES[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _piecewise(x, table, lo_value: float, hi_value: float, fmt: str) -> np.ndarray:
@@ -123,12 +165,12 @@ def _piecewise(x, table, lo_value: float, hi_value: float, fmt: str) -> np.ndarr
 
 def sigmoid(x, fmt: str) -> np.ndarray:
     """Table sigmoid: 0 below -8, 1 at and above 8, linear within each 1/32 segment."""
-    return _piecewise(x, SIGMOID_TABLE, 0.0, 1.0, fmt)
+    return _piecewise(x, __getattr__("SIGMOID_TABLE"), 0.0, 1.0, fmt)
 
 
 def tanh(x, fmt: str) -> np.ndarray:
     """Table tanh: -1 below -8, 1 at and above 8, linear within each 1/32 segment."""
-    return _piecewise(x, TANH_TABLE, -1.0, 1.0, fmt)
+    return _piecewise(x, __getattr__("TANH_TABLE"), -1.0, 1.0, fmt)
 
 
 def reduce_sum(vectors, fmt: str) -> np.ndarray:

@@ -49,12 +49,13 @@ _POW2 = np.ldexp(1.0, np.arange(-_POW2_OFFSET, _POW2_OFFSET + 1))
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _quantize_kernel(x, xbits, block, kind, frac_bits, mag_max, mbits, emin_e, max_normal, emax_elem,
-                     scale_lo, scale_hi, scale_bias, scale_nan, sign_shift, pow2, q_out, c_out, s_out):
+                     scale_lo, scale_hi, scale_bias, scale_nan, sign_shift, pow2, want_values, q_out, c_out, s_out):
     """Quantise rows of binary32 ``x`` (``xbits`` is its uint32 view).
 
     kind 0/1 (sign-magnitude / two's-complement integers) write element codes
     to ``c_out``; kind 2 (minifloats) writes exact element values to ``q_out``
-    for ml_dtypes to encode.
+    for ml_dtypes to encode.  With ``want_values`` every kind writes its exact
+    element values to ``q_out`` (no codes).
     """
     rows, k = x.shape
     nblk = k // block
@@ -73,7 +74,7 @@ def _quantize_kernel(x, xbits, block, kind, frac_bits, mag_max, mbits, emin_e, m
             if bad:
                 s_out[i, b] = scale_nan
                 for j in range(lo, lo + block):
-                    if kind == 2:
+                    if kind == 2 or want_values:
                         q_out[i, j] = 0.0
                     else:
                         c_out[i, j] = 0
@@ -92,7 +93,9 @@ def _quantize_kernel(x, xbits, block, kind, frac_bits, mag_max, mbits, emin_e, m
                     if m > mag_max:
                         m = mag_max
                     mi = np.int64(m)
-                    if mi == 0:
+                    if want_values:
+                        q_out[i, j] = 0.0 if mi == 0 else (-m if u < 0 else m) * pow2[off - frac_bits]
+                    elif mi == 0:
                         c_out[i, j] = 0                  # zeros carry sign 0
                     elif kind == 0:
                         c_out[i, j] = mi | ((1 << sign_shift) if u < 0 else 0)
@@ -144,22 +147,36 @@ def _resolve(fmt) -> BlockFormat:
     return fmt
 
 
-def _run_kernel(values, fmt: BlockFormat, native_dim: int | None):
+def _run_kernel(values, fmt: BlockFormat, native_dim: int | None, want_values: bool = False):
     block = _block_size(fmt, native_dim)
     x = _as_rows(values, block, fmt.name)
     el = fmt.element
     kind = _KIND_CODE[el.kind]
-    q = np.empty(x.shape if kind == 2 else (1, 1), np.float32)
-    c = np.empty((1, 1) if kind == 2 else x.shape, np.uint16 if el.bits > 8 else np.uint8)
+    as_values = kind == 2 or want_values
+    q = np.empty(x.shape if as_values else (1, 1), np.float32)
+    c = np.empty((1, 1) if as_values else x.shape, np.uint16 if el.bits > 8 else np.uint8)
     s = np.empty((x.shape[0], x.shape[1] // block), np.uint8)
     _quantize_kernel(x, x.view(np.uint32), block, kind, el.frac_bits, float(el.mag_max), el.mbits, el.emin,
                      float(el.max_normal), el.emax, fmt.scale_emin, fmt.scale_emax, fmt.scale_bias,
-                     fmt.scale_nan, el.bits - 1, _POW2, q, c, s)
+                     fmt.scale_nan, el.bits - 1, _POW2, want_values, q, c, s)
     shape = np.shape(values)
     scales = s.reshape(shape[:-1] + (shape[-1] // block,))
+    if want_values:
+        return block, q.reshape(shape), scales
     if kind == 2:
         return block, q.astype(el.dtype).view(np.uint8).reshape(shape), scales
     return block, c.reshape(shape), scales
+
+
+def quantize_to_values(values, fmt, native_dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Quantise, returning exact element values (binary32, scale left out) and scale codes.
+
+    The same rounding as :func:`quantize`, for consumers (the simulator's
+    MVU) that need values rather than bit patterns.
+    """
+    fmt = _resolve(fmt)
+    _block, q, scales = _run_kernel(values, fmt, native_dim, want_values=True)
+    return q, scales
 
 
 def quantize(values, fmt, native_dim: int | None = None) -> BlockTensor:
