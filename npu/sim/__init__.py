@@ -1,0 +1,111 @@
+"""Cycle-approximate, bit-exact simulator of the NPU.
+
+>>> result = simulate(program_words, config, dram=image)
+>>> result.stats.total_cycles, result.dram(addr, nbytes)
+
+Modes: ``"full"`` (timing + arithmetic, ops applied in the order the
+streams issue them), ``"timing"`` (no arithmetic, for design-space sweeps)
+and ``"functional"`` (arithmetic in program order, no timing).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..config import NPUConfig
+from .errors import CycleBudgetExceeded, SimulationError
+from .machine import Machine
+from .program import SimProgram, build_program
+from .stats import SimStats, collect
+from .timing import Schedule, schedule
+from .trace import write_trace
+
+MODES = ("full", "timing", "functional")
+#: Default cycle budget: about 20 s of hardware time on the fastest preset.
+DEFAULT_CYCLE_BUDGET = 10_000_000_000
+
+
+@dataclass
+class SimResult:
+    """What a run produced: the final machine state (if any), timing and statistics."""
+
+    config: NPUConfig
+    mode: str
+    machine: Machine | None
+    schedule: Schedule | None
+    stats: SimStats | None
+    program: SimProgram
+
+    def dram(self, addr: int, nbytes: int) -> bytes:
+        """Bytes of DRAM after the run."""
+        if self.machine is None:
+            raise SimulationError("a timing-only run keeps no memory contents")
+        return self.machine.dram.bytes(addr, nbytes)
+
+    def vectors(self, addr: int, count: int) -> np.ndarray:
+        """Vector-memory contents after the run, (count, N) in the MFU format."""
+        if self.machine is None:
+            raise SimulationError("a timing-only run keeps no memory contents")
+        return self.machine.vmem[addr: addr + count].copy()
+
+    def write_trace(self, path: str | Path) -> None:
+        """Write the per-instruction timeline as Chrome trace / Perfetto JSON."""
+        if self.schedule is None:
+            raise SimulationError("a functional-only run has no timeline; use mode='full' or 'timing'")
+        write_trace(path, self.schedule, self.config, self.program.regions)
+
+
+def _decode(program, config: NPUConfig) -> SimProgram:
+    from ..isa.encoding import decode_program
+    from ..isa.errors import IsaError
+
+    if isinstance(program, SimProgram):
+        return program
+    regions = getattr(program, "regions", None)
+    instrs = getattr(program, "instructions", None)
+    if instrs is None:
+        if isinstance(program, (str, Path)):
+            program = Path(program).read_bytes()
+        try:
+            instrs = decode_program(bytes(program))
+        except IsaError as exc:
+            raise SimulationError(str(exc)) from None
+    if not instrs:
+        raise SimulationError("empty program: no instructions (a program ends with halt)")
+    return build_program(instrs, config, regions)
+
+
+def simulate(program, config: NPUConfig, *, dram: bytes | np.ndarray | None = None, mode: str = "full",
+             cycle_budget: int | None = DEFAULT_CYCLE_BUDGET) -> SimResult:
+    """Run ``program`` (binary words, an assembled program, or a path) on ``config``.
+
+    ``dram`` is the initial DRAM image (inputs, weights).  Raises
+    SimulationError for illegal programs and CycleBudgetExceeded when the run
+    would pass ``cycle_budget`` cycles.
+    """
+    if mode not in MODES:
+        raise SimulationError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    prog = _decode(program, config)
+    machine = Machine(config, dram) if mode != "timing" else None
+    if mode == "functional":
+        from .timing import op_cost
+
+        total = 0
+        for op in prog.ops:
+            total += op_cost(op, config, machine.tile_bytes).cycles
+            if cycle_budget is not None and total > cycle_budget:
+                raise CycleBudgetExceeded(f"work past the cycle budget of {cycle_budget}", op.index)
+            machine.execute(op)
+        return SimResult(config, mode, machine, None, None, prog)
+    from ..numerics.pack import tile_nbytes
+
+    tile_bytes = tile_nbytes(config.weight_format, config.native_dim)
+    sched = schedule(prog, config, tile_bytes, cycle_budget=cycle_budget,
+                     on_issue=machine.execute if machine is not None else None)
+    stats = collect(sched, config, prog.instruction_count, prog.regions)
+    return SimResult(config, mode, machine, sched, stats, prog)
+
+
+__all__ = ["simulate", "SimResult", "SimulationError", "CycleBudgetExceeded", "MODES"]

@@ -1,0 +1,239 @@
+"""The functional model: memories and the batched execution of each op.
+
+Every chain runs as one batched computation over all its iterations: the
+address generators become index arrays, the MVU is one exact GEMM per
+reduction block (``npu.numerics.dot``), the MFU ops are whole-array numpy
+operations (``npu.numerics.mfu``).  Results equal the numerics contract bit
+for bit.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..config import NPUConfig
+from ..numerics import mfu as mfu_math
+from ..numerics.dot import gemm_plan, matvec_decoded, reduction_block
+from ..numerics.formats import get_format
+from ..numerics.pack import tile_nbytes, unpack_bits
+from ..numerics.quantize import element_values, quantize_to_values, scale_values
+from .errors import SimulationError
+from .program import ChainOp, DmaOp, ScalarOp
+
+
+class Dram:
+    """Byte-addressed external memory that grows on demand up to the configured size."""
+
+    def __init__(self, size: int, image: bytes | np.ndarray | None = None):
+        self.size = size
+        data = np.frombuffer(bytes(image), np.uint8) if image is not None else np.zeros(0, np.uint8)
+        if data.size > size:
+            raise SimulationError(f"DRAM image of {data.size} bytes exceeds the configured {size} bytes")
+        self.data = np.zeros(max(data.size, 1 << 12), np.uint8)
+        self.data[: data.size] = data
+
+    def _ensure(self, end: int) -> None:
+        if end > self.data.size:
+            grown = np.zeros(min(self.size, max(end, 2 * self.data.size)), np.uint8)
+            grown[: self.data.size] = self.data
+            self.data = grown
+
+    def read(self, addr: np.ndarray, nbytes: int) -> np.ndarray:
+        """Bytes at each start address in ``addr``: shape (len(addr), nbytes)."""
+        addr = np.asarray(addr, np.int64)
+        self._ensure(int(addr.max()) + nbytes)
+        return self.data[addr[:, None] + np.arange(nbytes)[None, :]]
+
+    def write(self, addr: np.ndarray, rows: np.ndarray) -> None:
+        """Write ``rows`` (n, nbytes) at each start address in ``addr``."""
+        addr = np.asarray(addr, np.int64)
+        self._ensure(int(addr.max()) + rows.shape[1])
+        self.data[addr[:, None] + np.arange(rows.shape[1])[None, :]] = rows
+
+    def bytes(self, addr: int, nbytes: int) -> bytes:
+        """A copy of ``nbytes`` bytes at ``addr``."""
+        self._ensure(addr + nbytes)
+        return self.data[addr: addr + nbytes].tobytes()
+
+
+class Machine:
+    """Architectural state of one NPU and the functional semantics of its ops."""
+
+    def __init__(self, config: NPUConfig, dram_image: bytes | np.ndarray | None = None):
+        self.config = config
+        n = config.native_dim
+        self.mfu_format = config.mfu_format
+        self.dtype = get_format(config.mfu_format).dtype
+        self.dram = Dram(config.dram_bytes, dram_image)
+        self.vmem = np.zeros((config.vrf_depth, n), self.dtype)
+        self.sregs = np.zeros(config.scalar_regs, np.float32)
+        self.wfmt = get_format(config.weight_format)
+        self.xfmt = get_format(config.activation_format)
+        self.block = reduction_block(self.wfmt, self.xfmt, n)
+        self.plan = gemm_plan(self.wfmt, self.xfmt, self.block)
+        self.quantum = self.wfmt.element.quantum_min * self.xfmt.element.quantum_min
+        self.tile_bytes = tile_nbytes(self.wfmt, n)
+        wblock = self.wfmt.block_for(n)
+        self._wscale_per_row = n // wblock
+        # decoded MRF: element values (exact in binary32) and scale values
+        self.mrf_elem = np.zeros((config.mrf_tiles, n, n), np.float32)
+        self.mrf_scale = np.ones((config.mrf_tiles, n, self._wscale_per_row), np.float64)
+
+    # ----- DMA -------------------------------------------------------------------
+    def v_load(self, f: dict) -> None:
+        """DRAM -> vector memory, row by row."""
+        vb = self.config.vector_bytes
+        rows = np.arange(f["rows"])
+        data = self.dram.read(f["daddr"] + rows * f["dstride"], f["row_len"] * vb)
+        vecs = data.reshape(-1).view(self.dtype).reshape(f["rows"], f["row_len"], self.config.native_dim)
+        vaddr = f["vaddr"] + rows[:, None] * f["vstride"] + np.arange(f["row_len"])[None, :]
+        self.vmem[vaddr.reshape(-1)] = vecs.reshape(-1, self.config.native_dim)
+
+    def v_store(self, f: dict) -> None:
+        """Vector memory -> DRAM, row by row."""
+        vb = self.config.vector_bytes
+        rows = np.arange(f["rows"])
+        vaddr = f["vaddr"] + rows[:, None] * f["vstride"] + np.arange(f["row_len"])[None, :]
+        data = np.ascontiguousarray(self.vmem[vaddr.reshape(-1)]).view(np.uint8).reshape(f["rows"], -1)
+        self.dram.write(f["daddr"] + rows * f["dstride"], data)
+
+    def m_load(self, f: dict) -> None:
+        """DRAM packed tiles -> MRF (decoded once here)."""
+        n, count = self.config.native_dim, f["count"]
+        raw = self.dram.read(f["daddr"] + np.arange(count) * self.tile_bytes, self.tile_bytes)
+        nscale = n * self._wscale_per_row
+        scale_codes = raw[:, :nscale].reshape(count, n, self._wscale_per_row)
+        if (scale_codes >= (1 << self.wfmt.scale_bits)).any():
+            t = int(np.argwhere((scale_codes >= (1 << self.wfmt.scale_bits)).any(axis=(1, 2)))[0, 0])
+            raise SimulationError(f"tile at DRAM {f['daddr'] + t * self.tile_bytes:#x} has a scale byte wider "
+                                  f"than {self.wfmt.scale_bits} bits (not a {self.wfmt.name} tile)")
+        codes = np.stack([unpack_bits(raw[t, nscale:], self.wfmt.element.bits, n * n) for t in range(count)])
+        dst = slice(f["maddr"], f["maddr"] + count)
+        self.mrf_elem[dst] = element_values(self.wfmt, codes).reshape(count, n, n)
+        self.mrf_scale[dst] = scale_values(self.wfmt, scale_codes)
+
+    # ----- scalar ---------------------------------------------------------------
+    def s_wr(self, f: dict) -> None:
+        """Write a scalar register (binary32 bit pattern)."""
+        self.sregs[f["sreg"]] = np.array(f["value"], np.uint32).view(np.float32)
+
+    # ----- chains ---------------------------------------------------------------
+    def _addresses(self, ch: ChainOp, f: dict, *, rows: bool, reduction: bool) -> np.ndarray:
+        """Index array of an address generator: shape (n0, n1[, r][, k0, k1, c])."""
+        shape = [ch.n0, ch.n1]
+        terms = [(f.get("s_n0", 0), ch.n0), (f.get("s_n1", 0), ch.n1)]
+        if rows:
+            terms.append((f.get("s_r", 0), ch.r))
+        if reduction:
+            terms += [(f.get("s_k0", 0), ch.k0), (f.get("s_k1", 0), ch.k1), (1, ch.c)]
+        dims = len(terms)
+        addr = np.full([1] * dims, f["base"], np.int64)
+        for axis, (stride, count) in enumerate(terms):
+            shape_ax = [1] * dims
+            shape_ax[axis] = count
+            addr = addr + (np.arange(count, dtype=np.int64) * stride).reshape(shape_ax)
+        del shape
+        return addr
+
+    def chain(self, ch: ChainOp) -> None:
+        """Execute one chain over all its iterations."""
+        n = self.config.native_dim
+        p = ch.iterations
+        fmt = self.mfu_format
+        if ch.mbase is not None:
+            addr = self._addresses(ch, ch.rd, rows=False, reduction=True).reshape(p, ch.k)
+            x = self.vmem[addr].reshape(p, ch.k * n)
+            y = mfu_math.accumulator_to_format(self._mvu(ch, x), fmt).reshape(p, ch.r, n)
+        else:
+            addr = self._addresses(ch, ch.rd, rows=True, reduction=True).reshape(p, ch.r, ch.k)
+            x = self.vmem[addr]                                          # (p, r, k, n)
+            if ch.reduce == "sum":
+                y = mfu_math.reduce_sum(np.moveaxis(x, 2, 0), fmt)
+            elif ch.reduce == "max":
+                y = mfu_math.reduce_max(np.moveaxis(x, 2, 0), fmt)
+            else:
+                y = x[:, :, 0]
+        for op in ch.mfu:
+            y = self._mfu(ch, op, y)
+        waddr = self._addresses(ch, ch.wr, rows=True, reduction=False).reshape(-1)
+        lo, hi = ch.wr.get("lo", 0), ch.wr.get("hi", 0) or n
+        self._check_hazards(ch, waddr)
+        if lo == 0 and hi == n:
+            self.vmem[waddr] = y.reshape(-1, n)
+        else:
+            self.vmem[waddr, lo:hi] = y.reshape(-1, n)[:, lo:hi]
+
+    def _mvu(self, ch: ChainOp, x: np.ndarray) -> np.ndarray:
+        n, k, r = self.config.native_dim, ch.k, ch.r
+        tiles = ch.mbase + np.arange(r * k).reshape(r, k)
+        we = self.mrf_elem[tiles].transpose(0, 2, 1, 3).reshape(r * n, k * n)
+        ws = self.mrf_scale[tiles].transpose(0, 2, 1, 3).reshape(r * n, k * self._wscale_per_row)
+        ws = np.repeat(ws, self.wfmt.block_for(n) // self.block, axis=1)
+        xe, xcodes = quantize_to_values(x.astype(np.float32), self.xfmt, n)
+        xs = np.repeat(scale_values(self.xfmt, xcodes), self.xfmt.block_for(n) // self.block, axis=1)
+        return matvec_decoded(we, ws, xe, xs, self.block, self.plan, self.quantum)
+
+    def _mfu(self, ch: ChainOp, op, y: np.ndarray) -> np.ndarray:
+        fmt = self.mfu_format
+        name = op.mnemonic
+        if name.startswith("vv_"):
+            f = {"base": op.base, "s_n0": op.s_n0, "s_n1": op.s_n1, "s_r": op.s_r}
+            b = self.vmem[self._addresses(ch, f, rows=True, reduction=False)].reshape(y.shape)
+        elif name.startswith("vs_"):
+            b = mfu_math.scalar(self.sregs[op.sreg], fmt)
+        else:
+            b = None
+        if name in ("vv_add", "vs_add"):
+            return mfu_math.add(y, b, fmt)
+        if name == "vv_a_sub_b":
+            return mfu_math.sub(y, b, fmt)
+        if name == "vv_b_sub_a":
+            return mfu_math.sub(b, y, fmt)
+        if name in ("vv_mul", "vs_mul"):
+            return mfu_math.mul(y, b, fmt)
+        if name in ("vv_max", "vs_max"):
+            return mfu_math.maximum(y, b, fmt)
+        if name == "v_relu":
+            return mfu_math.relu(y, fmt)
+        if name == "v_sigm":
+            return mfu_math.sigmoid(y, fmt)
+        if name == "v_tanh":
+            return mfu_math.tanh(y, fmt)
+        raise SimulationError("not an MFU operation", op.index, mnemonic=name)
+
+    def _check_hazards(self, ch: ChainOp, waddr: np.ndarray) -> None:
+        """Reject a chain whose writes collide, or feed a later iteration's reads."""
+        uniq, first = np.unique(waddr, return_index=True)
+        if uniq.size != waddr.size and (ch.wr.get("lo", 0), ch.wr.get("hi", 0)) == (0, 0):
+            raise SimulationError("two iterations write the same vector (write-after-write in one chain)",
+                                  ch.end_index - 1, mnemonic="v_wr")
+        n_rows = ch.r
+        reads = [(self._addresses(ch, ch.rd, rows=ch.mbase is None, reduction=True), "v_rd")]
+        for op in ch.mfu:
+            if op.mnemonic.startswith("vv_"):
+                f = {"base": op.base, "s_n0": op.s_n0, "s_n1": op.s_n1, "s_r": op.s_r}
+                reads.append((self._addresses(ch, f, rows=True, reduction=False), op.mnemonic))
+        write_iter = np.repeat(np.arange(ch.iterations), n_rows)
+        for addr, name in reads:
+            flat = addr.reshape(ch.iterations, -1)
+            hit = np.isin(flat, uniq)
+            if not hit.any():
+                continue
+            it, col = np.nonzero(hit)
+            pos = np.searchsorted(uniq, flat[it, col])
+            first_writer = write_iter[first[pos]]
+            if (it > first_writer).any():
+                bad = int(np.argmax(it > first_writer))
+                raise SimulationError(
+                    f"iteration {int(it[bad])} reads vector {int(flat[it[bad], col[bad]])} that iteration "
+                    f"{int(first_writer[bad])} of the same chain wrote (read-after-write hazard)",
+                    ch.index, mnemonic=name)
+
+    # ----- dispatch -------------------------------------------------------------
+    def execute(self, op) -> None:
+        """Apply one op's effect on the architectural state."""
+        if isinstance(op, ChainOp):
+            self.chain(op)
+        elif isinstance(op, DmaOp):
+            getattr(self, op.mnemonic)(op.fields)
+        elif isinstance(op, ScalarOp) and op.mnemonic == "s_wr":
+            self.s_wr(op.fields)

@@ -1,0 +1,159 @@
+"""A decoded program in the form the simulator executes.
+
+Binary words are decoded and validated once (``npu.isa``); chains become
+:class:`ChainOp` records holding everything one batched execution needs,
+DMA instructions become :class:`DmaOp`.  Both functional and timing models
+walk this list.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..config import NPUConfig
+from ..isa.table import MFU_SLOTS, Queue
+from .errors import SimulationError
+
+
+@dataclass(frozen=True)
+class MfuOp:
+    """One MFU operation of a chain: a vector operand, a scalar register, or none."""
+
+    mnemonic: str
+    index: int                     # instruction index
+    base: int = 0
+    s_n0: int = 0
+    s_n1: int = 0
+    s_r: int = 0
+    sreg: int = -1
+
+
+@dataclass(frozen=True)
+class ChainOp:
+    """One chain: loop counts, input read, optional matrix, MFU ops, write."""
+
+    index: int                     # index of the `chain` instruction
+    end_index: int                 # index of `end_chain`
+    n0: int
+    n1: int
+    k0: int
+    k1: int
+    c: int
+    r: int
+    reduce: str
+    rd: dict                       # v_rd fields
+    mbase: int | None              # mv_mul tile base, None without mv_mul
+    mfu: tuple[MfuOp, ...]
+    wr: dict                       # v_wr fields
+    wait: frozenset = frozenset()
+    signal: frozenset = frozenset()
+    queue: Queue = Queue.COMPUTE
+
+    @property
+    def iterations(self) -> int:
+        """Output iterations n0 * n1."""
+        return self.n0 * self.n1
+
+    @property
+    def k(self) -> int:
+        """Input vectors per iteration and row: k0 * k1 * c."""
+        return self.k0 * self.k1 * self.c
+
+
+@dataclass(frozen=True)
+class DmaOp:
+    """v_load / v_store / m_load."""
+
+    mnemonic: str
+    index: int
+    fields: dict
+    wait: frozenset = frozenset()
+    signal: frozenset = frozenset()
+
+    @property
+    def queue(self) -> Queue:
+        """Stream that executes this transfer."""
+        return Queue.STORE if self.mnemonic == "v_store" else Queue.LOAD
+
+
+@dataclass(frozen=True)
+class ScalarOp:
+    """s_wr or nop on the compute stream."""
+
+    mnemonic: str
+    index: int
+    fields: dict
+    wait: frozenset = frozenset()
+    signal: frozenset = frozenset()
+    queue: Queue = Queue.COMPUTE
+
+
+@dataclass
+class SimProgram:
+    """The executable form of a program, plus its optional region table."""
+
+    ops: list
+    instruction_count: int
+    regions: list[tuple[str, int, int]] = field(default_factory=list)
+
+
+def _mnemonic(instr) -> str:
+    return instr.spec.mnemonic
+
+
+def build_program(instrs, config: NPUConfig, regions=None) -> SimProgram:
+    """Validate decoded instructions for ``config`` and group them into executable ops."""
+    from ..isa.errors import IsaError
+    from ..isa.validate import validate_program
+
+    try:
+        validate_program(instrs, config)
+    except IsaError as exc:
+        raise SimulationError(str(exc)) from None
+    ops: list = []
+    i = 0
+    while i < len(instrs):
+        ins = instrs[i]
+        name = _mnemonic(ins)
+        if name == "chain":
+            j = i + 1
+            parts = []
+            while _mnemonic(instrs[j]) != "end_chain":
+                parts.append(instrs[j])
+                j += 1
+            ops.append(_chain(i, ins, parts, instrs[j]))
+            i = j + 1
+            continue
+        if name in ("v_load", "v_store", "m_load"):
+            ops.append(DmaOp(name, i, dict(ins.fields), frozenset(ins.wait), frozenset(ins.signal)))
+        elif name in ("s_wr", "nop"):
+            ops.append(ScalarOp(name, i, dict(ins.fields), frozenset(ins.wait), frozenset(ins.signal)))
+        elif name == "halt":
+            ops.append(ScalarOp(name, i, {}, frozenset(ins.wait), frozenset(ins.signal), Queue.ALL))
+        else:   # validate_program rejects everything else outside a chain
+            raise SimulationError("instruction outside a chain", i, mnemonic=name)
+        i += 1
+    return SimProgram(ops, len(instrs), list(regions or []))
+
+
+def _chain(index: int, head, parts, end) -> ChainOp:
+    f = head.fields
+    rd = dict(parts[0].fields)
+    mbase = None
+    mfu = []
+    wr: dict = {}
+    for offset, p in enumerate(parts[1:], start=2):
+        name = _mnemonic(p)
+        if name == "mv_mul":
+            mbase = p.fields["mbase"]
+        elif name in MFU_SLOTS:
+            pf = p.fields
+            mfu.append(MfuOp(name, index + offset,
+                             base=pf.get("base", 0), s_n0=pf.get("s_n0", 0), s_n1=pf.get("s_n1", 0),
+                             s_r=pf.get("s_r", 0), sreg=pf.get("sreg", -1)))
+        elif name == "v_wr":
+            wr = dict(p.fields)
+    from ..isa.table import REDUCE_MODES
+
+    return ChainOp(index=index, end_index=index + len(parts) + 1, n0=f["n0"], n1=f["n1"], k0=f["k0"],
+                   k1=f["k1"], c=f["c"], r=f["r"], reduce=REDUCE_MODES[f["reduce"]], rd=rd, mbase=mbase,
+                   mfu=tuple(mfu), wr=wr, wait=frozenset(head.wait), signal=frozenset(end.signal))

@@ -1,0 +1,192 @@
+"""The cycle-approximate timing model (docs/architecture.md, "Timing model").
+
+Each op gets a cost from the configuration alone (no data dependence), and a
+scheduler runs the three streams decoupled: an op starts when its stream is
+free and the tokens it waits on have arrived; DMA transfers also share the
+one DRAM channel.  The schedule fixes the order in which the functional
+model applies ops, so results never depend on the timing mode.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..config import NPUConfig
+from ..isa.table import DEP_MEANING, Queue
+from .errors import CycleBudgetExceeded, SimulationError
+from .program import ChainOp, DmaOp, ScalarOp, SimProgram
+
+#: Fixed pipeline latencies, in cycles (documented in docs/architecture.md).
+DECODE_LATENCY = 2          # decode + issue of a chain or transfer
+VRF_READ_LATENCY = 2        # vector memory read to unit input
+MFU_LATENCY = 3             # one MFU: multiply, add/sub/max, activation stages
+WRITE_LATENCY = 1           # result to vector memory
+
+
+def mvu_latency(config: NPUConfig) -> int:
+    """Cycles from the first input vector to the first MVU output: one tile pass,
+    the block-conversion stage, the adder tree and the binary32 accumulator."""
+    return config.cycles_per_tile + 1 + math.ceil(math.log2(config.native_dim)) + 2
+
+
+@dataclass(frozen=True)
+class OpCost:
+    """What one op costs: cycles on its stream and busy cycles per unit."""
+
+    cycles: int
+    mvu_busy: int = 0
+    mfu_busy: int = 0
+    dma_busy: int = 0
+    dram_bytes: int = 0
+    macs: int = 0
+
+
+def dma_bytes(op: DmaOp, config: NPUConfig, tile_bytes: int) -> int:
+    """Bytes a transfer moves."""
+    f = op.fields
+    if op.mnemonic == "m_load":
+        return f["count"] * tile_bytes
+    return f["rows"] * f["row_len"] * config.vector_bytes
+
+
+def op_cost(op, config: NPUConfig, tile_bytes: int) -> OpCost:
+    """Cost of one op on ``config``."""
+    if isinstance(op, DmaOp):
+        nbytes = dma_bytes(op, config, tile_bytes)
+        xfer = math.ceil(nbytes / config.dram_bytes_per_cycle)
+        return OpCost(cycles=DECODE_LATENCY + config.dram_latency_cycles + xfer, dma_busy=xfer,
+                      dram_bytes=nbytes)
+    if isinstance(op, ChainOp):
+        vectors = op.iterations * op.r
+        mfus_used = _mfus_used(op, config)
+        fill = DECODE_LATENCY + VRF_READ_LATENCY + MFU_LATENCY * mfus_used + WRITE_LATENCY
+        if op.mbase is not None:
+            tile_ops = op.iterations * op.r * op.k
+            mvu = math.ceil(tile_ops / config.tiles) * config.cycles_per_tile
+            steady = max(mvu, vectors)
+            fill += mvu_latency(config)
+            n = config.native_dim
+            return OpCost(cycles=fill + steady, mvu_busy=mvu, mfu_busy=vectors if op.mfu else 0,
+                          macs=tile_ops * n * n)
+        reads = vectors * op.k
+        return OpCost(cycles=fill + max(reads, vectors), mfu_busy=vectors if (op.mfu or op.reduce != "none") else 0)
+    return OpCost(cycles=1)
+
+
+def _mfus_used(op: ChainOp, config: NPUConfig) -> int:
+    from ..isa.validate import mfu_assignment
+
+    if not op.mfu:
+        return 0
+    placement = mfu_assignment([m.mnemonic for m in op.mfu], config.mfus)
+    return 1 + max(unit for unit, _slot in placement)
+
+
+@dataclass
+class Scheduled:
+    """One op placed in time."""
+
+    op: object
+    start: int
+    end: int
+    cost: OpCost
+    stall: int = 0
+    stall_cause: str = ""
+
+
+@dataclass
+class Schedule:
+    """The whole program placed in time, in issue order."""
+
+    entries: list[Scheduled] = field(default_factory=list)
+    total_cycles: int = 0
+
+
+def _queue_of(op) -> Queue:
+    return op.queue
+
+
+def _tokens(op, kind: str) -> list[str]:
+    return sorted(getattr(op, kind))
+
+
+def schedule(program: SimProgram, config: NPUConfig, tile_bytes: int, *, cycle_budget: int | None = None,
+             on_issue=None) -> Schedule:
+    """Place every op in time; ``on_issue(op)`` is called in issue order (the functional model).
+
+    Raises SimulationError on a token deadlock and CycleBudgetExceeded when an
+    op would end past ``cycle_budget``.
+    """
+    streams = {Queue.LOAD: [], Queue.COMPUTE: [], Queue.STORE: []}
+    halt = None
+    for op in program.ops:
+        q = _queue_of(op)
+        if q is Queue.ALL:
+            halt = op
+            break
+        streams[q].append(op)
+    heads = {q: 0 for q in streams}
+    free = {q: 0 for q in streams}
+    tokens: dict[str, list[int]] = {name: [] for name in ("l2c", "c2l", "c2s", "s2c")}
+    dram_free = 0
+    out = Schedule()
+    pending = sum(len(v) for v in streams.values())
+    while pending:
+        best = None
+        for q, ops in streams.items():
+            if heads[q] >= len(ops):
+                continue
+            op = ops[heads[q]]
+            waits = _tokens(op, "wait")
+            if any(not tokens[t] for t in waits):
+                continue
+            token_ready = max((tokens[t][0] for t in waits), default=0)
+            start = max(free[q], token_ready)
+            if best is None or start < best[0]:
+                best = (start, q, op, token_ready)
+        if best is None:
+            blocked = []
+            for q, ops in streams.items():
+                if heads[q] < len(ops):
+                    op = ops[heads[q]]
+                    missing = [t for t in _tokens(op, "wait") if not tokens[t]]
+                    blocked.append(f"instruction {op.index} ({q.value} stream) waits for {', '.join(missing)}")
+            raise SimulationError("deadlock: no stream can proceed; " + "; ".join(blocked) +
+                                  " and no instruction left can signal it")
+        start, q, op, token_ready = best
+        for t in _tokens(op, "wait"):
+            tokens[t].pop(0)
+        cost = op_cost(op, config, tile_bytes)
+        stall, cause = start - free[q], ""
+        if isinstance(op, DmaOp):
+            xfer_start = max(start + DECODE_LATENCY + config.dram_latency_cycles, dram_free)
+            end = xfer_start + cost.dma_busy
+            dram_free = end
+            if xfer_start > start + DECODE_LATENCY + config.dram_latency_cycles:
+                stall += xfer_start - (start + DECODE_LATENCY + config.dram_latency_cycles)
+                cause = "dram"
+        else:
+            end = start + cost.cycles
+        if stall and not cause:
+            cause = "wait " + "+".join(_tokens(op, "wait")) if token_ready > free[q] else "stream"
+        if cycle_budget is not None and end > cycle_budget:
+            raise CycleBudgetExceeded(f"would end at cycle {end}, past the cycle budget of {cycle_budget}",
+                                      op.index, mnemonic=getattr(op, "mnemonic", "chain"))
+        if on_issue is not None:
+            on_issue(op)
+        out.entries.append(Scheduled(op, start, end, cost, stall, cause))
+        free[q] = end
+        for t in _tokens(op, "signal"):
+            tokens[t].append(end)
+        heads[q] += 1
+        pending -= 1
+    total = max(free.values())
+    if halt is not None:
+        end = total + 1
+        out.entries.append(Scheduled(halt, total, end, OpCost(cycles=1)))
+        total = end
+    out.total_cycles = total
+    return out
+
+
+__all__ = ["OpCost", "Schedule", "Scheduled", "op_cost", "schedule", "mvu_latency", "DEP_MEANING"]
