@@ -1,0 +1,216 @@
+"""The ``npu`` command line: one entry point, one subcommand per job."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import __version__
+from .config import DEFAULT_PRESET, PRESETS, ConfigError, NPUConfig, load_config
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one message, exit status 2."""
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
+    line = "  ".join(str(h).ljust(w) for h, w in zip(headers, widths))
+    out = [line, "  ".join("-" * w for w in widths)]
+    for r in rows:
+        out.append("  ".join(str(c).rjust(w) if isinstance(c, (int, float)) else str(c).ljust(w)
+                             for c, w in zip(r, widths)))
+    return "\n".join(out)
+
+
+def presets_table(configs: list[NPUConfig]) -> str:
+    """A readable table of machine configurations."""
+    rows = []
+    for c in configs:
+        rows.append([c.name, c.native_dim, c.tiles, c.lanes, f"{c.macs:,}", c.mfus,
+                     f"{c.clock_mhz:g}", f"{c.peak_tops:.1f}", f"{c.vrf_depth * c.vector_bytes / 2**20:g}",
+                     c.mrf_tiles, f"{c.dram_gbps:g}", f"{c.weight_format}/{c.activation_format}/{c.mfu_format}"])
+    return _table(["preset", "N", "tiles", "lanes", "MACs", "MFUs", "MHz", "peak TOPS", "VRF MiB",
+                   "MRF tiles", "DRAM GB/s", "formats w/a/mfu"], rows)
+
+
+def formats_table(native_dim: int) -> str:
+    """A readable table of every numeric format."""
+    from .numerics.formats import FORMATS, BlockFormat, FloatFormat
+
+    rows = []
+    for f in FORMATS.values():
+        if isinstance(f, BlockFormat):
+            el = f.element
+            elem = {"sm": f"sign+{el.bits - 1}-bit magnitude", "int": "int8 two's complement",
+                    "fp": f"E{el.ebits}M{el.mbits} minifloat"}[el.kind]
+            block = f"N={native_dim}" if f.block == 0 else str(f.block)
+            rows.append([f.name, "block (MVU)", elem, block, f"{f.scale_bits}-bit exp",
+                         f"{f.bits_per_value(native_dim):.3g}", f"{el.max_normal:g} x 2^s"])
+        elif isinstance(f, FloatFormat):
+            rows.append([f.name, "scalar (MFU)", "IEEE-style float", "-", "-", f.bits, "-"])
+        else:
+            rows.append([f.name, "reference", "int8, binary32 scale per row", "row", "fp32 scale",
+                         "8 + 32/row", "127 x scale"])
+    return _table(["format", "family", "element", "block", "scale", "bits/value", "largest"], rows)
+
+
+def _cmd_formats(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    print(formats_table(cfg.native_dim))
+    return 0
+
+
+def _cmd_presets(args: argparse.Namespace) -> int:
+    if args.show:
+        print(load_config(args.show).to_json(), end="")
+    else:
+        print(presets_table(list(PRESETS.values())))
+    return 0
+
+
+def _read_text(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except FileNotFoundError:
+        raise CliError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"{path}: cannot read: {exc}") from None
+
+
+def _cmd_asm(args: argparse.Namespace) -> int:
+    from .isa.assembler import assemble
+
+    cfg = load_config(args.config)
+    program = assemble(_read_text(args.source), cfg, source=args.source)
+    out = Path(args.output) if args.output else Path(args.source).with_suffix(".bin")
+    out.write_bytes(program.words)
+    print(f"{args.source}: {len(program.instructions)} instructions, {len(program.words)} bytes -> {out}")
+    return 0
+
+
+def _cmd_disasm(args: argparse.Namespace) -> int:
+    from .isa.disassembler import disassemble
+    from .isa.encoding import decode_program
+
+    try:
+        data = Path(args.binary).read_bytes()
+    except OSError as exc:
+        raise CliError(f"{args.binary}: cannot read: {exc.strerror or exc}") from None
+    text = disassemble(decode_program(data), show_index=args.index)
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .sim import simulate
+
+    cfg = load_config(args.config)
+    path = Path(args.program)
+    if path.suffix in (".s", ".asm"):
+        from .isa.assembler import assemble
+
+        program = assemble(_read_text(args.program), cfg, source=args.program)
+    else:
+        try:
+            program = path.read_bytes()
+        except OSError as exc:
+            raise CliError(f"{args.program}: cannot read: {exc.strerror or exc}") from None
+    image = None
+    if args.dram:
+        try:
+            image = Path(args.dram).read_bytes()
+        except OSError as exc:
+            raise CliError(f"{args.dram}: cannot read: {exc.strerror or exc}") from None
+    result = simulate(program, cfg, dram=image, mode=args.mode, cycle_budget=args.budget)
+    if result.stats is not None:
+        print(result.stats.table())
+    else:
+        print(f"{args.program}: ran functionally (no timing in this mode)")
+    if args.trace:
+        result.write_trace(args.trace)
+        print(f"trace written to {args.trace} (open it in Perfetto or chrome://tracing)")
+    if args.dump:
+        try:
+            addr_text, size_text = args.dump.split(":")
+            addr, size = int(addr_text, 0), int(size_text, 0)
+        except ValueError:
+            raise CliError(f"--dump {args.dump!r}: expected ADDR:NBYTES, e.g. 0x1000:4096") from None
+        out = Path(args.dump_to)
+        out.write_bytes(result.dram(addr, size))
+        print(f"DRAM {addr:#x}..{addr + size - 1:#x} written to {out}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.config)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``npu`` command."""
+    p = argparse.ArgumentParser(prog="npu", description="Brainwave-style NPU toolkit")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("demo", help="run the built-in demonstration on embedded defaults")
+    s.add_argument("--config", default=DEFAULT_PRESET, help="preset name or JSON file")
+    s.set_defaults(func=_cmd_demo)
+
+    s = sub.add_parser("run", help="simulate a program and print its statistics")
+    s.add_argument("program", help="binary program, or assembly text (.s / .asm)")
+    s.add_argument("--config", default=DEFAULT_PRESET, help="preset name or JSON file")
+    s.add_argument("--dram", help="initial DRAM image (raw bytes from address 0)")
+    s.add_argument("--mode", choices=("full", "timing", "functional"), default="full",
+                   help="full: timing and arithmetic; timing: cycles only; functional: arithmetic only")
+    s.add_argument("--trace", metavar="OUT.json", help="write a Chrome trace / Perfetto timeline")
+    s.add_argument("--budget", type=int, default=10_000_000_000, help="stop past this many cycles")
+    s.add_argument("--dump", metavar="ADDR:NBYTES", help="save this DRAM range after the run")
+    s.add_argument("--dump-to", default="dram_dump.bin", help="file for --dump (default dram_dump.bin)")
+    s.set_defaults(func=_cmd_run)
+
+    s = sub.add_parser("presets", help="list machine presets, or print one as JSON")
+    s.add_argument("--show", metavar="NAME", help="print this preset (or JSON file) as JSON")
+    s.set_defaults(func=_cmd_presets)
+
+    s = sub.add_parser("formats", help="list the numeric formats")
+    s.add_argument("--config", default=DEFAULT_PRESET, help="machine whose native vector sizes blocks")
+    s.set_defaults(func=_cmd_formats)
+
+    s = sub.add_parser("asm", help="assemble a text program into binary instruction words")
+    s.add_argument("source", help="assembly text file")
+    s.add_argument("-o", "--output", help="output binary (default: SOURCE with .bin)")
+    s.add_argument("--config", default=DEFAULT_PRESET, help="machine to check addresses against")
+    s.set_defaults(func=_cmd_asm)
+
+    s = sub.add_parser("disasm", help="disassemble binary instruction words into text")
+    s.add_argument("binary", help="binary program (16-byte little-endian words)")
+    s.add_argument("-o", "--output", help="write the text here instead of standard output")
+    s.add_argument("--index", action="store_true", help="prefix each line with its instruction index")
+    s.set_defaults(func=_cmd_disasm)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``npu`` command; returns the exit status."""
+    from .isa.errors import IsaError
+    from .numerics.formats import FormatError
+    from .sim.errors import SimulationError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (CliError, ConfigError, IsaError, FormatError, SimulationError) as exc:
+        print(f"npu {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"npu {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
