@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 
 from .formats import BlockFormat, FormatError
@@ -160,13 +161,52 @@ def accumulate_blocks(partials: np.ndarray) -> np.ndarray:
     return acc
 
 
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _scale_accumulate(sums, xs, ws, bad_x, bad_w, out):
+    """out[m, r] = binary32 sum over b, in order, of RNE32(sums[b, m, r] * xs[m, b] * ws[r, b])."""
+    nb, m_rows, r_rows = sums.shape
+    for m in numba.prange(m_rows):
+        acc = np.zeros(r_rows, np.float32)
+        for b in range(nb):
+            sx = xs[m, b]
+            bx = bad_x[m, b]
+            for r in range(r_rows):
+                if bx or bad_w[r, b]:
+                    p = np.float32(np.nan)
+                else:
+                    p = np.float32(np.float64(sums[b, m, r]) * (sx * ws[r, b]))
+                acc[r] = np.float32(acc[r] + p)
+        for r in range(r_rows):
+            out[m, r] = acc[r]
+
+
 def matvec_decoded(we: np.ndarray, ws: np.ndarray, xe: np.ndarray, xs: np.ndarray,
                    block: int, plan: str, quantum: float) -> np.ndarray:
     """The MVU accumulator (M, R) from decoded operands (see :func:`_iter_block_sums`)."""
-    acc = np.zeros((xe.shape[0], we.shape[0]), np.float32)
-    for p in _iter_block_sums(we, ws, xe, xs, block, plan, quantum):
-        acc += p                                # binary32 addition, in block order
-    return acc
+    if plan == "split":
+        acc = np.zeros((xe.shape[0], we.shape[0]), np.float32)
+        for p in _iter_block_sums(we, ws, xe, xs, block, plan, quantum):
+            acc += p                            # binary32 addition, in block order
+        return acc
+    r, k = we.shape
+    m = xe.shape[0]
+    nb = k // block
+    w3 = we.reshape(r, nb, block)
+    x3 = xe.reshape(m, nb, block)
+    bad_w = ~np.isfinite(w3).all(axis=2) | np.isnan(ws)
+    bad_x = ~np.isfinite(x3).all(axis=2) | np.isnan(xs)
+    if bad_w.any():
+        w3 = np.where(np.isfinite(w3), w3, 0)
+    if bad_x.any():
+        x3 = np.where(np.isfinite(x3), x3, 0)
+    dtype = np.float32 if plan == "f32" else np.float64
+    # exact block sums of every block in one batched GEMM: (nb, M, B) @ (nb, B, R)
+    sums = np.matmul(np.ascontiguousarray(x3.transpose(1, 0, 2), dtype=dtype),
+                     np.ascontiguousarray(w3.transpose(1, 2, 0), dtype=dtype))
+    out = np.empty((m, r), np.float32)
+    _scale_accumulate(sums, np.ascontiguousarray(xs, np.float64), np.ascontiguousarray(ws, np.float64),
+                      np.ascontiguousarray(bad_x), np.ascontiguousarray(bad_w), out)
+    return out
 
 
 def matvec(w: BlockTensor, x: BlockTensor, native_dim: int) -> np.ndarray:
