@@ -114,3 +114,36 @@ def test_demo_layer_reference_is_close_in_narrow_formats(fmt):
     ref = np.maximum(ref, 0)
     cos = (y * ref).sum() / np.linalg.norm(y) / np.linalg.norm(ref)
     assert cos > 0.98
+
+
+def test_run_simulates_an_assembly_file_with_trace_and_dump(tmp_path):
+    import json
+
+    from npu.demo import conv3x3_dram_image
+
+    cfg = PRESETS["tiny"]
+    src = tmp_path / "conv.s"
+    src.write_text(conv3x3_source(cfg))
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((8, 8, 64)).astype(np.float32)
+    w = (rng.standard_normal((32, 3, 3, 64)) / 24).astype(np.float32)
+    b = rng.standard_normal(32).astype(np.float32)
+    image = conv3x3_dram_image(cfg, x, w, b)
+    (tmp_path / "image.bin").write_bytes(image)
+    trace = tmp_path / "trace.json"
+    dump = tmp_path / "out.bin"
+    proc = run_cli("run", str(src), "--config", "tiny", "--dram", str(tmp_path / "image.bin"),
+                   "--trace", str(trace), "--dump", f"{len(image)}:{8 * 8 * 32 * 2}", "--dump-to", str(dump))
+    assert proc.returncode == 0, proc.stderr
+    assert "total cycles" in proc.stdout and "MVU" in proc.stdout
+    events = json.loads(trace.read_text())["traceEvents"]
+    assert {e["args"]["name"] for e in events if e["name"] == "thread_name"} >= {"load DMA", "MVU", "MFU", "store DMA"}
+    y = np.frombuffer(dump.read_bytes(), np.float16).reshape(8, 8, 32)
+    assert np.array_equal(y.view(np.uint16), conv3x3_reference(cfg, x, w, b).view(np.uint16))
+
+
+def test_run_reports_bad_programs_cleanly(tmp_path):
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(bytes(16))           # a lone nop: no halt
+    proc = run_cli("run", str(bad), "--config", "tiny")
+    assert proc.returncode == 2 and "halt" in proc.stderr and "Traceback" not in proc.stderr
