@@ -119,7 +119,6 @@ class Machine:
     # ----- chains ---------------------------------------------------------------
     def _addresses(self, ch: ChainOp, f: dict, *, rows: bool, reduction: bool) -> np.ndarray:
         """Index array of an address generator: shape (n0, n1[, r][, k0, k1, c])."""
-        shape = [ch.n0, ch.n1]
         terms = [(f.get("s_n0", 0), ch.n0), (f.get("s_n1", 0), ch.n1)]
         if rows:
             terms.append((f.get("s_r", 0), ch.r))
@@ -131,36 +130,60 @@ class Machine:
             shape_ax = [1] * dims
             shape_ax[axis] = count
             addr = addr + (np.arange(count, dtype=np.int64) * stride).reshape(shape_ax)
-        del shape
         return addr
 
+    #: Largest number of input elements one batch of a chain gathers (bounds memory use).
+    CHUNK_ELEMENTS = 1 << 23
+
     def chain(self, ch: ChainOp) -> None:
-        """Execute one chain over all its iterations."""
+        """Execute one chain over all its iterations, in batches of whole iterations."""
         n = self.config.native_dim
         p = ch.iterations
+        with_mv = ch.mbase is not None
+        if with_mv:
+            raddr = self._addresses(ch, ch.rd, rows=False, reduction=True).reshape(p, ch.k)
+        else:
+            raddr = self._addresses(ch, ch.rd, rows=True, reduction=True).reshape(p, ch.r, ch.k)
+        oaddr = [self._addresses(ch, self._operand_fields(op), rows=True, reduction=False).reshape(p, ch.r)
+                 if op.mnemonic.startswith("vv_") else None for op in ch.mfu]
+        waddr = self._addresses(ch, ch.wr, rows=True, reduction=False).reshape(p, ch.r)
+        self._check_hazards(ch, waddr.reshape(-1), raddr, oaddr)
+        # iterations never read what other iterations of this chain write (checked above),
+        # so batches of iterations may run one after another
+        per_iter = ch.k * n * (1 if with_mv else ch.r) + ch.r * n
+        step = max(1, self.CHUNK_ELEMENTS // per_iter)
+        for p0 in range(0, p, step):
+            sl = slice(p0, min(p, p0 + step))
+            y = self._chain_input(ch, raddr[sl])
+            for op, addr in zip(ch.mfu, oaddr):
+                y = self._mfu(op, y, addr[sl] if addr is not None else None)
+            self._write(ch, waddr[sl].reshape(-1), y)
+
+    def _chain_input(self, ch: ChainOp, raddr: np.ndarray) -> np.ndarray:
+        """The chain's value before the MFUs for a batch of iterations: (iterations, r, N)."""
+        n = self.config.native_dim
         fmt = self.mfu_format
         if ch.mbase is not None:
-            addr = self._addresses(ch, ch.rd, rows=False, reduction=True).reshape(p, ch.k)
-            x = self.vmem[addr].reshape(p, ch.k * n)
-            y = mfu_math.accumulator_to_format(self._mvu(ch, x), fmt).reshape(p, ch.r, n)
-        else:
-            addr = self._addresses(ch, ch.rd, rows=True, reduction=True).reshape(p, ch.r, ch.k)
-            x = self.vmem[addr]                                          # (p, r, k, n)
-            if ch.reduce == "sum":
-                y = mfu_math.reduce_sum(np.moveaxis(x, 2, 0), fmt)
-            elif ch.reduce == "max":
-                y = mfu_math.reduce_max(np.moveaxis(x, 2, 0), fmt)
-            else:
-                y = x[:, :, 0]
-        for op in ch.mfu:
-            y = self._mfu(ch, op, y)
-        waddr = self._addresses(ch, ch.wr, rows=True, reduction=False).reshape(-1)
+            x = self.vmem[raddr].reshape(raddr.shape[0], ch.k * n)
+            return mfu_math.accumulator_to_format(self._mvu(ch, x), fmt).reshape(-1, ch.r, n)
+        x = self.vmem[raddr]                                          # (p, r, k, n)
+        if ch.reduce == "sum":
+            return mfu_math.reduce_sum(np.moveaxis(x, 2, 0), fmt)
+        if ch.reduce == "max":
+            return mfu_math.reduce_max(np.moveaxis(x, 2, 0), fmt)
+        return x[:, :, 0]
+
+    def _write(self, ch: ChainOp, waddr: np.ndarray, y: np.ndarray) -> None:
+        n = self.config.native_dim
         lo, hi = ch.wr.get("lo", 0), ch.wr.get("hi", 0) or n
-        self._check_hazards(ch, waddr)
         if lo == 0 and hi == n:
             self.vmem[waddr] = y.reshape(-1, n)
         else:
             self.vmem[waddr, lo:hi] = y.reshape(-1, n)[:, lo:hi]
+
+    @staticmethod
+    def _operand_fields(op) -> dict:
+        return {"base": op.base, "s_n0": op.s_n0, "s_n1": op.s_n1, "s_r": op.s_r}
 
     def _mvu(self, ch: ChainOp, x: np.ndarray) -> np.ndarray:
         n, k, r = self.config.native_dim, ch.k, ch.r
@@ -172,12 +195,11 @@ class Machine:
         xs = np.repeat(scale_values(self.xfmt, xcodes), self.xfmt.block_for(n) // self.block, axis=1)
         return matvec_decoded(we, ws, xe, xs, self.block, self.plan, self.quantum)
 
-    def _mfu(self, ch: ChainOp, op, y: np.ndarray) -> np.ndarray:
+    def _mfu(self, op, y: np.ndarray, addr: np.ndarray | None) -> np.ndarray:
         fmt = self.mfu_format
         name = op.mnemonic
-        if name.startswith("vv_"):
-            f = {"base": op.base, "s_n0": op.s_n0, "s_n1": op.s_n1, "s_r": op.s_r}
-            b = self.vmem[self._addresses(ch, f, rows=True, reduction=False)].reshape(y.shape)
+        if addr is not None:
+            b = self.vmem[addr]
         elif name.startswith("vs_"):
             b = mfu_math.scalar(self.sregs[op.sreg], fmt)
         else:
@@ -200,19 +222,14 @@ class Machine:
             return mfu_math.tanh(y, fmt)
         raise SimulationError("not an MFU operation", op.index, mnemonic=name)
 
-    def _check_hazards(self, ch: ChainOp, waddr: np.ndarray) -> None:
+    def _check_hazards(self, ch: ChainOp, waddr: np.ndarray, raddr: np.ndarray, oaddr: list) -> None:
         """Reject a chain whose writes collide, or feed a later iteration's reads."""
         uniq, first = np.unique(waddr, return_index=True)
-        if uniq.size != waddr.size and (ch.wr.get("lo", 0), ch.wr.get("hi", 0)) == (0, 0):
+        if uniq.size != waddr.size:
             raise SimulationError("two iterations write the same vector (write-after-write in one chain)",
                                   ch.end_index - 1, mnemonic="v_wr")
-        n_rows = ch.r
-        reads = [(self._addresses(ch, ch.rd, rows=ch.mbase is None, reduction=True), "v_rd")]
-        for op in ch.mfu:
-            if op.mnemonic.startswith("vv_"):
-                f = {"base": op.base, "s_n0": op.s_n0, "s_n1": op.s_n1, "s_r": op.s_r}
-                reads.append((self._addresses(ch, f, rows=True, reduction=False), op.mnemonic))
-        write_iter = np.repeat(np.arange(ch.iterations), n_rows)
+        write_iter = np.repeat(np.arange(ch.iterations), ch.r)
+        reads = [(raddr, "v_rd")] + [(a, op.mnemonic) for op, a in zip(ch.mfu, oaddr) if a is not None]
         for addr, name in reads:
             flat = addr.reshape(ch.iterations, -1)
             hit = np.isin(flat, uniq)
@@ -221,8 +238,9 @@ class Machine:
             it, col = np.nonzero(hit)
             pos = np.searchsorted(uniq, flat[it, col])
             first_writer = write_iter[first[pos]]
-            if (it > first_writer).any():
-                bad = int(np.argmax(it > first_writer))
+            later = it > first_writer
+            if later.any():
+                bad = int(np.argmax(later))
                 raise SimulationError(
                     f"iteration {int(it[bad])} reads vector {int(flat[it[bad], col[bad]])} that iteration "
                     f"{int(first_writer[bad])} of the same chain wrote (read-after-write hazard)",
