@@ -21,6 +21,7 @@ from npu.numerics import FormatError, get_format, quantize
 from npu.numerics.dot import (accumulate_blocks, block_partial_sums, exact_sum_bits, gemm_plan, matvec,
                               reduction_block)
 from npu.numerics.quantize import BlockTensor
+from exact import rne_binary32
 
 # IEEE overflow / invalid / underflow are the point of several cases here.
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
@@ -87,33 +88,6 @@ def element_table(name):
 
 
 TABLES = {n: element_table(n) for n in NAMES}
-
-
-def floor_log2(a: Fraction) -> int:
-    e = a.numerator.bit_length() - a.denominator.bit_length()
-    return e - 1 if Fraction(2) ** e > a else e
-
-
-def rne_binary32(x: Fraction) -> np.float32:
-    """Round an exact rational to binary32: RNE, subnormals, overflow to +-inf."""
-    if x == 0:
-        return np.float32(0.0)
-    neg = x < 0
-    a = -x if neg else x
-    e = max(floor_log2(a), -126)        # binade, or the subnormal range
-    q = e - 23                          # exponent of one unit in the last place
-    num, den = a.numerator, a.denominator
-    if q >= 0:
-        den <<= q
-    else:
-        num <<= -q
-    n, r = divmod(num, den)
-    if 2 * r > den or (2 * r == den and n & 1):
-        n += 1
-    if n and n.bit_length() - 1 + q >= 128:          # >= 2^128: overflow
-        return np.float32(-np.inf if neg else np.inf)
-    v = math.ldexp(n, q)                 # exact: n <= 2^24
-    return np.float32(-v if neg else v)
 
 
 def test_rne_binary32_self_check():

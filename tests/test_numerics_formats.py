@@ -15,6 +15,7 @@ import pytest
 
 from npu.numerics import formats as F
 from npu.numerics import mfu
+from exact import floor_log2
 
 # --------------------------------------------------------------------------
 # Section 1.1, transcribed.  B = 0 means "N (one native vector)".
@@ -73,14 +74,6 @@ def decode_minifloat(code: int, ebits: int, mbits: int, specials):
     else:
         mag = (1 + Fraction(m, 1 << mbits)) * Fraction(2) ** (e - bias)
     return -mag if sign else mag
-
-
-def floor_log2(a: Fraction) -> int:
-    e = a.numerator.bit_length() - a.denominator.bit_length()
-    if Fraction(2) ** e > a:
-        e -= 1
-    assert Fraction(2) ** e <= a < Fraction(2) ** (e + 1)
-    return e
 
 
 @pytest.mark.parametrize("name", list(DOC_TABLE))

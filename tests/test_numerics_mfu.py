@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from npu.numerics import mfu
+from exact import rne_binary32, rne_to
 
 # IEEE overflow / invalid / underflow are the point of several cases here.
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
@@ -34,31 +35,6 @@ FMT = {
 }
 CANON = {"fp16": 0x7E00, "bf16": 0x7FC0, "fp32": 0x7FC00000}
 NAMES = list(FMT)
-
-
-def floor_log2(a: Fraction) -> int:
-    e = a.numerator.bit_length() - a.denominator.bit_length()
-    return e - 1 if Fraction(2) ** e > a else e
-
-
-def rne_to(x: Fraction, p: int, emin: int, emax: int):
-    """Round an exact non-zero rational to (p, emin, emax): a Fraction, or +-inf as a float."""
-    neg = x < 0
-    a = -x if neg else x
-    e = max(floor_log2(a), emin)
-    q = e - (p - 1)                         # value of one unit in the last place
-    num, den = a.numerator, a.denominator
-    if q >= 0:
-        den <<= q
-    else:
-        num <<= -q
-    n, r = divmod(num, den)
-    if 2 * r > den or (2 * r == den and n & 1):
-        n += 1
-    if n and n.bit_length() - 1 + q > emax:  # >= 2^(emax+1): overflow
-        return -math.inf if neg else math.inf
-    v = Fraction(n) * Fraction(2) ** q
-    return -v if neg else v
 
 
 def encode(value, name) -> int:
@@ -268,13 +244,6 @@ def test_fp32_nan_canonical():
 
 # --------------------------------------------------------------------------
 # Activation tables
-def rne_binary32(x: Fraction) -> np.float32:
-    if x == 0:
-        return np.float32(0.0)
-    r = rne_to(x, 24, -126, 127)
-    return np.float32(r) if isinstance(r, float) else np.float32(float(r))
-
-
 def my_table(f_dec):
     """The doc's tables: knots k_i = -8 + i/32; f(k) and f(k_{i+1}) - f(k_i) evaluated in decimal
     arithmetic with 50 significant digits, then each rounded (RNE) to binary32."""

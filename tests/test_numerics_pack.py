@@ -21,6 +21,7 @@ from npu.numerics.int8 import dequantize_int8_channels, quantize_int8_channels
 from npu.numerics.pack import (pack_block_tensor, pack_floats, pack_int8_channels, packed_nbytes, tile_nbytes,
                                unpack_block_tensor, unpack_floats, unpack_int8_channels)
 from npu.numerics.quantize import BlockTensor
+from exact import rne_binary32
 
 # name: (element bits w, block B (0 = N), scale bits) -- docs/numerics.md section 1.1
 SPEC = {
@@ -193,20 +194,6 @@ def test_pack_floats_hand_worked():
 
 # --------------------------------------------------------------------------
 # int8 per output channel
-def rne_binary32(x: Fraction) -> float:
-    """RNE of a positive rational to binary32 (normal range is enough for these scales)."""
-    e = x.numerator.bit_length() - x.denominator.bit_length()
-    if Fraction(2) ** e > x:
-        e -= 1
-    q = Fraction(2) ** (e - 23)
-    n = x / q
-    f = n.numerator // n.denominator
-    r = n - f
-    if r > Fraction(1, 2) or (r == Fraction(1, 2) and f % 2):
-        f += 1
-    return float(f * q)
-
-
 def rne_int(x: Fraction) -> int:
     f = x.numerator // x.denominator
     r = x - f

@@ -119,6 +119,19 @@ def _split_operands(rest: str) -> list[str]:
     return parts
 
 
+def _strip_labels(line: str) -> tuple[list[str], str]:
+    """The labels at the start of a line (comment removed) and the rest of it."""
+    body = _COMMENT.sub("", line).strip()
+    labels = []
+    while not body.startswith("."):
+        m = _LABEL.match(body)
+        if not m:
+            break
+        labels.append(m.group(1))
+        body = m.group(2).strip()
+    return labels, body
+
+
 def assemble(text: str, config: NPUConfig | None = None, *, source: str = "<string>") -> AssembledProgram:
     """Assemble ``text``; with a ``config`` the program is also validated against that machine.
 
@@ -131,18 +144,13 @@ def assemble(text: str, config: NPUConfig | None = None, *, source: str = "<stri
     label_lines: dict[str, int] = {}
     count = 0
     for lineno, line in enumerate(raw_lines, 1):
-        body = _COMMENT.sub("", line).strip()
-        while True:
-            m = _LABEL.match(body)
-            if not m or body.startswith("."):
-                break
-            name = m.group(1)
+        labels, body = _strip_labels(line)
+        for name in labels:
             if name in symbols:
                 errors.append(f"{source}:{lineno}: duplicate label {name!r} (first defined on line "
                               f"{label_lines[name]})")
             symbols[name] = count
             label_lines[name] = lineno
-            body = m.group(2).strip()
         if body and not body.startswith("."):
             count += 1
     # pass 2: directives and instructions
@@ -150,12 +158,7 @@ def assemble(text: str, config: NPUConfig | None = None, *, source: str = "<stri
     lines: list[int] = []
     regions: list[list] = []
     for lineno, line in enumerate(raw_lines, 1):
-        body = _COMMENT.sub("", line).strip()
-        while True:
-            m = _LABEL.match(body)
-            if not m or body.startswith("."):
-                break
-            body = m.group(2).strip()
+        _labels, body = _strip_labels(line)
         if not body:
             continue
         where = f"{source}:{lineno}: "

@@ -90,7 +90,6 @@ class Machine:
 
     def v_store(self, f: dict) -> None:
         """Vector memory -> DRAM, row by row."""
-        vb = self.config.vector_bytes
         rows = np.arange(f["rows"])
         vaddr = f["vaddr"] + rows[:, None] * f["vstride"] + np.arange(f["row_len"])[None, :]
         data = np.ascontiguousarray(self.vmem[vaddr.reshape(-1)]).view(np.uint8).reshape(f["rows"], -1)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from ..config import NPUConfig
 from ..isa.table import DEP_MEANING, Queue
 from .errors import CycleBudgetExceeded, SimulationError
-from .program import ChainOp, DmaOp, ScalarOp, SimProgram
+from .program import ChainOp, DmaOp, SimProgram
 
 #: Fixed pipeline latencies, in cycles (documented in docs/architecture.md).
 DECODE_LATENCY = 2          # decode + issue of a chain or transfer
