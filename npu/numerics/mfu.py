@@ -41,10 +41,13 @@ def canonical_nan(fmt: str) -> np.ndarray:
 def to_format(values, fmt: str) -> np.ndarray:
     """Round binary32/binary64 values to an MFU format (RNE, overflow to infinity, canonical NaN)."""
     f = mfu_format(fmt)
-    x = np.asarray(values, np.float32) if np.asarray(values).dtype != np.float64 else np.asarray(values)
+    x = np.asarray(values)
     with np.errstate(over="ignore", invalid="ignore"):
-        out = x.astype(f.dtype)
-    return np.where(np.isnan(out), canonical_nan(fmt), out)
+        if x.dtype != np.float64:
+            x = x.astype(np.float32, copy=False)
+        out = x.astype(f.dtype, copy=False)
+    nan = np.isnan(out)
+    return np.where(nan, canonical_nan(fmt), out) if nan.any() else out
 
 
 def _f32(x) -> np.ndarray:
