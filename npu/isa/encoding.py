@@ -110,13 +110,13 @@ def decode(word: int, index: int | None = None) -> Instruction:
     """The instruction of a 128-bit word; IsaError names the index and reason."""
     where = f"instruction {index}: " if index is not None else ""
     if not 0 <= word < (1 << WORD_BITS):
-        raise IsaError(f"{where}word does not fit {WORD_BITS} bits")
+        raise IsaError(f"{where}word does not fit {WORD_BITS} bits", index)
     opcode = word & ((1 << OPCODE_BITS) - 1)
     spec = BY_OPCODE.get(opcode)
     if spec is None:
-        raise IsaError(f"{where}unknown opcode {opcode}")
+        raise IsaError(f"{where}unknown opcode {opcode}", index)
     if word >> spec.used_bits:
-        raise IsaError(f"{where}{spec.mnemonic}: reserved bits above bit {spec.used_bits - 1} are not zero")
+        raise IsaError(f"{where}{spec.mnemonic}: reserved bits above bit {spec.used_bits - 1} are not zero", index)
     deps = (word >> OPCODE_BITS) & ((1 << (HEADER_BITS - OPCODE_BITS)) - 1)
     meaning = DEP_MEANING[spec.queue]
     wait, signal = set(), set()
@@ -125,7 +125,7 @@ def decode(word: int, index: int | None = None) -> Instruction:
             token = meaning.get(bit_name)
             if token is None:
                 raise IsaError(f"{where}{spec.mnemonic}: dependency bit {bit_name} has no meaning on the "
-                               f"{spec.queue.value} stream")
+                               f"{spec.queue.value} stream", index)
             (wait if bit_name.startswith("wait") else signal).add(token)
     fields = {}
     for f, pos in spec.field_offsets():
@@ -137,7 +137,7 @@ def decode(word: int, index: int | None = None) -> Instruction:
     for name, v in fields.items():
         lo, hi = lo_hi[name]
         if not lo <= v <= hi:
-            raise IsaError(f"{where}{spec.mnemonic}: field {name}={v} outside [{lo}, {hi}]")
+            raise IsaError(f"{where}{spec.mnemonic}: field {name}={v} outside [{lo}, {hi}]", index)
     return Instruction(spec, fields, frozenset(wait), frozenset(signal))
 
 

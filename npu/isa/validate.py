@@ -53,8 +53,10 @@ class _Checker:
         self.lines = lines
         self.source = source
         self.errors: list[str] = []
+        self.first: int | None = None
 
     def err(self, index: int, msg: str) -> None:
+        self.first = index if self.first is None else min(self.first, index)
         if self.lines and index < len(self.lines):
             self.errors.append(f"{self.source or '<program>'}:{self.lines[index]}: instruction {index}: {msg}")
         else:
@@ -103,7 +105,7 @@ def validate_program(instrs, config: NPUConfig | None = None, lines=None, source
             _check_plain(ck, i, ins)
         i += 1
     if ck.errors:
-        raise IsaError("\n".join(ck.errors))
+        raise IsaError("\n".join(ck.errors), ck.first)
 
 
 def _check_plain(ck: _Checker, i: int, ins) -> None:

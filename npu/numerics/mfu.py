@@ -61,17 +61,20 @@ def _round(x32: np.ndarray, fmt: str) -> np.ndarray:
 
 def add(x, y, fmt: str) -> np.ndarray:
     """x + y, rounded to ``fmt``."""
-    return _round(_f32(x) + _f32(y), fmt)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _round(_f32(x) + _f32(y), fmt)
 
 
 def sub(x, y, fmt: str) -> np.ndarray:
     """x - y, rounded to ``fmt``."""
-    return _round(_f32(x) - _f32(y), fmt)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _round(_f32(x) - _f32(y), fmt)
 
 
 def mul(x, y, fmt: str) -> np.ndarray:
     """x * y, rounded to ``fmt``."""
-    return _round(_f32(x) * _f32(y), fmt)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _round(_f32(x) * _f32(y), fmt)
 
 
 def maximum(x, y, fmt: str) -> np.ndarray:

@@ -5,7 +5,8 @@
 
 Modes: ``"full"`` (timing + arithmetic, ops applied in the order the
 streams issue them), ``"timing"`` (no arithmetic, for design-space sweeps)
-and ``"functional"`` (arithmetic in program order, no timing).
+and ``"functional"`` (arithmetic in a token-respecting order that does not
+depend on timing; no statistics).
 """
 from __future__ import annotations
 
@@ -48,6 +49,9 @@ class SimResult:
         """Vector-memory contents after the run, (count, N) in the MFU format."""
         if self.machine is None:
             raise SimulationError("a timing-only run keeps no memory contents")
+        depth = self.config.vrf_depth
+        if addr < 0 or count < 0 or addr + count > depth:
+            raise SimulationError(f"vectors {addr}..{addr + count - 1} lie outside the vector memory 0..{depth - 1}")
         return self.machine.vmem[addr: addr + count].copy()
 
     def write_trace(self, path: str | Path) -> None:
@@ -71,7 +75,7 @@ def _decode(program, config: NPUConfig) -> SimProgram:
         try:
             instrs = decode_program(bytes(program))
         except IsaError as exc:
-            raise SimulationError(str(exc)) from None
+            raise SimulationError(str(exc), exc.index) from None
     if not instrs:
         raise SimulationError("empty program: no instructions (a program ends with halt)")
     return build_program(instrs, config, regions)
@@ -89,19 +93,17 @@ def simulate(program, config: NPUConfig, *, dram: bytes | np.ndarray | None = No
         raise SimulationError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     prog = _decode(program, config)
     machine = Machine(config, dram) if mode != "timing" else None
-    if mode == "functional":
-        from .timing import op_cost
-
-        total = 0
-        for op in prog.ops:
-            total += op_cost(op, config, machine.tile_bytes).cycles
-            if cycle_budget is not None and total > cycle_budget:
-                raise CycleBudgetExceeded(f"work past the cycle budget of {cycle_budget}", op.index)
-            machine.execute(op)
-        return SimResult(config, mode, machine, None, None, prog)
     from ..numerics.pack import tile_nbytes
 
     tile_bytes = tile_nbytes(config.weight_format, config.native_dim)
+    if mode == "functional":
+        from .timing import dataflow_order
+
+        # the budget is checked on the timing model, so every mode stops at the same point
+        schedule(prog, config, tile_bytes, cycle_budget=cycle_budget)
+        for op in dataflow_order(prog):
+            machine.execute(op)
+        return SimResult(config, mode, machine, None, None, prog)
     sched = schedule(prog, config, tile_bytes, cycle_budget=cycle_budget,
                      on_issue=machine.execute if machine is not None else None)
     stats = collect(sched, config, prog.instruction_count, prog.regions)

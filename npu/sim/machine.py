@@ -51,6 +51,8 @@ class Dram:
 
     def bytes(self, addr: int, nbytes: int) -> bytes:
         """A copy of ``nbytes`` bytes at ``addr``."""
+        if addr < 0 or nbytes < 0 or addr + nbytes > self.size:
+            raise SimulationError(f"DRAM range {addr:#x}+{nbytes} lies outside the {self.size}-byte DRAM")
         self._ensure(addr + nbytes)
         return self.data[addr: addr + nbytes].tobytes()
 
@@ -174,6 +176,7 @@ class Machine:
 
     def _write(self, ch: ChainOp, waddr: np.ndarray, y: np.ndarray) -> None:
         n = self.config.native_dim
+        y = mfu_math.to_format(y, self.mfu_format)          # every NaN written is the canonical one
         lo, hi = ch.wr.get("lo", 0), ch.wr.get("hi", 0) or n
         if lo == 0 and hi == n:
             self.vmem[waddr] = y.reshape(-1, n)
@@ -228,8 +231,9 @@ class Machine:
             raise SimulationError("two iterations write the same vector (write-after-write in one chain)",
                                   ch.end_index - 1, mnemonic="v_wr")
         write_iter = np.repeat(np.arange(ch.iterations), ch.r)
-        reads = [(raddr, "v_rd")] + [(a, op.mnemonic) for op, a in zip(ch.mfu, oaddr) if a is not None]
-        for addr, name in reads:
+        reads = [(raddr, "v_rd", ch.index + 1)] + [(a, op.mnemonic, op.index)
+                                                   for op, a in zip(ch.mfu, oaddr) if a is not None]
+        for addr, name, index in reads:
             flat = addr.reshape(ch.iterations, -1)
             hit = np.isin(flat, uniq)
             if not hit.any():
@@ -243,11 +247,20 @@ class Machine:
                 raise SimulationError(
                     f"iteration {int(it[bad])} reads vector {int(flat[it[bad], col[bad]])} that iteration "
                     f"{int(first_writer[bad])} of the same chain wrote (read-after-write hazard)",
-                    ch.index, mnemonic=name)
+                    index, mnemonic=name)
 
     # ----- dispatch -------------------------------------------------------------
     def execute(self, op) -> None:
         """Apply one op's effect on the architectural state."""
+        try:
+            self._execute(op)
+        except SimulationError as exc:
+            if exc.index is not None:
+                raise
+            name = getattr(op, "mnemonic", "chain")
+            raise SimulationError(str(exc), op.index, mnemonic=name) from None
+
+    def _execute(self, op) -> None:
         if isinstance(op, ChainOp):
             self.chain(op)
         elif isinstance(op, DmaOp):

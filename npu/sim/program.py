@@ -108,7 +108,7 @@ def build_program(instrs, config: NPUConfig, regions=None) -> SimProgram:
     try:
         validate_program(instrs, config)
     except IsaError as exc:
-        raise SimulationError(str(exc)) from None
+        raise SimulationError(str(exc), exc.index) from None
     ops: list = []
     i = 0
     while i < len(instrs):

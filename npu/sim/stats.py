@@ -117,8 +117,8 @@ def collect(schedule: Schedule, config: NPUConfig, instructions: int,
             else:
                 stats.load_busy += cost.dma_busy
                 stats.dram_read_bytes += cost.dram_bytes
-        if e.stall:
-            stalls[e.stall_cause or "stream"] += e.stall
+        for cause, cycles in e.stalls.items():
+            stalls[cause] += cycles
         idx = op.index
         for r in region_stats:
             if r.first <= idx <= r.last:

@@ -84,14 +84,23 @@ def _mfus_used(op: ChainOp, config: NPUConfig) -> int:
 
 @dataclass
 class Scheduled:
-    """One op placed in time."""
+    """One op placed in time, with the cycles it stalled and why."""
 
     op: object
     start: int
     end: int
     cost: OpCost
-    stall: int = 0
-    stall_cause: str = ""
+    stalls: dict = field(default_factory=dict)     # cause -> cycles ("wait l2c", "dram")
+
+    @property
+    def stall(self) -> int:
+        """Total stall cycles of this op."""
+        return sum(self.stalls.values())
+
+    @property
+    def stall_cause(self) -> str:
+        """The stall causes, '+'-joined ('' when the op did not stall)."""
+        return "+".join(sorted(self.stalls))
 
 
 @dataclass
@@ -110,13 +119,7 @@ def _tokens(op, kind: str) -> list[str]:
     return sorted(getattr(op, kind))
 
 
-def schedule(program: SimProgram, config: NPUConfig, tile_bytes: int, *, cycle_budget: int | None = None,
-             on_issue=None) -> Schedule:
-    """Place every op in time; ``on_issue(op)`` is called in issue order (the functional model).
-
-    Raises SimulationError on a token deadlock and CycleBudgetExceeded when an
-    op would end past ``cycle_budget``.
-    """
+def _split_streams(program: SimProgram):
     streams = {Queue.LOAD: [], Queue.COMPUTE: [], Queue.STORE: []}
     halt = None
     for op in program.ops:
@@ -125,6 +128,60 @@ def schedule(program: SimProgram, config: NPUConfig, tile_bytes: int, *, cycle_b
             halt = op
             break
         streams[q].append(op)
+    return streams, halt
+
+
+def _deadlock(streams, heads, tokens) -> SimulationError:
+    blocked, first = [], None
+    for q, ops in streams.items():
+        if heads[q] < len(ops):
+            op = ops[heads[q]]
+            first = op.index if first is None else min(first, op.index)
+            missing = [t for t in _tokens(op, "wait") if not tokens[t]]
+            blocked.append(f"instruction {op.index} ({q.value} stream) waits for {', '.join(missing)}")
+    return SimulationError("deadlock: no stream can proceed; " + "; ".join(blocked) +
+                           ", and no instruction left can signal it", first)
+
+
+def dataflow_order(program: SimProgram) -> list:
+    """The ops in an order that honours every token, independent of timing.
+
+    Among the streams whose next op has its tokens, the op earliest in the
+    program goes first.  For a program whose streams are correctly
+    synchronised, applying ops in this order gives the same memory as the
+    timed issue order.
+    """
+    streams, halt = _split_streams(program)
+    heads = {q: 0 for q in streams}
+    tokens: dict[str, int] = {name: 0 for name in ("l2c", "c2l", "c2s", "s2c")}
+    order = []
+    pending = sum(len(v) for v in streams.values())
+    while pending:
+        ready = [ops[heads[q]] for q, ops in streams.items()
+                 if heads[q] < len(ops) and all(tokens[t] for t in _tokens(ops[heads[q]], "wait"))]
+        if not ready:
+            raise _deadlock(streams, heads, {t: [0] * n for t, n in tokens.items()})
+        op = min(ready, key=lambda o: o.index)
+        for t in _tokens(op, "wait"):
+            tokens[t] -= 1
+        for t in _tokens(op, "signal"):
+            tokens[t] += 1
+        heads[_queue_of(op)] += 1
+        order.append(op)
+        pending -= 1
+    if halt is not None:
+        order.append(halt)
+    return order
+
+
+def schedule(program: SimProgram, config: NPUConfig, tile_bytes: int, *, cycle_budget: int | None = None,
+             on_issue=None) -> Schedule:
+    """Place every op in time; ``on_issue(op)`` is called in issue order (the functional model).
+
+    Raises SimulationError on a token deadlock and CycleBudgetExceeded when an
+    op (or the final halt) would end past ``cycle_budget``, before that op runs.
+    """
+    streams, halt = _split_streams(program)
     heads = {q: 0 for q in streams}
     free = {q: 0 for q in streams}
     tokens: dict[str, list[int]] = {name: [] for name in ("l2c", "c2l", "c2s", "s2c")}
@@ -142,39 +199,33 @@ def schedule(program: SimProgram, config: NPUConfig, tile_bytes: int, *, cycle_b
                 continue
             token_ready = max((tokens[t][0] for t in waits), default=0)
             start = max(free[q], token_ready)
-            if best is None or start < best[0]:
-                best = (start, q, op, token_ready)
+            if best is None or (start, op.index) < (best[0], best[2].index):
+                best = (start, q, op)
         if best is None:
-            blocked = []
-            for q, ops in streams.items():
-                if heads[q] < len(ops):
-                    op = ops[heads[q]]
-                    missing = [t for t in _tokens(op, "wait") if not tokens[t]]
-                    blocked.append(f"instruction {op.index} ({q.value} stream) waits for {', '.join(missing)}")
-            raise SimulationError("deadlock: no stream can proceed; " + "; ".join(blocked) +
-                                  " and no instruction left can signal it")
-        start, q, op, token_ready = best
+            raise _deadlock(streams, heads, tokens)
+        start, q, op = best
+        stalls: dict[str, int] = {}
+        if start > free[q]:
+            binding = max(_tokens(op, "wait"), key=lambda t: tokens[t][0])
+            stalls[f"wait {binding}"] = start - free[q]
         for t in _tokens(op, "wait"):
             tokens[t].pop(0)
         cost = op_cost(op, config, tile_bytes)
-        stall, cause = start - free[q], ""
         if isinstance(op, DmaOp):
-            xfer_start = max(start + DECODE_LATENCY + config.dram_latency_cycles, dram_free)
+            ready = start + DECODE_LATENCY + config.dram_latency_cycles
+            xfer_start = max(ready, dram_free)
+            if xfer_start > ready:
+                stalls["dram"] = xfer_start - ready
             end = xfer_start + cost.dma_busy
             dram_free = end
-            if xfer_start > start + DECODE_LATENCY + config.dram_latency_cycles:
-                stall += xfer_start - (start + DECODE_LATENCY + config.dram_latency_cycles)
-                cause = "dram"
         else:
             end = start + cost.cycles
-        if stall and not cause:
-            cause = "wait " + "+".join(_tokens(op, "wait")) if token_ready > free[q] else "stream"
         if cycle_budget is not None and end > cycle_budget:
             raise CycleBudgetExceeded(f"would end at cycle {end}, past the cycle budget of {cycle_budget}",
                                       op.index, mnemonic=getattr(op, "mnemonic", "chain"))
         if on_issue is not None:
             on_issue(op)
-        out.entries.append(Scheduled(op, start, end, cost, stall, cause))
+        out.entries.append(Scheduled(op, start, end, cost, stalls))
         free[q] = end
         for t in _tokens(op, "signal"):
             tokens[t].append(end)
@@ -183,10 +234,13 @@ def schedule(program: SimProgram, config: NPUConfig, tile_bytes: int, *, cycle_b
     total = max(free.values())
     if halt is not None:
         end = total + 1
+        if cycle_budget is not None and end > cycle_budget:
+            raise CycleBudgetExceeded(f"would end at cycle {end}, past the cycle budget of {cycle_budget}",
+                                      halt.index, mnemonic="halt")
         out.entries.append(Scheduled(halt, total, end, OpCost(cycles=1)))
         total = end
     out.total_cycles = total
     return out
 
 
-__all__ = ["OpCost", "Schedule", "Scheduled", "op_cost", "schedule", "mvu_latency", "DEP_MEANING"]
+__all__ = ["OpCost", "Schedule", "Scheduled", "dataflow_order", "op_cost", "schedule", "mvu_latency"]

@@ -34,9 +34,9 @@ def trace_events(schedule: Schedule, config: NPUConfig, regions=()) -> list[dict
         args = {"instruction": op.index, "cycles": e.end - e.start, "start_cycle": e.start}
         if op.index in region_of:
             args["region"] = region_of[op.index]
-        if e.stall:
+        if e.stalls:
             args["stall_cycles"] = e.stall
-            args["stall_cause"] = e.stall_cause
+            args["stalls"] = dict(e.stalls)
         if e.cost.macs:
             args["macs"] = e.cost.macs
         if e.cost.dram_bytes:
