@@ -60,6 +60,11 @@ def unpack_bits(data: bytes | np.ndarray, bits: int, count: int) -> np.ndarray:
         return buf[:count].astype(np.uint32)
     if bits == 16:
         return buf[: 2 * count].view("<u2").astype(np.uint32)
+    if 8 % bits == 0:                       # 1, 2 or 4 bits: whole codes per byte
+        per = 8 // bits
+        shifts = (np.arange(per, dtype=np.uint8) * bits)
+        out = (buf[:need, None] >> shifts[None, :]) & np.uint8((1 << bits) - 1)
+        return out.reshape(-1)[:count].astype(np.uint32)
     bitplane = np.unpackbits(buf[:need], bitorder="little")[: count * bits].reshape(count, bits)
     weights = (np.uint32(1) << np.arange(bits, dtype=np.uint32))
     return (bitplane.astype(np.uint32) * weights).sum(axis=1, dtype=np.uint32)

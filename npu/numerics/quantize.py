@@ -190,19 +190,38 @@ def quantize(values, fmt, native_dim: int | None = None) -> BlockTensor:
     return BlockTensor(fmt, block, scales, codes)
 
 
-def element_values(fmt: BlockFormat, codes: np.ndarray) -> np.ndarray:
-    """Element values (float64, without the shared scale) of element codes."""
+def _element_table(fmt: BlockFormat) -> np.ndarray:
+    """Value of every element code of ``fmt`` (float64, exact), indexed by code."""
     el = fmt.element
-    codes = np.asarray(codes)
+    codes = np.arange(1 << el.bits, dtype=np.int64)
     if el.kind == "fp":
         return codes.astype(np.uint8).view(el.dtype).astype(np.float64)
     if el.kind == "int":
         return np.ldexp(codes.astype(np.uint8).view(np.int8).astype(np.float64), -el.frac_bits)
     mag_bits = el.bits - 1
-    c = codes.astype(np.int64)
-    mag = c & ((1 << mag_bits) - 1)
-    sign = np.where((c >> mag_bits) & 1, -1.0, 1.0)
+    mag = codes & ((1 << mag_bits) - 1)
+    sign = np.where((codes >> mag_bits) & 1, -1.0, 1.0)
     return np.ldexp(sign * mag, -el.frac_bits)
+
+
+_TABLES: dict[tuple[str, str], np.ndarray] = {}
+
+
+def element_values(fmt: BlockFormat, codes: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """Element values (without the shared scale) of element codes, exact in ``dtype``.
+
+    Every element of every block format is exact in binary32 as well as binary64.
+    """
+    key = (fmt.name, np.dtype(dtype).name)
+    table = _TABLES.get(key)
+    if table is None:
+        table = _TABLES[key] = _element_table(fmt).astype(dtype)
+    codes = np.asarray(codes)
+    if codes.dtype.kind not in "ui":
+        codes = codes.astype(np.int64)
+    if codes.size and (codes.max() >= table.size or codes.min() < 0):
+        raise FormatError(f"{fmt.name}: element code above {fmt.element.bits} bits")
+    return table[codes]
 
 
 def scale_values(fmt: BlockFormat, scale_codes: np.ndarray) -> np.ndarray:

@@ -107,9 +107,11 @@ class Machine:
             t = int(np.argwhere((scale_codes >= (1 << self.wfmt.scale_bits)).any(axis=(1, 2)))[0, 0])
             raise SimulationError(f"tile at DRAM {f['daddr'] + t * self.tile_bytes:#x} has a scale byte wider "
                                   f"than {self.wfmt.scale_bits} bits (not a {self.wfmt.name} tile)")
-        codes = np.stack([unpack_bits(raw[t, nscale:], self.wfmt.element.bits, n * n) for t in range(count)])
+        # each tile's element section is a whole number of bytes, so all sections form one bitstream
+        codes = unpack_bits(np.ascontiguousarray(raw[:, nscale:]).reshape(-1), self.wfmt.element.bits,
+                            count * n * n).reshape(count, n * n)
         dst = slice(f["maddr"], f["maddr"] + count)
-        self.mrf_elem[dst] = element_values(self.wfmt, codes).reshape(count, n, n)
+        self.mrf_elem[dst] = element_values(self.wfmt, codes, np.float32).reshape(count, n, n)
         self.mrf_scale[dst] = scale_values(self.wfmt, scale_codes)
 
     # ----- scalar ---------------------------------------------------------------
