@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mode", choices=("full", "timing", "functional"), default="full",
                    help="full: timing and arithmetic; timing: cycles only; functional: arithmetic only")
     s.add_argument("--trace", metavar="OUT.json", help="write a Chrome trace / Perfetto timeline")
-    s.add_argument("--budget", type=int, default=10_000_000_000, help="stop past this many cycles")
+    s.add_argument("--budget", type=int, default=1_000_000_000, help="stop past this many cycles (default 1e9)")
     s.add_argument("--dump", metavar="ADDR:NBYTES", help="save this DRAM range after the run")
     s.add_argument("--dump-to", default="dram_dump.bin", help="file for --dump (default dram_dump.bin)")
     s.set_defaults(func=_cmd_run)

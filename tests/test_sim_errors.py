@@ -344,3 +344,21 @@ def test_result_readback_out_of_range_raises():
     with pytest.raises(SimulationError):
         v = res.vectors(4090, 20)
         assert v.shape[0] == 20, v.shape
+
+
+def test_huge_chain_is_refused_quickly_without_building_its_addresses():
+    """A legal chain of 4095^2 iterations x 4095 rows writes more vectors than the simulator will analyse:
+    it is refused by the cycle budget (or the analysis limit) at once, not after exhausting memory."""
+    import time
+
+    from npu.isa.encoding import encode_program, make
+    from npu.sim import CycleBudgetExceeded, simulate
+
+    prog = [make("chain", n0=4095, n1=4095, r=4095), make("v_rd", base=0),
+            make("v_wr", base=1, s_n0=0, s_n1=0, s_r=0), make("end_chain"), make("halt")]
+    t0 = time.perf_counter()
+    with pytest.raises(SimulationError):
+        simulate(encode_program(prog), TINY.replace(vrf_depth=8), cycle_budget=None)
+    with pytest.raises(CycleBudgetExceeded):
+        simulate(encode_program(prog), TINY.replace(vrf_depth=8))
+    assert time.perf_counter() - t0 < 10

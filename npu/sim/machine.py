@@ -120,47 +120,73 @@ class Machine:
         self.sregs[f["sreg"]] = np.array(f["value"], np.uint32).view(np.float32)
 
     # ----- chains ---------------------------------------------------------------
-    def _addresses(self, ch: ChainOp, f: dict, *, rows: bool, reduction: bool) -> np.ndarray:
-        """Index array of an address generator: shape (n0, n1[, r][, k0, k1, c])."""
+    @staticmethod
+    def _addresses(ch: ChainOp, f: dict, *, rows: bool, reduction: bool,
+                   iterations: slice | None = None) -> np.ndarray:
+        """Addresses of an address generator for a range of output iterations.
+
+        Shape (iterations[, r][, k0 * k1 * c]); iteration p is (i0, i1) = divmod(p, n1).
+        """
+        p = np.arange(ch.iterations)[iterations] if iterations is not None else np.arange(ch.iterations)
+        i0, i1 = np.divmod(p, ch.n1)
+        addr = f["base"] + i0 * f.get("s_n0", 0) + i1 * f.get("s_n1", 0)
+        inner = np.zeros(1, np.int64)
+        if rows:
+            inner = (inner[:, None] + np.arange(ch.r) * f.get("s_r", 0)).reshape(-1)
+        if reduction:
+            red = (np.arange(ch.k0)[:, None, None] * f.get("s_k0", 0) + np.arange(ch.k1)[None, :, None]
+                   * f.get("s_k1", 0) + np.arange(ch.c)[None, None, :]).reshape(-1)
+            inner = (inner[:, None] + red[None, :]).reshape(-1)
+        shape = (p.size,) + ((ch.r,) if rows else ()) + ((ch.k,) if reduction else ())
+        return (addr.astype(np.int64)[:, None] + inner[None, :]).reshape(shape)
+
+    @staticmethod
+    def _extent(ch: ChainOp, f: dict, *, rows: bool, reduction: bool) -> tuple[int, int]:
+        """Lowest and highest address an address generator reaches over the whole chain."""
         terms = [(f.get("s_n0", 0), ch.n0), (f.get("s_n1", 0), ch.n1)]
         if rows:
             terms.append((f.get("s_r", 0), ch.r))
         if reduction:
             terms += [(f.get("s_k0", 0), ch.k0), (f.get("s_k1", 0), ch.k1), (1, ch.c)]
-        dims = len(terms)
-        addr = np.full([1] * dims, f["base"], np.int64)
-        for axis, (stride, count) in enumerate(terms):
-            shape_ax = [1] * dims
-            shape_ax[axis] = count
-            addr = addr + (np.arange(count, dtype=np.int64) * stride).reshape(shape_ax)
-        return addr
+        lo = hi = f["base"]
+        for stride, count in terms:
+            lo += min(0, stride * (count - 1))
+            hi += max(0, stride * (count - 1))
+        return lo, hi
 
     #: Largest number of input elements one batch of a chain gathers (bounds memory use).
     CHUNK_ELEMENTS = 1 << 23
+    #: Largest number of addresses the exact hazard analysis of one chain may build.
+    HAZARD_ADDRESSES = 1 << 24
+
+    def _generators(self, ch: ChainOp):
+        """(fields, rows, reduction, mnemonic, instruction index) of every read, then the write."""
+        with_mv = ch.mbase is not None
+        reads = [(ch.rd, not with_mv, True, "v_rd", ch.index + 1)]
+        reads += [(self._operand_fields(op), True, False, op.mnemonic, op.index)
+                  for op in ch.mfu if op.mnemonic.startswith("vv_")]
+        return reads, (ch.wr, True, False, "v_wr", ch.end_index - 1)
 
     def chain(self, ch: ChainOp) -> None:
         """Execute one chain over all its iterations, in batches of whole iterations."""
         n = self.config.native_dim
         p = ch.iterations
-        with_mv = ch.mbase is not None
-        if with_mv:
-            raddr = self._addresses(ch, ch.rd, rows=False, reduction=True).reshape(p, ch.k)
-        else:
-            raddr = self._addresses(ch, ch.rd, rows=True, reduction=True).reshape(p, ch.r, ch.k)
-        oaddr = [self._addresses(ch, self._operand_fields(op), rows=True, reduction=False).reshape(p, ch.r)
-                 if op.mnemonic.startswith("vv_") else None for op in ch.mfu]
-        waddr = self._addresses(ch, ch.wr, rows=True, reduction=False).reshape(p, ch.r)
-        self._check_hazards(ch, waddr.reshape(-1), raddr, oaddr)
+        self._check_hazards(ch)
         # iterations never read what other iterations of this chain write (checked above),
         # so batches of iterations may run one after another
+        with_mv = ch.mbase is not None
         per_iter = ch.k * n * (1 if with_mv else ch.r) + ch.r * n
         step = max(1, self.CHUNK_ELEMENTS // per_iter)
         for p0 in range(0, p, step):
             sl = slice(p0, min(p, p0 + step))
-            y = self._chain_input(ch, raddr[sl])
-            for op, addr in zip(ch.mfu, oaddr):
-                y = self._mfu(op, y, addr[sl] if addr is not None else None)
-            self._write(ch, waddr[sl].reshape(-1), y)
+            raddr = self._addresses(ch, ch.rd, rows=not with_mv, reduction=True, iterations=sl)
+            y = self._chain_input(ch, raddr)
+            for op in ch.mfu:
+                addr = (self._addresses(ch, self._operand_fields(op), rows=True, reduction=False, iterations=sl)
+                        if op.mnemonic.startswith("vv_") else None)
+                y = self._mfu(op, y, addr)
+            waddr = self._addresses(ch, ch.wr, rows=True, reduction=False, iterations=sl)
+            self._write(ch, waddr.reshape(-1), y)
 
     def _chain_input(self, ch: ChainOp, raddr: np.ndarray) -> np.ndarray:
         """The chain's value before the MFUs for a batch of iterations: (iterations, r, N)."""
@@ -226,17 +252,28 @@ class Machine:
             return mfu_math.tanh(y, fmt)
         raise SimulationError("not an MFU operation", op.index, mnemonic=name)
 
-    def _check_hazards(self, ch: ChainOp, waddr: np.ndarray, raddr: np.ndarray, oaddr: list) -> None:
-        """Reject a chain whose writes collide, or feed a later iteration's reads."""
+    def _check_hazards(self, ch: ChainOp) -> None:
+        """Reject a chain whose iterations write one vector twice, or write what a later iteration reads."""
+        reads, (wf, _, _, wname, windex) = self._generators(ch)
+        wlo, whi = self._extent(ch, wf, rows=True, reduction=False)
+        overlapping = [g for g in reads if not (self._extent(ch, g[0], rows=g[1], reduction=g[2])[1] < wlo
+                                                or self._extent(ch, g[0], rows=g[1], reduction=g[2])[0] > whi)]
+        writes = ch.iterations * ch.r
+        if writes > self.HAZARD_ADDRESSES:
+            raise SimulationError(f"chain writes {writes:,} vectors, more than the simulator analyses in one "
+                                  f"chain ({self.HAZARD_ADDRESSES:,}); split it", ch.index, mnemonic="chain")
+        waddr = self._addresses(ch, wf, rows=True, reduction=False).reshape(-1)
         uniq, first = np.unique(waddr, return_index=True)
         if uniq.size != waddr.size:
             raise SimulationError("two iterations write the same vector (write-after-write in one chain)",
-                                  ch.end_index - 1, mnemonic="v_wr")
+                                  windex, mnemonic=wname)
         write_iter = np.repeat(np.arange(ch.iterations), ch.r)
-        reads = [(raddr, "v_rd", ch.index + 1)] + [(a, op.mnemonic, op.index)
-                                                   for op, a in zip(ch.mfu, oaddr) if a is not None]
-        for addr, name, index in reads:
-            flat = addr.reshape(ch.iterations, -1)
+        for fields, rows, reduction, name, index in overlapping:
+            size = ch.iterations * (ch.r if rows else 1) * (ch.k if reduction else 1)
+            if size > self.HAZARD_ADDRESSES:
+                raise SimulationError(f"{name} reads {size:,} vectors overlapping the chain's writes, more than "
+                                      f"the simulator analyses in one chain; split it", index, mnemonic=name)
+            flat = self._addresses(ch, fields, rows=rows, reduction=reduction).reshape(ch.iterations, -1)
             hit = np.isin(flat, uniq)
             if not hit.any():
                 continue
