@@ -108,18 +108,24 @@ def _cmd_disasm(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from .sim import simulate
 
-    cfg = load_config(args.config)
     path = Path(args.program)
-    if path.suffix in (".s", ".asm"):
-        from .isa.assembler import assemble
-
-        program = assemble(_read_text(args.program), cfg, source=args.program)
-    else:
-        try:
-            program = path.read_bytes()
-        except OSError as exc:
-            raise CliError(f"{args.program}: cannot read: {exc.strerror or exc}") from None
     image = None
+    if path.suffix == ".npuz":
+        from .npuz import load_program
+
+        program = load_program(path, load_config(args.config) if args.config else None)
+        cfg, image = program.config, program.dram
+    else:
+        cfg = load_config(args.config or DEFAULT_PRESET)
+        if path.suffix in (".s", ".asm"):
+            from .isa.assembler import assemble
+
+            program = assemble(_read_text(args.program), cfg, source=args.program)
+        else:
+            try:
+                program = path.read_bytes()
+            except OSError as exc:
+                raise CliError(f"{args.program}: cannot read: {exc.strerror or exc}") from None
     if args.dram:
         try:
             image = Path(args.dram).read_bytes()
@@ -162,9 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_demo)
 
     s = sub.add_parser("run", help="simulate a program and print its statistics")
-    s.add_argument("program", help="binary program, or assembly text (.s / .asm)")
-    s.add_argument("--config", default=DEFAULT_PRESET, help="preset name or JSON file")
-    s.add_argument("--dram", help="initial DRAM image (raw bytes from address 0)")
+    s.add_argument("program", help="program file (.npuz), binary words, or assembly text (.s / .asm)")
+    s.add_argument("--config", help=f"preset name or JSON file (default: the .npuz file's machine, "
+                                     f"else {DEFAULT_PRESET})")
+    s.add_argument("--dram", help="initial DRAM image (raw bytes from address 0; a .npuz carries its own)")
     s.add_argument("--mode", choices=("full", "timing", "functional"), default="full",
                    help="full: timing and arithmetic; timing: cycles only; functional: arithmetic only")
     s.add_argument("--trace", metavar="OUT.json", help="write a Chrome trace / Perfetto timeline")
@@ -199,12 +206,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run the ``npu`` command; returns the exit status."""
     from .isa.errors import IsaError
     from .numerics.formats import FormatError
+    from .npuz import ProgramFileError
     from .sim.errors import SimulationError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CliError, ConfigError, IsaError, FormatError, SimulationError) as exc:
+    except (CliError, ConfigError, IsaError, FormatError, SimulationError, ProgramFileError) as exc:
         print(f"npu {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -69,6 +69,8 @@ def _decode(program, config: NPUConfig) -> SimProgram:
         return program
     regions = getattr(program, "regions", None)
     instrs = getattr(program, "instructions", None)
+    if instrs is None and hasattr(program, "words"):      # a ProgramFile (.npuz)
+        program = program.words
     if instrs is None:
         if isinstance(program, (str, Path)):
             program = Path(program).read_bytes()
@@ -83,7 +85,7 @@ def _decode(program, config: NPUConfig) -> SimProgram:
 
 def simulate(program, config: NPUConfig, *, dram: bytes | np.ndarray | None = None, mode: str = "full",
              cycle_budget: int | None = DEFAULT_CYCLE_BUDGET) -> SimResult:
-    """Run ``program`` (binary words, an assembled program, or a path) on ``config``.
+    """Run ``program`` (binary words, an assembled program, a ProgramFile, or a path) on ``config``.
 
     ``dram`` is the initial DRAM image (inputs, weights).  Raises
     SimulationError for illegal programs and CycleBudgetExceeded when the run
