@@ -47,81 +47,110 @@ _POW2_OFFSET = 400
 _POW2 = np.ldexp(1.0, np.arange(-_POW2_OFFSET, _POW2_OFFSET + 1))
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
-def _quantize_kernel(x, xbits, block, kind, frac_bits, mag_max, mbits, emin_e, max_normal, emax_elem,
-                     scale_lo, scale_hi, scale_bias, scale_nan, sign_shift, pow2, want_values, q_out, c_out, s_out):
-    """Quantise rows of binary32 ``x`` (``xbits`` is its uint32 view).
+@numba.njit(cache=True, nogil=True)
+def _quantize_row(x, xbits, block, kind, frac_bits, mag_max, mbits, emin_e, max_normal, emax_elem,
+                  scale_lo, scale_hi, scale_bias, scale_nan, sign_shift, pow2, want_values, q_out, c_out, s_out):
+    """Quantise one row of binary32 ``x`` (``xbits`` is its uint32 view), block by block.
 
     kind 0/1 (sign-magnitude / two's-complement integers) write element codes
     to ``c_out``; kind 2 (minifloats) writes exact element values to ``q_out``
     for ml_dtypes to encode.  With ``want_values`` every kind writes its exact
     element values to ``q_out`` (no codes).
     """
-    rows, k = x.shape
-    nblk = k // block
+    nblk = x.shape[0] // block
     off = 400
-    for i in numba.prange(rows):
-        for b in range(nblk):
-            lo = b * block
-            amax = np.float32(0.0)
-            bad = False
+    for b in range(nblk):
+        lo = b * block
+        amax = np.float32(0.0)
+        bad = False
+        for j in range(lo, lo + block):
+            if (xbits[j] & 0x7F800000) == 0x7F800000:   # NaN or infinity
+                bad = True
+            a = abs(x[j])
+            if a > amax:
+                amax = a
+        if bad:
+            s_out[b] = scale_nan
             for j in range(lo, lo + block):
-                if (xbits[i, j] & 0x7F800000) == 0x7F800000:   # NaN or infinity
-                    bad = True
-                a = abs(x[i, j])
-                if a > amax:
-                    amax = a
-            if bad:
-                s_out[i, b] = scale_nan
-                for j in range(lo, lo + block):
-                    if kind == 2 or want_values:
-                        q_out[i, j] = 0.0
-                    else:
-                        c_out[i, j] = 0
-                continue
-            if amax == 0.0:
-                shared = scale_lo
-            else:
-                shared = math.frexp(np.float64(amax))[1] - 1 - emax_elem
-                shared = min(max(shared, scale_lo), scale_hi)
-            s_out[i, b] = shared + scale_bias
-            if kind != 2:
-                mul = pow2[off + frac_bits - shared]
-                for j in range(lo, lo + block):
-                    u = np.float64(x[i, j]) * mul
-                    m = np.rint(abs(u))
-                    if m > mag_max:
-                        m = mag_max
-                    mi = np.int64(m)
-                    if want_values:
-                        q_out[i, j] = 0.0 if mi == 0 else (-m if u < 0 else m) * pow2[off - frac_bits]
-                    elif mi == 0:
-                        c_out[i, j] = 0                  # zeros carry sign 0
-                    elif kind == 0:
-                        c_out[i, j] = mi | ((1 << sign_shift) if u < 0 else 0)
-                    else:
-                        c_out[i, j] = (-mi if u < 0 else mi) & 0xFF
-            else:
-                for j in range(lo, lo + block):
-                    bits = xbits[i, j]
-                    ex = np.int64((bits >> 23) & 0xFF)
-                    if ex == 0:                              # binary32 subnormal input
-                        ex = math.frexp(np.float64(x[i, j]))[1] if x[i, j] != 0 else -1000
-                    else:
-                        ex = ex - 126
-                    e = ex - 1 - shared                      # exponent of x / 2**shared
-                    if e < emin_e:
-                        e = emin_e
-                    a = abs(np.float64(x[i, j])) * pow2[off - shared]
-                    q = np.rint(a * pow2[off + mbits - e]) * pow2[off + e - mbits]
-                    if q > max_normal:
-                        q = max_normal
-                    if q == 0.0:
-                        q_out[i, j] = 0.0
-                    elif x[i, j] < 0:
-                        q_out[i, j] = -q
-                    else:
-                        q_out[i, j] = q
+                if kind == 2 or want_values:
+                    q_out[j] = 0.0
+                else:
+                    c_out[j] = 0
+            continue
+        if amax == 0.0:
+            shared = scale_lo
+        else:
+            shared = math.frexp(np.float64(amax))[1] - 1 - emax_elem
+            shared = min(max(shared, scale_lo), scale_hi)
+        s_out[b] = shared + scale_bias
+        if kind != 2:
+            mul = pow2[off + frac_bits - shared]
+            for j in range(lo, lo + block):
+                u = np.float64(x[j]) * mul
+                m = np.rint(abs(u))
+                if m > mag_max:
+                    m = mag_max
+                mi = np.int64(m)
+                if want_values:
+                    q_out[j] = 0.0 if mi == 0 else (-m if u < 0 else m) * pow2[off - frac_bits]
+                elif mi == 0:
+                    c_out[j] = 0                  # zeros carry sign 0
+                elif kind == 0:
+                    c_out[j] = mi | ((1 << sign_shift) if u < 0 else 0)
+                else:
+                    c_out[j] = (-mi if u < 0 else mi) & 0xFF
+        else:
+            for j in range(lo, lo + block):
+                bits = xbits[j]
+                ex = np.int64((bits >> 23) & 0xFF)
+                if ex == 0:                              # binary32 subnormal input
+                    ex = math.frexp(np.float64(x[j]))[1] if x[j] != 0 else -1000
+                else:
+                    ex = ex - 126
+                e = ex - 1 - shared                      # exponent of x / 2**shared
+                if e < emin_e:
+                    e = emin_e
+                a = abs(np.float64(x[j])) * pow2[off - shared]
+                q = np.rint(a * pow2[off + mbits - e]) * pow2[off + e - mbits]
+                if q > max_normal:
+                    q = max_normal
+                if q == 0.0:
+                    q_out[j] = 0.0
+                elif x[j] < 0:
+                    q_out[j] = -q
+                else:
+                    q_out[j] = q
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _quantize_kernel(x, xbits, block, kind, frac_bits, mag_max, mbits, emin_e, max_normal, emax_elem,
+                     scale_lo, scale_hi, scale_bias, scale_nan, sign_shift, pow2, want_values, q_out, c_out, s_out):
+    """Quantise every row of ``x`` (see :func:`_quantize_row`); unused outputs may be (1, 1) dummies."""
+    rows = x.shape[0]
+    for i in numba.prange(rows):
+        qi = i if q_out.shape[0] == rows else i - i     # i - i keeps i's integer type (0 would unify to float)
+        ci = i if c_out.shape[0] == rows else i - i
+        _quantize_row(x[i], xbits[i], block, kind, frac_bits, mag_max, mbits, emin_e, max_normal, emax_elem,
+                      scale_lo, scale_hi, scale_bias, scale_nan, sign_shift, pow2, want_values, q_out[qi],
+                      c_out[ci], s_out[i])
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _gather_quantize_kernel(vbits, lut, addr, block, kind, frac_bits, mag_max, mbits, emin_e, max_normal,
+                            emax_elem, scale_lo, scale_hi, scale_bias, scale_nan, sign_shift, pow2, q_out, s_out):
+    """Rows of 16-bit vectors ``vbits[addr[i, :]]``, widened to binary32 by ``lut``, quantised to values."""
+    rows, k = addr.shape
+    n = vbits.shape[1]
+    dummy = np.zeros(1, np.uint16)
+    for i in numba.prange(rows):
+        x = np.empty(k * n, np.float32)
+        for j in range(k):
+            src = vbits[addr[i, j]]
+            for e in range(n):
+                x[j * n + e] = lut[src[e]]
+        _quantize_row(x, x.view(np.uint32), block, kind, frac_bits, mag_max, mbits, emin_e, max_normal,
+                      emax_elem, scale_lo, scale_hi, scale_bias, scale_nan, sign_shift, pow2, True, q_out[i],
+                      dummy, s_out[i])
 
 
 def _as_rows(values, block: int, name: str) -> np.ndarray:
@@ -177,6 +206,43 @@ def quantize_to_values(values, fmt, native_dim: int | None = None) -> tuple[np.n
     fmt = _resolve(fmt)
     _block, q, scales = _run_kernel(values, fmt, native_dim, want_values=True)
     return q, scales
+
+
+_WIDEN: dict[str, np.ndarray] = {}
+
+
+def _widen_table(dtype) -> np.ndarray:
+    """binary32 value of every 16-bit pattern of ``dtype`` (fp16 or bf16)."""
+    key = np.dtype(dtype).name
+    if key not in _WIDEN:
+        _WIDEN[key] = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(dtype).astype(np.float32)
+    return _WIDEN[key]
+
+
+def gather_quantize_to_values(vectors: np.ndarray, addr: np.ndarray, fmt, native_dim: int):
+    """Quantise rows made of gathered vectors: row i is ``vectors[addr[i, 0]], vectors[addr[i, 1]], ...``.
+
+    ``vectors`` is (V, N) in a 16-bit float format (fp16 or bf16) or binary32.
+    Returns exact element values (binary32, rows x len(addr[i]) * N) and scale
+    codes, as :func:`quantize_to_values` of the gathered, widened rows would.
+    """
+    fmt = _resolve(fmt)
+    addr = np.ascontiguousarray(addr, dtype=np.int64)
+    if vectors.dtype.itemsize != 2:
+        return quantize_to_values(vectors[addr].reshape(addr.shape[0], -1).astype(np.float32), fmt, native_dim)
+    block = _block_size(fmt, native_dim)
+    n = vectors.shape[1]
+    k = addr.shape[1] * n
+    if k % block:
+        raise FormatError(f"{fmt.name}: rows of {k} values are not a multiple of the block size {block}")
+    el = fmt.element
+    q = np.empty((addr.shape[0], k), np.float32)
+    s = np.empty((addr.shape[0], k // block), np.uint8)
+    _gather_quantize_kernel(np.ascontiguousarray(vectors).view(np.uint16), _widen_table(vectors.dtype), addr, block,
+                            _KIND_CODE[el.kind], el.frac_bits, float(el.mag_max), el.mbits, el.emin,
+                            float(el.max_normal), el.emax, fmt.scale_emin, fmt.scale_emax, fmt.scale_bias,
+                            fmt.scale_nan, el.bits - 1, _POW2, q, s)
+    return q, s
 
 
 def quantize(values, fmt, native_dim: int | None = None) -> BlockTensor:

@@ -15,7 +15,7 @@ from ..numerics import mfu as mfu_math
 from ..numerics.dot import gemm_plan, matvec_decoded, reduction_block
 from ..numerics.formats import get_format
 from ..numerics.pack import tile_nbytes, unpack_bits
-from ..numerics.quantize import element_values, quantize_to_values, scale_values
+from ..numerics.quantize import element_values, gather_quantize_to_values, scale_values
 from .errors import SimulationError
 from .program import ChainOp, DmaOp, ScalarOp
 
@@ -193,8 +193,7 @@ class Machine:
         n = self.config.native_dim
         fmt = self.mfu_format
         if ch.mbase is not None:
-            x = self.vmem[raddr].reshape(raddr.shape[0], ch.k * n)
-            return mfu_math.accumulator_to_format(self._mvu(ch, x), fmt).reshape(-1, ch.r, n)
+            return mfu_math.accumulator_to_format(self._mvu(ch, raddr), fmt).reshape(-1, ch.r, n)
         x = self.vmem[raddr]                                          # (p, r, k, n)
         if ch.reduce == "sum":
             return mfu_math.reduce_sum(np.moveaxis(x, 2, 0), fmt)
@@ -215,13 +214,14 @@ class Machine:
     def _operand_fields(op) -> dict:
         return {"base": op.base, "s_n0": op.s_n0, "s_n1": op.s_n1, "s_r": op.s_r}
 
-    def _mvu(self, ch: ChainOp, x: np.ndarray) -> np.ndarray:
+    def _mvu(self, ch: ChainOp, raddr: np.ndarray) -> np.ndarray:
+        """The binary32 accumulators (iterations, r * N) of the chain's matrix-vector products."""
         n, k, r = self.config.native_dim, ch.k, ch.r
         tiles = ch.mbase + np.arange(r * k).reshape(r, k)
         we = self.mrf_elem[tiles].transpose(0, 2, 1, 3).reshape(r * n, k * n)
         ws = self.mrf_scale[tiles].transpose(0, 2, 1, 3).reshape(r * n, k * self._wscale_per_row)
         ws = np.repeat(ws, self.wfmt.block_for(n) // self.block, axis=1)
-        xe, xcodes = quantize_to_values(x.astype(np.float32), self.xfmt, n)
+        xe, xcodes = gather_quantize_to_values(self.vmem, raddr, self.xfmt, n)
         xs = np.repeat(scale_values(self.xfmt, xcodes), self.xfmt.block_for(n) // self.block, axis=1)
         return matvec_decoded(we, ws, xe, xs, self.block, self.plan, self.quantum)
 
