@@ -31,12 +31,17 @@ class Instruction:
 
 
 def make(mnemonic: str, wait=(), signal=(), **values) -> Instruction:
-    """Build an instruction by mnemonic; omitted fields take their defaults."""
+    """Build an instruction by mnemonic; omitted fields take their defaults, enum fields take names."""
     spec = BY_MNEMONIC[mnemonic]
     fields = {}
     for f in spec.fields:
         if f.name in values:
-            fields[f.name] = int(values.pop(f.name))
+            value = values.pop(f.name)
+            if f.kind is Kind.ENUM and isinstance(value, str):
+                if value not in f.choices:
+                    raise IsaError(f"{mnemonic}: field {f.name}={value!r} is not one of {', '.join(f.choices)}")
+                value = f.choices.index(value)
+            fields[f.name] = int(value)
         elif f.default is not None:
             fields[f.name] = f.default
         else:

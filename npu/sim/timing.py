@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..config import NPUConfig
-from ..isa.table import DEP_MEANING, Queue
+from ..isa.table import Queue
 from .errors import CycleBudgetExceeded, SimulationError
 from .program import ChainOp, DmaOp, SimProgram
 

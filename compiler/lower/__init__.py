@@ -1,0 +1,1 @@
+"""Lowering of layers to NPU chains: each emitter turns one layer into one chain over a planned layout."""
