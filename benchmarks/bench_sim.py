@@ -13,6 +13,10 @@ Cases (bw-s10, ms-fp9 weights and activations, fp16 MFU):
   against a float32 im2col + GEMM of the same 64-channel layer;
 * ``conv_timing``: the same program in timing-only mode.
 
+The convolution is also timed in onnxruntime (float32 Conv + Relu, one
+session, same weights) in the same run: ``onnxruntime_f32_best_s`` and
+``sim_over_onnxruntime``.
+
 Each simulation is checked once against float32 (cosine similarity) before
 timing.  ``extra_info`` records the best simulation time, the best reference
 time, ``sim_over_reference`` (how many times slower the simulator is) and
@@ -58,7 +62,27 @@ def conv_case():
             return np.maximum(cols.reshape(56 * 56, 576) @ wt + bias, 0)
 
         _CACHE["conv"] = (k, reference, reference())
+        _CACHE["conv_ort"] = _onnxruntime_conv(x, k.inputs["wt"][:64, :, :, :64], bias)
     return _CACHE["conv"]
+
+
+def _onnxruntime_conv(x_hwc, w_ohwi, bias):
+    """A callable running the same 3x3 conv + bias + ReLU in onnxruntime (float32, NCHW)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.ascontiguousarray(np.transpose(w_ohwi.astype(np.float32), (0, 3, 1, 2)))   # OIHW
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])],
+        "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64, 56, 56])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64, 56, 56])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(bias.astype(np.float32), "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feed = {"x": np.ascontiguousarray(np.transpose(x_hwc, (2, 0, 1))[None])}
+    return lambda: sess.run(None, feed)[0]
 
 
 def cosine(a, b) -> float:
@@ -114,6 +138,9 @@ def test_sim_speed(benchmark, case):
         "sim_over_reference": sim_best / ref_best,
         "simulated_cycles_per_s": cycles / sim_best,
     })
+    if case.startswith("conv"):
+        ort_best = best_of(_CACHE["conv_ort"])
+        benchmark.extra_info.update({"onnxruntime_f32_best_s": ort_best, "sim_over_onnxruntime": sim_best / ort_best})
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -128,10 +155,11 @@ def _summary(request):
     capman = request.config.pluginmanager.get_plugin("capturemanager")
     with capman.global_and_fixture_disabled():
         tr.write_line("")
-        tr.write_line(f"{'case':40s} {'sim s':>8s} {'numpy f32 s':>12s} {'sim/numpy':>10s} {'cycles':>10s} "
-                      f"{'cycles/s':>10s}")
+        tr.write_line(f"{'case':40s} {'sim s':>8s} {'numpy f32 s':>12s} {'sim/numpy':>10s} {'sim/ort':>8s} "
+                      f"{'cycles':>10s} {'cycles/s':>10s}")
         for b in rows:
             e = b.extra_info
+            ort = f"{e['sim_over_onnxruntime']:8.3g}" if "sim_over_onnxruntime" in e else f"{'-':>8s}"
             tr.write_line(f"{b.name:40s} {e['sim_best_s']:8.4f} {e['numpy_f32_best_s']:12.6f} "
-                          f"{e['sim_over_reference']:10.3g} {e['simulated_cycles']:10,d} "
+                          f"{e['sim_over_reference']:10.3g} {ort} {e['simulated_cycles']:10,d} "
                           f"{e['simulated_cycles_per_s']:10.3g}")
