@@ -93,9 +93,10 @@ def conv3x3_dram_image(cfg: NPUConfig, x: np.ndarray, w: np.ndarray, bias: np.nd
     and Cout multiples of N.  Tile (rr, j) of the matrix holds output vector
     rr against input vector j = (ky*3 + kx)*C + cc, as the chain reads them.
     """
+    from compiler.lower.weights import conv_matrix, pack_tiles
+
     from .numerics import mfu
-    from .numerics.pack import pack_block_tensor, pack_floats
-    from .numerics.quantize import BlockTensor, quantize
+    from .numerics.pack import pack_floats
 
     n = cfg.native_dim
     h, wd, cin = x.shape
@@ -104,15 +105,8 @@ def conv3x3_dram_image(cfg: NPUConfig, x: np.ndarray, w: np.ndarray, bias: np.nd
     padded[1:-1, 1:-1] = x
     image = pack_floats(mfu.to_format(padded, cfg.mfu_format), cfg.mfu_format)
     image += pack_floats(mfu.to_format(bias, cfg.mfu_format), cfg.mfu_format)
-    wq = quantize(w.reshape(cout, 9 * cin), cfg.weight_format, n)
-    r, k = cout // n, 9 * cin // n
-    per_row = n // wq.block
-    for rr in range(r):
-        for j in range(k):
-            tile = BlockTensor(wq.fmt, wq.block, wq.scales[rr * n:(rr + 1) * n, j * per_row:(j + 1) * per_row],
-                               wq.codes[rr * n:(rr + 1) * n, j * n:(j + 1) * n])
-            image += pack_block_tensor(tile)
-    return image
+    matrix = conv_matrix(np.transpose(w, (0, 3, 1, 2)), cin // n, cout // n, n)
+    return image + pack_tiles(matrix, cfg.weight_format, n)
 
 
 def run_demo(config: str) -> int:
