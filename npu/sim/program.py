@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..config import NPUConfig
-from ..isa.table import MFU_SLOTS, Queue
+from ..isa.table import BY_MNEMONIC, MFU_SLOTS, Queue
 from .errors import SimulationError
 
 
@@ -60,8 +60,8 @@ class ChainOp:
 
 
 @dataclass(frozen=True)
-class DmaOp:
-    """v_load / v_store / m_load."""
+class SingleOp:
+    """An instruction that runs on its own (not part of a chain)."""
 
     mnemonic: str
     index: int
@@ -71,20 +71,16 @@ class DmaOp:
 
     @property
     def queue(self) -> Queue:
-        """Stream that executes this transfer."""
-        return Queue.STORE if self.mnemonic == "v_store" else Queue.LOAD
+        """Stream that executes it (``halt`` belongs to all of them)."""
+        return BY_MNEMONIC[self.mnemonic].queue
 
 
-@dataclass(frozen=True)
-class ScalarOp:
-    """s_wr or nop on the compute stream."""
+class DmaOp(SingleOp):
+    """v_load / v_store / m_load."""
 
-    mnemonic: str
-    index: int
-    fields: dict
-    wait: frozenset = frozenset()
-    signal: frozenset = frozenset()
-    queue: Queue = Queue.COMPUTE
+
+class ScalarOp(SingleOp):
+    """s_wr, nop or halt."""
 
 
 @dataclass
@@ -128,7 +124,7 @@ def build_program(instrs, config: NPUConfig, regions=None) -> SimProgram:
         elif name in ("s_wr", "nop"):
             ops.append(ScalarOp(name, i, dict(ins.fields), frozenset(ins.wait), frozenset(ins.signal)))
         elif name == "halt":
-            ops.append(ScalarOp(name, i, {}, frozenset(ins.wait), frozenset(ins.signal), Queue.ALL))
+            ops.append(ScalarOp(name, i, {}, frozenset(ins.wait), frozenset(ins.signal)))
         else:   # validate_program rejects everything else outside a chain
             raise SimulationError("instruction outside a chain", i, mnemonic=name)
         i += 1
