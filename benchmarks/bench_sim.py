@@ -80,7 +80,9 @@ def _onnxruntime_conv(x_hwc, w_ohwi, bias):
         [numpy_helper.from_array(w, "w"), numpy_helper.from_array(bias.astype(np.float32), "b")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.checker.check_model(model)
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    opts = ort.SessionOptions()
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")   # no spinning threads between runs
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     feed = {"x": np.ascontiguousarray(np.transpose(x_hwc, (2, 0, 1))[None])}
     return lambda: sess.run(None, feed)[0]
 

@@ -1,4 +1,5 @@
 """Print the throughput figures kept in ``benchmark.extra_info`` after a benchmark run."""
+import npu._threads  # noqa: F401  (before numpy loads OpenBLAS: see npu/_threads.py)
 
 
 def pytest_terminal_summary(terminalreporter, config):

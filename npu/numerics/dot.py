@@ -180,9 +180,22 @@ def _scale_accumulate(sums, xs, ws, bad_x, bad_w, out):
             out[m, r] = acc[r]
 
 
+def elements_always_finite(fmt: BlockFormat) -> bool:
+    """Whether no element code of ``fmt`` decodes to an infinity or NaN."""
+    el = fmt.element
+    if el.kind != "fp":
+        return True
+    codes = np.arange(1 << el.bits, dtype=np.uint8).view(el.dtype).astype(np.float64)
+    return bool(np.isfinite(codes).all())
+
+
 def matvec_decoded(we: np.ndarray, ws: np.ndarray, xe: np.ndarray, xs: np.ndarray,
-                   block: int, plan: str, quantum: float) -> np.ndarray:
-    """The MVU accumulator (M, R) from decoded operands (see :func:`_iter_block_sums`)."""
+                   block: int, plan: str, quantum: float, *, check_elements: bool = True) -> np.ndarray:
+    """The MVU accumulator (M, R) from decoded operands (see :func:`_iter_block_sums`).
+
+    ``check_elements=False`` skips the search for non-finite elements, for
+    callers whose formats cannot encode any (NaN scales still give NaN).
+    """
     if plan == "split":
         acc = np.zeros((xe.shape[0], we.shape[0]), np.float32)
         for p in _iter_block_sums(we, ws, xe, xs, block, plan, quantum):
@@ -193,12 +206,16 @@ def matvec_decoded(we: np.ndarray, ws: np.ndarray, xe: np.ndarray, xs: np.ndarra
     nb = k // block
     w3 = we.reshape(r, nb, block)
     x3 = xe.reshape(m, nb, block)
-    bad_w = ~np.isfinite(w3).all(axis=2) | np.isnan(ws)
-    bad_x = ~np.isfinite(x3).all(axis=2) | np.isnan(xs)
-    if bad_w.any():
-        w3 = np.where(np.isfinite(w3), w3, 0)
-    if bad_x.any():
-        x3 = np.where(np.isfinite(x3), x3, 0)
+    if check_elements:
+        bad_w = ~np.isfinite(w3).all(axis=2) | np.isnan(ws)
+        bad_x = ~np.isfinite(x3).all(axis=2) | np.isnan(xs)
+        if bad_w.any():
+            w3 = np.where(np.isfinite(w3), w3, 0)
+        if bad_x.any():
+            x3 = np.where(np.isfinite(x3), x3, 0)
+    else:                                   # a NaN scale still makes its block sum NaN in the kernel
+        bad_w = np.zeros((r, nb), np.bool_)
+        bad_x = np.zeros((m, nb), np.bool_)
     dtype = np.float32 if plan == "f32" else np.float64
     # exact block sums of every block in one batched GEMM: (nb, M, B) @ (nb, B, R)
     sums = np.matmul(np.ascontiguousarray(x3.transpose(1, 0, 2), dtype=dtype),

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..config import NPUConfig
 from ..numerics import mfu as mfu_math
-from ..numerics.dot import gemm_plan, matvec_decoded, reduction_block
+from ..numerics.dot import elements_always_finite, gemm_plan, matvec_decoded, reduction_block
 from ..numerics.formats import get_format
 from ..numerics.pack import tile_nbytes, unpack_bits
 from ..numerics.quantize import element_values, gather_quantize_to_values, scale_values
@@ -73,6 +73,7 @@ class Machine:
         self.block = reduction_block(self.wfmt, self.xfmt, n)
         self.plan = gemm_plan(self.wfmt, self.xfmt, self.block)
         self.quantum = self.wfmt.element.quantum_min * self.xfmt.element.quantum_min
+        self._weights_may_be_nonfinite = not elements_always_finite(self.wfmt)
         self.tile_bytes = tile_nbytes(self.wfmt, n)
         wblock = self.wfmt.block_for(n)
         self._wscale_per_row = n // wblock
@@ -223,7 +224,10 @@ class Machine:
         ws = np.repeat(ws, self.wfmt.block_for(n) // self.block, axis=1)
         xe, xcodes = gather_quantize_to_values(self.vmem, raddr, self.xfmt, n)
         xs = np.repeat(scale_values(self.xfmt, xcodes), self.xfmt.block_for(n) // self.block, axis=1)
-        return matvec_decoded(we, ws, xe, xs, self.block, self.plan, self.quantum)
+        # quantised activations are always finite (bad blocks get a NaN scale); weights decoded from
+        # DRAM may hold Inf/NaN codes only in formats that have them
+        return matvec_decoded(we, ws, xe, xs, self.block, self.plan, self.quantum,
+                              check_elements=self._weights_may_be_nonfinite)
 
     def _mfu(self, op, y: np.ndarray, addr: np.ndarray | None) -> np.ndarray:
         fmt = self.mfu_format
