@@ -8,6 +8,9 @@ for bit.
 """
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
+
 import numpy as np
 
 from ..config import NPUConfig
@@ -49,12 +52,61 @@ class Dram:
         self._ensure(int(addr.max()) + rows.shape[1])
         self.data[addr[:, None] + np.arange(rows.shape[1])[None, :]] = rows
 
+    def span(self, addr: int, nbytes: int) -> np.ndarray:
+        """A read-only view of ``nbytes`` bytes at ``addr``."""
+        self._ensure(addr + nbytes)
+        view = self.data[addr: addr + nbytes]
+        view.flags.writeable = False
+        return view
+
     def bytes(self, addr: int, nbytes: int) -> bytes:
         """A copy of ``nbytes`` bytes at ``addr``."""
         if addr < 0 or nbytes < 0 or addr + nbytes > self.size:
             raise SimulationError(f"DRAM range {addr:#x}+{nbytes} lies outside the {self.size}-byte DRAM")
         self._ensure(addr + nbytes)
         return self.data[addr: addr + nbytes].tobytes()
+
+
+#: Decoded weight tiles by (format, N, digest of their DRAM image), least recently used first.
+_TILE_CACHE: OrderedDict = OrderedDict()
+TILE_CACHE_BYTES = 1 << 29
+_tile_cache_size = 0
+
+
+def _decode_tiles(raw: np.ndarray, wfmt, n: int, tile_bytes: int, daddr: int):
+    """Element values (count, N, N) binary32 and scale values of packed tiles, via a bounded cache.
+
+    Programs run many times over the same weight image (a serving session),
+    so tiles are decoded once per distinct image.
+    """
+    global _tile_cache_size
+    key = (wfmt.name, n, raw.size, hashlib.blake2b(raw, digest_size=20).digest())
+    hit = _TILE_CACHE.get(key)
+    if hit is not None:
+        _TILE_CACHE.move_to_end(key)
+        return hit
+    count = raw.size // tile_bytes
+    per_row = n // wfmt.block_for(n)
+    tiles = raw.reshape(count, tile_bytes)
+    nscale = n * per_row
+    scale_codes = tiles[:, :nscale].reshape(count, n, per_row)
+    wide = scale_codes >= (1 << wfmt.scale_bits)
+    if wide.any():
+        t = int(np.argwhere(wide.any(axis=(1, 2)))[0, 0])
+        raise SimulationError(f"tile at DRAM {daddr + t * tile_bytes:#x} has a scale byte wider "
+                              f"than {wfmt.scale_bits} bits (not a {wfmt.name} tile)")
+    # each tile's element section is a whole number of bytes, so all sections form one bitstream
+    codes = unpack_bits(np.ascontiguousarray(tiles[:, nscale:]).reshape(-1), wfmt.element.bits, count * n * n)
+    elem = element_values(wfmt, codes, np.float32).reshape(count, n, n)
+    scale = scale_values(wfmt, scale_codes)
+    elem.flags.writeable = False
+    scale.flags.writeable = False
+    _TILE_CACHE[key] = (elem, scale)
+    _tile_cache_size += elem.nbytes + scale.nbytes
+    while _tile_cache_size > TILE_CACHE_BYTES and len(_TILE_CACHE) > 1:
+        _, (e, sc) = _TILE_CACHE.popitem(last=False)
+        _tile_cache_size -= e.nbytes + sc.nbytes
+    return elem, scale
 
 
 class Machine:
@@ -99,21 +151,13 @@ class Machine:
         self.dram.write(f["daddr"] + rows * f["dstride"], data)
 
     def m_load(self, f: dict) -> None:
-        """DRAM packed tiles -> MRF (decoded once here)."""
-        n, count = self.config.native_dim, f["count"]
-        raw = self.dram.read(f["daddr"] + np.arange(count) * self.tile_bytes, self.tile_bytes)
-        nscale = n * self._wscale_per_row
-        scale_codes = raw[:, :nscale].reshape(count, n, self._wscale_per_row)
-        if (scale_codes >= (1 << self.wfmt.scale_bits)).any():
-            t = int(np.argwhere((scale_codes >= (1 << self.wfmt.scale_bits)).any(axis=(1, 2)))[0, 0])
-            raise SimulationError(f"tile at DRAM {f['daddr'] + t * self.tile_bytes:#x} has a scale byte wider "
-                                  f"than {self.wfmt.scale_bits} bits (not a {self.wfmt.name} tile)")
-        # each tile's element section is a whole number of bytes, so all sections form one bitstream
-        codes = unpack_bits(np.ascontiguousarray(raw[:, nscale:]).reshape(-1), self.wfmt.element.bits,
-                            count * n * n).reshape(count, n * n)
+        """DRAM packed tiles -> MRF (decoded once here; identical tile images decode from a cache)."""
+        count = f["count"]
+        raw = self.dram.span(f["daddr"], count * self.tile_bytes)
+        elem, scale = _decode_tiles(raw, self.wfmt, self.config.native_dim, self.tile_bytes, f["daddr"])
         dst = slice(f["maddr"], f["maddr"] + count)
-        self.mrf_elem[dst] = element_values(self.wfmt, codes, np.float32).reshape(count, n, n)
-        self.mrf_scale[dst] = scale_values(self.wfmt, scale_codes)
+        self.mrf_elem[dst] = elem
+        self.mrf_scale[dst] = scale
 
     # ----- scalar ---------------------------------------------------------------
     def s_wr(self, f: dict) -> None:
