@@ -1,0 +1,91 @@
+"""A small ONNX graph builder with seeded synthetic weights, shared by the reference networks."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+class GraphBuilder:
+    """Accumulates nodes and initializers; each layer helper returns its output tensor name."""
+
+    def __init__(self, name: str, seed: int, input_name: str = "data", input_shape=(1, 3, 224, 224)):
+        self.name = name
+        self.rng = np.random.default_rng(seed)
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self.input = helper.make_tensor_value_info(input_name, TensorProto.FLOAT, list(input_shape))
+        self.input_name = input_name
+        self._count: dict[str, int] = {}
+
+    def _name(self, kind: str) -> str:
+        self._count[kind] = self._count.get(kind, 0) + 1
+        return f"{kind}{self._count[kind]}"
+
+    def const(self, name: str, array: np.ndarray) -> str:
+        """Add an initializer."""
+        self.inits.append(numpy_helper.from_array(np.asarray(array, np.float32), name))
+        return name
+
+    def conv(self, x: str, cin: int, cout: int, k: int, stride: int = 1, pad: int | None = None,
+             bias: bool = False) -> str:
+        """A k x k convolution with He-normal weights."""
+        name = self._name("conv")
+        pad = k // 2 if pad is None else pad
+        w = self.rng.standard_normal((cout, cin, k, k), dtype=np.float32) * np.float32(np.sqrt(2.0 / (cin * k * k)))
+        inputs = [x, self.const(f"{name}.weight", w)]
+        if bias:
+            inputs.append(self.const(f"{name}.bias", 0.01 * self.rng.standard_normal(cout)))
+        self.nodes.append(helper.make_node("Conv", inputs, [name], name=name, kernel_shape=[k, k],
+                                           strides=[stride, stride], pads=[pad] * 4))
+        return name
+
+    def bn(self, x: str, c: int, gamma_scale: float = 1.0) -> str:
+        """Inference batch normalisation with sane random statistics (keeps activations O(1)).
+
+        ``gamma_scale`` < 1 damps a residual branch so that deep residual
+        stacks keep their activations bounded (as zero-init residual training does).
+        """
+        name = self._name("bn")
+        gamma = gamma_scale * (1.0 + 0.1 * self.rng.standard_normal(c))
+        beta = 0.1 * self.rng.standard_normal(c)
+        mean = 0.1 * self.rng.standard_normal(c)
+        var = 1.0 + 0.1 * np.abs(self.rng.standard_normal(c))
+        ins = [x] + [self.const(f"{name}.{p}", v) for p, v in
+                     (("scale", gamma), ("bias", beta), ("mean", mean), ("var", var))]
+        self.nodes.append(helper.make_node("BatchNormalization", ins, [name], name=name, epsilon=1e-5))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], **attrs) -> str:
+        """Any other single-output node."""
+        name = self._name(op_type.lower())
+        self.nodes.append(helper.make_node(op_type, inputs, [name], name=name, **attrs))
+        return name
+
+    def relu(self, x: str) -> str:
+        return self.op("Relu", [x])
+
+    def conv_bn(self, x: str, cin: int, cout: int, k: int, stride: int = 1, relu: bool = True,
+                gamma_scale: float = 1.0) -> str:
+        """Conv (no bias) -> BatchNorm -> optional ReLU."""
+        y = self.bn(self.conv(x, cin, cout, k, stride), cout, gamma_scale)
+        return self.relu(y) if relu else y
+
+    def dense(self, x: str, cin: int, cout: int) -> str:
+        """Gemm with transB (the torchvision classifier form)."""
+        name = self._name("fc")
+        w = self.rng.standard_normal((cout, cin), dtype=np.float32) * np.float32(np.sqrt(1.0 / cin))
+        self.nodes.append(helper.make_node(
+            "Gemm", [x, self.const(f"{name}.weight", w), self.const(f"{name}.bias", 0.01 * self.rng.standard_normal(cout))],
+            [name], name=name, transB=1))
+        return name
+
+    def finish(self, output: str, out_shape, opset: int = 17) -> onnx.ModelProto:
+        """The checked model with one output named ``output``."""
+        graph = helper.make_graph(self.nodes, self.name, [self.input],
+                                  [helper.make_tensor_value_info(output, TensorProto.FLOAT, list(out_shape))],
+                                  self.inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                                  producer_name="npu-toolkit model builders")
+        onnx.checker.check_model(model)
+        return model

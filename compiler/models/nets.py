@@ -1,0 +1,123 @@
+"""Reference networks as ONNX graphs with seeded synthetic weights (no weights can be downloaded here).
+
+Standard torchvision-style architectures: ResNet v1.5 (stride on the 3x3),
+VGG-16 (with its fc6/fc7 classifier), DenseNet-121 (growth 32, blocks
+6/12/24/16, bottleneck 4, compression 0.5), and small ResNet / VGG variants
+on 32x32 inputs for fast tests.  ``headless=True`` cuts the classifier and
+returns the featurizer outputs of the brief (2048, 4096, 1024 values).
+"""
+from __future__ import annotations
+
+import onnx
+
+from .graph import GraphBuilder
+
+#: Scale of the last BatchNorm of each residual branch: keeps a 50-block stack's activations O(1).
+RESIDUAL_GAMMA = 0.2
+
+
+def _resnet(name: str, blocks: list[int], seed: int, num_classes: int, opset: int, headless: bool,
+            width: int = 64, input_hw: int = 224, small: bool = False) -> onnx.ModelProto:
+    g = GraphBuilder(name, seed, input_shape=(1, 3, input_hw, input_hw))
+    if small:
+        x = g.conv_bn(g.input_name, 3, width, 3)
+    else:
+        x = g.conv_bn(g.input_name, 3, width, 7, stride=2)
+        x = g.op("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    cin = width
+    for stage, count in enumerate(blocks):
+        mid = width * 2 ** stage
+        cout = mid * 4 if not small else mid
+        for i in range(count):
+            stride = 2 if (i == 0 and stage > 0) else 1
+            if small:                                      # basic block: 3x3 -> 3x3
+                y = g.conv_bn(x, cin, cout, 3, stride)
+                y = g.conv_bn(y, cout, cout, 3, relu=False, gamma_scale=RESIDUAL_GAMMA)
+            else:                                          # bottleneck: 1x1 -> 3x3 (stride) -> 1x1
+                y = g.conv_bn(x, cin, mid, 1)
+                y = g.conv_bn(y, mid, mid, 3, stride)
+                y = g.conv_bn(y, mid, cout, 1, relu=False, gamma_scale=RESIDUAL_GAMMA)
+            shortcut = g.conv_bn(x, cin, cout, 1, stride, relu=False) if (stride != 1 or cin != cout) else x
+            x = g.relu(g.op("Add", [y, shortcut]))
+            cin = cout
+    x = g.op("GlobalAveragePool", [x])
+    x = g.op("Flatten", [x], axis=1)
+    if headless:
+        return g.finish(x, [1, cin], opset)
+    return g.finish(g.dense(x, cin, num_classes), [1, num_classes], opset)
+
+
+def resnet50(seed: int = 0, num_classes: int = 1000, opset: int = 17, headless: bool = False) -> onnx.ModelProto:
+    """ResNet-50 v1.5, input (1, 3, 224, 224)."""
+    return _resnet("resnet50", [3, 4, 6, 3], seed, num_classes, opset, headless)
+
+
+def resnet152(seed: int = 0, num_classes: int = 1000, opset: int = 17, headless: bool = False) -> onnx.ModelProto:
+    """ResNet-152 v1.5, input (1, 3, 224, 224)."""
+    return _resnet("resnet152", [3, 8, 36, 3], seed, num_classes, opset, headless)
+
+
+def resnet_small(seed: int = 0, num_classes: int = 10, opset: int = 17, headless: bool = False) -> onnx.ModelProto:
+    """A small ResNet (basic blocks, 16/32/64 channels) on (1, 3, 32, 32) inputs."""
+    return _resnet("resnet_small", [1, 1, 1], seed, num_classes, opset, headless, width=16, input_hw=32,
+                   small=True)
+
+
+def _vgg(name: str, cfg: list, seed: int, num_classes: int, opset: int, headless: bool, input_hw: int,
+         fc: int) -> onnx.ModelProto:
+    g = GraphBuilder(name, seed, input_shape=(1, 3, input_hw, input_hw))
+    x, cin = g.input_name, 3
+    for v in cfg:
+        if v == "M":
+            x = g.op("MaxPool", [x], kernel_shape=[2, 2], strides=[2, 2])
+        else:
+            x = g.relu(g.conv(x, cin, v, 3, bias=True))
+            cin = v
+    side = input_hw // 2 ** cfg.count("M")
+    x = g.op("Flatten", [x], axis=1)
+    x = g.relu(g.dense(x, cin * side * side, fc))                 # fc6
+    x = g.relu(g.dense(x, fc, fc))                                # fc7
+    if headless:
+        return g.finish(x, [1, fc], opset)
+    return g.finish(g.dense(x, fc, num_classes), [1, num_classes], opset)
+
+
+def vgg16(seed: int = 0, num_classes: int = 1000, opset: int = 17, headless: bool = False) -> onnx.ModelProto:
+    """VGG-16 (configuration D), input (1, 3, 224, 224); headless output is fc7 after ReLU (4096)."""
+    cfg = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+    return _vgg("vgg16", cfg, seed, num_classes, opset, headless, 224, 4096)
+
+
+def vgg_small(seed: int = 0, num_classes: int = 10, opset: int = 17, headless: bool = False) -> onnx.ModelProto:
+    """A small VGG (16/32/64 channels, 3 pools, fc 128) on (1, 3, 32, 32) inputs."""
+    return _vgg("vgg_small", [16, "M", 32, 32, "M", 64, "M"], seed, num_classes, opset, headless, 32, 128)
+
+
+def densenet121(seed: int = 0, num_classes: int = 1000, opset: int = 17,
+                headless: bool = False) -> onnx.ModelProto:
+    """DenseNet-121 (growth 32, blocks 6/12/24/16), input (1, 3, 224, 224); headless output 1024."""
+    g = GraphBuilder("densenet121", seed)
+    x = g.conv_bn(g.input_name, 3, 64, 7, stride=2)
+    x = g.op("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    c = 64
+    for i, layers in enumerate([6, 12, 24, 16]):
+        for _ in range(layers):                               # BN -> ReLU -> 1x1 -> BN -> ReLU -> 3x3
+            y = g.relu(g.bn(x, c))
+            y = g.conv(y, c, 128, 1)
+            y = g.relu(g.bn(y, 128))
+            y = g.conv(y, 128, 32, 3)
+            x = g.op("Concat", [x, y], axis=1)
+            c += 32
+        if i < 3:                                             # transition: BN -> ReLU -> 1x1 -> avgpool 2
+            y = g.relu(g.bn(x, c))
+            x = g.op("AveragePool", [g.conv(y, c, c // 2, 1)], kernel_shape=[2, 2], strides=[2, 2])
+            c //= 2
+    x = g.relu(g.bn(x, c))
+    x = g.op("Flatten", [g.op("GlobalAveragePool", [x])], axis=1)
+    if headless:
+        return g.finish(x, [1, c], opset)
+    return g.finish(g.dense(x, c, num_classes), [1, num_classes], opset)
+
+
+MODELS = {"resnet50": resnet50, "resnet152": resnet152, "resnet_small": resnet_small, "vgg16": vgg16,
+          "vgg_small": vgg_small, "densenet121": densenet121}
