@@ -48,3 +48,14 @@ def test_resnet152_is_valid_and_shape_infers():
     inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     assert sum(n.op_type == "Conv" for n in model.graph.node) == 155          # 151 + 4 projections
     assert inferred.graph.output[0].type.tensor_type.shape.dim[1].dim_value == 1000
+
+
+def test_command_line_writes_a_model(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "r.onnx"
+    proc = subprocess.run([sys.executable, "-m", "compiler.models", "resnet_small", "-o", str(out), "--seed", "3"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert np.array_equal(run(onnx.load(str(out))), run(resnet_small(seed=3)))
