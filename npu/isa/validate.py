@@ -38,7 +38,8 @@ def chain_groups(instrs):
             i += 1
 
 
-def _extent(base: int, terms) -> tuple[int, int]:
+def address_extent(base: int, terms) -> tuple[int, int]:
+    """Lowest and highest address of ``base + sum(i_k * stride_k)`` over ``i_k < count_k`` for (stride, count) terms."""
     lo = hi = base
     for stride, count in terms:
         span = stride * (count - 1)
@@ -115,7 +116,7 @@ def _check_plain(ck: _Checker, i: int, ins) -> None:
     if name == "s_wr" and f["sreg"] >= cfg.scalar_regs:
         ck.err(i, f"s_wr: field sreg={f['sreg']} but {cfg.name} has {cfg.scalar_regs} scalar registers")
     if name in ("v_load", "v_store"):
-        lo, hi = _extent(f["vaddr"], [(f["vstride"], f["rows"])])
+        lo, hi = address_extent(f["vaddr"], [(f["vstride"], f["rows"])])
         ck.vrange(i, name, "vaddr", lo, hi + f["row_len"] - 1)
         end = f["daddr"] + (f["rows"] - 1) * f["dstride"] + f["row_len"] * cfg.vector_bytes
         if end > cfg.dram_bytes:
@@ -174,14 +175,14 @@ def _check_chain(ck: _Checker, start: int, group) -> None:
         nm, f = g.spec.mnemonic, g.fields
         if nm == "v_rd":
             terms = [(f["s_n0"], n0), (f["s_n1"], n1), (f["s_k0"], k0), (f["s_k1"], k1), (1, c), (f["s_r"], r)]
-            ck.vrange(k, nm, "base", *_extent(f["base"], terms))
+            ck.vrange(k, nm, "base", *address_extent(f["base"], terms))
         elif nm == "mv_mul":
             last = f["mbase"] + r * k0 * k1 * c - 1
             if last >= cfg.mrf_tiles:
                 ck.err(k, f"mv_mul: field mbase: tiles {f['mbase']}..{last} outside the matrix register file "
                           f"0..{cfg.mrf_tiles - 1}")
         elif nm in ("v_wr",) or nm.startswith("vv_"):
-            ck.vrange(k, nm, "base", *_extent(f["base"], out_terms(f)))
+            ck.vrange(k, nm, "base", *address_extent(f["base"], out_terms(f)))
             if nm == "v_wr":
                 hi = f["hi"] or cfg.native_dim
                 if not f["lo"] < hi <= cfg.native_dim:

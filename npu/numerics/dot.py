@@ -89,6 +89,13 @@ def _round_to_odd_f64(parts: list[np.ndarray], quantum: float) -> np.ndarray:
     return s * quantum
 
 
+def _clear_nonfinite(v3: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(values with non-finite elements zeroed, per-block flag: a non-finite element or a NaN scale)."""
+    finite = np.isfinite(v3)
+    bad = ~finite.all(axis=2) | np.isnan(scales)
+    return (np.where(finite, v3, 0) if not finite.all() else v3), bad
+
+
 def _iter_block_sums(we: np.ndarray, ws: np.ndarray, xe: np.ndarray, xs: np.ndarray,
                      block: int, plan: str, quantum: float):
     """Yield ``P_b`` (M, R) binary32 for each reduction block ``b`` in order.
@@ -102,12 +109,8 @@ def _iter_block_sums(we: np.ndarray, ws: np.ndarray, xe: np.ndarray, xs: np.ndar
     nb = k // block
     w3 = we.reshape(r, nb, block)
     x3 = xe.reshape(m, nb, block)
-    bad_w = ~np.isfinite(w3).all(axis=2) | np.isnan(ws)          # (R, nb)
-    bad_x = ~np.isfinite(x3).all(axis=2) | np.isnan(xs)          # (M, nb)
-    if bad_w.any():
-        w3 = np.where(np.isfinite(w3), w3, 0)
-    if bad_x.any():
-        x3 = np.where(np.isfinite(x3), x3, 0)
+    w3, bad_w = _clear_nonfinite(w3, ws)                          # flags (R, nb)
+    x3, bad_x = _clear_nonfinite(x3, xs)                          # flags (M, nb)
     if plan == "split":
         wt = w3.transpose(1, 0, 2).astype(np.float64)             # (nb, R, B)
         xt = x3.transpose(1, 0, 2).astype(np.float64)             # (nb, M, B)
@@ -207,12 +210,8 @@ def matvec_decoded(we: np.ndarray, ws: np.ndarray, xe: np.ndarray, xs: np.ndarra
     w3 = we.reshape(r, nb, block)
     x3 = xe.reshape(m, nb, block)
     if check_elements:
-        bad_w = ~np.isfinite(w3).all(axis=2) | np.isnan(ws)
-        bad_x = ~np.isfinite(x3).all(axis=2) | np.isnan(xs)
-        if bad_w.any():
-            w3 = np.where(np.isfinite(w3), w3, 0)
-        if bad_x.any():
-            x3 = np.where(np.isfinite(x3), x3, 0)
+        w3, bad_w = _clear_nonfinite(w3, ws)
+        x3, bad_x = _clear_nonfinite(x3, xs)
     else:                                   # a NaN scale still makes its block sum NaN in the kernel
         bad_w = np.zeros((r, nb), np.bool_)
         bad_x = np.zeros((m, nb), np.bool_)

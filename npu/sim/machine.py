@@ -19,6 +19,7 @@ from ..numerics.dot import elements_always_finite, gemm_plan, matvec_decoded, re
 from ..numerics.formats import get_format
 from ..numerics.pack import tile_nbytes, unpack_bits
 from ..numerics.quantize import element_values, gather_quantize_to_values, scale_values
+from ..isa.validate import address_extent
 from .errors import SimulationError
 from .program import ChainOp, DmaOp, ScalarOp
 
@@ -193,11 +194,7 @@ class Machine:
             terms.append((f.get("s_r", 0), ch.r))
         if reduction:
             terms += [(f.get("s_k0", 0), ch.k0), (f.get("s_k1", 0), ch.k1), (1, ch.c)]
-        lo = hi = f["base"]
-        for stride, count in terms:
-            lo += min(0, stride * (count - 1))
-            hi += max(0, stride * (count - 1))
-        return lo, hi
+        return address_extent(f["base"], terms)
 
     #: Largest number of input elements one batch of a chain gathers (bounds memory use).
     CHUNK_ELEMENTS = 1 << 23
@@ -304,8 +301,8 @@ class Machine:
         """Reject a chain whose iterations write one vector twice, or write what a later iteration reads."""
         reads, (wf, _, _, wname, windex) = self._generators(ch)
         wlo, whi = self._extent(ch, wf, rows=True, reduction=False)
-        overlapping = [g for g in reads if not (self._extent(ch, g[0], rows=g[1], reduction=g[2])[1] < wlo
-                                                or self._extent(ch, g[0], rows=g[1], reduction=g[2])[0] > whi)]
+        extents = [self._extent(ch, g[0], rows=g[1], reduction=g[2]) for g in reads]
+        overlapping = [g for g, (lo, hi) in zip(reads, extents) if hi >= wlo and lo <= whi]
         writes = ch.iterations * ch.r
         if writes > self.HAZARD_ADDRESSES:
             raise SimulationError(f"chain writes {writes:,} vectors, more than the simulator analyses in one "
