@@ -1,0 +1,257 @@
+"""The compiler's IR: a networkx DAG of typed nodes over statically shaped tensors.
+
+Tensors are named; activations have shape (C, H, W) or (C,) (batch 1, the
+batch dimension dropped).  Constants (weights, shape vectors) live in
+``Graph.constants``.  Nodes are typed dataclasses; ``OnnxOp`` holds an
+operator the front end only keeps for constant folding.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import networkx as nx
+import numpy as np
+
+
+@dataclass
+class Node:
+    """Base of every IR node: a name, input and output tensor names, and the ONNX op it came from."""
+
+    name: str
+    inputs: list[str]
+    outputs: list[str]
+    source: str = ""              # ONNX op_type (or fused chain) this node came from
+
+    @property
+    def kind(self) -> str:
+        """The node's type name, e.g. 'Conv'."""
+        return type(self).__name__
+
+
+@dataclass
+class OnnxOp(Node):
+    """An ONNX operator kept verbatim; only legal if constant folding removes it."""
+
+    op_type: str = ""
+    attrs: dict[str, Any] = field(default_factory=dict)
+    domain: str = ""
+    opset: int = 0
+    proto: Any = None             # the onnx.NodeProto, for evaluation by onnx.reference
+
+
+@dataclass
+class Conv(Node):
+    """Convolution (Gemm is a 1x1 or whole-image convolution); optional bias, residual add and ReLU.
+
+    ``weight`` is (Cout, Cin, kh, kw) float32; ``pads`` is (top, left,
+    bottom, right).  With ``residual`` the second input tensor is added
+    after the bias, then ReLU if ``relu``.
+    """
+
+    weight: np.ndarray = None
+    bias: np.ndarray | None = None
+    stride: tuple[int, int] = (1, 1)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+    relu: bool = False
+    residual: bool = False
+
+    @property
+    def kernel(self) -> tuple[int, int]:
+        """(kh, kw)."""
+        return tuple(self.weight.shape[2:])
+
+
+@dataclass
+class Pool(Node):
+    """Max or average pooling (average counts padding, as ONNX's count_include_pad=1)."""
+
+    mode: str = "max"
+    kernel: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+    count_include_pad: bool = True
+
+
+@dataclass
+class GlobalPool(Node):
+    """Global average (or max) pooling: (C, H, W) -> (C, 1, 1)."""
+
+    mode: str = "avg"
+
+
+@dataclass
+class BatchNorm(Node):
+    """Inference BatchNormalization, kept as per-channel scale and shift until folded."""
+
+    scale: np.ndarray = None
+    shift: np.ndarray = None
+
+
+@dataclass
+class Affine(Node):
+    """Per-channel y = x * scale + shift, optionally followed by ReLU (a BatchNorm with no Conv before it)."""
+
+    scale: np.ndarray = None
+    shift: np.ndarray = None
+    relu: bool = False
+
+
+@dataclass
+class Add(Node):
+    """Elementwise sum of two activations (residual join), optionally followed by ReLU."""
+
+    relu: bool = False
+
+
+@dataclass
+class Relu(Node):
+    """Elementwise max(x, 0)."""
+
+
+@dataclass
+class Concat(Node):
+    """Channel concatenation of (C_i, H, W) activations."""
+
+
+@dataclass
+class Flatten(Node):
+    """(C, H, W) -> (C*H*W,) in ONNX (channel-major) order; also Reshape to a vector."""
+
+
+@dataclass
+class Softmax(Node):
+    """Softmax over the class vector (done on the host after the NPU)."""
+
+
+@dataclass
+class Identity(Node):
+    """Identity or inference-mode Dropout: removed by a pass."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason a model cannot be compiled, tied to a node."""
+
+    node: str
+    op_type: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"node {self.node!r} ({self.op_type}): {self.message}"
+
+
+class UnsupportedModelError(ValueError):
+    """The model uses operators, attributes or shapes the compiler cannot lower; lists every problem."""
+
+    def __init__(self, problems: list[Problem], source: str = "model"):
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{source}: {len(self.problems)} problem(s) must be fixed before it can be compiled:\n"
+                         f"{lines}")
+
+
+class Graph:
+    """Nodes in a networkx DiGraph (edge producer -> consumer), plus tensor shapes and constants."""
+
+    def __init__(self, name: str = "model"):
+        self.name = name
+        self.dag = nx.DiGraph()
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.constants: dict[str, np.ndarray] = {}
+        self.inputs: list[str] = []
+        self.outputs: list[str] = []
+        self.metadata: dict[str, Any] = {}
+        self.problems: list[Problem] = []     # found by the front end, reported by the legality check
+        self._order = 0
+
+    # --- construction -------------------------------------------------------------------------
+    def add(self, node: Node) -> Node:
+        """Insert a node and connect it to the producers of its inputs and consumers of its outputs."""
+        if node.name in self.dag:
+            raise ValueError(f"node name {node.name!r} is used twice")
+        self.dag.add_node(node.name, node=node, order=self._order)
+        self._order += 1
+        self._connect(node)
+        return node
+
+    def _connect(self, node: Node) -> None:
+        for t in node.inputs:
+            p = self.producer(t)
+            if p is not None and p.name != node.name:
+                self.dag.add_edge(p.name, node.name)
+        for t in node.outputs:
+            for c in self.consumers(t):
+                if c.name != node.name:
+                    self.dag.add_edge(node.name, c.name)
+
+    def remove(self, name: str) -> None:
+        """Delete a node (its output tensors keep their shapes until no longer referenced)."""
+        self.dag.remove_node(name)
+
+    def replace(self, old: str, node: Node) -> Node:
+        """Put ``node`` where node ``old`` was (same position in the order)."""
+        order = self.dag.nodes[old]["order"]
+        self.dag.remove_node(old)
+        self.dag.add_node(node.name, node=node, order=order)
+        self._connect(node)
+        return node
+
+    def rename_tensor(self, old: str, new: str) -> None:
+        """Make every consumer of tensor ``old`` (and the graph outputs) read ``new`` instead."""
+        for n in self.nodes():
+            n.inputs = [new if t == old else t for t in n.inputs]
+        self.outputs = [new if t == old else t for t in self.outputs]
+        self.rebuild_edges()
+
+    def rebuild_edges(self) -> None:
+        """Recompute every edge from the nodes' inputs and outputs."""
+        self.dag.remove_edges_from(list(self.dag.edges))
+        producers = {t: n.name for n in self.nodes() for t in n.outputs}
+        for n in self.nodes():
+            for t in n.inputs:
+                if t in producers:
+                    self.dag.add_edge(producers[t], n.name)
+
+    # --- queries ------------------------------------------------------------------------------
+    def node(self, name: str) -> Node:
+        """The node called ``name``."""
+        return self.dag.nodes[name]["node"]
+
+    def nodes(self) -> list[Node]:
+        """All nodes in insertion order (not necessarily topological after rewrites)."""
+        items = sorted(self.dag.nodes(data=True), key=lambda kv: kv[1]["order"])
+        return [d["node"] for _, d in items]
+
+    def topological(self) -> Iterator[Node]:
+        """Nodes in a deterministic topological order (ties broken by insertion order)."""
+        order = {n: d["order"] for n, d in self.dag.nodes(data=True)}
+        for name in nx.lexicographical_topological_sort(self.dag, key=lambda n: order[n]):
+            yield self.node(name)
+
+    def producer(self, tensor: str) -> Node | None:
+        """The node writing ``tensor`` (None for graph inputs and constants)."""
+        for _, d in self.dag.nodes(data=True):
+            if tensor in d["node"].outputs:
+                return d["node"]
+        return None
+
+    def consumers(self, tensor: str) -> list[Node]:
+        """Nodes reading ``tensor``, in insertion order."""
+        return [n for n in self.nodes() if tensor in n.inputs]
+
+    def is_constant(self, tensor: str) -> bool:
+        """Whether ``tensor`` is a known constant."""
+        return tensor in self.constants
+
+    def __len__(self) -> int:
+        return self.dag.number_of_nodes()
+
+    def summary(self) -> str:
+        """One line per node: name, kind, inputs -> outputs with shapes."""
+        lines = []
+        for n in self.topological():
+            ins = ", ".join(f"{t}{list(self.shapes.get(t, ()))}" for t in n.inputs)
+            outs = ", ".join(f"{t}{list(self.shapes.get(t, ()))}" for t in n.outputs)
+            lines.append(f"{n.name:<32} {n.kind:<10} {ins} -> {outs}")
+        return "\n".join(lines)

@@ -1,0 +1,318 @@
+"""Typing: turn each remaining ONNX operator into a typed IR node with a static shape, or a Problem.
+
+Runs after constant folding, so every weight, shape vector and axis list is
+a constant here.  Every unsupported operator, attribute or shape is
+collected; the legality check reports them all at once.  Shapes drop ONNX's
+batch dimension (which the loader fixed to 1).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir import (Add, Affine, BatchNorm, Concat, Conv, Flatten, GlobalPool, Graph, Identity, OnnxOp, Pool,
+                  Problem, Relu, Softmax)
+
+
+class Unsupported(Exception):
+    """Why one node cannot be lowered, and what would make it supported."""
+
+
+def _const(graph: Graph, node: OnnxOp, i: int, what: str) -> np.ndarray:
+    if i >= len(node.inputs) or not node.inputs[i]:
+        raise Unsupported(f"{what} (input {i}) is missing")
+    t = node.inputs[i]
+    if t not in graph.constants:
+        raise Unsupported(f"{what} ({t!r}) must be a constant (an initializer), not computed at run time")
+    return np.asarray(graph.constants[t])
+
+
+def _act_shape(graph: Graph, t: str) -> tuple[int, ...]:
+    s = graph.shapes.get(t)
+    if s is None:
+        raise Unsupported(f"the shape of {t!r} is unknown; export with static shapes")
+    if len(s) < 1 or s[0] != 1:
+        raise Unsupported(f"tensor {t!r} has shape {list(s)}; only batch 1 (N x C x H x W or N x K) is supported")
+    return tuple(s[1:])
+
+
+def _chw(graph: Graph, t: str) -> tuple[int, int, int]:
+    s = _act_shape(graph, t)
+    if len(s) != 3:
+        raise Unsupported(f"input {t!r} has shape {[1, *s]}; a 4-d N x C x H x W tensor is needed")
+    return s
+
+
+def _spatial_attrs(node: OnnxOp, kernel: tuple[int, int], in_hw: tuple[int, int]):
+    a = node.attrs
+    if any(d != 1 for d in a.get("dilations", [1, 1])):
+        raise Unsupported(f"dilations {list(a['dilations'])} are not supported; only dilation 1")
+    strides = tuple(a.get("strides", [1, 1]))
+    auto = a.get("auto_pad", "NOTSET")
+    if auto in ("NOTSET", "VALID"):
+        pads = tuple(a.get("pads", [0, 0, 0, 0])) if auto == "NOTSET" else (0, 0, 0, 0)
+    elif auto in ("SAME_UPPER", "SAME_LOWER"):
+        pads_b, pads_e = [], []
+        for k, s, n in zip(kernel, strides, in_hw):
+            total = max((-(-n // s) - 1) * s + k - n, 0)
+            small, big = total // 2, total - total // 2
+            pads_b.append(small if auto == "SAME_UPPER" else big)
+            pads_e.append(big if auto == "SAME_UPPER" else small)
+        pads = (pads_b[0], pads_b[1], pads_e[0], pads_e[1])
+    else:
+        raise Unsupported(f"auto_pad={auto!r} is not an ONNX value")
+    if len(strides) != 2 or len(pads) != 4:
+        raise Unsupported("only 2-d spatial operators are supported")
+    return strides, pads
+
+
+def _out_hw(in_hw, kernel, strides, pads, ceil=False):
+    out = []
+    for i in range(2):
+        span = in_hw[i] + pads[i] + pads[i + 2] - kernel[i]
+        if span < 0:
+            raise Unsupported(f"kernel {list(kernel)} is larger than the padded input {list(in_hw)}")
+        out.append((-(-span // strides[i]) if ceil else span // strides[i]) + 1)
+    return tuple(out)
+
+
+def _conv(graph, n):
+    c, h, w = _chw(graph, n.inputs[0])
+    weight = _const(graph, n, 1, "the weight").astype(np.float32)
+    if weight.ndim != 4:
+        raise Unsupported(f"weight of rank {weight.ndim}; only 2-d convolutions (rank-4 weights) are supported")
+    group = n.attrs.get("group", 1)
+    if group != 1:
+        raise Unsupported(f"group={group} (grouped or depthwise convolution) is not supported; only group=1")
+    if weight.shape[1] != c:
+        raise Unsupported(f"weight {list(weight.shape)} does not match {c} input channels")
+    bias = _const(graph, n, 2, "the bias").astype(np.float32) if len(n.inputs) > 2 and n.inputs[2] else None
+    kernel = tuple(weight.shape[2:])
+    strides, pads = _spatial_attrs(n, kernel, (h, w))
+    oh, ow = _out_hw((h, w), kernel, strides, pads)
+    return Conv(n.name, [n.inputs[0]], [n.outputs[0]], source="Conv", weight=weight, bias=bias,
+                stride=strides, pads=pads), (weight.shape[0], oh, ow)
+
+
+def _dense(graph, n, weight: np.ndarray, bias):
+    """A fully connected layer on a vector input, as a 1x1 convolution of a C x 1 x 1 tensor."""
+    s = _act_shape(graph, n.inputs[0])
+    if len(s) != 1:
+        raise Unsupported(f"input of shape {[1, *s]}; flatten it to N x K first")
+    if weight.shape[1] != s[0]:
+        raise Unsupported(f"weight {list(weight.shape)} does not match {s[0]} input features")
+    return Conv(n.name, [n.inputs[0]], [n.outputs[0]], source=n.op_type, weight=weight[:, :, None, None],
+                bias=bias), (weight.shape[0],)
+
+
+def _gemm(graph, n):
+    a = n.attrs
+    if a.get("transA", 0):
+        raise Unsupported("transA=1 is not supported; the activation must be the left operand")
+    b = _const(graph, n, 1, "B").astype(np.float32)
+    b = b if a.get("transB", 0) else b.T
+    weight = np.float32(a.get("alpha", 1.0)) * b
+    bias = None
+    if len(n.inputs) > 2 and n.inputs[2]:
+        cvec = np.float32(a.get("beta", 1.0)) * _const(graph, n, 2, "C").astype(np.float32)
+        bias = np.broadcast_to(cvec.reshape(-1) if cvec.size > 1 else cvec, (weight.shape[0],)).astype(np.float32)
+    return _dense(graph, n, weight, bias)
+
+
+def _matmul(graph, n):
+    w = _const(graph, n, 1, "the right operand").astype(np.float32)
+    if w.ndim != 2:
+        raise Unsupported(f"right operand of rank {w.ndim}; only a 2-d constant matrix is supported")
+    return _dense(graph, n, np.ascontiguousarray(w.T), None)
+
+
+def _batchnorm(graph, n):
+    s = _act_shape(graph, n.inputs[0])
+    if n.attrs.get("spatial", 1) != 1:
+        raise Unsupported("spatial=0 is not supported")
+    if n.attrs.get("training_mode", 0) or len([o for o in n.outputs if o]) > 1:
+        raise Unsupported("training-mode BatchNormalization (extra outputs) is not supported; export in eval mode")
+    gamma, beta, mean, var = (_const(graph, n, i, w).astype(np.float64)
+                              for i, w in ((1, "scale"), (2, "bias"), (3, "mean"), (4, "var")))
+    eps = n.attrs.get("epsilon", 1e-5)
+    scale = gamma / np.sqrt(var + eps)
+    shift = beta - mean * scale
+    return BatchNorm(n.name, [n.inputs[0]], [n.outputs[0]], source="BatchNormalization",
+                     scale=scale.astype(np.float32), shift=shift.astype(np.float32)), s
+
+
+def _pool(graph, n):
+    c, h, w = _chw(graph, n.inputs[0])
+    a = n.attrs
+    kernel = tuple(a.get("kernel_shape", ()))
+    if len(kernel) != 2:
+        raise Unsupported(f"kernel_shape {list(kernel)}; only 2-d pooling is supported")
+    if a.get("storage_order", 0):
+        raise Unsupported("storage_order=1 is not supported")
+    if len([o for o in n.outputs if o]) > 1:
+        raise Unsupported("the Indices output of MaxPool is not supported")
+    strides, pads = _spatial_attrs(n, kernel, (h, w))
+    ceil = bool(a.get("ceil_mode", 0))
+    out = _out_hw((h, w), kernel, strides, pads, ceil)
+    if ceil and out != _out_hw((h, w), kernel, strides, pads, False):
+        raise Unsupported("ceil_mode=1 changes the output size here; only floor rounding is supported "
+                          "(adjust the padding or use ceil_mode=0)")
+    mode = "max" if n.op_type == "MaxPool" else "avg"
+    include = bool(a.get("count_include_pad", 0))
+    if mode == "avg" and any(pads) and not include:
+        raise Unsupported("average pooling with padding and count_include_pad=0 is not supported "
+                          "(set count_include_pad=1 or remove the padding)")
+    return Pool(n.name, [n.inputs[0]], [n.outputs[0]], source=n.op_type, mode=mode, kernel=kernel,
+                stride=strides, pads=pads), (c, *out)
+
+
+def _global_pool(graph, n):
+    c, _, _ = _chw(graph, n.inputs[0])
+    return GlobalPool(n.name, [n.inputs[0]], [n.outputs[0]], source=n.op_type,
+                      mode="max" if n.op_type == "GlobalMaxPool" else "avg"), (c, 1, 1)
+
+
+def _reduce_mean(graph, n):
+    c, _, _ = _chw(graph, n.inputs[0])
+    axes = n.attrs.get("axes")
+    if axes is None and len(n.inputs) > 1 and n.inputs[1]:
+        axes = _const(graph, n, 1, "axes").tolist()
+    axes = sorted(int(x) % 4 for x in (axes or []))
+    if axes != [2, 3]:
+        raise Unsupported(f"ReduceMean over axes {axes}; only the spatial axes [2, 3] (global pooling) are "
+                          f"supported")
+    keep = n.attrs.get("keepdims", 1)
+    return GlobalPool(n.name, [n.inputs[0]], [n.outputs[0]], source="ReduceMean", mode="avg"), \
+        ((c, 1, 1) if keep else (c,))
+
+
+def _channel_vector(graph, t: str, c: int, shape) -> np.ndarray | None:
+    """A constant that broadcasts per channel over an activation of ``shape``, as a length-C vector."""
+    v = np.asarray(graph.constants[t], np.float32)
+    if v.size == 1:
+        return np.full(c, v.reshape(()), np.float32)
+    full = (1, *shape)
+    squeezed = v.reshape(v.shape[-len(full):] if v.ndim > len(full) else v.shape)
+    pad = (1,) * (len(full) - squeezed.ndim) + squeezed.shape
+    if len(pad) == len(full) and all(p in (1, f) for p, f in zip(pad, full)) and \
+            all(p == 1 for i, p in enumerate(pad) if i != 1):
+        return np.broadcast_to(squeezed.reshape(-1), (c,)).astype(np.float32) if pad[1] in (1, c) else None
+    return None
+
+
+def _binary(graph, n):
+    ins = [t for t in n.inputs if t]
+    consts = [t for t in ins if graph.is_constant(t)]
+    acts = [t for t in ins if not graph.is_constant(t)]
+    if n.op_type == "Sum" and len(ins) == 1:
+        return Identity(n.name, [ins[0]], [n.outputs[0]], source="Sum"), _act_shape(graph, ins[0])
+    if len(acts) == 2 and not consts and n.op_type in ("Add", "Sum"):
+        sa, sb = _act_shape(graph, acts[0]), _act_shape(graph, acts[1])
+        if sa != sb:
+            raise Unsupported(f"operands of shapes {[1, *sa]} and {[1, *sb]}; only equal shapes are supported")
+        return Add(n.name, acts, [n.outputs[0]], source=n.op_type), sa
+    if len(acts) == 1 and len(consts) == 1 and n.op_type in ("Add", "Mul", "Sum", "Sub"):
+        shape = _act_shape(graph, acts[0])
+        vec = _channel_vector(graph, consts[0], shape[0], shape)
+        if vec is None:
+            raise Unsupported(f"the constant operand of shape {list(graph.constants[consts[0]].shape)} does not "
+                              f"broadcast per channel; only per-channel or scalar constants are supported")
+        if n.op_type == "Sub" and n.inputs[0] != acts[0]:
+            raise Unsupported("constant - activation is not supported; only activation - constant")
+        if n.op_type == "Mul":
+            return Affine(n.name, acts, [n.outputs[0]], source="Mul", scale=vec,
+                          shift=np.zeros_like(vec)), shape
+        sign = np.float32(-1 if n.op_type == "Sub" else 1)
+        return Affine(n.name, acts, [n.outputs[0]], source=n.op_type, scale=np.ones_like(vec),
+                      shift=sign * vec), shape
+    raise Unsupported(f"{n.op_type} of {len(acts)} activation(s) and {len(consts)} constant(s) is not supported; "
+                      f"supported: the sum of two equal-shaped activations, or an activation and a per-channel "
+                      f"constant")
+
+
+def _concat(graph, n):
+    shapes = [_act_shape(graph, t) for t in n.inputs]
+    axis = n.attrs.get("axis", 1)
+    if any(graph.is_constant(t) for t in n.inputs):
+        raise Unsupported("concatenation with a constant is not supported")
+    if axis not in (1, -3) or any(len(s) != 3 for s in shapes):
+        raise Unsupported(f"concatenation along axis {axis}; only channels (axis 1) of 4-d tensors")
+    if len({s[1:] for s in shapes}) != 1:
+        raise Unsupported(f"inputs of spatial sizes {[list(s[1:]) for s in shapes]} differ")
+    return Concat(n.name, list(n.inputs), [n.outputs[0]], source="Concat"), \
+        (sum(s[0] for s in shapes), *shapes[0][1:])
+
+
+def _flatten(graph, n):
+    s = _act_shape(graph, n.inputs[0])
+    if n.op_type == "Flatten":
+        if n.attrs.get("axis", 1) != 1:
+            raise Unsupported(f"axis={n.attrs['axis']}; only axis=1 (keep the batch) is supported")
+    else:
+        target = _const(graph, n, 1, "the target shape").astype(np.int64).tolist()
+        total = int(np.prod(s))
+        ok = (len(target) == 2 and target[0] in (1, 0, -1) and target[1] in (total, -1)) or \
+             (len(target) == 4 and len(s) == 3 and target[0] in (1, 0) and tuple(target[1:]) == tuple(s))
+        if not ok:
+            raise Unsupported(f"reshape of {[1, *s]} to {target}; only flattening to N x K is supported")
+        if len(target) == 4:
+            return Identity(n.name, [n.inputs[0]], [n.outputs[0]], source="Reshape"), s
+    return Flatten(n.name, [n.inputs[0]], [n.outputs[0]], source=n.op_type), (int(np.prod(s)),)
+
+
+def _softmax(graph, n):
+    s = _act_shape(graph, n.inputs[0])
+    axis = n.attrs.get("axis", 1 if n.opset < 13 else -1)
+    if len(s) != 1 or axis not in (1, -1):
+        raise Unsupported(f"softmax over axis {axis} of {[1, *s]}; only over the classes of an N x K tensor")
+    return Softmax(n.name, [n.inputs[0]], [n.outputs[0]], source="Softmax"), s
+
+
+def _identity(graph, n):
+    if n.op_type == "Dropout":
+        outs = [o for o in n.outputs[1:] if o]
+        if outs and any(graph.consumers(o) for o in outs) or n.attrs.get("is_test", 1) == 0:
+            raise Unsupported("training-mode Dropout (mask output in use) is not supported")
+    return Identity(n.name, [n.inputs[0]], [n.outputs[0]], source=n.op_type), _act_shape(graph, n.inputs[0])
+
+
+def _relu(graph, n):
+    return Relu(n.name, [n.inputs[0]], [n.outputs[0]], source="Relu"), _act_shape(graph, n.inputs[0])
+
+
+LIFTERS = {
+    "Conv": _conv, "Gemm": _gemm, "MatMul": _matmul, "BatchNormalization": _batchnorm,
+    "MaxPool": _pool, "AveragePool": _pool, "GlobalAveragePool": _global_pool, "GlobalMaxPool": _global_pool,
+    "ReduceMean": _reduce_mean, "Add": _binary, "Sum": _binary, "Mul": _binary, "Sub": _binary,
+    "Concat": _concat, "Flatten": _flatten, "Reshape": _flatten, "Softmax": _softmax, "Identity": _identity,
+    "Dropout": _identity, "Relu": _relu,
+}
+
+
+def lift(graph: Graph) -> Graph:
+    """Replace each OnnxOp by its typed node; unsupported ones stay and are listed in ``graph.problems``."""
+    problems: list[Problem] = []
+    for n in list(graph.topological()):
+        if not isinstance(n, OnnxOp):
+            continue
+        if n.domain not in ("", "ai.onnx"):
+            problems.append(Problem(n.name, f"{n.domain}.{n.op_type}", "operators outside the default ONNX domain "
+                                    "are not supported"))
+            continue
+        handler = LIFTERS.get(n.op_type)
+        if handler is None:
+            problems.append(Problem(n.name, n.op_type, f"operator {n.op_type} is not supported (supported: "
+                                    f"{', '.join(sorted(LIFTERS))}, and any operator on constants only)"))
+            continue
+        try:
+            typed, shape = handler(graph, n)
+        except Unsupported as exc:
+            problems.append(Problem(n.name, n.op_type, str(exc)))
+            continue
+        graph.replace(n.name, typed)
+        graph.shapes[typed.outputs[0]] = (1, *shape)
+    # drop the batch dimension everywhere once every node is typed
+    graph.shapes = {t: (s[1:] if t not in graph.constants and len(s) >= 2 and s[0] == 1 else s)
+                    for t, s in graph.shapes.items()}
+    graph.problems = problems
+    return graph
+
