@@ -5,7 +5,12 @@ from dataclasses import dataclass
 
 
 class MemoryPlanError(ValueError):
-    """The buffers alive at some step do not fit the memory."""
+    """The buffers alive at some step do not fit the memory; ``step`` and ``alive`` say where and which."""
+
+    def __init__(self, message: str, step: int = -1, alive: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.step = step
+        self.alive = alive
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,8 @@ def plan_memory(buffers: list[Buffer], capacity: int, *, reserved: int = 0) -> d
             need = sum(o.size for o, _ in placed if o.first <= b.first <= o.last) + b.size + reserved
             raise MemoryPlanError(
                 f"step {b.first}: buffers {', '.join(alive)} need {need} vectors together, more than the "
-                f"{capacity} the vector memory holds (a larger machine, or spilling to DRAM, is needed)")
+                f"{capacity} the vector memory holds (a larger machine, or spilling to DRAM, is needed)",
+                b.first, tuple(alive))
         placed.append((b, addr))
         out[b.name] = addr
     return out

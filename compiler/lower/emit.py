@@ -21,7 +21,7 @@ def _window_origin(src: ActLayout, pads: tuple[int, int]) -> int:
 
 
 def _write(dst: ActLayout) -> Instruction:
-    return make("v_wr", base=dst.addr(0, 0), s_n0=dst.row_stride, s_n1=dst.vectors, s_r=1)
+    return make("v_wr", base=dst.addr(0, 0), s_n0=dst.row_stride, s_n1=dst.stride, s_r=1)
 
 
 def emit_conv(src: ActLayout, dst: ActLayout, *, kernel: tuple[int, int], stride: tuple[int, int] = (1, 1),
@@ -37,14 +37,14 @@ def emit_conv(src: ActLayout, dst: ActLayout, *, kernel: tuple[int, int], stride
     sy, sx = stride
     ops = [
         make("chain", n0=dst.height, n1=dst.width, k0=kh, k1=kw, c=src.vectors, r=dst.vectors, wait=wait),
-        make("v_rd", base=_window_origin(src, pads), s_n0=sy * src.row_stride, s_n1=sx * src.vectors,
-             s_k0=src.row_stride, s_k1=src.vectors),
+        make("v_rd", base=_window_origin(src, pads), s_n0=sy * src.row_stride, s_n1=sx * src.stride,
+             s_k0=src.row_stride, s_k1=src.stride),
         make("mv_mul", mbase=mbase),
     ]
     if bias_addr is not None:
         ops.append(make("vv_add", base=bias_addr, s_r=1))
     if residual is not None:
-        ops.append(make("vv_add", base=residual.addr(0, 0), s_n0=residual.row_stride, s_n1=residual.vectors,
+        ops.append(make("vv_add", base=residual.addr(0, 0), s_n0=residual.row_stride, s_n1=residual.stride,
                         s_r=1))
     if relu:
         ops.append(make("v_relu"))
@@ -70,8 +70,8 @@ def emit_pool(src: ActLayout, dst: ActLayout, *, kind: str, kernel: tuple[int, i
     ops = [
         make("chain", n0=dst.height, n1=dst.width, k0=kh, k1=kw, c=1, r=dst.vectors,
              reduce="max" if kind == "max" else "sum", wait=wait),
-        make("v_rd", base=_window_origin(src, pads), s_n0=sy * src.row_stride, s_n1=sx * src.vectors,
-             s_k0=src.row_stride, s_k1=src.vectors, s_r=1),
+        make("v_rd", base=_window_origin(src, pads), s_n0=sy * src.row_stride, s_n1=sx * src.stride,
+             s_k0=src.row_stride, s_k1=src.stride, s_r=1),
     ]
     if kind == "avg":
         ops.append(make("vs_mul", sreg=scale_sreg))
@@ -83,8 +83,8 @@ def emit_add(a: ActLayout, b: ActLayout, dst: ActLayout, *, relu: bool = False, 
     """Elementwise a + b (a residual join), optionally followed by ReLU."""
     ops = [
         make("chain", n0=dst.height, n1=dst.width, r=dst.vectors, wait=wait),
-        make("v_rd", base=a.addr(0, 0), s_n0=a.row_stride, s_n1=a.vectors, s_r=1),
-        make("vv_add", base=b.addr(0, 0), s_n0=b.row_stride, s_n1=b.vectors, s_r=1),
+        make("v_rd", base=a.addr(0, 0), s_n0=a.row_stride, s_n1=a.stride, s_r=1),
+        make("vv_add", base=b.addr(0, 0), s_n0=b.row_stride, s_n1=b.stride, s_r=1),
     ]
     if relu:
         ops.append(make("v_relu"))

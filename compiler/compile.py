@@ -1,0 +1,95 @@
+"""``compile_model``: ONNX model -> versioned NPU program file, with a per-layer report."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from npu.config import NPUConfig, load_config
+from npu.npuz import ProgramFile
+from npu.isa.encoding import encode_program
+
+from .frontend import import_onnx
+from .ir import Graph
+from .lower.codegen import Codegen, ConstPool, Generated, LayerInfo
+from .lower.pack_input import pack_first_conv
+from .lower.plan import CompileError, Plan, build_plan, place
+
+#: Named precisions: (weight format, activation format, MFU format).
+PRECISIONS: dict[str, tuple[str, str, str]] = {
+    "ms-fp8": ("ms-fp8", "ms-fp8", "fp16"),
+    "ms-fp9": ("ms-fp9", "ms-fp9", "fp16"),
+    "msfp12": ("msfp12", "msfp12", "fp16"),
+    "mxint8": ("mxint8", "mxint8", "fp16"),
+    "mxfp8": ("mxfp8_e4m3", "mxfp8_e4m3", "fp16"),
+    "mxfp6": ("mxfp6_e2m3", "mxfp6_e2m3", "fp16"),
+    "mxfp4": ("mxfp4_e2m1", "mxfp4_e2m1", "fp16"),
+    "wide": ("bfp24", "bfp24", "fp32"),
+}
+
+
+@dataclass
+class CompiledModel:
+    """A compiled program with the IR it came from and what the compiler measured."""
+
+    program: ProgramFile
+    graph: Graph
+    plan: Plan
+    layers: list[LayerInfo]
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def config(self) -> NPUConfig:
+        """The machine the program was built for."""
+        return self.program.config
+
+    def save(self, path) -> None:
+        """Write the ``.npuz`` program file."""
+        self.program.save(path)
+
+
+def resolve_config(config, precision: str | None) -> NPUConfig:
+    """A config (preset name, JSON path or NPUConfig) with ``precision`` applied."""
+    cfg = config if isinstance(config, NPUConfig) else load_config(config)
+    if precision is None:
+        return cfg
+    if precision not in PRECISIONS:
+        raise CompileError(f"precision {precision!r} unknown; choose one of {', '.join(PRECISIONS)}")
+    w, a, m = PRECISIONS[precision]
+    return cfg.replace(weight_format=w, activation_format=a, mfu_format=m)
+
+
+def compile_model(model, config="bw-s10", precision: str | None = None, *, progress=None) -> CompiledModel:
+    """Compile an ONNX model (path or ModelProto) for ``config`` at ``precision``.
+
+    ``progress(done, total)`` is called as layers are generated.  Raises
+    ModelLoadError for unreadable files, UnsupportedModelError listing every
+    unsupported construct, and CompileError when the model does not fit the
+    machine.
+    """
+    cfg = resolve_config(config, precision)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    graph = import_onnx(model, timings)
+    graph = pack_first_conv(graph, cfg.native_dim)
+    t1 = time.perf_counter()
+    plan = build_plan(graph, cfg)
+    consts = ConstPool.for_plan(plan)
+    big_inputs = {plan.views[t][0] for t in graph.inputs
+                  if plan.storage_of(t).size(cfg.native_dim) > cfg.vrf_depth // 4}
+    place(plan, cfg, reserved=consts.size, input_in_dram=big_inputs)
+    t2 = time.perf_counter()
+    gen: Generated = Codegen(graph, plan, cfg, consts, progress).generate()
+    t3 = time.perf_counter()
+    if len(gen.dram) > cfg.dram_bytes:
+        raise CompileError(f"the program needs {len(gen.dram):,} bytes of DRAM; {cfg.name} has {cfg.dram_bytes:,}")
+    metadata = {
+        "model": graph.name, "precision": {"weight": cfg.weight_format, "activation": cfg.activation_format,
+                                            "mfu": cfg.mfu_format},
+        "postprocess": graph.metadata.get("postprocess", {}),
+        "layers": [vars(layer) for layer in gen.layers],
+        "weight_tiles": gen.weight_tiles,
+    }
+    program = ProgramFile(cfg, encode_program(gen.instructions), gen.dram, gen.inputs, gen.outputs, gen.regions,
+                          metadata)
+    timings.update({"front end": t1 - t0, "placement": t2 - t1, "code generation": t3 - t2})
+    return CompiledModel(program, graph, plan, gen.layers, timings)

@@ -1,0 +1,97 @@
+"""Host side of a compiled program's tensors: numpy arrays <-> the DRAM images the NPU reads and writes."""
+from __future__ import annotations
+
+import numpy as np
+
+from npu.numerics import mfu
+from npu.numerics.pack import pack_floats, unpack_floats
+from npu.npuz import TensorDesc
+
+from .layout import ActLayout
+
+
+def im2col(x: np.ndarray, kernel, stride, pads) -> np.ndarray:
+    """(kh*kw*C, OH, OW) windows of a C x H x W image; channel (ky*kw + kx)*C + c (zero padding)."""
+    c, h, w = x.shape
+    kh, kw = kernel
+    sy, sx = stride
+    top, left, bottom, right = pads
+    xp = np.pad(x, ((0, 0), (top, bottom), (left, right)))
+    oh = (h + top + bottom - kh) // sy + 1
+    ow = (w + left + right - kw) // sx + 1
+    out = np.empty((kh, kw, c, oh, ow), x.dtype)
+    for ky in range(kh):
+        for kx in range(kw):
+            out[ky, kx] = xp[:, ky:ky + sy * (oh - 1) + 1:sy, kx:kx + sx * (ow - 1) + 1:sx]
+    return out.reshape(kh * kw * c, oh, ow)
+
+
+def _layout(desc: TensorDesc) -> ActLayout:
+    p = desc.params
+    return ActLayout(p["channels"], p["height"], p["width"], p["pad"], p["native_dim"], 0, pitch=p["vectors"])
+
+
+def input_tensor(desc: TensorDesc, array: np.ndarray) -> np.ndarray:
+    """The C x H x W tensor the NPU reads for a model input (after im2col packing, if the program uses it)."""
+    x = np.asarray(array, np.float32)
+    want = tuple(desc.shape)
+    if x.shape == (1, *want):
+        x = x[0]
+    if x.shape != want:
+        raise ValueError(f"input {desc.name!r}: expected shape {list(want)} (or [1, {', '.join(map(str, want))}]), "
+                         f"got {list(np.shape(array))}")
+    if desc.params.get("packing") == "im2col":
+        p = desc.params
+        x = im2col(x, p["kernel"], p["stride"], p["pads"])
+    return x
+
+
+def pack_input(desc: TensorDesc, array: np.ndarray) -> bytes:
+    """The DRAM image of one model input (border and padding channels zero, in the MFU format)."""
+    x = input_tensor(desc, array)
+    lay = _layout(desc)
+    img = pack_floats(mfu.to_format(lay.to_vectors(x), desc.dtype), desc.dtype)
+    if len(img) != desc.nbytes:
+        raise ValueError(f"input {desc.name!r}: image of {len(img)} bytes, the program expects {desc.nbytes}")
+    return img
+
+
+def unpack_output(desc: TensorDesc, data: bytes) -> np.ndarray:
+    """The output array (its model shape, float32) from the output's DRAM image."""
+    lay = _layout(desc)
+    vectors = unpack_floats(data, desc.dtype, lay.size * lay.native_dim).astype(np.float32)
+    vectors = vectors.reshape(lay.size, lay.native_dim)
+    off = desc.params.get("channel_offset", 0)
+    full = ActLayout(lay.stride * lay.native_dim, lay.height, lay.width, lay.pad, lay.native_dim)
+    chw = full.from_vectors(vectors)[off:off + lay.channels]
+    return chw.reshape(desc.shape)
+
+
+def dram_image_with_inputs(program, feeds: dict[str, np.ndarray]) -> bytearray:
+    """The program's DRAM image with every input written at its address."""
+    image = bytearray(program.dram)
+    names = {d.name for d in program.inputs}
+    unknown = set(feeds) - names
+    if unknown:
+        raise ValueError(f"unknown input(s) {', '.join(sorted(unknown))}; the program takes {', '.join(sorted(names))}")
+    for desc in program.inputs:
+        if desc.name not in feeds:
+            raise ValueError(f"input {desc.name!r} is missing")
+        data = pack_input(desc, feeds[desc.name])
+        end = desc.daddr + len(data)
+        if len(image) < end:
+            image += bytes(end - len(image))
+        image[desc.daddr:end] = data
+    return image
+
+
+def run_on_simulator(program, feeds: dict[str, np.ndarray], mode: str = "full"):
+    """Simulate ``program`` on ``feeds``; returns ({output name: array}, SimResult)."""
+    from npu.sim import simulate
+
+    result = simulate(program, program.config, dram=dram_image_with_inputs(program, feeds), mode=mode)
+    outs = {}
+    if result.machine is not None:
+        for desc in program.outputs:
+            outs[desc.name] = unpack_output(desc, result.dram(desc.daddr, desc.nbytes))
+    return outs, result

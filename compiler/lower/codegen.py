@@ -1,0 +1,480 @@
+"""Code generation: a placed plan -> instruction streams, DRAM image and tensor descriptions.
+
+Per step (one IR node) this emits the chains of ``compiler.lower.emit``:
+weights are packed per chunk of output vectors that fits half the matrix
+register file, streamed into the MRF as a ring (a load waits only for the
+chain that last used its tiles, so weights prefetch while earlier layers
+compute); layers touching a spilled tensor run in row bands through
+double-buffered staging buffers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from npu.config import NPUConfig
+from npu.isa.encoding import Instruction, make
+from npu.numerics import mfu
+from npu.numerics.formats import get_format
+from npu.numerics.pack import pack_floats
+from npu.npuz import TensorDesc
+
+from ..ir import Add, Affine, Conv, GlobalPool, Graph, Node, Pool, Relu
+from ..layout import ActLayout
+from .plan import CompileError, Plan, band_input_rows
+from .streams import Streams
+from .weights import conv_matrix, pack_tiles
+
+MAX_COUNT = 4095          # largest 12-bit loop / transfer count
+AVG_SREG = 0              # scalar register holding the average-pooling factor
+DRAM_ALIGN = 64
+
+
+@dataclass
+class LayerInfo:
+    """What the report needs about one step."""
+
+    name: str
+    kind: str
+    macs: int
+    tiles: int
+    weight_bytes: int
+    banded: bool = False
+
+
+@dataclass
+class Generated:
+    """The program and everything that goes into the program file."""
+
+    instructions: list[Instruction]
+    regions: list[tuple[str, int, int]]
+    dram: bytes
+    inputs: list[TensorDesc]
+    outputs: list[TensorDesc]
+    layers: list[LayerInfo]
+    weight_tiles: int
+    const_vectors: int
+
+
+class DramImage:
+    """The initial DRAM contents, allocated front to back."""
+
+    def __init__(self):
+        self.buf = bytearray()
+
+    def add(self, data: bytes) -> int:
+        """Append ``data`` (aligned); returns its address."""
+        self.reserve(0)
+        addr = len(self.buf)
+        self.buf += data
+        return addr
+
+    def reserve(self, nbytes: int) -> int:
+        """Append ``nbytes`` zero bytes (aligned); returns their address."""
+        self.buf += bytes(-len(self.buf) % DRAM_ALIGN)
+        addr = len(self.buf)
+        self.buf += bytes(nbytes)
+        return addr
+
+
+class ConstPool:
+    """Vectors the chains read as operands (zero, biases, scales), placed from vector address 0."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.vectors: list[np.ndarray] = [np.zeros((1, n), np.float32)]   # address 0: the zero vector
+        self.size = 1
+        self.addr: dict[tuple[str, str], int] = {}
+
+    @classmethod
+    def for_plan(cls, plan: Plan) -> "ConstPool":
+        """Every bias, scale and shift vector the plan's steps read, keyed by (node name, role)."""
+        pool = cls(plan.native_dim)
+        for nd in plan.steps:
+            lane0 = plan.lane_offset(nd.outputs[0])
+            if isinstance(nd, Conv) and nd.bias is not None:
+                pool.addr[(nd.name, "bias")] = pool.add(nd.bias, lane0)
+            elif isinstance(nd, Affine):
+                pool.addr[(nd.name, "scale")] = pool.add(nd.scale, lane0)
+                pool.addr[(nd.name, "shift")] = pool.add(nd.shift, lane0)
+        return pool
+
+    def add(self, values: np.ndarray, lane0: int = 0) -> int:
+        """Store ``values`` from lane ``lane0`` on, zero-padded to whole vectors; returns the address."""
+        count = -(-(lane0 + len(values)) // self.n)
+        v = np.zeros(count * self.n, np.float32)
+        v[lane0:lane0 + len(values)] = values
+        addr = self.size
+        self.vectors.append(v.reshape(count, self.n))
+        self.size += count
+        return addr
+
+    def image(self) -> np.ndarray:
+        """All constant vectors, (size, N) float32."""
+        return np.concatenate(self.vectors)
+
+
+@dataclass
+class _Ring:
+    """Matrix-register-file tiles used as a ring: allocations remember the compute item that read them."""
+
+    capacity: int
+    head: int = 0
+    users: list = field(default_factory=list)     # (start, end, compute item)
+
+    def alloc(self, count: int) -> tuple[int, int]:
+        """(first tile, compute item that must finish before the tiles may be overwritten; -1 for none)."""
+        if count > self.capacity:
+            raise CompileError(f"{count} weight tiles exceed the matrix register file ({self.capacity} tiles)")
+        if self.head + count > self.capacity:
+            self.head = 0
+        start, end = self.head, self.head + count
+        self.head = end
+        wait = max((u for s, e, u in self.users if s < end and start < e), default=-1)
+        self.users = [(s, e, u) for s, e, u in self.users if not (s < end and start < e)]
+        return start, wait
+
+    def use(self, start: int, count: int, compute_item: int) -> None:
+        """Record that ``compute_item`` reads tiles start..start+count-1."""
+        self.users.append((start, start + count, compute_item))
+
+
+def _zero_fill(base: int, size: int, zero_addr: int = 0) -> list[list[Instruction]]:
+    """Chains writing zero to vectors base..base+size-1."""
+    out = []
+    while size > 0:
+        r = min(size, MAX_COUNT)
+        n0 = min(size // r, MAX_COUNT)
+        out.append([make("chain", n0=n0, r=r), make("v_rd", base=zero_addr),
+                    make("v_wr", base=base, s_n0=r, s_r=1), make("end_chain")])
+        base += n0 * r
+        size -= n0 * r
+    return out
+
+
+def _zero_border(lay: ActLayout) -> list[list[Instruction]]:
+    """Chains writing zero to the border of a zero-bordered layout."""
+    p = lay.pad
+    if p == 0:
+        return []
+    top = p * lay.row_stride
+    start = lay.base
+    bottom = lay.addr(lay.height, -p)
+    out = _zero_fill(start, top) + _zero_fill(bottom, top)
+    side = p * lay.stride
+    for y0 in range(0, lay.height, MAX_COUNT):
+        rows = min(MAX_COUNT, lay.height - y0)
+        out.append([make("chain", n0=rows, n1=2, r=side), make("v_rd", base=0),
+                    make("v_wr", base=lay.addr(y0, -p), s_n0=lay.row_stride, s_n1=(lay.width + p) * lay.stride,
+                         s_r=1),
+                    make("end_chain")])
+    return out
+
+
+def _f32_bits(x: float) -> int:
+    return int(np.float32(x).view(np.uint32))
+
+
+class Codegen:
+    """Emits one compiled program for a placed plan."""
+
+    def __init__(self, graph: Graph, plan: Plan, config: NPUConfig, consts: ConstPool, progress=None):
+        self.g, self.plan, self.cfg = graph, plan, config
+        self.n = config.native_dim
+        self.wfmt = get_format(config.weight_format)
+        self.vec_bytes = self.n * mfu.mfu_format(config.mfu_format).bits // 8
+        self.s = Streams()
+        self.dram = DramImage()
+        self.consts = consts
+        self.ring = _Ring(config.mrf_tiles)
+        self.layers: list[LayerInfo] = []
+        self.tiles = 0
+        self.ready_load = -1          # load item every compute must follow (constants, VRF inputs)
+        self.progress = progress
+
+    # --- helpers --------------------------------------------------------------------------------
+    def _vec_image(self, vectors: np.ndarray) -> bytes:
+        return pack_floats(mfu.to_format(vectors, self.cfg.mfu_format), self.cfg.mfu_format)
+
+    def _loads(self, vaddr: int, daddr: int, count: int) -> list[Instruction]:
+        """v_loads of ``count`` contiguous vectors."""
+        out = []
+        while count > 0:
+            row_len = min(count, MAX_COUNT)
+            rows = min(count // row_len, MAX_COUNT)
+            out.append(make("v_load", vaddr=vaddr, daddr=daddr, rows=rows, row_len=row_len,
+                            dstride=row_len * self.vec_bytes, vstride=row_len))
+            vaddr += rows * row_len
+            daddr += rows * row_len * self.vec_bytes
+            count -= rows * row_len
+        return out
+
+    def _stores(self, vaddr: int, daddr: int, count: int) -> list[Instruction]:
+        return [make("v_store", **{k: v for k, v in ins.fields.items()}) for ins in self._loads(vaddr, daddr, count)]
+
+    # --- program --------------------------------------------------------------------------------
+    def generate(self) -> Generated:
+        """Emit every step; returns the program, DRAM image and tensor descriptions."""
+        plan = self.plan
+        # weights are packed while emitting; constants, inputs, spills and outputs follow them in DRAM
+        self._weights: list[tuple[int, bytes]] = []
+        self.s.begin("setup")
+        inputs = self._inputs()
+        for st in plan.storages.values():
+            if st.dram and st.daddr < 0:          # spilled tensors: their whole padded image, border zero
+                st.daddr = self.dram.reserve(st.size(self.n) * self.vec_bytes)
+        self.last_store = -1
+        for i, nd in enumerate(plan.steps):
+            self.s.begin(nd.name)
+            self._zero_new_storages(i)
+            self._emit(i, nd)
+            if self.progress:
+                self.progress(i + 1, len(plan.steps))
+        outputs = self._outputs()
+        instrs, regions = self.s.finish()
+        return Generated(instrs, regions, bytes(self.dram.buf), inputs, outputs, self.layers, self.tiles,
+                         self.consts.size)
+
+    def _inputs(self) -> list[TensorDesc]:
+        descs = []
+        plan = self.plan
+        # constants go first so every chain can rely on them
+        const_addr = self.dram.add(self._vec_image(self.consts.image()))
+        self._const_load = self.s.load(self._loads(0, const_addr, self.consts.size))
+        self.ready_load = self._const_load
+        for t in self.g.inputs:
+            st = plan.storage_of(t)
+            lay = st.layout(self.n)
+            nbytes = lay.size * self.vec_bytes
+            st.daddr = self.dram.reserve(nbytes)
+            if not st.dram:
+                self.ready_load = self.s.load(self._loads(lay.base, st.daddr, lay.size))
+            descs.append(self._desc(t, st, lay, nbytes))
+        return descs
+
+    def _desc(self, t: str, st, lay: ActLayout, nbytes: int) -> TensorDesc:
+        params = {"channels": self.plan.shapes[t][0], "height": lay.height, "width": lay.width, "pad": lay.pad,
+                  "vectors": lay.stride, "native_dim": self.n, "channel_offset": self.plan.views[t][1]}
+        params.update(self.g.metadata.get("input_packing", {}).get(t, {}))
+        shape = self.g.metadata.get("original_shapes", {}).get(t, self.g.shapes[t])
+        return TensorDesc(t, tuple(int(x) for x in shape), "hwc-padded", self.cfg.mfu_format, st.daddr, nbytes,
+                          params)
+
+    def _outputs(self) -> list[TensorDesc]:
+        descs = []
+        self.s.begin("output")
+        for t in self.g.outputs:
+            st = self.plan.storage_of(t)
+            lay = st.layout(self.n)
+            nbytes = lay.size * self.vec_bytes
+            if not st.dram:
+                st.daddr = self.dram.reserve(nbytes)
+                self.s.store(self._stores(lay.base, st.daddr, lay.size), after_compute=self.s.last_compute)
+            descs.append(self._desc(t, st, lay, nbytes))
+        return descs
+
+    def _zero_new_storages(self, i: int) -> None:
+        for st in self.plan.storages.values():
+            if st.first != i or st.dram:
+                continue
+            lay = st.layout(self.n)
+            chains = _zero_fill(lay.base, lay.size) if st.lane_writes else _zero_border(lay)
+            for ch in chains:
+                self._compute(ch)
+
+    def _compute(self, instrs, after_load: int = -1) -> int:
+        """Append a compute item after the constants/inputs, any pending store, and ``after_load``."""
+        return self.s.compute(instrs, after_load=max(after_load, self.ready_load), after_store=self.last_store)
+
+    # --- steps ----------------------------------------------------------------------------------
+    def _emit(self, i: int, nd: Node) -> None:
+        if isinstance(nd, Conv):
+            self._conv(i, nd)
+        elif isinstance(nd, (Pool, GlobalPool)):
+            self._pool(i, nd)
+        elif isinstance(nd, Add):
+            self._elementwise(i, nd, [make("vv_add", base=0)], nd.relu)
+        elif isinstance(nd, Affine):
+            scale, shift = self.consts.addr[(nd.name, "scale")], self.consts.addr[(nd.name, "shift")]
+            self._elementwise(i, nd, [make("vv_mul", base=scale, s_r=1), make("vv_add", base=shift, s_r=1)],
+                              nd.relu)
+        elif isinstance(nd, Relu):
+            self._elementwise(i, nd, [], True)
+        else:
+            raise CompileError(f"node {nd.name!r}: {nd.kind} cannot be lowered")
+
+    def _check_vram(self, nd: Node) -> None:
+        for t in nd.inputs + nd.outputs:
+            if self.plan.storage_of(t).dram:
+                raise CompileError(f"node {nd.name!r} ({nd.kind}) reads or writes spilled tensor {t!r}; only "
+                                   f"convolutions and pooling run in bands")
+
+    def _elementwise(self, i: int, nd: Node, ops: list[Instruction], relu: bool) -> None:
+        self._check_vram(nd)
+        src = self.plan.layout(nd.inputs[0])
+        dst = self.plan.layout(nd.outputs[0])
+        if self.plan.lane_offset(nd.outputs[0]) or self.plan.lane_offset(nd.inputs[0]):
+            raise CompileError(f"node {nd.name!r}: elementwise layers must start at a vector boundary")
+        body = [make("chain", n0=dst.height, n1=dst.width, r=dst.vectors),
+                make("v_rd", base=src.addr(0, 0), s_n0=src.row_stride, s_n1=src.stride, s_r=1)]
+        for op in ops:
+            if op.mnemonic == "vv_add" and isinstance(nd, Add):
+                b = self.plan.layout(nd.inputs[1])
+                op = make("vv_add", base=b.addr(0, 0), s_n0=b.row_stride, s_n1=b.stride, s_r=1)
+            body.append(op)
+        if relu:
+            body.append(make("v_relu"))
+        body += [make("v_wr", base=dst.addr(0, 0), s_n0=dst.row_stride, s_n1=dst.stride, s_r=1),
+                 make("end_chain")]
+        self.layers.append(LayerInfo(nd.name, nd.kind, 0, 0, 0))
+        self._compute(body)
+
+    def _pool(self, i: int, nd) -> None:
+        src = self.plan.layout(nd.inputs[0])
+        dst = self.plan.layout(nd.outputs[0])
+        if isinstance(nd, GlobalPool):
+            kernel, stride, pads, mode = (src.height, src.width), (1, 1), (0, 0, 0, 0), nd.mode
+        else:
+            kernel, stride, pads, mode = nd.kernel, nd.stride, nd.pads, nd.mode
+        pre = []
+        if mode == "avg":
+            pre = [make("s_wr", sreg=AVG_SREG, value=_f32_bits(1.0 / (kernel[0] * kernel[1])))]
+
+        def body(origin, out_base, rows):
+            ops = [make("chain", n0=rows, n1=dst.width, k0=kernel[0], k1=kernel[1], c=1, r=dst.vectors,
+                        reduce="max" if mode == "max" else "sum"),
+                   make("v_rd", base=origin, s_n0=stride[0] * src.row_stride, s_n1=stride[1] * src.stride,
+                        s_k0=src.row_stride, s_k1=src.stride, s_r=1)]
+            if mode == "avg":
+                ops.append(make("vs_mul", sreg=AVG_SREG))
+            return ops + [make("v_wr", base=out_base, s_n0=dst.row_stride, s_n1=dst.stride, s_r=1,
+                               **self._lanes(nd, dst)), make("end_chain")]
+
+        self.layers.append(LayerInfo(nd.name, nd.kind, 0, 0, 0, banded=i in self.plan.band_rows))
+        if pre:
+            self._compute(pre)
+        self._sweep(i, nd, src, dst, kernel, stride, pads, body, after_load=-1)
+
+    def _lanes(self, nd: Node, dst: ActLayout) -> dict:
+        lo = self.plan.lane_offset(nd.outputs[0])
+        c = self.plan.shapes[nd.outputs[0]][0]
+        st = self.plan.storage_of(nd.outputs[0])
+        if lo == 0 and (not st.lane_writes or (c % self.n == 0)):
+            return {}
+        if lo + c > self.n:
+            if lo:
+                raise CompileError(f"node {nd.name!r}: channels {lo}..{lo + c - 1} of a concatenation cross a "
+                                   f"vector boundary")
+            return {}
+        return {"lo": lo, "hi": (lo + c) % self.n}
+
+    def _conv(self, i: int, nd: Conv) -> None:
+        n = self.n
+        src = self.plan.layout(nd.inputs[0])
+        dst = self.plan.layout(nd.outputs[0])
+        lane0 = self.plan.lane_offset(nd.outputs[0])
+        cout, cin, kh, kw = nd.weight.shape
+        out_vectors = -(-(lane0 + cout) // n)
+        w = np.zeros((out_vectors * n, cin, kh, kw), np.float32)
+        w[lane0:lane0 + cout] = nd.weight
+        matrix = conv_matrix(w, src.vectors, out_vectors, n)
+        k = kh * kw * src.vectors
+        cap = max(self.cfg.mrf_tiles // 2, 1)
+        if k > cap:
+            raise CompileError(f"node {nd.name!r}: one output vector needs {k} weight tiles, more than half the "
+                               f"matrix register file ({self.cfg.mrf_tiles} tiles)")
+        group = max(1, min(out_vectors, cap // k))
+        bias = self.consts.addr.get((nd.name, "bias"))
+        residual = self.plan.layout(nd.inputs[1]) if nd.residual else None
+        c, oh, ow = self.plan.shapes[nd.outputs[0]]
+        info = LayerInfo(nd.name, "Conv" if (kh, kw) != (1, 1) or oh * ow > 1 else "Dense",
+                         macs=int(cout * cin * kh * kw * oh * ow), tiles=0, weight_bytes=0,
+                         banded=i in self.plan.band_rows)
+        self.layers.append(info)
+        lanes = self._lanes(nd, dst)
+        for r0 in range(0, out_vectors, group):
+            r1 = min(out_vectors, r0 + group)
+            image = pack_tiles(matrix[r0 * n:r1 * n], self.wfmt, n)
+            count = (r1 - r0) * k
+            daddr = self.dram.add(image)
+            maddr, wait = self.ring.alloc(count)
+            load = self.s.load([make("m_load", maddr=maddr, daddr=daddr, count=count)], after_compute=wait)
+            info.tiles += count
+            info.weight_bytes += len(image)
+            self.tiles += count
+
+            def body(origin, out_base, rows, r0=r0, r1=r1, maddr=maddr):
+                ops = [make("chain", n0=rows, n1=dst.width, k0=kh, k1=kw, c=src.vectors, r=r1 - r0),
+                       make("v_rd", base=origin, s_n0=nd.stride[0] * src.row_stride,
+                            s_n1=nd.stride[1] * src.stride, s_k0=src.row_stride, s_k1=src.stride),
+                       make("mv_mul", mbase=maddr)]
+                if bias is not None:
+                    ops.append(make("vv_add", base=bias + r0, s_r=1))
+                if residual is not None:
+                    y0 = self._band_y0
+                    ops.append(make("vv_add", base=residual.addr(y0, 0) + r0, s_n0=residual.row_stride,
+                                    s_n1=residual.stride, s_r=1))
+                if nd.relu:
+                    ops.append(make("v_relu"))
+                return ops + [make("v_wr", base=out_base + r0, s_n0=dst.row_stride, s_n1=dst.stride, s_r=1,
+                                   **lanes), make("end_chain")]
+
+            items = self._sweep(i, nd, src, dst, (kh, kw), nd.stride, nd.pads, body, after_load=load)
+            for it in items:
+                self.ring.use(maddr, count, it)
+
+    def _sweep(self, i: int, nd: Node, src: ActLayout, dst: ActLayout, kernel, stride, pads, body,
+               after_load: int) -> list[int]:
+        """Run ``body(origin, out_base, rows)`` over all output rows, in bands if a tensor is spilled."""
+        top, left = pads[0], pads[1]
+        if top > src.pad or left > src.pad:
+            raise CompileError(f"node {nd.name!r}: padding {pads} exceeds the input's zero border {src.pad}")
+        sst, dstst = self.plan.storage_of(nd.inputs[0]), self.plan.storage_of(nd.outputs[0])
+        if i not in self.plan.band_rows:
+            self._band_y0 = 0
+            return [self._compute(body(src.addr(-top, -left), dst.addr(0, 0), dst.height), after_load)]
+        rows_per = self.plan.band_rows[i]
+        bufs = self.plan.band_buffers.get(i, {})
+        items = []
+        in_reader = [-1, -1]
+        out_store = [-1, -1]
+        if dstst.dram:
+            for k in (0, 1):
+                for ch in _zero_fill(bufs[f"out{k}"], rows_per * dst.row_stride):
+                    self._compute(ch)
+        step_start = self.s.last_compute
+        for b, y0 in enumerate(range(0, dst.height, rows_per)):
+            rows = min(rows_per, dst.height - y0)
+            self._band_y0 = y0
+            slot = b % 2
+            need_load = after_load
+            if sst.dram:
+                a = y0 * stride[0] - top + src.pad
+                count = band_input_rows(rows, stride[0], kernel[0], src.height + 2 * src.pad - a)
+                buf = bufs[f"in{slot}"]
+                gate = max(in_reader[slot], step_start)
+                ld = self.s.load(self._loads(buf, sst.daddr + a * src.row_stride * self.vec_bytes,
+                                             count * src.row_stride), after_compute=gate,
+                                 after_store=self.last_store)
+                need_load = max(need_load, ld)
+                origin = buf + (src.pad - left) * src.stride
+            else:
+                origin = src.addr(y0 * stride[0] - top, -left)
+            if dstst.dram:
+                out_buf = bufs[f"out{slot}"]
+                out_base = out_buf + dst.pad * dst.stride
+                saved = self.last_store
+                self.last_store = max(self.last_store, out_store[slot])
+                item = self._compute(body(origin, out_base, rows), need_load)
+                self.last_store = saved
+                st_item = self.s.store(self._stores(out_buf, dstst.daddr + (y0 + dst.pad) * dst.row_stride *
+                                                    self.vec_bytes, rows * dst.row_stride), after_compute=item)
+                out_store[slot] = st_item
+            else:
+                item = self._compute(body(origin, dst.addr(y0, 0), rows), need_load)
+            in_reader[slot] = item
+            items.append(item)
+        if dstst.dram:
+            self.last_store = max(out_store)
+        return items
