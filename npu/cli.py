@@ -151,6 +151,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compile(args: argparse.Namespace) -> int:
+    import time
+
+    from compiler.compile import compile_model
+    from compiler.report import report_table
+    from .sim import simulate
+
+    def progress(done: int, total: int) -> None:
+        if sys.stderr.isatty() or done == total:
+            print(f"\rgenerating code: layer {done}/{total}", end="\n" if done == total else "", file=sys.stderr)
+
+    t0 = time.perf_counter()
+    compiled = compile_model(args.model, args.config, args.precision, progress=progress)
+    seconds = time.perf_counter() - t0
+    out = Path(args.output) if args.output else Path(args.model).with_suffix(".npuz")
+    compiled.save(out)
+    stats = simulate(compiled.program, compiled.config, dram=compiled.program.dram, mode="timing").stats
+    print(report_table(compiled, stats))
+    cfg = compiled.config
+    print(f"{args.model}: compiled in {seconds:.2f} s for {cfg.name} (weights {cfg.weight_format}, activations "
+          f"{cfg.activation_format}, MFU {cfg.mfu_format}); {len(compiled.program.words) // 16:,} instructions, "
+          f"{len(compiled.program.dram) / 1e6:,.1f} MB DRAM image -> {out}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -180,6 +205,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dump-to", default="dram_dump.bin", help="file for --dump (default dram_dump.bin)")
     s.set_defaults(func=_cmd_run)
 
+    s = sub.add_parser("compile", help="compile an ONNX model into a program file (.npuz) and report per layer")
+    s.add_argument("model", help="ONNX model file (external weight data beside it is read)")
+    s.add_argument("--config", default=DEFAULT_PRESET, help=f"preset name or JSON file (default {DEFAULT_PRESET})")
+    s.add_argument("--precision", help="ms-fp8, ms-fp9, msfp12, mxint8, mxfp8, mxfp6, mxfp4 or wide "
+                                       "(default: the config's formats)")
+    s.add_argument("-o", "--output", help="program file to write (default: MODEL with .npuz)")
+    s.set_defaults(func=_cmd_compile)
+
     s = sub.add_parser("presets", help="list machine presets, or print one as JSON")
     s.add_argument("--show", metavar="NAME", help="print this preset (or JSON file) as JSON")
     s.set_defaults(func=_cmd_presets)
@@ -202,6 +235,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _compiler_errors():
+    """The compiler's user-facing error types (bad model files, unsupported models, models that do not fit)."""
+    from compiler.frontend.loader import ModelLoadError
+    from compiler.ir import UnsupportedModelError
+    from compiler.lower.plan import CompileError
+
+    return ModelLoadError, UnsupportedModelError, CompileError
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the ``npu`` command; returns the exit status."""
     from .isa.errors import IsaError
@@ -210,9 +252,11 @@ def main(argv: list[str] | None = None) -> int:
     from .sim.errors import SimulationError
 
     args = build_parser().parse_args(argv)
+    user_errors = (CliError, ConfigError, IsaError, FormatError, SimulationError, ProgramFileError,
+                   *_compiler_errors())
     try:
         return args.func(args)
-    except (CliError, ConfigError, IsaError, FormatError, SimulationError, ProgramFileError) as exc:
+    except user_errors as exc:
         print(f"npu {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -348,26 +348,35 @@ class Codegen:
                         s_k0=src.row_stride, s_k1=src.stride, s_r=1)]
             if mode == "avg":
                 ops.append(make("vs_mul", sreg=AVG_SREG))
-            return ops + [make("v_wr", base=out_base, s_n0=dst.row_stride, s_n1=dst.stride, s_r=1,
-                               **self._lanes(nd, dst)), make("end_chain")]
+            return ops + [make("v_wr", base=out_base, s_n0=dst.row_stride, s_n1=dst.stride, s_r=1),
+                          make("end_chain")]
 
+        if self.plan.lane_offset(nd.outputs[0]):
+            raise CompileError(f"node {nd.name!r}: pooling output starts inside a vector of a concatenation; only "
+                               f"convolutions can write there")
         self.layers.append(LayerInfo(nd.name, nd.kind, 0, 0, 0, banded=i in self.plan.band_rows))
         if pre:
             self._compute(pre)
         self._sweep(i, nd, src, dst, kernel, stride, pads, body, after_load=-1)
 
-    def _lanes(self, nd: Node, dst: ActLayout) -> dict:
+    def _lanes(self, nd: Node, r0: int = 0, r1: int | None = None) -> dict:
+        """The v_wr lane mask for output vectors r0..r1-1 of ``nd`` (empty: whole vectors).
+
+        A tensor at channel offset 0 is its vectors' first writer (a
+        concatenation's inputs are produced in order), so it writes whole
+        vectors, its padding lanes being zero.  A tensor starting inside a
+        vector writes only its lanes, one vector per chain.
+        """
         lo = self.plan.lane_offset(nd.outputs[0])
+        if lo == 0:
+            return {}
         c = self.plan.shapes[nd.outputs[0]][0]
-        st = self.plan.storage_of(nd.outputs[0])
-        if lo == 0 and (not st.lane_writes or (c % self.n == 0)):
-            return {}
-        if lo + c > self.n:
-            if lo:
-                raise CompileError(f"node {nd.name!r}: channels {lo}..{lo + c - 1} of a concatenation cross a "
-                                   f"vector boundary")
-            return {}
-        return {"lo": lo, "hi": (lo + c) % self.n}
+        r1 = r0 + 1 if r1 is None else r1
+        if r1 - r0 != 1:
+            raise CompileError(f"node {nd.name!r}: a lane-masked write must cover one vector per chain")
+        first = lo if r0 == 0 else 0
+        end = min(lo + c - r0 * self.n, self.n)
+        return {"lo": first, "hi": end % self.n}
 
     def _conv(self, i: int, nd: Conv) -> None:
         n = self.n
@@ -384,7 +393,7 @@ class Codegen:
         if k > cap:
             raise CompileError(f"node {nd.name!r}: one output vector needs {k} weight tiles, more than half the "
                                f"matrix register file ({self.cfg.mrf_tiles} tiles)")
-        group = max(1, min(out_vectors, cap // k))
+        group = 1 if lane0 else max(1, min(out_vectors, cap // k))
         bias = self.consts.addr.get((nd.name, "bias"))
         residual = self.plan.layout(nd.inputs[1]) if nd.residual else None
         c, oh, ow = self.plan.shapes[nd.outputs[0]]
@@ -392,7 +401,6 @@ class Codegen:
                          macs=int(cout * cin * kh * kw * oh * ow), tiles=0, weight_bytes=0,
                          banded=i in self.plan.band_rows)
         self.layers.append(info)
-        lanes = self._lanes(nd, dst)
         for r0 in range(0, out_vectors, group):
             r1 = min(out_vectors, r0 + group)
             image = pack_tiles(matrix[r0 * n:r1 * n], self.wfmt, n)
@@ -404,7 +412,9 @@ class Codegen:
             info.weight_bytes += len(image)
             self.tiles += count
 
-            def body(origin, out_base, rows, r0=r0, r1=r1, maddr=maddr):
+            lanes = self._lanes(nd, r0, r1) if lane0 else {}
+
+            def body(origin, out_base, rows, r0=r0, r1=r1, maddr=maddr, lanes=lanes):
                 ops = [make("chain", n0=rows, n1=dst.width, k0=kh, k1=kw, c=src.vectors, r=r1 - r0),
                        make("v_rd", base=origin, s_n0=nd.stride[0] * src.row_stride,
                             s_n1=nd.stride[1] * src.stride, s_k0=src.row_stride, s_k1=src.stride),

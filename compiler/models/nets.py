@@ -93,22 +93,24 @@ def vgg_small(seed: int = 0, num_classes: int = 10, opset: int = 17, headless: b
     return _vgg("vgg_small", [16, "M", 32, 32, "M", 64, "M"], seed, num_classes, opset, headless, 32, 128)
 
 
-def densenet121(seed: int = 0, num_classes: int = 1000, opset: int = 17,
-                headless: bool = False) -> onnx.ModelProto:
-    """DenseNet-121 (growth 32, blocks 6/12/24/16), input (1, 3, 224, 224); headless output 1024."""
-    g = GraphBuilder("densenet121", seed)
-    x = g.conv_bn(g.input_name, 3, 64, 7, stride=2)
-    x = g.op("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
-    c = 64
-    for i, layers in enumerate([6, 12, 24, 16]):
+def _densenet(name: str, blocks: list[int], growth: int, init: int, bottleneck: int, seed: int, num_classes: int,
+              opset: int, headless: bool, input_hw: int, stem: bool) -> onnx.ModelProto:
+    g = GraphBuilder(name, seed, input_shape=(1, 3, input_hw, input_hw))
+    if stem:                                                  # 7x7/2 conv, 3x3/2 max pool
+        x = g.conv_bn(g.input_name, 3, init, 7, stride=2)
+        x = g.op("MaxPool", [x], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    else:                                                     # 3x3/2 conv
+        x = g.conv_bn(g.input_name, 3, init, 3, stride=2)
+    c = init
+    for i, layers in enumerate(blocks):
         for _ in range(layers):                               # BN -> ReLU -> 1x1 -> BN -> ReLU -> 3x3
             y = g.relu(g.bn(x, c))
-            y = g.conv(y, c, 128, 1)
-            y = g.relu(g.bn(y, 128))
-            y = g.conv(y, 128, 32, 3)
+            y = g.conv(y, c, bottleneck, 1)
+            y = g.relu(g.bn(y, bottleneck))
+            y = g.conv(y, bottleneck, growth, 3)
             x = g.op("Concat", [x, y], axis=1)
-            c += 32
-        if i < 3:                                             # transition: BN -> ReLU -> 1x1 -> avgpool 2
+            c += growth
+        if i < len(blocks) - 1:                               # transition: BN -> ReLU -> 1x1 -> avgpool 2
             y = g.relu(g.bn(x, c))
             x = g.op("AveragePool", [g.conv(y, c, c // 2, 1)], kernel_shape=[2, 2], strides=[2, 2])
             c //= 2
@@ -119,5 +121,17 @@ def densenet121(seed: int = 0, num_classes: int = 1000, opset: int = 17,
     return g.finish(g.dense(x, c, num_classes), [1, num_classes], opset)
 
 
+def densenet121(seed: int = 0, num_classes: int = 1000, opset: int = 17,
+                headless: bool = False) -> onnx.ModelProto:
+    """DenseNet-121 (growth 32, blocks 6/12/24/16), input (1, 3, 224, 224); headless output 1024."""
+    return _densenet("densenet121", [6, 12, 24, 16], 32, 64, 128, seed, num_classes, opset, headless, 224, True)
+
+
+def densenet_small(seed: int = 0, num_classes: int = 10, opset: int = 17,
+                   headless: bool = False) -> onnx.ModelProto:
+    """A small DenseNet (growth 8, blocks 3/3, 3x3/2 stem) on (1, 3, 32, 32) inputs: concatenations inside vectors."""
+    return _densenet("densenet_small", [3, 3], 8, 16, 16, seed, num_classes, opset, headless, 32, False)
+
+
 MODELS = {"resnet50": resnet50, "resnet152": resnet152, "resnet_small": resnet_small, "vgg16": vgg16,
-          "vgg_small": vgg_small, "densenet121": densenet121}
+          "vgg_small": vgg_small, "densenet121": densenet121, "densenet_small": densenet_small}
