@@ -1,0 +1,81 @@
+"""Compile and whole-model simulation speed, against onnxruntime in the same run.
+
+Run with::
+
+    .venv/bin/pytest benchmarks/bench_compiler.py --benchmark-only -o python_files='bench_*.py'
+
+Cases (bw-s10, ms-fp9):
+
+* ``compile[resnet50]``, ``compile[resnet152]``: ``compile_model`` from the
+  ModelProto (targets: under 10 s and 30 s);
+* ``simulate_full``: one ResNet-50 inference with full arithmetic;
+  ``extra_info`` records onnxruntime's float32 time on the same model and
+  input, and ``sim_over_onnxruntime`` (target: at most 3);
+* ``simulate_timing``: the same program in timing-only mode (target: under
+  50 ms), with the simulated cycles and MVU utilisation of the program.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from compiler.compile import compile_model
+from compiler.io import dram_image_with_inputs, run_on_simulator
+from compiler.models import nets
+from npu.sim import simulate
+
+ROUNDS = 3
+_CACHE: dict = {}
+
+
+def _resnet50():
+    if "r50" not in _CACHE:
+        model = nets.resnet50()
+        compiled = compile_model(model, "bw-s10", "ms-fp9")
+        x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+        _CACHE["r50"] = (model, compiled, x)
+    return _CACHE["r50"]
+
+
+def _best(fn, rounds=ROUNDS) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+@pytest.mark.parametrize("name", ["resnet50", "resnet152"])
+def test_compile(benchmark, name):
+    model = nets.MODELS[name]()
+    compiled = benchmark.pedantic(lambda: compile_model(model, "bw-s10", "ms-fp9"), rounds=1, iterations=1)
+    benchmark.extra_info["instructions"] = len(compiled.program.words) // 16
+    benchmark.extra_info["weight_tiles"] = compiled.program.metadata["weight_tiles"]
+
+
+def test_simulate_full(benchmark):
+    model, compiled, x = _resnet50()
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    ref = sess.run(None, {"data": x})[0].reshape(-1)
+    outs, _ = run_on_simulator(compiled.program, {"data": x})
+    y = next(iter(outs.values())).reshape(-1)
+    assert y @ ref / np.linalg.norm(y) / np.linalg.norm(ref) > 0.9
+    image = dram_image_with_inputs(compiled.program, {"data": x})
+    benchmark.pedantic(lambda: simulate(compiled.program, compiled.config, dram=image), rounds=ROUNDS,
+                       iterations=1)
+    ort_s = _best(lambda: sess.run(None, {"data": x}), rounds=10)
+    benchmark.extra_info["onnxruntime_f32_best_s"] = ort_s
+    benchmark.extra_info["sim_over_onnxruntime"] = benchmark.stats.stats.min / ort_s
+
+
+def test_simulate_timing(benchmark):
+    _, compiled, x = _resnet50()
+    image = dram_image_with_inputs(compiled.program, {"data": x})
+    result = benchmark.pedantic(lambda: simulate(compiled.program, compiled.config, dram=image, mode="timing"),
+                                rounds=ROUNDS, iterations=1)
+    benchmark.extra_info["simulated_cycles"] = result.stats.total_cycles
+    benchmark.extra_info["mvu_utilisation"] = result.stats.mac_utilisation
