@@ -33,7 +33,7 @@ def _read(source) -> tuple[onnx.ModelProto, str]:
         raise ModelLoadError(f"{path}: not an ONNX model ({type(exc).__name__}: {exc})") from None
     try:
         onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
-    except (OSError, ValueError) as exc:
+    except Exception as exc:   # onnx raises OSError, ValueError or its checker's ValidationError here
         raise ModelLoadError(f"{path}: external weight data could not be read ({exc}); keep the data files "
                              f"beside the model as the exporter wrote them") from None
     return model, str(path)

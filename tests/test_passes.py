@@ -1,0 +1,154 @@
+"""Front end and graph passes on small hand-built graphs."""
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from compiler.frontend import ModelLoadError, import_onnx
+from compiler.ir import UnsupportedModelError
+
+RNG = np.random.default_rng(0)
+
+
+def _w(name, *shape):
+    return numpy_helper.from_array(RNG.standard_normal(shape).astype(np.float32), name)
+
+
+def _model(nodes, inits, out_shape, opset=17, in_shape=(1, 4, 8, 8), out="y", batch="N"):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, *in_shape[1:]])
+    y = helper.make_tensor_value_info(out, TensorProto.FLOAT, out_shape)
+    g = helper.make_graph(nodes, "g", [x], [y], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _kinds(graph):
+    return sorted(n.kind for n in graph.nodes())
+
+
+def test_legality_reports_every_problem_at_once():
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["a"], name="grouped", group=2, pads=[1] * 4),
+        helper.make_node("Conv", ["a", "w2"], ["b"], name="dilated", dilations=[2, 2], pads=[2] * 4),
+        helper.make_node("LeakyRelu", ["b"], ["c"], name="leaky"),
+        helper.make_node("MaxPool", ["c"], ["y"], name="pool", kernel_shape=[3, 3], strides=[2, 2],
+                         ceil_mode=1),
+    ]
+    model = _model(nodes, [_w("w1", 4, 2, 3, 3), _w("w2", 4, 4, 3, 3)], ["N", 4, 4, 4])
+    with pytest.raises(UnsupportedModelError) as info:
+        import_onnx(model)
+    problems = {p.node: p for p in info.value.problems}
+    assert {"grouped", "dilated", "leaky", "pool"} <= set(problems)
+    assert "group=2" in problems["grouped"].message
+    assert "dilation" in problems["dilated"].message
+    assert problems["leaky"].op_type == "LeakyRelu" and "not supported" in problems["leaky"].message
+    assert "ceil_mode" in problems["pool"].message
+    assert str(info.value).count("\n  - ") == len(info.value.problems)
+
+
+def test_shape_chain_folds_and_flatten_becomes_the_classifier_input():
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["a"], pads=[1] * 4),
+        helper.make_node("Relu", ["a"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+        helper.make_node("Shape", ["p"], ["s"]),
+        helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+        helper.make_node("Unsqueeze", ["n", "axes"], ["n1"]),
+        helper.make_node("Concat", ["n1", "minus1"], ["shape"], axis=0),
+        helper.make_node("Reshape", ["p", "shape"], ["f"]),
+        helper.make_node("Identity", ["f"], ["f2"]),
+        helper.make_node("Gemm", ["f2", "fc", "fcb"], ["y"], transB=1),
+    ]
+    inits = [_w("w", 8, 4, 3, 3), _w("fc", 5, 8), _w("fcb", 5),
+             numpy_helper.from_array(np.array(0, np.int64), "zero"),
+             numpy_helper.from_array(np.array([0], np.int64), "axes"),
+             numpy_helper.from_array(np.array([-1], np.int64), "minus1")]
+    g = import_onnx(_model(nodes, inits, ["N", 5]))
+    assert _kinds(g) == ["Conv", "Conv", "GlobalPool"]
+    conv = [n for n in g.nodes() if n.kind == "Conv" and n.relu][0]
+    assert conv.source == "Conv+Relu"
+
+
+def test_batchnorm_folds_into_conv_or_becomes_affine():
+    c = 4
+    bn = [numpy_helper.from_array(v.astype(np.float32), f"{p}{i}") for i in (1, 2)
+          for p, v in (("g", 1 + 0.1 * RNG.standard_normal(c)), ("b", RNG.standard_normal(c)),
+                       ("m", RNG.standard_normal(c)), ("v", 1 + RNG.random(c)))]
+    nodes = [
+        helper.make_node("BatchNormalization", ["x", "g1", "b1", "m1", "v1"], ["a"]),   # no conv before it
+        helper.make_node("Relu", ["a"], ["r"]),
+        helper.make_node("Conv", ["r", "w"], ["c"]),
+        helper.make_node("BatchNormalization", ["c", "g2", "b2", "m2", "v2"], ["y"]),
+    ]
+    g = import_onnx(_model(nodes, bn + [_w("w", 4, 4, 1, 1)], ["N", 4, 8, 8]))
+    assert _kinds(g) == ["Affine", "Conv"]
+    affine = [n for n in g.nodes() if n.kind == "Affine"][0]
+    assert affine.relu
+    conv = [n for n in g.nodes() if n.kind == "Conv"][0]
+    assert conv.bias is not None and "BatchNormalization" in conv.source
+
+
+def test_residual_add_and_relu_fuse_into_the_later_conv():
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1] * 4),
+        helper.make_node("Relu", ["a"], ["r"]),
+        helper.make_node("Conv", ["r", "w2"], ["b"], pads=[1] * 4),
+        helper.make_node("Dropout", ["b"], ["d"]),
+        helper.make_node("Sum", ["d", "r"], ["s"]),
+        helper.make_node("Relu", ["s"], ["y"]),
+    ]
+    g = import_onnx(_model(nodes, [_w("w1", 4, 4, 3, 3), _w("w2", 4, 4, 3, 3)], ["N", 4, 8, 8]))
+    assert _kinds(g) == ["Conv", "Conv"]
+    second = [n for n in g.nodes() if n.residual][0]
+    assert second.relu and second.inputs[1] == "r" and second.outputs == ["y"]
+
+
+def test_dead_nodes_are_removed():
+    nodes = [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Conv", ["x", "w"], ["unused"])]
+    g = import_onnx(_model(nodes, [_w("w", 4, 4, 1, 1)], ["N", 4, 8, 8]))
+    assert _kinds(g) == ["Relu"]
+
+
+def test_unreadable_files_name_the_file(tmp_path):
+    bad = tmp_path / "garbage.onnx"
+    bad.write_bytes(b"\x00\x01 definitely not protobuf" * 10)
+    with pytest.raises(ModelLoadError, match="garbage.onnx"):
+        import_onnx(bad)
+    with pytest.raises(ModelLoadError, match="no such file"):
+        import_onnx(tmp_path / "missing.onnx")
+
+
+def test_external_weights_are_read_and_missing_data_is_reported(tmp_path):
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"])]
+    model = _model(nodes, [_w("w", 4, 4, 1, 1)], ["N", 4, 8, 8])
+    expected = numpy_helper.to_array(model.graph.initializer[0])
+    path = tmp_path / "m.onnx"
+    onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True, location="m.data",
+                    size_threshold=0)
+    g = import_onnx(path)
+    conv = g.nodes()[0]
+    assert np.array_equal(conv.weight, expected)
+    (tmp_path / "m.data").unlink()
+    with pytest.raises(ModelLoadError, match="external"):
+        import_onnx(path)
+
+
+def test_old_opset_with_initializers_listed_as_inputs():
+    w = _w("w", 4, 4, 1, 1)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"])]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])
+    wi = helper.make_tensor_value_info("w", TensorProto.FLOAT, [4, 4, 1, 1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])
+    model = helper.make_model(helper.make_graph(nodes, "g", [x, wi], [y], [w]),
+                              opset_imports=[helper.make_opsetid("", 7)])
+    model.ir_version = 3
+    g = import_onnx(model)
+    assert g.inputs == ["x"] and _kinds(g) == ["Conv"]
+
+
+def test_dynamic_spatial_size_is_refused():
+    nodes = [helper.make_node("Relu", ["x"], ["y"])]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, "H", 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4, "H", 8])
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(UnsupportedModelError, match="dynamic"):
+        import_onnx(model)
