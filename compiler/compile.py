@@ -90,6 +90,7 @@ def compile_model(model, config="bw-s10", precision: str | None = None, *, progr
         "weight_tiles": gen.weight_tiles,
     }
     program = ProgramFile(cfg, encode_program(gen.instructions), gen.dram, gen.inputs, gen.outputs, gen.regions,
-                          metadata)
+                          metadata, encode_program(gen.warm_instructions) if gen.warm_instructions else b"",
+                          gen.warm_regions)
     timings.update({"front end": t1 - t0, "placement": t2 - t1, "code generation": t3 - t2})
     return CompiledModel(program, graph, plan, gen.layers, timings)

@@ -95,3 +95,19 @@ def run_on_simulator(program, feeds: dict[str, np.ndarray], mode: str = "full"):
         for desc in program.outputs:
             outs[desc.name] = unpack_output(desc, result.dram(desc.daddr, desc.nbytes))
     return outs, result
+
+
+def run_warm(program, feeds: dict[str, np.ndarray], cold_result, mode: str = "full"):
+    """Run the warm program (no weight loads) on a machine whose MRF holds ``cold_result``'s weights."""
+    from npu.sim import simulate
+
+    warm = program.warm()
+    if warm is None:
+        raise ValueError("the program has no warm variant (its weights do not all fit in the MRF)")
+    result = simulate(warm, program.config, dram=dram_image_with_inputs(program, feeds), mode=mode,
+                      mrf_from=cold_result)
+    outs = {}
+    if result.machine is not None:
+        for desc in program.outputs:
+            outs[desc.name] = unpack_output(desc, result.dram(desc.daddr, desc.nbytes))
+    return outs, result

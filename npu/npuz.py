@@ -6,6 +6,8 @@ A ``.npuz`` file is a ZIP archive holding::
                    descriptions, region table, metadata, SHA-256 of each part
     program.bin    the instruction words (16 bytes each, little-endian)
     dram.bin       the initial DRAM image (packed weights, constants)
+    warm.bin       optional: the same inference without its weight loads, for
+                   a machine whose matrix register file already holds them
 
 Loading checks the format, the version, every checksum and, when asked, that
 the file was built for the machine it is about to run on.
@@ -22,8 +24,9 @@ from pathlib import Path
 from .config import ConfigError, NPUConfig
 
 FORMAT = "npuz"
-VERSION = 1
+VERSION = 2
 PARTS = ("program.bin", "dram.bin")
+OPTIONAL_PARTS = ("warm.bin",)
 
 
 class ProgramFileError(ValueError):
@@ -65,16 +68,28 @@ class ProgramFile:
     outputs: list[TensorDesc] = field(default_factory=list)
     regions: list[tuple[str, int, int]] = field(default_factory=list)
     metadata: dict = field(default_factory=dict)
+    warm_words: bytes = b""
+    warm_regions: list[tuple[str, int, int]] = field(default_factory=list)
+
+    def warm(self) -> "ProgramFile | None":
+        """The warm program (weights already resident) as a ProgramFile of its own, or None."""
+        if not self.warm_words:
+            return None
+        return ProgramFile(self.config, self.warm_words, self.dram, self.inputs, self.outputs, self.warm_regions,
+                           self.metadata)
 
     def save(self, path: str | Path) -> None:
         """Write the program file (atomically: a partial file never replaces a good one)."""
         path = Path(path)
         parts = {"program.bin": self.words, "dram.bin": self.dram}
+        if self.warm_words:
+            parts["warm.bin"] = self.warm_words
         header = {
             "format": FORMAT, "version": VERSION, "config": self.config.to_dict(),
             "instructions": len(self.words) // 16,
             "inputs": [asdict(t) for t in self.inputs], "outputs": [asdict(t) for t in self.outputs],
             "regions": [list(r) for r in self.regions], "metadata": self.metadata,
+            "warm_regions": [list(r) for r in self.warm_regions],
             "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in parts.items()},
         }
         buf = io.BytesIO()
@@ -107,7 +122,7 @@ def load_program(path: str | Path, config: NPUConfig | None = None) -> ProgramFi
             raise ProgramFileError(f"{path}: program file lacks {', '.join(missing)}")
         try:
             header = json.loads(zf.read("header.json"))
-            parts = {name: zf.read(name) for name in PARTS}
+            parts = {name: zf.read(name) for name in PARTS + OPTIONAL_PARTS if name in names}
         except (zipfile.BadZipFile, zlib_error()) as exc:
             raise ProgramFileError(f"{path}: corrupt archive member: {exc}") from None
         except json.JSONDecodeError as exc:
@@ -131,15 +146,17 @@ def load_program(path: str | Path, config: NPUConfig | None = None) -> ProgramFi
         diff = sorted(k for k, v in file_config.to_dict().items() if config.to_dict().get(k) != v)
         raise ProgramFileError(f"{path}: compiled for machine {file_config.name!r}, not {config.name!r} "
                                f"(differs in {', '.join(diff)}); recompile with --config {config.name}")
-    if len(parts["program.bin"]) % 16:
-        raise ProgramFileError(f"{path}: program.bin is not a whole number of 16-byte instructions")
+    for name in ("program.bin", "warm.bin"):
+        if len(parts.get(name, b"")) % 16:
+            raise ProgramFileError(f"{path}: {name} is not a whole number of 16-byte instructions")
     try:
         return ProgramFile(
             config=file_config, words=parts["program.bin"], dram=parts["dram.bin"],
             inputs=[TensorDesc.from_dict(t) for t in header.get("inputs", [])],
             outputs=[TensorDesc.from_dict(t) for t in header.get("outputs", [])],
             regions=[(str(r[0]), int(r[1]), int(r[2])) for r in header.get("regions", [])],
-            metadata=dict(header.get("metadata", {})))
+            metadata=dict(header.get("metadata", {})), warm_words=parts.get("warm.bin", b""),
+            warm_regions=[(str(r[0]), int(r[1]), int(r[2])) for r in header.get("warm_regions", [])])
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise ProgramFileError(f"{path}: malformed tensor or region table in header: {exc!r}") from None
 

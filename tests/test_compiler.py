@@ -147,3 +147,18 @@ def test_compile_cli_writes_a_program_and_reports(tmp_path, capsys):
     bad.write_bytes(b"not a model")
     assert main(["compile", str(bad), "--config", "tiny"]) == 2
     assert "bad.onnx" in capsys.readouterr().err
+
+
+def test_warm_program_reuses_resident_weights():
+    """The warm variant has no weight loads and, on an MRF left by a cold run, gives the same bits."""
+    from compiler.io import run_warm
+
+    model = nets.resnet_small()
+    compiled = compile_model(model, "tiny", "ms-fp9")
+    assert compiled.program.warm_words and len(compiled.program.warm_words) < len(compiled.program.words)
+    x0, x1 = _input(model, 10), _input(model, 11)
+    _, cold = run_on_simulator(compiled.program, {"data": x0}, mode="full")
+    warm_out, warm = run_warm(compiled.program, {"data": x1}, cold)
+    expected, _ = _npu(compiled, x1)
+    assert np.array_equal(next(iter(warm_out.values())).reshape(-1), expected)
+    assert warm.stats.dram_read_bytes < cold.stats.dram_read_bytes

@@ -49,6 +49,8 @@ class Generated:
 
     instructions: list[Instruction]
     regions: list[tuple[str, int, int]]
+    warm_instructions: list[Instruction]      # the same inference with the weights already in the MRF
+    warm_regions: list[tuple[str, int, int]]
     dram: bytes
     inputs: list[TensorDesc]
     outputs: list[TensorDesc]
@@ -122,6 +124,7 @@ class _Ring:
     capacity: int
     head: int = 0
     users: list = field(default_factory=list)     # (start, end, compute item)
+    wrapped: bool = False
 
     def alloc(self, count: int) -> tuple[int, int]:
         """(first tile, compute item that must finish before the tiles may be overwritten; -1 for none)."""
@@ -129,6 +132,7 @@ class _Ring:
             raise CompileError(f"{count} weight tiles exceed the matrix register file ({self.capacity} tiles)")
         if self.head + count > self.capacity:
             self.head = 0
+            self.wrapped = True
         start, end = self.head, self.head + count
         self.head = end
         wait = max((u for s, e, u in self.users if s < end and start < e), default=-1)
@@ -233,7 +237,10 @@ class Codegen:
                 self.progress(i + 1, len(plan.steps))
         outputs = self._outputs()
         instrs, regions = self.s.finish()
-        return Generated(instrs, regions, bytes(self.dram.buf), inputs, outputs, self.layers, self.tiles,
+        warm, warm_regions = self.s.finish(skip=frozenset({"weights"}))
+        if self.ring.wrapped:
+            warm, warm_regions = [], []          # the weights do not all fit: every run streams them
+        return Generated(instrs, regions, warm, warm_regions, bytes(self.dram.buf), inputs, outputs, self.layers, self.tiles,
                          self.consts.size)
 
     def _inputs(self) -> list[TensorDesc]:
@@ -283,9 +290,10 @@ class Codegen:
             for ch in chains:
                 self._compute(ch)
 
-    def _compute(self, instrs, after_load: int = -1) -> int:
-        """Append a compute item after the constants/inputs, any pending store, and ``after_load``."""
-        return self.s.compute(instrs, after_load=max(after_load, self.ready_load), after_store=self.last_store)
+    def _compute(self, instrs, after_load=-1) -> int:
+        """Append a compute item after the constants/inputs, any pending store, and ``after_load`` (index or list)."""
+        loads = [after_load] if isinstance(after_load, int) else list(after_load)
+        return self.s.compute(instrs, after_load=loads + [self.ready_load], after_store=self.last_store)
 
     # --- steps ----------------------------------------------------------------------------------
     def _emit(self, i: int, nd: Node) -> None:
@@ -407,7 +415,8 @@ class Codegen:
             count = (r1 - r0) * k
             daddr = self.dram.add(image)
             maddr, wait = self.ring.alloc(count)
-            load = self.s.load([make("m_load", maddr=maddr, daddr=daddr, count=count)], after_compute=wait)
+            load = self.s.load([make("m_load", maddr=maddr, daddr=daddr, count=count)], after_compute=wait,
+                               kind="weights")
             info.tiles += count
             info.weight_bytes += len(image)
             self.tiles += count
@@ -458,7 +467,7 @@ class Codegen:
             rows = min(rows_per, dst.height - y0)
             self._band_y0 = y0
             slot = b % 2
-            need_load = after_load
+            need_load = [after_load]
             if sst.dram:
                 a = y0 * stride[0] - top + src.pad
                 count = band_input_rows(rows, stride[0], kernel[0], src.height + 2 * src.pad - a)
@@ -467,7 +476,7 @@ class Codegen:
                 ld = self.s.load(self._loads(buf, sst.daddr + a * src.row_stride * self.vec_bytes,
                                              count * src.row_stride), after_compute=gate,
                                  after_store=self.last_store)
-                need_load = max(need_load, ld)
+                need_load.append(ld)
                 origin = buf + (src.pad - left) * src.stride
             else:
                 origin = src.addr(y0 * stride[0] - top, -left)

@@ -19,11 +19,10 @@ from npu.isa.encoding import Instruction, make
 @dataclass
 class _Item:
     instrs: list[Instruction]
-    after: dict[str, int] = field(default_factory=dict)   # stream -> index of the item that must finish first
+    after: dict[str, list[int]] = field(default_factory=dict)   # stream -> items that must finish first
     region: str = ""
     group: int = 0
-    signals: set = field(default_factory=set)
-    wait: set = field(default_factory=set)
+    kind: str = ""                # e.g. "weights": items a warm program (weights resident) leaves out
 
 
 # Which token carries "item of stream A finished" to stream B.
@@ -44,23 +43,27 @@ class Streams:
         self.group += 1
         self.region_name = region
 
-    def _add(self, stream: str, instrs: list[Instruction], after: dict, region: str) -> int:
-        after = {k: v for k, v in after.items() if v is not None and v >= 0}
-        for other in after:
-            if (other, stream) not in _TOKEN and not (other == "store" and stream == "load"):
+    def _add(self, stream: str, instrs: list[Instruction], after: dict, region: str, kind: str = "") -> int:
+        deps = {}
+        for other, v in after.items():
+            idx = [i for i in ([v] if isinstance(v, int) or v is None else v) if i is not None and i >= 0]
+            if not idx:
+                continue
+            if (other, stream) not in _TOKEN:
                 raise ValueError(f"a {stream} item cannot wait for a {other} item")
-        self.items[stream].append(_Item(list(instrs), after, region or self.region_name, self.group))
+            deps[other] = idx
+        self.items[stream].append(_Item(list(instrs), deps, region or self.region_name, self.group, kind))
         return len(self.items[stream]) - 1
 
     def load(self, instrs: list[Instruction], *, after_compute: int | None = None, after_store: int | None = None,
-             region: str = "") -> int:
+             region: str = "", kind: str = "") -> int:
         """Append DMA loads; they start after compute item ``after_compute`` (and store ``after_store``) finish."""
+        after = [after_compute]
         if after_store is not None and after_store >= 0:
-            gate = self.compute([make("nop")], after_store=after_store, region=region)
-            after_compute = gate if after_compute is None else max(after_compute, gate)
-        return self._add("load", instrs, {"compute": after_compute}, region)
+            after.append(self.compute([make("nop")], after_store=after_store, region=region))
+        return self._add("load", instrs, {"compute": after}, region, kind)
 
-    def compute(self, instrs: list[Instruction], *, after_load: int | None = None, after_store: int | None = None,
+    def compute(self, instrs: list[Instruction], *, after_load=None, after_store: int | None = None,
                 region: str = "") -> int:
         """Append a compute group (a chain, s_wr or nop)."""
         return self._add("compute", instrs, {"load": after_load, "store": after_store}, region)
@@ -74,28 +77,37 @@ class Streams:
         """Index of the latest compute item (-1 if none)."""
         return len(self.items["compute"]) - 1
 
-    def finish(self) -> tuple[list[Instruction], list[tuple[str, int, int]]]:
-        """The program (halt appended) and its regions as (name, first, last) instruction indices."""
+    def finish(self, skip: frozenset = frozenset()) -> tuple[list[Instruction], list[tuple[str, int, int]]]:
+        """The program (halt appended) and its regions as (name, first, last) instruction indices.
+
+        Items whose kind is in ``skip`` are left out, with the dependencies on
+        them (the warm program of a model whose weights are already resident).
+        """
+        kept = {s: [it.kind not in skip for it in items] for s, items in self.items.items()}
+        waits = {s: [set() for _ in items] for s, items in self.items.items()}
+        signals = {s: [set() for _ in items] for s, items in self.items.items()}
         for stream, items in self.items.items():
             for src in ("load", "compute", "store"):
                 if (src, stream) not in _TOKEN:
                     continue
                 token = _TOKEN[(src, stream)]
                 done = -1
-                for it in items:
-                    need = it.after.get(src, -1)
+                for i, it in enumerate(items):
+                    if not kept[stream][i]:
+                        continue
+                    need = max((d for d in it.after.get(src, []) if kept[src][d]), default=-1)
                     if need > done:
-                        it.wait.add(token)
-                        self.items[src][need].signals.add(token)   # each item is awaited once per stream
+                        waits[stream][i].add(token)
+                        signals[src][need].add(token)     # each item is awaited at most once per stream
                         done = need
         out: list[Instruction] = []
         regions: list[tuple[str, int, int]] = []
         rank = {"load": 0, "compute": 1, "store": 2}
         order = sorted(((it.group, rank[stream], i, stream, it) for stream, items in self.items.items()
-                        for i, it in enumerate(items)), key=lambda e: e[:3])
+                        for i, it in enumerate(items) if kept[stream][i]), key=lambda e: e[:3])
         last_group = None
-        for group, _, _, stream, it in order:
-            instrs = _with_tokens(it.instrs, it.wait, it.signals)
+        for group, _, i, stream, it in order:
+            instrs = _with_tokens(it.instrs, waits[stream][i], signals[stream][i])
             start = len(out)
             out += instrs
             if stream == "compute" and it.region:

@@ -80,6 +80,29 @@ class GraphBuilder:
             [name], name=name, transB=1))
         return name
 
+    def calibrated_dense(self, x: str, cin: int, cout: int, images: np.ndarray, opset: int = 17) -> str:
+        """A classifier whose logits depend on the input, as a trained one's do.
+
+        With random weights, the features of every image share a large
+        common part, so a random classifier gives every image the same
+        class.  Here the features of calibration ``images`` (computed with
+        onnxruntime on the graph built so far) are standardised inside the
+        classifier: W' = W / sigma, b = -W' mu.
+        """
+        import onnxruntime as ort
+
+        probe = self.finish(x, [1, cin], opset)
+        sess = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+        feats = np.concatenate([sess.run(None, {self.input_name: img[None]})[0] for img in images]).astype(np.float64)
+        mu, sigma = feats.mean(axis=0), feats.std(axis=0) + 1e-3 * (feats.std() + 1e-12)
+        name = self._name("fc")
+        w = self.rng.standard_normal((cout, cin)) / np.sqrt(cin) / sigma
+        b = -w @ mu
+        self.nodes.append(helper.make_node(
+            "Gemm", [x, self.const(f"{name}.weight", w.astype(np.float32)), self.const(f"{name}.bias", b)],
+            [name], name=name, transB=1))
+        return name
+
     def finish(self, output: str, out_shape, opset: int = 17) -> onnx.ModelProto:
         """The checked model with one output named ``output``."""
         graph = helper.make_graph(self.nodes, self.name, [self.input],

@@ -11,6 +11,19 @@ from __future__ import annotations
 import onnx
 
 from .graph import GraphBuilder
+from .images import synthetic_batch
+
+#: Calibration images for the classifiers of the full-size networks (seed kept apart from test inputs).
+CALIBRATION_IMAGES = 8
+CALIBRATION_SEED = 1_000_003
+
+
+def _classifier(g: GraphBuilder, x: str, cin: int, num_classes: int, opset: int, input_hw: int) -> str:
+    """The final fully connected layer: calibrated on structured images for 224x224 networks."""
+    if input_hw < 224:
+        return g.dense(x, cin, num_classes)
+    return g.calibrated_dense(x, cin, num_classes, synthetic_batch(CALIBRATION_IMAGES, CALIBRATION_SEED, input_hw),
+                              opset)
 
 #: Scale of the last BatchNorm of each residual branch: keeps a 50-block stack's activations O(1).
 RESIDUAL_GAMMA = 0.2
@@ -44,7 +57,7 @@ def _resnet(name: str, blocks: list[int], seed: int, num_classes: int, opset: in
     x = g.op("Flatten", [x], axis=1)
     if headless:
         return g.finish(x, [1, cin], opset)
-    return g.finish(g.dense(x, cin, num_classes), [1, num_classes], opset)
+    return g.finish(_classifier(g, x, cin, num_classes, opset, input_hw), [1, num_classes], opset)
 
 
 def resnet50(seed: int = 0, num_classes: int = 1000, opset: int = 17, headless: bool = False) -> onnx.ModelProto:
@@ -79,7 +92,7 @@ def _vgg(name: str, cfg: list, seed: int, num_classes: int, opset: int, headless
     x = g.relu(g.dense(x, fc, fc))                                # fc7
     if headless:
         return g.finish(x, [1, fc], opset)
-    return g.finish(g.dense(x, fc, num_classes), [1, num_classes], opset)
+    return g.finish(_classifier(g, x, fc, num_classes, opset, input_hw), [1, num_classes], opset)
 
 
 def vgg16(seed: int = 0, num_classes: int = 1000, opset: int = 17, headless: bool = False) -> onnx.ModelProto:
@@ -118,7 +131,7 @@ def _densenet(name: str, blocks: list[int], growth: int, init: int, bottleneck: 
     x = g.op("Flatten", [g.op("GlobalAveragePool", [x])], axis=1)
     if headless:
         return g.finish(x, [1, c], opset)
-    return g.finish(g.dense(x, c, num_classes), [1, num_classes], opset)
+    return g.finish(_classifier(g, x, c, num_classes, opset, input_hw), [1, num_classes], opset)
 
 
 def densenet121(seed: int = 0, num_classes: int = 1000, opset: int = 17,

@@ -84,10 +84,12 @@ def _decode(program, config: NPUConfig) -> SimProgram:
 
 
 def simulate(program, config: NPUConfig, *, dram: bytes | np.ndarray | None = None, mode: str = "full",
-             cycle_budget: int | None = DEFAULT_CYCLE_BUDGET) -> SimResult:
+             cycle_budget: int | None = DEFAULT_CYCLE_BUDGET, mrf_from: "SimResult | None" = None) -> SimResult:
     """Run ``program`` (binary words, an assembled program, a ProgramFile, or a path) on ``config``.
 
-    ``dram`` is the initial DRAM image (inputs, weights).  Raises
+    ``dram`` is the initial DRAM image (inputs, weights).  ``mrf_from`` starts
+    the matrix register file with the contents it had at the end of an
+    earlier run (a warm program whose weights stay resident).  Raises
     SimulationError for illegal programs and CycleBudgetExceeded when the run
     would pass ``cycle_budget`` cycles.
     """
@@ -95,6 +97,10 @@ def simulate(program, config: NPUConfig, *, dram: bytes | np.ndarray | None = No
         raise SimulationError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     prog = _decode(program, config)
     machine = Machine(config, dram) if mode != "timing" else None
+    if machine is not None and mrf_from is not None:
+        if mrf_from.machine is None or mrf_from.config != config:
+            raise SimulationError("mrf_from must be a full or functional run on the same machine")
+        machine.adopt_mrf(mrf_from.machine)
     from ..numerics.pack import tile_nbytes
 
     tile_bytes = tile_nbytes(config.weight_format, config.native_dim)

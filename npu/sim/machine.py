@@ -161,6 +161,11 @@ class Machine:
         self.mrf_scale[dst] = scale
 
     # ----- scalar ---------------------------------------------------------------
+    def adopt_mrf(self, other: "Machine") -> None:
+        """Start with the matrix register file contents of ``other`` (weights kept resident between runs)."""
+        self.mrf_elem = other.mrf_elem.copy()
+        self.mrf_scale = other.mrf_scale.copy()
+
     def s_wr(self, f: dict) -> None:
         """Write a scalar register (binary32 bit pattern)."""
         self.sregs[f["sreg"]] = np.array(f["value"], np.uint32).view(np.float32)
