@@ -8,13 +8,15 @@ returns the featurizer outputs of the brief (2048, 4096, 1024 values).
 """
 from __future__ import annotations
 
+import functools
+
 import onnx
 
 from .graph import GraphBuilder
 from .images import synthetic_batch
 
 #: Calibration images for the classifiers of the full-size networks (seed kept apart from test inputs).
-CALIBRATION_IMAGES = 8
+CALIBRATION_IMAGES = 6
 CALIBRATION_SEED = 1_000_003
 
 
@@ -27,6 +29,19 @@ def _classifier(g: GraphBuilder, x: str, cin: int, num_classes: int, opset: int,
 
 #: Scale of the last BatchNorm of each residual branch: keeps a 50-block stack's activations O(1).
 RESIDUAL_GAMMA = 0.2
+
+
+def _cached(builder):
+    """Build each (arguments) network once per process; callers get their own copy of the ModelProto."""
+    build = functools.lru_cache(maxsize=8)(builder)
+
+    @functools.wraps(builder)
+    def wrapper(*args, **kwargs):
+        model = onnx.ModelProto()
+        model.CopyFrom(build(*args, **kwargs))
+        return model
+
+    return wrapper
 
 
 def _resnet(name: str, blocks: list[int], seed: int, num_classes: int, opset: int, headless: bool,
@@ -60,16 +75,19 @@ def _resnet(name: str, blocks: list[int], seed: int, num_classes: int, opset: in
     return g.finish(_classifier(g, x, cin, num_classes, opset, input_hw), [1, num_classes], opset)
 
 
+@_cached
 def resnet50(seed: int = 0, num_classes: int = 1000, opset: int = 17, headless: bool = False) -> onnx.ModelProto:
     """ResNet-50 v1.5, input (1, 3, 224, 224)."""
     return _resnet("resnet50", [3, 4, 6, 3], seed, num_classes, opset, headless)
 
 
+@_cached
 def resnet152(seed: int = 0, num_classes: int = 1000, opset: int = 17, headless: bool = False) -> onnx.ModelProto:
     """ResNet-152 v1.5, input (1, 3, 224, 224)."""
     return _resnet("resnet152", [3, 8, 36, 3], seed, num_classes, opset, headless)
 
 
+@_cached
 def resnet_small(seed: int = 0, num_classes: int = 10, opset: int = 17, headless: bool = False) -> onnx.ModelProto:
     """A small ResNet (basic blocks, 16/32/64 channels) on (1, 3, 32, 32) inputs."""
     return _resnet("resnet_small", [1, 1, 1], seed, num_classes, opset, headless, width=16, input_hw=32,
@@ -95,12 +113,14 @@ def _vgg(name: str, cfg: list, seed: int, num_classes: int, opset: int, headless
     return g.finish(_classifier(g, x, fc, num_classes, opset, input_hw), [1, num_classes], opset)
 
 
+@_cached
 def vgg16(seed: int = 0, num_classes: int = 1000, opset: int = 17, headless: bool = False) -> onnx.ModelProto:
     """VGG-16 (configuration D), input (1, 3, 224, 224); headless output is fc7 after ReLU (4096)."""
     cfg = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
     return _vgg("vgg16", cfg, seed, num_classes, opset, headless, 224, 4096)
 
 
+@_cached
 def vgg_small(seed: int = 0, num_classes: int = 10, opset: int = 17, headless: bool = False) -> onnx.ModelProto:
     """A small VGG (16/32/64 channels, 3 pools, fc 128) on (1, 3, 32, 32) inputs."""
     return _vgg("vgg_small", [16, "M", 32, 32, "M", 64, "M"], seed, num_classes, opset, headless, 32, 128)
@@ -134,12 +154,14 @@ def _densenet(name: str, blocks: list[int], growth: int, init: int, bottleneck: 
     return g.finish(_classifier(g, x, c, num_classes, opset, input_hw), [1, num_classes], opset)
 
 
+@_cached
 def densenet121(seed: int = 0, num_classes: int = 1000, opset: int = 17,
                 headless: bool = False) -> onnx.ModelProto:
     """DenseNet-121 (growth 32, blocks 6/12/24/16), input (1, 3, 224, 224); headless output 1024."""
     return _densenet("densenet121", [6, 12, 24, 16], 32, 64, 128, seed, num_classes, opset, headless, 224, True)
 
 
+@_cached
 def densenet_small(seed: int = 0, num_classes: int = 10, opset: int = 17,
                    headless: bool = False) -> onnx.ModelProto:
     """A small DenseNet (growth 8, blocks 3/3, 3x3/2 stem) on (1, 3, 32, 32) inputs: concatenations inside vectors."""
