@@ -58,10 +58,28 @@ def resolve_config(config, precision: str | None) -> NPUConfig:
     return cfg.replace(weight_format=w, activation_format=a, mfu_format=m)
 
 
-def compile_model(model, config="bw-s10", precision: str | None = None, *, progress=None) -> CompiledModel:
+#: The brief's recipe scaled for the reference networks, which expect unit-scale inputs (as DenseNet's 0.017).
+DEFAULT_SCALE = 0.017
+
+
+def _preprocess_recipe(graph: Graph, given: dict | None) -> dict:
+    """The image recipe stored in the program: the brief's, sized to the model's input, with overrides."""
+    shape = graph.metadata.get("original_shapes", {}).get(graph.inputs[0], graph.shapes[graph.inputs[0]])
+    crop = int(shape[-1])
+    recipe = {"crop": crop, "resize": int(round(crop * 256 / 224)), "mean": [123.68, 116.779, 103.939],
+              "scale": DEFAULT_SCALE, "channel_order": "RGB"}
+    recipe.update(given or {})
+    return recipe
+
+
+def compile_model(model, config="bw-s10", precision: str | None = None, *, progress=None, cut_at: str | None = None,
+                  preprocess: dict | None = None, labels: list[str] | None = None) -> CompiledModel:
     """Compile an ONNX model (path or ModelProto) for ``config`` at ``precision``.
 
-    ``progress(done, total)`` is called as layers are generated.  Raises
+    ``cut_at`` names a tensor that becomes the only output (a headless
+    featurizer); ``preprocess`` (see ``runtime.Preprocess``) and ``labels``
+    are stored in the program for the runtime.  ``progress(done, total)`` is
+    called as layers are generated.  Raises
     ModelLoadError for unreadable files, UnsupportedModelError listing every
     unsupported construct, and CompileError when the model does not fit the
     machine.
@@ -69,7 +87,7 @@ def compile_model(model, config="bw-s10", precision: str | None = None, *, progr
     cfg = resolve_config(config, precision)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    graph = import_onnx(model, timings)
+    graph = import_onnx(model, timings, outputs=[cut_at] if cut_at else None)
     graph = pack_first_conv(graph, cfg.native_dim)
     t1 = time.perf_counter()
     plan = build_plan(graph, cfg)
@@ -88,7 +106,10 @@ def compile_model(model, config="bw-s10", precision: str | None = None, *, progr
         "postprocess": graph.metadata.get("postprocess", {}),
         "layers": [vars(layer) for layer in gen.layers],
         "weight_tiles": gen.weight_tiles,
+        "preprocess": _preprocess_recipe(graph, preprocess),
     }
+    if labels is not None:
+        metadata["labels"] = [str(x) for x in labels]
     program = ProgramFile(cfg, encode_program(gen.instructions), gen.dram, gen.inputs, gen.outputs, gen.regions,
                           metadata, encode_program(gen.warm_instructions) if gen.warm_instructions else b"",
                           gen.warm_regions)

@@ -177,9 +177,9 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from runtime.demo import run_demo
 
-    return run_demo(args.config)
+    return run_demo(args.config, args.model, args.precision, args.out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -188,8 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("demo", help="run the built-in demonstration on embedded defaults")
+    s = sub.add_parser("demo", help="build, compile and score a ResNet-50 on the simulator (embedded defaults)")
     s.add_argument("--config", default=DEFAULT_PRESET, help="preset name or JSON file")
+    s.add_argument("--model", default="resnet50", help="reference network (python -m compiler.models --help)")
+    s.add_argument("--precision", default="ms-fp9", help="numeric precision (see npu compile --help)")
+    s.add_argument("--out", default="demo_out", help="directory for the program, trace and chart")
     s.set_defaults(func=_cmd_demo)
 
     s = sub.add_parser("run", help="simulate a program and print its statistics")

@@ -7,7 +7,7 @@ import pytest
 
 from npu.cli import main
 from npu.config import PRESETS
-from npu.demo import conv3x3_reference, conv3x3_source
+from npu.examples import conv3x3_reference, conv3x3_source
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -77,10 +77,13 @@ def test_unknown_config_is_a_clear_error():
     assert proc.returncode == 2 and "no-such-machine" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_demo_runs_on_embedded_defaults():
-    proc = run_cli("demo", "--config", "tiny")
+def test_demo_scores_images_and_writes_trace_and_chart(tmp_path):
+    proc = run_cli("demo", "--config", "tiny", "--model", "resnet_small", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
-    assert "bw-s10" in proc.stdout and "chain" in proc.stdout and "cosine similarity" in proc.stdout
+    assert "top-5" in proc.stdout and "china.jpg" in proc.stdout and "generated-2.png" in proc.stdout
+    assert "total" in proc.stdout and "util" in proc.stdout
+    assert (tmp_path / "resnet_small.trace.json").stat().st_size > 0
+    assert (tmp_path / "resnet_small.cycles.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_demo_layer_reference_matches_float_with_a_wide_format():
@@ -119,7 +122,7 @@ def test_demo_layer_reference_is_close_in_narrow_formats(fmt):
 def test_run_simulates_an_assembly_file_with_trace_and_dump(tmp_path):
     import json
 
-    from npu.demo import conv3x3_dram_image
+    from npu.examples import conv3x3_dram_image
 
     cfg = PRESETS["tiny"]
     src = tmp_path / "conv.s"

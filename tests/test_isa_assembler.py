@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from npu.config import PRESETS
-from npu.demo import conv3x3_source
+from npu.examples import conv3x3_source
 from npu.isa.assembler import assemble
 from npu.isa.disassembler import disassemble
 from npu.isa.errors import AsmError, IsaError

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from npu.config import PRESETS
-from npu.demo import conv3x3_dram_image, conv3x3_reference, conv3x3_source
+from npu.examples import conv3x3_dram_image, conv3x3_reference, conv3x3_source
 from npu.isa import assemble
 from npu.npuz import VERSION, ProgramFile, ProgramFileError, TensorDesc, load_program
 from npu.numerics.pack import unpack_floats

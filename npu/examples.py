@@ -1,8 +1,7 @@
-"""``npu demo``: the main job on embedded defaults.
+"""A hand-written example program: one 3x3 convolution in assembly, its DRAM image and its reference.
 
-Shows the machine presets, assembles a built-in 3x3 convolution program for
-the chosen machine, and evaluates that layer through the numerics contract
-(weights and activations in the machine's formats) against float32.
+Used by the assembler, program-file and simulator tests and by docs/isa.md's
+example; the compiler produces such chains for whole networks.
 """
 from __future__ import annotations
 
@@ -107,54 +106,3 @@ def conv3x3_dram_image(cfg: NPUConfig, x: np.ndarray, w: np.ndarray, bias: np.nd
     image += pack_floats(mfu.to_format(bias, cfg.mfu_format), cfg.mfu_format)
     matrix = conv_matrix(np.transpose(w, (0, 3, 1, 2)), cin // n, cout // n, n)
     return image + pack_tiles(matrix, cfg.weight_format, n)
-
-
-def run_demo(config: str) -> int:
-    """Print presets, assemble the built-in program, simulate it and check it; exit status."""
-    from .cli import presets_table
-    from .isa.assembler import assemble
-    from .isa.disassembler import disassemble
-    from .sim import simulate
-
-    cfg = load_config(config)
-    print("NPU presets\n")
-    print(presets_table(list(PRESETS.values())))
-    print(f"\nMachine: {cfg.name} ({cfg.macs:,} MACs, {cfg.peak_tops:.1f} peak TOPS, "
-          f"weights {cfg.weight_format}, activations {cfg.activation_format}, MFU {cfg.mfu_format})")
-
-    height = width = 8
-    cin, cout = 2 * cfg.native_dim, cfg.native_dim
-    source = conv3x3_source(cfg, height, width, cin // cfg.native_dim, cout // cfg.native_dim)
-    t0 = time.perf_counter()
-    program = assemble(source, cfg, source="<built-in conv3x3>")
-    print(f"\nBuilt-in program: 3x3 convolution + bias + ReLU, {height}x{width}x{cin} -> {height}x{width}x{cout}: "
-          f"{len(program.instructions)} instructions, {len(program.words)} bytes "
-          f"(assembled and checked in {1e3 * (time.perf_counter() - t0):.1f} ms)\n")
-    print(disassemble(program.instructions, show_index=True))
-
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((height, width, cin)).astype(np.float32)
-    w = (rng.standard_normal((cout, 3, 3, cin)) / np.sqrt(9 * cin)).astype(np.float32)
-    bias = (0.1 * rng.standard_normal(cout)).astype(np.float32)
-    image = conv3x3_dram_image(cfg, x, w, bias)
-    t0 = time.perf_counter()
-    result = simulate(program, cfg, dram=image)
-    sim_ms = 1e3 * (time.perf_counter() - t0)
-    out_addr = len(image)
-    nbytes = height * width * cout * cfg.mfu_bytes
-    from .numerics.pack import unpack_floats
-
-    y = unpack_floats(result.dram(out_addr, nbytes), cfg.mfu_format).reshape(height, width, cout)
-    expected = conv3x3_reference(cfg, x, w, bias)
-    exact = np.array_equal(y.view(np.uint8), expected.view(np.uint8))
-    print(f"\nSimulated in {sim_ms:.0f} ms:\n")
-    print(result.stats.table())
-    xp = np.pad(x, ((1, 1), (1, 1), (0, 0)))
-    ref = np.maximum(np.einsum("hwkc,okc->hwo",
-                               np.stack([xp[ky:ky + height, kx:kx + width] for ky in range(3) for kx in range(3)], 2),
-                               w.reshape(cout, 9, cin)) + bias, 0).astype(np.float64)
-    y64 = y.astype(np.float64)
-    cos = float(np.dot(y64.ravel(), ref.ravel()) / (np.linalg.norm(y64) * np.linalg.norm(ref)))
-    print(f"\nOutput vs the numerics contract's numpy reference: {'bit-exact' if exact else 'MISMATCH'}")
-    print(f"Output vs float32: cosine similarity {cos:.5f}")
-    return 0 if exact else 1

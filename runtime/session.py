@@ -1,0 +1,123 @@
+"""In-process scoring: load a compiled program once, score arrays, image files, image bytes and batches."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from npu.npuz import ProgramFile, load_program
+
+from .backends import RunStats, make_backend
+from .heads import softmax, topk
+from .preprocess import ImageError, Preprocess
+
+
+@dataclass
+class ScoreResult:
+    """Named outputs (batch dimension 1 first) and what the run cost."""
+
+    outputs: dict[str, np.ndarray]
+    stats: RunStats
+
+    @property
+    def output(self) -> np.ndarray:
+        """The only output (ValueError if there are several)."""
+        if len(self.outputs) != 1:
+            raise ValueError(f"the model has {len(self.outputs)} outputs: {', '.join(self.outputs)}")
+        return next(iter(self.outputs.values()))
+
+
+class Session:
+    """A compiled program loaded once and scored many times on one backend."""
+
+    def __init__(self, program: "ProgramFile | str | Path", backend: str = "sim"):
+        self.program = program if isinstance(program, ProgramFile) else load_program(program)
+        if len(self.program.inputs) != 1:
+            raise ValueError("sessions serve programs with exactly one input")
+        self.backend = make_backend(backend, self.program)
+        self.input = self.program.inputs[0]
+        meta = self.program.metadata
+        shape = tuple(self.input.shape)
+        self.preprocess = Preprocess.from_dict(meta["preprocess"]) if meta.get("preprocess") else \
+            Preprocess.for_input(shape)
+        self.labels: list[str] | None = meta.get("labels")
+        self.postprocess: dict = meta.get("postprocess", {})
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The model input's shape with its batch dimension, e.g. (1, 3, 224, 224)."""
+        return (1, *self.input.shape)
+
+    def score_numpy_array(self, array: np.ndarray) -> ScoreResult:
+        """Score one input tensor of the model's input shape (with or without the batch dimension)."""
+        x = np.asarray(array)
+        if not np.issubdtype(x.dtype, np.number):
+            raise ValueError(f"input must be numeric, got dtype {x.dtype}")
+        if x.shape not in (tuple(self.input.shape), self.input_shape):
+            raise ValueError(f"input shape {list(x.shape)} does not match the model's {list(self.input_shape)}")
+        outs, stats = self.backend.run({self.input.name: x.astype(np.float32)})
+        result = {}
+        for name, y in outs.items():
+            y = y[None].astype(np.float32)
+            if self.postprocess.get(name) == "softmax":
+                y = softmax(y)
+            result[name] = y
+        return ScoreResult(result, stats)
+
+    def score_image(self, data: bytes, source: str = "image") -> ScoreResult:
+        """Score encoded image bytes (JPEG, PNG, ...) after the program's preprocessing."""
+        return self.score_numpy_array(self.preprocess(bytes(data), source))
+
+    def score_file(self, path: "str | Path") -> ScoreResult:
+        """Score an image file."""
+        p = Path(path)
+        try:
+            data = p.read_bytes()
+        except OSError as exc:
+            raise ImageError(f"{p}: cannot read ({exc.strerror or exc})") from None
+        return self.score_image(data, str(p))
+
+    def score_batch(self, items: Iterable) -> list[ScoreResult]:
+        """Score many inputs: numpy arrays, encoded image bytes or image paths, in order."""
+        out = []
+        for item in items:
+            if isinstance(item, np.ndarray):
+                out.append(self.score_numpy_array(item))
+            elif isinstance(item, (bytes, bytearray)):
+                out.append(self.score_image(item))
+            else:
+                out.append(self.score_file(item))
+        return out
+
+    def top(self, result: ScoreResult, k: int = 5) -> list[tuple[int, str, float]]:
+        """The ``k`` best classes of a single-output result, with the program's labels."""
+        return topk(result.output, k, self.labels)
+
+
+class Pipeline:
+    """Preprocess -> NPU featurizer (a headless program) -> classifier head on the host."""
+
+    def __init__(self, featurizer: Session, head):
+        self.featurizer = featurizer
+        self.head = head
+
+    def _finish(self, result: ScoreResult) -> tuple[np.ndarray, RunStats]:
+        return self.head(result.output.reshape(1, -1)), result.stats
+
+    def score_numpy_array(self, array) -> tuple[np.ndarray, RunStats]:
+        """Class scores from the head and the featurizer's run statistics."""
+        return self._finish(self.featurizer.score_numpy_array(array))
+
+    def score_image(self, data: bytes) -> tuple[np.ndarray, RunStats]:
+        """Class scores for encoded image bytes."""
+        return self._finish(self.featurizer.score_image(data))
+
+    def score_file(self, path) -> tuple[np.ndarray, RunStats]:
+        """Class scores for an image file."""
+        return self._finish(self.featurizer.score_file(path))
+
+    def top(self, scores: np.ndarray, k: int = 5):
+        """Top-k of the head's scores with the head's labels."""
+        return topk(scores, k, getattr(self.head, "labels", None))
