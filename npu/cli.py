@@ -176,6 +176,15 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from runtime.server import serve_forever
+
+    if not Path(args.program).is_file():
+        raise CliError(f"{args.program}: no such program file")
+    return serve_forever(args.program, host=args.host, http_port=args.port, grpc_port=args.grpc_port,
+                         workers=args.workers, queue_size=args.queue, timeout=args.timeout, name=args.name)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from runtime.demo import run_demo
 
@@ -215,6 +224,17 @@ def build_parser() -> argparse.ArgumentParser:
                                        "(default: the config's formats)")
     s.add_argument("-o", "--output", help="program file to write (default: MODEL with .npuz)")
     s.set_defaults(func=_cmd_compile)
+
+    s = sub.add_parser("serve", help="serve a program over KServe v2 (HTTP and gRPC) on simulator workers")
+    s.add_argument("program", help="compiled program (.npuz)")
+    s.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    s.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (default 8001)")
+    s.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    s.add_argument("--workers", type=int, default=2, help="simulator worker processes (default 2)")
+    s.add_argument("--queue", type=int, default=64, help="requests that may wait; more get 503 (default 64)")
+    s.add_argument("--timeout", type=float, default=60.0, help="per-request deadline in seconds (default 60)")
+    s.add_argument("--name", help="model name (default: the program file's stem)")
+    s.set_defaults(func=_cmd_serve)
 
     s = sub.add_parser("presets", help="list machine presets, or print one as JSON")
     s.add_argument("--show", metavar="NAME", help="print this preset (or JSON file) as JSON")

@@ -1,0 +1,249 @@
+"""Simulator workers behind a bounded queue: back-pressure, deadlines, and crash recovery.
+
+Each worker is a process (the simulator then runs on every core, free of the
+GIL) holding one loaded Session.  Requests wait in a bounded queue; a full
+queue refuses new work at once (the protocols answer 503 /
+RESOURCE_EXHAUSTED) instead of growing without bound.  A request whose
+deadline passes fails with a timeout; a worker that dies or overruns a
+deadline is replaced, and its request fails cleanly.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+import threading
+import time
+import traceback
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class Overloaded(RuntimeError):
+    """The request queue is full."""
+
+
+class RequestTimeout(RuntimeError):
+    """The request's deadline passed."""
+
+
+class WorkerCrashed(RuntimeError):
+    """The worker process serving the request died."""
+
+
+class BadRequest(ValueError):
+    """The request is malformed (shape, dtype, undecodable image); the message says what and where."""
+
+
+@dataclass
+class Job:
+    """One inference request: an input tensor or encoded image, and its deadline."""
+
+    kind: str                     # "tensor" or "image"
+    payload: object
+    deadline: float
+    future: Future = field(default_factory=Future)
+    enqueued: float = field(default_factory=time.monotonic)
+
+
+def _worker_main(program_path: str, backend: str, conn) -> None:
+    """Worker process: load the program once, then answer (kind, payload) requests until told to stop."""
+    from runtime.preprocess import ImageError
+    from runtime.session import Session
+
+    try:
+        session = Session(program_path, backend=backend)
+    except Exception as exc:  # the parent reports start-up failures to every waiting request
+        conn.send(("fatal", f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ready", None))
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg is None:
+            return
+        kind, payload = msg
+        try:
+            if kind == "image":
+                result = session.score_image(payload, "image")
+            elif kind == "crash":             # test hook: die mid-request like a crashing worker would
+                import os
+
+                os._exit(17)
+            elif kind == "sleep":             # test hook: a request that keeps the worker busy
+                time.sleep(float(payload))
+                result = None
+            else:
+                result = session.score_numpy_array(payload)
+            conn.send(("ok", (result.outputs, result.stats.to_dict()) if result is not None else ({}, {})))
+        except (ValueError, ImageError) as exc:
+            conn.send(("bad", str(exc)))
+        except Exception as exc:   # any other failure is the server's fault; report it, keep serving
+            conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"))
+
+
+class _Worker:
+    def __init__(self, ctx, program_path: str, backend: str):
+        self.parent, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_main, args=(program_path, backend, child), daemon=True)
+        self.proc.start()
+        child.close()
+        self.ready = False
+
+    def stop(self) -> None:
+        try:
+            self.parent.send(None)
+        except (OSError, BrokenPipeError):
+            pass
+        self.proc.join(timeout=2)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(timeout=2)
+
+
+class WorkerPool:
+    """``workers`` simulator processes fed from a queue of at most ``queue_size`` waiting requests."""
+
+    def __init__(self, program_path: str, *, workers: int = 2, queue_size: int = 64, backend: str = "sim",
+                 start_timeout: float = 120.0, on_done=None):
+        self.program_path = str(program_path)
+        self.backend = backend
+        self.queue: queue.Queue[Job] = queue.Queue(maxsize=queue_size)
+        self.ctx = mp.get_context("spawn")
+        self.start_timeout = start_timeout
+        self.on_done = on_done
+        self.restarts = 0
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._serve, name=f"npu-worker-{i}", daemon=True)
+                         for i in range(workers)]
+        self._ready = threading.Semaphore(0)
+        self._workers: list[_Worker | None] = [None] * workers
+        for t in self._threads:
+            t.start()
+
+    @property
+    def depth(self) -> int:
+        """Requests waiting in the queue."""
+        return self.queue.qsize()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until every worker has loaded the program."""
+        end = None if timeout is None else time.monotonic() + timeout
+        for _ in self._threads:
+            left = None if end is None else max(0.0, end - time.monotonic())
+            if not self._ready.acquire(timeout=left):
+                return False
+        for _ in self._threads:
+            self._ready.release()
+        return True
+
+    def submit(self, kind: str, payload, timeout: float) -> Future:
+        """Queue a request; raises Overloaded at once when the queue is full."""
+        job = Job(kind, payload, time.monotonic() + timeout)
+        try:
+            self.queue.put_nowait(job)
+        except queue.Full:
+            raise Overloaded(f"the request queue is full ({self.queue.maxsize} waiting); retry later") from None
+        return job.future
+
+    def close(self) -> None:
+        """Stop the workers (requests still queued fail)."""
+        self._stop.set()
+        while True:
+            try:
+                job = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            job.future.set_exception(RuntimeError("the server is shutting down"))
+        for t in self._threads:
+            t.join(timeout=5)
+        for w in self._workers:
+            if w is not None:
+                w.stop()
+
+    def _start(self, slot: int) -> _Worker:
+        w = _Worker(self.ctx, self.program_path, self.backend)
+        if not w.parent.poll(self.start_timeout):
+            w.stop()
+            raise RuntimeError(f"worker did not load {self.program_path} within {self.start_timeout:.0f} s")
+        try:
+            status, info = w.parent.recv()
+        except (EOFError, OSError):
+            status, info = "fatal", f"the worker process exited with code {w.proc.exitcode} while starting"
+        if status != "ready":
+            w.stop()
+            raise RuntimeError(f"worker could not load {self.program_path}: {info}")
+        self._workers[slot] = w
+        return w
+
+    def _serve(self) -> None:
+        slot = self._threads.index(threading.current_thread())
+        try:
+            worker = self._start(slot)
+        except RuntimeError as exc:
+            self._fail_all(exc)
+            return
+        self._ready.release()
+        while not self._stop.is_set():
+            try:
+                job = self.queue.get(timeout=0.2)
+            except queue.Empty:
+                if not worker.proc.is_alive():
+                    worker = self._replace(slot, worker)
+                continue
+            if not job.future.set_running_or_notify_cancel():
+                continue
+            left = job.deadline - time.monotonic()
+            if left <= 0:
+                self._finish(job, exc=RequestTimeout("the request timed out while waiting in the queue"))
+                continue
+            try:
+                worker.parent.send((job.kind, job.payload))
+                if not worker.parent.poll(left):
+                    self._finish(job, exc=RequestTimeout(f"the request timed out after {left:.1f} s of simulation"))
+                    worker = self._replace(slot, worker, kill=True)
+                    continue
+                status, info = worker.parent.recv()
+            except (EOFError, OSError, BrokenPipeError):
+                self._finish(job, exc=WorkerCrashed("the simulator worker died while serving this request; "
+                                                    "it has been replaced"))
+                worker = self._replace(slot, worker, kill=True)
+                continue
+            if status == "ok":
+                self._finish(job, result=info)
+            elif status == "bad":
+                self._finish(job, exc=BadRequest(info))
+            else:
+                self._finish(job, exc=RuntimeError(info))
+
+    def _finish(self, job: Job, result=None, exc: Exception | None = None) -> None:
+        if exc is not None:
+            job.future.set_exception(exc)
+        else:
+            job.future.set_result(result)
+        if self.on_done is not None:
+            self.on_done(job, exc)
+
+    def _replace(self, slot: int, worker: _Worker, kill: bool = False) -> _Worker:
+        if kill and worker.proc.is_alive():
+            worker.proc.kill()
+        worker.proc.join(timeout=2)
+        self.restarts += 1
+        return self._start(slot)
+
+    def _fail_all(self, exc: Exception) -> None:
+        while not self._stop.is_set():
+            try:
+                job = self.queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if job.future.set_running_or_notify_cancel():
+                job.future.set_exception(exc)
+
+
+def as_float32(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Outputs as contiguous float32 arrays (what the protocols send)."""
+    return {k: np.ascontiguousarray(v, np.float32) for k, v in outputs.items()}

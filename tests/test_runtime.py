@@ -1,0 +1,118 @@
+"""runtime.Session, preprocessing, host heads and featurizer pipelines."""
+import io
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from PIL import Image
+
+from compiler.compile import compile_model
+from compiler.models import nets
+from runtime import DenseHead, ImageError, OnnxHead, Pipeline, Preprocess, Session, softmax, topk
+
+
+@pytest.fixture(scope="module")
+def program(tmp_path_factory):
+    path = tmp_path_factory.mktemp("rt") / "small.npuz"
+    compile_model(nets.resnet_small(), "tiny", "wide", labels=[f"class-{i}" for i in range(10)]).save(path)
+    return path
+
+
+def _jpeg(arr):
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def test_session_scores_arrays_like_onnxruntime(program):
+    s = Session(program)
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    r = s.score_numpy_array(x)
+    ref = ort.InferenceSession(nets.resnet_small().SerializeToString()).run(None, {"data": x})[0]
+    assert r.output.shape == ref.shape == (1, 10)
+    assert np.abs(r.output - ref).max() <= 2e-4 * np.abs(ref).max()
+    assert r.stats.cycles > 0 and r.stats.latency_us > 0 and 0 < r.stats.mac_utilisation <= 1
+    assert np.array_equal(s.score_numpy_array(x[0]).output, r.output)        # batch dimension optional
+    assert s.top(r, 3)[0][1].startswith("class-")
+
+
+def test_weights_stay_resident_after_the_first_run(program):
+    s = Session(program)
+    x = np.ones((1, 3, 32, 32), np.float32)
+    first, second = s.score_numpy_array(x), s.score_numpy_array(x)
+    assert not first.stats.warm and second.stats.warm
+    assert np.array_equal(first.output, second.output)
+
+
+def test_preprocessing_follows_the_recipe():
+    arr = (np.random.default_rng(1).random((300, 400, 3)) * 255).astype(np.uint8)
+    p = Preprocess(crop=224, resize=256, scale=0.5)
+    x = p.tensor(Image.fromarray(arr))
+    # independent recipe: resize shorter side to 256 (bilinear), centre crop, subtract means, scale
+    img = Image.fromarray(arr).resize((341, 256), Image.BILINEAR)
+    ref = np.asarray(img, np.float32)[16:240, 58:282] - np.array([123.68, 116.779, 103.939], np.float32)
+    assert x.shape == (1, 3, 224, 224)
+    assert np.allclose(x[0], 0.5 * ref.transpose(2, 0, 1), atol=1e-4)
+    bgr = Preprocess(crop=224, resize=256, channel_order="BGR").tensor(Image.fromarray(arr))
+    assert np.allclose(bgr[0, 0], x[0, 2] / 0.5, atol=1e-4)        # each colour keeps its own mean
+
+
+def test_images_files_and_batches(program, tmp_path):
+    s = Session(program)
+    arr = (np.random.default_rng(2).random((40, 50, 3)) * 255).astype(np.uint8)
+    data = _jpeg(arr)
+    path = tmp_path / "a.jpg"
+    path.write_bytes(data)
+    a = s.score_image(data).output
+    assert np.array_equal(s.score_file(path).output, a)
+    x = s.preprocess(data)
+    batch = s.score_batch([data, path, x])
+    assert all(np.array_equal(b.output, a) for b in batch)
+
+
+@pytest.mark.parametrize("bad, message", [(b"", "not a decodable image"), (b"GIF89a-broken", "not a decodable")])
+def test_bad_images_are_clear_errors(program, bad, message):
+    with pytest.raises(ImageError, match=message):
+        Session(program).score_image(bad)
+
+
+def test_wrong_shapes_and_missing_files(program, tmp_path):
+    s = Session(program)
+    with pytest.raises(ValueError, match="does not match"):
+        s.score_numpy_array(np.zeros((1, 3, 16, 16), np.float32))
+    with pytest.raises(ImageError, match="cannot read"):
+        s.score_file(tmp_path / "missing.jpg")
+    with pytest.raises(ValueError, match="backend 'fpga'"):
+        Session(program, backend="fpga")
+
+
+def test_featurizer_cut_and_trained_head(tmp_path):
+    """Cut the classifier off, train a new head on NPU features, attach it without recompiling."""
+    model = nets.resnet_small()
+    feat = compile_model(model, "tiny", "wide", cut_at="globalaveragepool1")
+    feat.save(tmp_path / "feat.npuz")
+    s = Session(tmp_path / "feat.npuz")
+    rng = np.random.default_rng(3)
+    xs = rng.standard_normal((24, 1, 3, 32, 32)).astype(np.float32)
+    labels = np.arange(24) % 2
+    xs[labels == 1] += 0.8                                    # class 1 images are brighter
+    feats = np.stack([s.score_numpy_array(x).output.reshape(-1) for x in xs])
+    head = DenseHead.fit(feats, labels, labels=["dark", "bright"])
+    pipe = Pipeline(s, head)
+    right = sum(pipe.top(pipe.score_numpy_array(x)[0], 1)[0][0] == y for x, y in zip(xs, labels))
+    assert right >= 22
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    g = helper.make_graph([helper.make_node("Gemm", ["f", "w", "b"], ["y"], transB=1)], "head",
+                          [helper.make_tensor_value_info("f", TensorProto.FLOAT, [1, feats.shape[1]])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+                          [numpy_helper.from_array(head.weight, "w"), numpy_helper.from_array(head.bias, "b")])
+    onnx_head = OnnxHead(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    scores = Pipeline(s, onnx_head).score_numpy_array(xs[0])[0]
+    assert np.allclose(softmax(scores), head(feats[0]), atol=1e-5)
+
+
+def test_topk():
+    assert topk(np.array([0.1, 0.7, 0.2]), 2, ["a", "b", "c"]) == [(1, "b", pytest.approx(0.7)),
+                                                                   (2, "c", pytest.approx(0.2))]
