@@ -10,6 +10,7 @@ deadline is replaced, and its request fails cleanly.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
 import threading
 import time
@@ -85,11 +86,28 @@ def _worker_main(program_path: str, backend: str, conn) -> None:
             conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"))
 
 
+#: Environment variables that size a process's BLAS / OpenMP / Numba thread pools.
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+_ENV_LOCK = threading.Lock()
+
+
 class _Worker:
-    def __init__(self, ctx, program_path: str, backend: str):
+    def __init__(self, ctx, program_path: str, backend: str, threads: int):
         self.parent, child = ctx.Pipe()
         self.proc = ctx.Process(target=_worker_main, args=(program_path, backend, child), daemon=True)
-        self.proc.start()
+        # the workers share the cores: each starts with its part of the thread pools (a spawned child reads
+        # these at start-up; the parent's pools are already sized, so setting them briefly here is harmless)
+        with _ENV_LOCK:
+            saved = {v: os.environ.get(v) for v in THREAD_VARS}
+            os.environ.update({v: str(threads) for v in THREAD_VARS})
+            try:
+                self.proc.start()
+            finally:
+                for v, old in saved.items():
+                    if old is None:
+                        os.environ.pop(v, None)
+                    else:
+                        os.environ[v] = old
         child.close()
         self.ready = False
 
@@ -165,7 +183,8 @@ class WorkerPool:
                 w.stop()
 
     def _start(self, slot: int) -> _Worker:
-        w = _Worker(self.ctx, self.program_path, self.backend)
+        w = _Worker(self.ctx, self.program_path, self.backend, threads=max(1, (os.cpu_count() or 1) //
+                                                                             len(self._threads)))
         if not w.parent.poll(self.start_timeout):
             w.stop()
             raise RuntimeError(f"worker did not load {self.program_path} within {self.start_timeout:.0f} s")
