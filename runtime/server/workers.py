@@ -206,6 +206,12 @@ class WorkerPool:
             self._fail_all(exc)
             return
         self._ready.release()
+        try:
+            self._loop(slot, worker)
+        except RuntimeError as exc:           # a replacement worker could not start
+            self._fail_all(exc)
+
+    def _loop(self, slot: int, worker: _Worker) -> None:
         while not self._stop.is_set():
             try:
                 job = self.queue.get(timeout=0.2)
@@ -227,9 +233,10 @@ class WorkerPool:
                     continue
                 status, info = worker.parent.recv()
             except (EOFError, OSError, BrokenPipeError):
+                self._retire(worker, kill=True)
                 self._finish(job, exc=WorkerCrashed("the simulator worker died while serving this request; "
-                                                    "it has been replaced"))
-                worker = self._replace(slot, worker, kill=True)
+                                                    "it is being replaced"))
+                worker = self._start(slot)
                 continue
             if status == "ok":
                 self._finish(job, result=info)
@@ -246,11 +253,14 @@ class WorkerPool:
         if self.on_done is not None:
             self.on_done(job, exc)
 
-    def _replace(self, slot: int, worker: _Worker, kill: bool = False) -> _Worker:
+    def _retire(self, worker: _Worker, kill: bool = False) -> None:
         if kill and worker.proc.is_alive():
             worker.proc.kill()
         worker.proc.join(timeout=2)
         self.restarts += 1
+
+    def _replace(self, slot: int, worker: _Worker, kill: bool = False) -> _Worker:
+        self._retire(worker, kill)
         return self._start(slot)
 
     def _fail_all(self, exc: Exception) -> None:
