@@ -161,4 +161,7 @@ localparam integer MFU_SLOT_VS_MAX = 1;
 localparam integer MFU_SLOT_V_RELU = 2;
 localparam integer MFU_SLOT_V_SIGM = 2;
 localparam integer MFU_SLOT_V_TANH = 2;
+localparam [15:0] FP16_CANONICAL_NAN = 16'h7e00;
+localparam [15:0] BF16_CANONICAL_NAN = 16'h7fc0;
+localparam [31:0] FP32_CANONICAL_NAN = 32'h7fc00000;
 `endif

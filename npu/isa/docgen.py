@@ -71,6 +71,11 @@ def verilog_header() -> str:
             lines.append(f"localparam integer {up}_{f.name.upper()}_W = {f.width};")
     for name, slot in MFU_SLOTS.items():
         lines.append(f"localparam integer MFU_SLOT_{name.upper()} = {slot};")
+    from ..numerics.mfu import CANONICAL_NAN_BITS
+
+    for fmt, bits in CANONICAL_NAN_BITS.items():
+        width = 32 if fmt == "fp32" else 16
+        lines.append(f"localparam [{width - 1}:0] {fmt.upper()}_CANONICAL_NAN = {width}'h{bits:0{width // 4}x};")
     lines.append("`endif")
     return "\n".join(lines) + "\n"
 
