@@ -152,3 +152,105 @@ def test_dynamic_spatial_size_is_refused():
     model = helper.make_model(helper.make_graph(nodes, "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(UnsupportedModelError, match="dynamic"):
         import_onnx(model)
+
+
+def _conv_block_inits(prefix, cin, cout, k):
+    return [_w(f"{prefix}.w", cout, cin, k, k)] + [
+        numpy_helper.from_array(v.astype(np.float32), f"{prefix}.{p}") for p, v in
+        (("g", 1 + 0.1 * RNG.standard_normal(cout)), ("b", 0.1 * RNG.standard_normal(cout)),
+         ("m", 0.1 * RNG.standard_normal(cout)), ("v", 1 + 0.1 * RNG.random(cout)))]
+
+
+def _compile_and_compare(model, x, path=None, tol=2e-4):
+    import onnxruntime as ort
+
+    from compiler.compile import compile_model
+    from compiler.io import run_on_simulator
+    from runtime.heads import softmax
+
+    compiled = compile_model(path or model, "tiny", "wide")
+    outs, _ = run_on_simulator(compiled.program, {model.graph.input[0].name: x}, mode="functional")
+    (name, y), = outs.items()
+    if compiled.program.metadata["postprocess"].get(name) == "softmax":
+        y = softmax(y)
+    sess = ort.InferenceSession(str(path) if path else model.SerializeToString(), providers=["CPUExecutionProvider"])
+    ref = sess.run(None, {model.graph.input[0].name: x})[0].reshape(-1)
+    assert np.abs(y.reshape(-1) - ref).max() <= tol * np.abs(ref).max()
+
+
+def test_torch_exporter_shaped_model(tmp_path):
+    """Opset 18, dynamic batch, external weights, '/layer/op' names, a Shape->Gather->Concat->Reshape flatten,
+    ReduceMean (axes as input) pooling, a residual Add and a Gemm classifier."""
+    N = "batch_size"
+    nodes = [
+        helper.make_node("Conv", ["input", "c1.w"], ["/conv1/Conv_output_0"], name="/conv1/Conv", pads=[1] * 4),
+        helper.make_node("BatchNormalization", ["/conv1/Conv_output_0", "c1.g", "c1.b", "c1.m", "c1.v"],
+                         ["/bn1/BatchNormalization_output_0"], name="/bn1/BatchNormalization"),
+        helper.make_node("Relu", ["/bn1/BatchNormalization_output_0"], ["/relu/Relu_output_0"], name="/relu/Relu"),
+        helper.make_node("Conv", ["/relu/Relu_output_0", "c2.w"], ["/layer1/conv/Conv_output_0"],
+                         name="/layer1/conv/Conv", pads=[1] * 4),
+        helper.make_node("BatchNormalization", ["/layer1/conv/Conv_output_0", "c2.g", "c2.b", "c2.m", "c2.v"],
+                         ["/layer1/bn/BatchNormalization_output_0"], name="/layer1/bn/BatchNormalization"),
+        helper.make_node("Add", ["/layer1/bn/BatchNormalization_output_0", "/relu/Relu_output_0"],
+                         ["/layer1/Add_output_0"], name="/layer1/Add"),
+        helper.make_node("Relu", ["/layer1/Add_output_0"], ["/layer1/relu/Relu_output_0"], name="/layer1/relu/Relu"),
+        helper.make_node("Constant", [], ["/Constant_output_0"], name="/Constant",
+                         value=numpy_helper.from_array(np.array([2, 3], np.int64))),
+        helper.make_node("ReduceMean", ["/layer1/relu/Relu_output_0", "/Constant_output_0"],
+                         ["/avgpool/ReduceMean_output_0"], name="/avgpool/ReduceMean", keepdims=1),
+        helper.make_node("Shape", ["/avgpool/ReduceMean_output_0"], ["/Shape_output_0"], name="/Shape"),
+        helper.make_node("Constant", [], ["/Constant_1_output_0"], name="/Constant_1",
+                         value=numpy_helper.from_array(np.array(0, np.int64))),
+        helper.make_node("Gather", ["/Shape_output_0", "/Constant_1_output_0"], ["/Gather_output_0"], name="/Gather",
+                         axis=0),
+        helper.make_node("Unsqueeze", ["/Gather_output_0", "axes0"], ["/Unsqueeze_output_0"], name="/Unsqueeze"),
+        helper.make_node("Concat", ["/Unsqueeze_output_0", "minus1"], ["/Concat_output_0"], name="/Concat", axis=0),
+        helper.make_node("Reshape", ["/avgpool/ReduceMean_output_0", "/Concat_output_0"], ["/Reshape_output_0"],
+                         name="/Reshape"),
+        helper.make_node("Gemm", ["/Reshape_output_0", "fc.weight", "fc.bias"], ["output"], name="/fc/Gemm",
+                         alpha=1.0, beta=1.0, transB=1),
+    ]
+    inits = _conv_block_inits("c1", 3, 8, 3) + _conv_block_inits("c2", 8, 8, 3) + [
+        _w("fc.weight", 5, 8), _w("fc.bias", 5), numpy_helper.from_array(np.array([0], np.int64), "axes0"),
+        numpy_helper.from_array(np.array([-1], np.int64), "minus1")]
+    x_vi = helper.make_tensor_value_info("input", TensorProto.FLOAT, [N, 3, 16, 16])
+    y_vi = helper.make_tensor_value_info("output", TensorProto.FLOAT, [N, 5])
+    model = helper.make_model(helper.make_graph(nodes, "main_graph", [x_vi], [y_vi], inits),
+                              opset_imports=[helper.make_opsetid("", 18)], producer_name="pytorch")
+    path = tmp_path / "model.onnx"
+    onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="model.onnx.data", size_threshold=256)       # small shape vectors stay inline
+    assert (tmp_path / "model.onnx.data").stat().st_size > 0
+    x = RNG.standard_normal((1, 3, 16, 16)).astype(np.float32)
+    _compile_and_compare(onnx.load(str(path)), x, path=path)
+
+
+def test_caffe2_zoo_shaped_model():
+    """Opset 7, initializers listed as graph inputs, BatchNormalization with spatial=1, Sum for the residual,
+    inference Dropout, padded MaxPool after Relu, AveragePool, MatMul + Add classifier, final Softmax."""
+    nodes = [
+        helper.make_node("Conv", ["data", "c1.w"], ["c1"], pads=[1] * 4),
+        helper.make_node("BatchNormalization", ["c1", "c1.g", "c1.b", "c1.m", "c1.v"], ["bn1"], spatial=1,
+                         epsilon=1e-5),
+        helper.make_node("Relu", ["bn1"], ["r1"]),
+        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["p1", "c2.w"], ["c2"], pads=[1] * 4),
+        helper.make_node("BatchNormalization", ["c2", "c2.g", "c2.b", "c2.m", "c2.v"], ["bn2"], spatial=1),
+        helper.make_node("Sum", ["bn2", "p1"], ["s"]),
+        helper.make_node("Relu", ["s"], ["r2"]),
+        helper.make_node("AveragePool", ["r2"], ["ap"], kernel_shape=[8, 8], strides=[1, 1]),
+        helper.make_node("Dropout", ["ap"], ["d"], ratio=0.5),
+        helper.make_node("Flatten", ["d"], ["f"], axis=1),
+        helper.make_node("MatMul", ["f", "fc.w"], ["mm"]),
+        helper.make_node("Add", ["mm", "fc.b"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["prob"], axis=1),
+    ]
+    inits = _conv_block_inits("c1", 3, 8, 3) + _conv_block_inits("c2", 8, 8, 3) + [_w("fc.w", 8, 6), _w("fc.b", 6)]
+    ins = [helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 3, 16, 16])] + \
+        [helper.make_tensor_value_info(t.name, TensorProto.FLOAT, list(t.dims)) for t in inits]
+    out = helper.make_tensor_value_info("prob", TensorProto.FLOAT, [1, 6])
+    model = helper.make_model(helper.make_graph(nodes, "caffe2_net", ins, [out], inits),
+                              opset_imports=[helper.make_opsetid("", 7)])
+    model.ir_version = 3
+    x = RNG.standard_normal((1, 3, 16, 16)).astype(np.float32)
+    _compile_and_compare(model, x)

@@ -95,7 +95,8 @@ def build_plan(graph: Graph, config: NPUConfig) -> Plan:
     n = config.native_dim
     order = list(graph.topological())
     steps = [nd for nd in order if not isinstance(nd, (Concat, Flatten))]
-    shapes = {t: _chw(s) for t, s in graph.shapes.items() if t not in graph.constants}
+    live = {t for nd in order for t in nd.inputs + nd.outputs} | set(graph.inputs) | set(graph.outputs)
+    shapes = {t: _chw(s) for t, s in graph.shapes.items() if t in live and t not in graph.constants}
     views: dict[str, tuple[str, int]] = {}
     storages: dict[str, Storage] = {}
 

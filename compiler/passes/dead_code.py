@@ -16,4 +16,6 @@ def remove_dead_nodes(graph: Graph) -> Graph:
         graph.remove(name)
     used = {t for n in graph.nodes() for t in n.inputs} | set(graph.outputs)
     graph.constants = {t: v for t, v in graph.constants.items() if t in used}
+    produced = {t for n in graph.nodes() for t in n.outputs}
+    graph.shapes = {t: s for t, s in graph.shapes.items() if t in used or t in produced or t in graph.inputs}
     return graph
