@@ -11,7 +11,7 @@ module npu_mfu_lane_fp16 (
                                   // vv_max/vs_max, v_relu; anything else passes x through
     input  wire [15:0] x,         // the chain's value
     input  wire [15:0] y,         // the second operand (vector memory or scalar register, already fp16)
-    output reg  [15:0] z
+    output wire [15:0] z
 );
     /* verilator lint_off UNUSEDPARAM */
 `include "isa_defs.vh"
@@ -48,97 +48,71 @@ module npu_mfu_lane_fp16 (
         significand = (v[14:10] == 5'd0) ? {1'b0, v[9:0]} : {1'b1, v[9:0]};
     endfunction
 
-    // ---- rounding: sign * mag * 2^lsb_exp -> fp16, RNE, overflow to infinity ---------------------
-    // mag is PROD_W bits wide (sums are widened); lsb_exp is -24 for sums and -48 for products.
-    function automatic [15:0] round_fp16(input sgn, input [PROD_W-1:0] mag, input integer lsb_exp);
-        integer p, i, s, e;
-        /* verilator lint_off UNUSEDSIGNAL */
-        reg [PROD_W-1:0] kept;            // only its low 12 bits matter after the shift
-        /* verilator lint_on UNUSEDSIGNAL */
-        reg guard, sticky;
-        reg [11:0] r;
-        begin
-            p = -1;
-            for (i = 0; i < PROD_W; i = i + 1)
-                if (mag[i]) p = i;
-            if (p < 0) begin
-                round_fp16 = {sgn, 15'd0};
-            end else begin
-                // position (in mag) of the result's LSB: 11 significant bits, but never below 2^-24
-                s = p - 10;
-                if (s < -24 - lsb_exp) s = -24 - lsb_exp;
-                if (s > 0) begin
-                    kept = mag >> s;
-                    guard = mag[s - 1];
-                    sticky = 1'b0;
-                    for (i = 0; i < PROD_W; i = i + 1)
-                        if (i < s - 1 && mag[i]) sticky = 1'b1;
-                end else begin
-                    kept = mag << (-s);
-                    guard = 1'b0;
-                    sticky = 1'b0;
-                end
-                r = kept[11:0] + {11'd0, guard & (sticky | kept[0])};
-                if (r[11]) begin            // rounding carried into a 12th bit
-                    r = r >> 1;
-                    s = s + 1;
-                end
-                if (!r[10]) begin
-                    round_fp16 = {sgn, 5'd0, r[9:0]};                 // subnormal (or exactly 2^-14 * x)
-                end else begin
-                    e = s + lsb_exp + 10 + 15;                         // biased exponent of the leading bit
-                    if (e >= 31) round_fp16 = {sgn, 5'h1f, 10'd0};     // overflow -> infinity
-                    else round_fp16 = {sgn, e[4:0], r[9:0]};
-                end
-            end
-        end
-    endfunction
+    // ---- exact add / multiply: (special result?, sign, magnitude, power of two of its LSB) ---------
+    // The one rounding to fp16 is npu_round_float below; special cases bypass it.
+    reg              special;
+    reg [15:0]       special_z;
+    reg              sgn;
+    reg [PROD_W-1:0] mag;
+    reg signed [15:0] lsb;
+    wire [15:0]      rounded;
 
-    // ---- operations ---------------------------------------------------------------------------
-    function automatic [15:0] add_fp16(input [15:0] a, input [15:0] b);
-        reg [SUM_W-1:0] ma, mb, mag;
-        reg sgn;
+    npu_round_float #(.MAG_W(PROD_W), .EXP_W(5), .MAN_W(10)) round (
+        .sgn(sgn), .mag(mag), .lsb_exp(lsb), .result(rounded));
+
+    task automatic exact_add(input [15:0] a, input [15:0] b);
+        reg [SUM_W-1:0] ma, mb;
         begin
-            if (is_nan(a[14:0]) || is_nan(b[14:0])) add_fp16 = FP16_CANONICAL_NAN;
-            else if (is_inf(a[14:0]) && is_inf(b[14:0])) add_fp16 = (a[15] == b[15]) ? a : FP16_CANONICAL_NAN;
-            else if (is_inf(a[14:0])) add_fp16 = a;
-            else if (is_inf(b[14:0])) add_fp16 = b;
-            else if (is_zero(a[14:0]) && is_zero(b[14:0])) add_fp16 = {a[15] & b[15], 15'd0};   // -0 only for -0 + -0
+            special = 1'b1;
+            sgn = 1'b0;
+            mag = {PROD_W{1'b0}};
+            lsb = -16'sd24;
+            if (is_nan(a[14:0]) || is_nan(b[14:0])) special_z = FP16_CANONICAL_NAN;
+            else if (is_inf(a[14:0]) && is_inf(b[14:0])) special_z = (a[15] == b[15]) ? a : FP16_CANONICAL_NAN;
+            else if (is_inf(a[14:0])) special_z = a;
+            else if (is_inf(b[14:0])) special_z = b;
+            else if (is_zero(a[14:0]) && is_zero(b[14:0])) special_z = {a[15] & b[15], 15'd0};   // -0 only for -0 + -0
             else begin
+                special = 1'b0;
+                special_z = 16'd0;
                 ma = {1'b0, fixed_mag(a[14:0])};
                 mb = {1'b0, fixed_mag(b[14:0])};
                 if (a[15] == b[15]) begin
-                    mag = ma + mb;
+                    mag = {{(PROD_W-SUM_W){1'b0}}, ma + mb};
                     sgn = a[15];
                 end else if (ma >= mb) begin
-                    mag = ma - mb;
+                    mag = {{(PROD_W-SUM_W){1'b0}}, ma - mb};
                     sgn = (ma == mb) ? 1'b0 : a[15];                  // exact cancellation is +0
                 end else begin
-                    mag = mb - ma;
+                    mag = {{(PROD_W-SUM_W){1'b0}}, mb - ma};
                     sgn = b[15];
                 end
-                add_fp16 = round_fp16(sgn, {{(PROD_W-SUM_W){1'b0}}, mag}, -24);
             end
         end
-    endfunction
+    endtask
 
-    function automatic [15:0] mul_fp16(input [15:0] a, input [15:0] b);
-        reg sgn;
-        reg [21:0] sig;
+    task automatic exact_mul(input [15:0] a, input [15:0] b);
         integer sh;
+        reg [21:0] prod;
         begin
+            special = 1'b1;
             sgn = a[15] ^ b[15];
-            if (is_nan(a[14:0]) || is_nan(b[14:0])) mul_fp16 = FP16_CANONICAL_NAN;
-            else if ((is_inf(a[14:0]) && is_zero(b[14:0])) || (is_zero(a[14:0]) && is_inf(b[14:0]))) mul_fp16 = FP16_CANONICAL_NAN;
-            else if (is_inf(a[14:0]) || is_inf(b[14:0])) mul_fp16 = {sgn, 5'h1f, 10'd0};
+            mag = {PROD_W{1'b0}};
+            lsb = -16'sd48;
+            if (is_nan(a[14:0]) || is_nan(b[14:0])) special_z = FP16_CANONICAL_NAN;
+            else if ((is_inf(a[14:0]) && is_zero(b[14:0])) || (is_zero(a[14:0]) && is_inf(b[14:0])))
+                special_z = FP16_CANONICAL_NAN;
+            else if (is_inf(a[14:0]) || is_inf(b[14:0])) special_z = {sgn, 5'h1f, 10'd0};
             else begin
-                // a = sig_a * 2^(ea - 25) with ea = max(exp, 1); the product's LSB is 2^-48
-                sig = significand(a[14:0]) * significand(b[14:0]);
+                // a = sig_a * 2^(ea - 24) in units of 2^-24, ea = max(exp, 1) - 1; the product's LSB is 2^-48
+                special = 1'b0;
+                special_z = 16'd0;
                 sh = ((a[14:10] == 5'd0) ? 0 : {27'd0, a[14:10]} - 1) + ((b[14:10] == 5'd0) ? 0 : {27'd0, b[14:10]} - 1);
-                mul_fp16 = round_fp16(sgn, {{(PROD_W-22){1'b0}}, sig} << sh, -48);
+                prod = {11'd0, significand(a[14:0])} * {11'd0, significand(b[14:0])};
+                mag = {{(PROD_W-22){1'b0}}, prod} << sh;
             end
         end
-    endfunction
+    endtask
 
     // y > x as real numbers (neither is NaN); +0 and -0 are equal
     function automatic greater(input [15:0] a, input [15:0] b);
@@ -151,15 +125,23 @@ module npu_mfu_lane_fp16 (
     endfunction
 
     always @* begin
+        special = 1'b1;
+        special_z = 16'd0;
+        sgn = 1'b0;
+        mag = {PROD_W{1'b0}};
+        lsb = -16'sd24;
         case (op)
-            OP_VV_ADD, OP_VS_ADD: z = add_fp16(x, y);
-            OP_VV_A_SUB_B:        z = add_fp16(x, {~y[15], y[14:0]});
-            OP_VV_B_SUB_A:        z = add_fp16(y, {~x[15], x[14:0]});
-            OP_VV_MUL, OP_VS_MUL: z = mul_fp16(x, y);
-            OP_VV_MAX, OP_VS_MAX: z = (is_nan(x[14:0]) || is_nan(y[14:0])) ? FP16_CANONICAL_NAN : (greater(y, x) ? y : x);
-            OP_V_RELU:            z = is_nan(x[14:0]) ? FP16_CANONICAL_NAN :
-                                      (greater(x, 16'h0000) ? x : 16'h0000);
-            default:              z = is_nan(x[14:0]) ? FP16_CANONICAL_NAN : x;
+            OP_VV_ADD, OP_VS_ADD: exact_add(x, y);
+            OP_VV_A_SUB_B:        exact_add(x, {~y[15], y[14:0]});
+            OP_VV_B_SUB_A:        exact_add(y, {~x[15], x[14:0]});
+            OP_VV_MUL, OP_VS_MUL: exact_mul(x, y);
+            OP_VV_MAX, OP_VS_MAX: special_z = (is_nan(x[14:0]) || is_nan(y[14:0])) ? FP16_CANONICAL_NAN :
+                                              (greater(y, x) ? y : x);
+            OP_V_RELU:            special_z = is_nan(x[14:0]) ? FP16_CANONICAL_NAN :
+                                              (greater(x, 16'h0000) ? x : 16'h0000);
+            default:              special_z = is_nan(x[14:0]) ? FP16_CANONICAL_NAN : x;
         endcase
     end
+
+    assign z = special ? special_z : rounded;
 endmodule
