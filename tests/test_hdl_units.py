@@ -26,6 +26,13 @@ CASES = {
     "block_dot_msfp12": ("npu_bfp_block_dot", [ROUND, RTL / "npu_bfp_block_dot.v"], "tb_block_dot",
                          {"B": 16, "M_BITS": 3, "F_BITS": 2, "SCALE_BITS": 8, "SCALE_BIAS": 127},
                          {"NPU_BLOCK_FORMAT": "msfp12", "NPU_BLOCK": "16"}),
+    "quantize_ms-fp9": ("npu_bfp_quantize", [RTL / "npu_bfp_quantize.v"], "tb_quantize",
+                        {"B": 32, "M_BITS": 3, "F_BITS": 2}, {"NPU_BLOCK_FORMAT": "ms-fp9", "NPU_BLOCK": "32"}),
+    "quantize_ms-fp8": ("npu_bfp_quantize", [RTL / "npu_bfp_quantize.v"], "tb_quantize",
+                        {"B": 32, "M_BITS": 2, "F_BITS": 1}, {"NPU_BLOCK_FORMAT": "ms-fp8", "NPU_BLOCK": "32"}),
+    "quantize_msfp12": ("npu_bfp_quantize", [RTL / "npu_bfp_quantize.v"], "tb_quantize",
+                        {"B": 16, "M_BITS": 3, "F_BITS": 2, "SCALE_BITS": 8, "SCALE_BIAS": 127},
+                        {"NPU_BLOCK_FORMAT": "msfp12", "NPU_BLOCK": "16"}),
 }
 
 
