@@ -33,6 +33,11 @@ CASES = {
     "quantize_msfp12": ("npu_bfp_quantize", [RTL / "npu_bfp_quantize.v"], "tb_quantize",
                         {"B": 16, "M_BITS": 3, "F_BITS": 2, "SCALE_BITS": 8, "SCALE_BIAS": 127},
                         {"NPU_BLOCK_FORMAT": "msfp12", "NPU_BLOCK": "16"}),
+    "mvu_dot_ms-fp9": ("npu_mvu_dot", [ROUND] + [RTL / f for f in ("npu_bfp_quantize.v", "npu_bfp_block_dot.v",
+                                                                 "npu_fp32_add.v", "npu_fp32_to_fp16.v",
+                                                                 "npu_mvu_dot.v")],
+                       "tb_mvu_dot", {"B": 32, "M_BITS": 3, "F_BITS": 2},
+                       {"NPU_BLOCK_FORMAT": "ms-fp9", "NPU_BLOCK": "32"}),
 }
 
 
