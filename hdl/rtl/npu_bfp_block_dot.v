@@ -18,6 +18,9 @@ module npu_bfp_block_dot #(
     input  wire [SCALE_BITS-1:0]   x_scale,
     output wire [31:0]             p          // binary32
 );
+    /* verilator lint_off UNUSEDPARAM */
+`include "isa_defs.vh"
+    /* verilator lint_on UNUSEDPARAM */
     localparam integer E_BITS = M_BITS + 1;
     localparam integer SUM_BITS = 2 * M_BITS + $clog2(B) + 1;
     localparam [SCALE_BITS-1:0] SCALE_NAN = {SCALE_BITS{1'b1}};
@@ -47,5 +50,5 @@ module npu_bfp_block_dot #(
         .sgn(neg), .mag({{(MAG_W - SUM_BITS - 1){1'b0}}, mag}), .lsb_exp(lsb), .result(rounded));
 
     // an exact zero sum is +0 (neg is clear for it)
-    assign p = (w_scale == SCALE_NAN || x_scale == SCALE_NAN) ? 32'h7fc00000 : rounded;
+    assign p = (w_scale == SCALE_NAN || x_scale == SCALE_NAN) ? FP32_CANONICAL_NAN : rounded;
 endmodule

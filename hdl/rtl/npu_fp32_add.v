@@ -7,7 +7,9 @@ module npu_fp32_add (
     input  wire [31:0] b,
     output wire [31:0] z
 );
-    localparam [31:0] NAN = 32'h7fc00000;
+    /* verilator lint_off UNUSEDPARAM */
+`include "isa_defs.vh"
+    /* verilator lint_on UNUSEDPARAM */
 
     wire a_nan = (a[30:23] == 8'hff) && (a[22:0] != 0);
     wire b_nan = (b[30:23] == 8'hff) && (b[22:0] != 0);
@@ -26,15 +28,15 @@ module npu_fp32_add (
 
     wire [51:0] aligned = {28'd0, sig_big} << ((d > 8'd26) ? 8'd0 : d);
     wire [51:0] exact = (greater_op[31] == lesser[31]) ? aligned + {28'd0, sig_small} : aligned - {28'd0, sig_small};
-    wire        far = d > 8'd26;
-    wire [51:0] mag = far ? {28'd0, sig_big} : exact;
-    wire signed [15:0] lsb = far ? $signed({8'd0, e_big}) - 16'sd150 : $signed({8'd0, e_small}) - 16'sd150;
-    wire        sgn = (exact == 0 && !far) ? (a[31] & b[31]) : greater_op[31];
+    wire        far_apart = d > 8'd26;
+    wire [51:0] mag = far_apart ? {28'd0, sig_big} : exact;
+    wire signed [15:0] lsb = far_apart ? $signed({8'd0, e_big}) - 16'sd150 : $signed({8'd0, e_small}) - 16'sd150;
+    wire        sgn = (exact == 0 && !far_apart) ? (a[31] & b[31]) : greater_op[31];
     wire [31:0] rounded;
 
     npu_round_float #(.MAG_W(52), .EXP_W(8), .MAN_W(23)) round (
         .sgn(sgn), .mag(mag), .lsb_exp(lsb), .result(rounded));
 
-    assign z = (a_nan || b_nan || (a_inf && b_inf && a[31] != b[31])) ? NAN :
+    assign z = (a_nan || b_nan || (a_inf && b_inf && a[31] != b[31])) ? FP32_CANONICAL_NAN :
                a_inf ? a : b_inf ? b : rounded;
 endmodule
