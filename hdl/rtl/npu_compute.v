@@ -25,6 +25,13 @@ module npu_compute #(
     output reg                       busy,
     output reg                       error,        // an instruction this block cannot execute
     output reg  [31:0]               cycles,
+    // dependency tokens (docs/isa.md): the counters live outside; these are one-cycle pulses
+    input  wire                      l2c_ready,    // an l2c token is waiting
+    input  wire                      s2c_ready,    // an s2c token is waiting
+    output reg                       pop_l2c,
+    output reg                       pop_s2c,
+    output reg                       push_c2l,
+    output reg                       push_c2s,
     // back doors
     input  wire                      imem_we,
     input  wire [$clog2(IMEM_DEPTH)-1:0] imem_addr,
@@ -33,6 +40,8 @@ module npu_compute #(
     input  wire [$clog2(VRF_DEPTH)-1:0] vrf_addr,
     input  wire [16*N-1:0]           vrf_wdata,
     output wire [16*N-1:0]           vrf_rdata,
+    input  wire [$clog2(VRF_DEPTH)-1:0] vrf_raddr2,   // second read port (the store DMA)
+    output wire [16*N-1:0]           vrf_rdata2,
     input  wire                      mrf_we,
     input  wire [$clog2(MRF_TILES)-1:0] mrf_addr,
     input  wire [TILE_BITS-1:0]      mrf_wdata
@@ -53,6 +62,7 @@ module npu_compute #(
     reg [31:0]         sregs [0:15];
 
     assign vrf_rdata = vrf[vrf_addr];
+    assign vrf_rdata2 = vrf[vrf_raddr2];
 
     // ---- field access -----------------------------------------------------------------------------
     wire [PA-1:0] pc_now;
@@ -75,6 +85,7 @@ module npu_compute #(
     reg signed [31:0] op_sn0 [0:MAX_OPS-1], op_sn1 [0:MAX_OPS-1], op_sr [0:MAX_OPS-1];
     reg [3:0]  op_sreg [0:MAX_OPS-1];
     reg [3:0]  nops;
+    reg [1:0]  end_signals;                    // the chain's end_chain tokens: {c2s, c2l}
 
     // ---- loop state ---------------------------------------------------------------------------------
     reg [11:0] i0, i1, rr, j0, j1, cc;
@@ -162,6 +173,10 @@ module npu_compute #(
         end
     end
 
+    function automatic is_compute(input [5:0] opcode);
+        is_compute = !(opcode == OP_V_LOAD || opcode == OP_V_STORE || opcode == OP_M_LOAD || opcode == OP_HALT);
+    endfunction
+
     wire last_j = (cc == cc_n - 1) && (j1 == k1 - 1) && (j0 == k0 - 1);
 
     // ---- control ---------------------------------------------------------------------------------------
@@ -169,7 +184,11 @@ module npu_compute #(
     always @(posedge clk) begin
         if (imem_we) imem[imem_addr] <= imem_wdata;
         if (mrf_we) mrf[mrf_addr] <= mrf_wdata;
-        if (vrf_we && !busy) vrf[vrf_addr] <= vrf_wdata;
+        if (vrf_we) vrf[vrf_addr] <= vrf_wdata;            // back door, or the load DMA
+        pop_l2c <= 1'b0;
+        pop_s2c <= 1'b0;
+        push_c2l <= 1'b0;
+        push_c2s <= 1'b0;
         if (rst) begin
             state <= S_IDLE;
             busy <= 1'b0;
@@ -186,8 +205,19 @@ module npu_compute #(
                     cycles <= 32'd0;
                     state <= S_FETCH;
                 end
-                S_FETCH: begin
+                S_FETCH: if (is_compute(ins[5:0]) && ((ins[ISA_DEP_WAIT_PREV] && !l2c_ready) ||
+                                                       (ins[ISA_DEP_WAIT_NEXT] && !s2c_ready))) begin
+                    // wait for the tokens this instruction needs
+                end else begin
                     pc <= pc + 1'b1;
+                    if (is_compute(ins[5:0])) begin
+                        pop_l2c <= ins[ISA_DEP_WAIT_PREV];
+                        pop_s2c <= ins[ISA_DEP_WAIT_NEXT];
+                        if (ins[5:0] != OP_CHAIN) begin               // a chain signals from its end_chain
+                            push_c2l <= ins[ISA_DEP_SIGNAL_PREV];
+                            push_c2s <= ins[ISA_DEP_SIGNAL_NEXT];
+                        end
+                    end
                     case (ins[5:0])
                         OP_HALT: state <= S_DONE;
                         OP_S_WR: sregs[ins[S_WR_SREG_LSB +: S_WR_SREG_W]] <= ins[S_WR_VALUE_LSB +: S_WR_VALUE_W];
@@ -225,6 +255,7 @@ module npu_compute #(
                             wr_hi <= ins[V_WR_HI_LSB +: 12];
                         end
                         OP_END_CHAIN: begin
+                            end_signals <= {ins[ISA_DEP_SIGNAL_NEXT], ins[ISA_DEP_SIGNAL_PREV]};
                             i0 <= 0; i1 <= 0; rr <= 0; j0 <= 0; j1 <= 0; cc <= 0; jflat <= 0;
                             first_step <= 1'b1;
                             state <= S_READ;
@@ -298,6 +329,8 @@ module npu_compute #(
                             if (i0 != n0 - 1) i0 <= i0 + 1;
                             else begin
                                 i0 <= 0;
+                                push_c2l <= end_signals[0];
+                                push_c2s <= end_signals[1];
                                 state <= S_FETCH;
                             end
                         end

@@ -1,0 +1,133 @@
+// The NPU core: the load, compute and store streams of one program, ordered only by the four
+// dependency-token queues (docs/isa.md), with an AXI4 master to external memory (DRAM).  The program
+// is written into the streams' instruction memories through the back door; `start` runs it and `done`
+// rises when every stream has reached halt.
+module npu_core #(
+    parameter integer N = 32,
+    parameter integer VRF_DEPTH = 4096,
+    parameter integer MRF_TILES = 256,
+    parameter integer IMEM_DEPTH = 4096,
+    parameter integer M_BITS = 3,
+    parameter integer F_BITS = 2,
+    parameter integer SCALE_BITS = 5,
+    parameter integer SCALE_BIAS = 15
+) (
+    input  wire                 clk,
+    input  wire                 rst,
+    input  wire                 start,
+    output wire                 done,
+    output wire                 error,
+    output reg  [31:0]          cycles,
+    input  wire                 imem_we,
+    input  wire [$clog2(IMEM_DEPTH)-1:0] imem_addr,
+    input  wire [127:0]         imem_wdata,
+    // AXI4 master (one ID: every burst is issued in order)
+    output wire [0:0]           m_axi_arid,
+    output wire [0:0]           m_axi_awid,
+    /* verilator lint_off UNUSEDSIGNAL */
+    input  wire [0:0]           m_axi_rid,
+    input  wire [0:0]           m_axi_bid,
+    /* verilator lint_on UNUSEDSIGNAL */
+    output wire [31:0]          m_axi_araddr,
+    output wire [7:0]           m_axi_arlen,
+    output wire [2:0]           m_axi_arsize,
+    output wire [1:0]           m_axi_arburst,
+    output wire                 m_axi_arvalid,
+    input  wire                 m_axi_arready,
+    input  wire [127:0]         m_axi_rdata,
+    input  wire [1:0]           m_axi_rresp,
+    input  wire                 m_axi_rlast,
+    input  wire                 m_axi_rvalid,
+    output wire                 m_axi_rready,
+    output wire [31:0]          m_axi_awaddr,
+    output wire [7:0]           m_axi_awlen,
+    output wire [2:0]           m_axi_awsize,
+    output wire [1:0]           m_axi_awburst,
+    output wire                 m_axi_awvalid,
+    input  wire                 m_axi_awready,
+    output wire [127:0]         m_axi_wdata,
+    output wire [15:0]          m_axi_wstrb,
+    output wire                 m_axi_wlast,
+    output wire                 m_axi_wvalid,
+    input  wire                 m_axi_wready,
+    input  wire [1:0]           m_axi_bresp,
+    input  wire                 m_axi_bvalid,
+    output wire                 m_axi_bready
+);
+    localparam integer TILE_BITS = 8 * (N + N * N * (M_BITS + 1) / 8);
+
+    // ---- token queues: counts of pushed-but-not-popped tokens --------------------------------------
+    reg [7:0] l2c, c2l, c2s, s2c;
+    wire push_l2c, pop_l2c, push_c2l, pop_c2l, push_c2s, pop_c2s, push_s2c, pop_s2c;
+    always @(posedge clk) begin
+        if (rst) begin
+            l2c <= 0; c2l <= 0; c2s <= 0; s2c <= 0;
+        end else begin
+            l2c <= l2c + {7'd0, push_l2c} - {7'd0, pop_l2c};
+            c2l <= c2l + {7'd0, push_c2l} - {7'd0, pop_c2l};
+            c2s <= c2s + {7'd0, push_c2s} - {7'd0, pop_c2s};
+            s2c <= s2c + {7'd0, push_s2c} - {7'd0, pop_s2c};
+        end
+    end
+
+    // ---- streams -----------------------------------------------------------------------------------
+    wire busy, c_error, l_error, s_error, l_halted, s_halted;
+    /* verilator lint_off UNUSEDSIGNAL */
+    wire [31:0] c_cycles;                      // the compute stream's own count (the core counts the whole run)
+    /* verilator lint_on UNUSEDSIGNAL */
+    wire vrf_we, mrf_we;
+    wire [$clog2(VRF_DEPTH)-1:0] vrf_waddr, vrf_raddr2;
+    wire [16*N-1:0] vrf_wdata, vrf_rdata2;
+    wire [$clog2(MRF_TILES)-1:0] mrf_waddr;
+    wire [TILE_BITS-1:0] mrf_wdata;
+    reg running;
+    /* verilator lint_off UNUSEDSIGNAL */
+    wire [16*N-1:0] vrf_rdata_unused;
+    /* verilator lint_on UNUSEDSIGNAL */
+
+    npu_compute #(.N(N), .VRF_DEPTH(VRF_DEPTH), .MRF_TILES(MRF_TILES), .IMEM_DEPTH(IMEM_DEPTH), .M_BITS(M_BITS),
+                  .F_BITS(F_BITS), .SCALE_BITS(SCALE_BITS), .SCALE_BIAS(SCALE_BIAS)) compute (
+        .clk(clk), .rst(rst), .start(start), .busy(busy), .error(c_error), .cycles(c_cycles),
+        .l2c_ready(l2c != 0), .s2c_ready(s2c != 0), .pop_l2c(pop_l2c), .pop_s2c(pop_s2c),
+        .push_c2l(push_c2l), .push_c2s(push_c2s),
+        .imem_we(imem_we), .imem_addr(imem_addr), .imem_wdata(imem_wdata),
+        .vrf_we(vrf_we), .vrf_addr(vrf_waddr), .vrf_wdata(vrf_wdata), .vrf_rdata(vrf_rdata_unused),
+        .vrf_raddr2(vrf_raddr2), .vrf_rdata2(vrf_rdata2),
+        .mrf_we(mrf_we), .mrf_addr(mrf_waddr), .mrf_wdata(mrf_wdata));
+
+    npu_dma_load #(.N(N), .VRF_DEPTH(VRF_DEPTH), .MRF_TILES(MRF_TILES), .IMEM_DEPTH(IMEM_DEPTH),
+                   .TILE_BITS(TILE_BITS)) load (
+        .clk(clk), .rst(rst), .start(start), .imem_we(imem_we), .imem_waddr(imem_addr), .imem_wdata(imem_wdata),
+        .halted(l_halted), .error(l_error), .c2l_ready(c2l != 0), .pop_c2l(pop_c2l), .push_l2c(push_l2c),
+        .vrf_we(vrf_we), .vrf_addr(vrf_waddr), .vrf_wdata(vrf_wdata),
+        .mrf_we(mrf_we), .mrf_addr(mrf_waddr), .mrf_wdata(mrf_wdata),
+        .m_axi_araddr(m_axi_araddr), .m_axi_arlen(m_axi_arlen), .m_axi_arsize(m_axi_arsize),
+        .m_axi_arburst(m_axi_arburst), .m_axi_arvalid(m_axi_arvalid), .m_axi_arready(m_axi_arready),
+        .m_axi_rdata(m_axi_rdata), .m_axi_rresp(m_axi_rresp), .m_axi_rlast(m_axi_rlast),
+        .m_axi_rvalid(m_axi_rvalid), .m_axi_rready(m_axi_rready));
+
+    npu_dma_store #(.N(N), .VRF_DEPTH(VRF_DEPTH), .IMEM_DEPTH(IMEM_DEPTH)) store (
+        .clk(clk), .rst(rst), .start(start), .imem_we(imem_we), .imem_waddr(imem_addr), .imem_wdata(imem_wdata),
+        .halted(s_halted), .error(s_error), .c2s_ready(c2s != 0), .pop_c2s(pop_c2s), .push_s2c(push_s2c),
+        .vrf_raddr(vrf_raddr2), .vrf_rdata(vrf_rdata2),
+        .m_axi_awaddr(m_axi_awaddr), .m_axi_awlen(m_axi_awlen), .m_axi_awsize(m_axi_awsize),
+        .m_axi_awburst(m_axi_awburst), .m_axi_awvalid(m_axi_awvalid), .m_axi_awready(m_axi_awready),
+        .m_axi_wdata(m_axi_wdata), .m_axi_wstrb(m_axi_wstrb), .m_axi_wlast(m_axi_wlast),
+        .m_axi_wvalid(m_axi_wvalid), .m_axi_wready(m_axi_wready), .m_axi_bresp(m_axi_bresp),
+        .m_axi_bvalid(m_axi_bvalid), .m_axi_bready(m_axi_bready));
+
+    assign m_axi_arid = 1'b0;
+    assign m_axi_awid = 1'b0;
+    assign done = running && !busy && l_halted && s_halted;
+    assign error = c_error | l_error | s_error;
+
+    always @(posedge clk) begin
+        if (rst) begin
+            running <= 1'b0;
+            cycles <= 32'd0;
+        end else if (start) begin
+            running <= 1'b1;
+            cycles <= 32'd0;
+        end else if (running && !done) cycles <= cycles + 32'd1;
+    end
+endmodule

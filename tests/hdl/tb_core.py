@@ -1,0 +1,87 @@
+"""cocotb testbench: whole programs on the RTL core with DRAM as cocotbext-axi's AXI RAM, against the simulator.
+
+Programs: the simulator tests' kernels (with their loads and stores) and the
+compiler's output for the small ResNet and the small VGG on 32x32 inputs
+(tiny preset, ms-fp9).  The DRAM image (program data, inputs) goes into the
+AXI RAM; after the run, every byte the simulator's run leaves in DRAM must be
+the same in the AXI RAM, and the cycle count is reported next to the
+simulator's estimate.
+"""
+import os
+import sys
+from pathlib import Path
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.triggers import RisingEdge
+from cocotbext.axi import AxiBus, AxiRam
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import sim_programs as sp  # noqa: E402
+
+from npu.sim import simulate  # noqa: E402
+
+
+def programs():
+    """(name, words, dram image, config) of each program to co-simulate."""
+    cfg = sp.config("tiny", weight="ms-fp9", act="ms-fp9", mfu_format="fp16")
+    rng = np.random.default_rng(21)
+    for name, k in (("gemv", sp.gemv(cfg, rng, batch=3, rows=2, k0=2, c=2)),
+                    ("conv3x3", sp.conv2d(cfg, rng, h=4, w=5, cin_v=2, cout_v=2, ksize=3)),
+                    ("maxpool", sp.pool(cfg, rng, h=6, w=6, c_v=2, ksize=3, stride=2, pad=1))):
+        yield name, k.words, bytes(k.dram), k.config
+    which = os.environ.get("NPU_CORE_MODELS", "resnet_small,vgg_small")
+    if which:
+        from compiler.compile import compile_model
+        from compiler.io import dram_image_with_inputs
+        from compiler.models import nets
+
+        for model in which.split(","):
+            compiled = compile_model(nets.MODELS[model](), "tiny", "ms-fp9")
+            x = np.random.default_rng(5).standard_normal((1, 3, 32, 32)).astype(np.float32)
+            yield model, compiled.program.words, bytes(dram_image_with_inputs(compiled.program, {"data": x})), \
+                compiled.config
+
+
+@cocotb.test()
+async def programs_match_the_simulator(dut):
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    failures, report = [], []
+    for name, words, image, cfg in programs():
+        dut.rst.value = 1
+        dut.start.value = 0
+        dut.imem_we.value = 0
+        ram = AxiRam(AxiBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst, size=1 << 24)
+        for _ in range(2):
+            await RisingEdge(dut.clk)
+        dut.rst.value = 0
+        ram.write(0, image)
+        dut.imem_we.value = 1
+        for i in range(len(words) // 16):
+            dut.imem_addr.value = i
+            dut.imem_wdata.value = int.from_bytes(words[16 * i:16 * (i + 1)], "little")
+            await RisingEdge(dut.clk)
+        dut.imem_we.value = 0
+        dut.start.value = 1
+        await RisingEdge(dut.clk)
+        dut.start.value = 0
+        for _ in range(3_000_000):
+            await RisingEdge(dut.clk)
+            if int(dut.done.value) or int(dut.error.value):
+                break
+        sim = simulate(words, cfg, dram=image, mode="full")
+        if int(dut.error.value) or not int(dut.done.value):
+            failures.append(f"{name}: the core {'flagged an error' if int(dut.error.value) else 'did not finish'}")
+            continue
+        size = int(sim.machine.dram.data.size)          # every byte the simulator's DRAM holds
+        want = sim.dram(0, size)
+        got = ram.read(0, size)
+        if got != want:
+            diff = np.flatnonzero(np.frombuffer(got, np.uint8) != np.frombuffer(want, np.uint8))
+            failures.append(f"{name}: {len(diff)} DRAM bytes differ, first at {int(diff[0]):#x}")
+        rtl_cycles, sim_cycles = int(dut.cycles.value), sim.stats.total_cycles
+        report.append(f"{name}: RTL {rtl_cycles} cycles, simulator {sim_cycles} ({rtl_cycles / sim_cycles:.2f}x)")
+        dut._log.info(report[-1])
+    Path(os.environ.get("NPU_CORE_REPORT", "core_cycles.txt")).write_text("\n".join(report) + "\n")
+    assert not failures, "; ".join(failures)
