@@ -64,8 +64,37 @@ class SimBackend:
         return outs, RunStats(st.total_cycles, st.latency_us, st.mac_utilisation, warm)
 
 
+class RtlBackend:
+    """The Verilog core under Verilator (hdl/), with DRAM as an AXI RAM model: slow, bit-exact with the simulator.
+
+    The first run on a machine configuration compiles the core (several
+    minutes); later runs reuse it.  Each run starts from a fresh machine, so
+    the weights are loaded every time.
+    """
+
+    name = "rtl"
+
+    def __init__(self, program):
+        from hdl.core import core_parameters
+
+        core_parameters(program.config)        # refuse unsupported machines before any run
+        self.program = program
+        self.macs = sum(int(layer.get("macs", 0)) for layer in program.metadata.get("layers", []))
+
+    def run(self, feeds):
+        """Run one inference on the RTL core."""
+        from compiler.io import dram_image_with_inputs, unpack_output
+        from hdl.core import run_program
+
+        cfg = self.program.config
+        result = run_program(self.program.words, bytes(dram_image_with_inputs(self.program, feeds)), cfg)
+        outs = {d.name: unpack_output(d, result.dram[d.daddr:d.daddr + d.nbytes]) for d in self.program.outputs}
+        util = self.macs / (result.cycles * cfg.macs) if result.cycles else 0.0
+        return outs, RunStats(result.cycles, result.cycles / cfg.clock_mhz, util, False)
+
+
 #: Backend name -> factory(program).
-BACKENDS: dict[str, Callable] = {"sim": SimBackend}
+BACKENDS: dict[str, Callable] = {"sim": SimBackend, "rtl": RtlBackend}
 
 
 def make_backend(name: str, program) -> Backend:

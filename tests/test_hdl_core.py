@@ -2,18 +2,21 @@
 
 External memory is cocotbext-axi's AXI RAM; every DRAM byte must equal the
 simulator's after the run.  The RTL's cycle count per program is written to
-build/hdl/core_cycles.txt next to the simulator's estimate.
+build/hdl/core_cycles.txt next to the simulator's estimate.  The runtime's
+``rtl`` backend scores through the same core.
 """
 import sys
 from pathlib import Path
 
-from hdl.toolchain import GENERATED, RTL, activate, lint
+import numpy as np
+import pytest
+
+from hdl.core import SOURCES, UnsupportedConfig, build_dir, core_parameters, runner_for
+from hdl.toolchain import lint
+from npu.config import PRESETS
 
 HERE = Path(__file__).resolve().parent
-BUILD = HERE.parent / "build" / "hdl"
-SOURCES = [RTL / f for f in ("npu_round_float.v", "npu_bfp_quantize.v", "npu_bfp_block_dot.v", "npu_fp32_add.v",
-                             "npu_fp32_to_fp16.v", "npu_fp16_to_fp32.v", "npu_mfu_lane_fp16.v", "npu_compute.v",
-                             "npu_dma_load.v", "npu_dma_store.v", "npu_core.v")]
+TINY = PRESETS["tiny"].replace(weight_format="ms-fp9", activation_format="ms-fp9", mfu_format="fp16")
 
 
 def test_core_lints_clean():
@@ -22,17 +25,34 @@ def test_core_lints_clean():
 
 
 def test_core_runs_programs_bit_exactly(tmp_path):
-    activate()
-    from cocotb_tools.runner import get_results, get_runner
+    from cocotb_tools.runner import get_results
 
     if str(HERE / "hdl") not in sys.path:
         sys.path.insert(0, str(HERE / "hdl"))
-    runner = get_runner("verilator")
-    build = BUILD / "core"
-    runner.build(sources=SOURCES, hdl_toplevel="npu_core", includes=[GENERATED], build_dir=build, always=False,
-                 build_args=["--output-split", "0", "--output-split-cfuncs", "0"])
-    report = BUILD / "core_cycles.txt"
-    results = runner.test(hdl_toplevel="npu_core", test_module="tb_core", build_dir=build, test_dir=tmp_path,
-                          extra_env={"NPU_CORE_REPORT": str(report)})
+    runner = runner_for(TINY)
+    report = build_dir(TINY).parent / "core_cycles.txt"
+    results = runner.test(hdl_toplevel="npu_core", test_module="tb_core", build_dir=build_dir(TINY),
+                          test_dir=tmp_path, extra_env={"NPU_CORE_REPORT": str(report)})
     total, failed = get_results(results)
     assert total >= 1 and failed == 0
+
+
+def test_session_scores_on_the_rtl_like_on_the_simulator(tmp_path):
+    from compiler.compile import compile_model
+    from compiler.models import nets
+    from runtime import Session
+
+    path = tmp_path / "small.npuz"
+    compile_model(nets.vgg_small(), "tiny", "ms-fp9").save(path)
+    x = np.random.default_rng(8).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    sim = Session(path).score_numpy_array(x)
+    rtl = Session(path, backend="rtl").score_numpy_array(x)
+    assert np.array_equal(rtl.output, sim.output)
+    assert rtl.stats.cycles > 0 and abs(rtl.stats.cycles / sim.stats.cycles - 1) < 0.5
+
+
+def test_unsupported_machines_are_refused_clearly():
+    with pytest.raises(UnsupportedConfig, match="mxfp8"):
+        core_parameters(TINY.replace(weight_format="mxfp8_e4m3", activation_format="mxfp8_e4m3"))
+    with pytest.raises(UnsupportedConfig, match="fp32"):
+        core_parameters(TINY.replace(mfu_format="fp32"))

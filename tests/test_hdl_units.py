@@ -38,10 +38,6 @@ CASES = {
                                                                  "npu_mvu_dot.v")],
                        "tb_mvu_dot", {"B": 32, "M_BITS": 3, "F_BITS": 2},
                        {"NPU_BLOCK_FORMAT": "ms-fp9", "NPU_BLOCK": "32"}),
-    "compute": ("npu_compute", [ROUND] + [RTL / f for f in ("npu_bfp_quantize.v", "npu_bfp_block_dot.v",
-                                                          "npu_fp32_add.v", "npu_fp32_to_fp16.v", "npu_fp16_to_fp32.v",
-                                                          "npu_mfu_lane_fp16.v", "npu_compute.v")],
-                "tb_compute", {}, {"BUILD_ARGS": "--public-flat-rw"}),
 }
 
 

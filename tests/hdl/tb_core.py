@@ -23,13 +23,22 @@ import sim_programs as sp  # noqa: E402
 from npu.sim import simulate  # noqa: E402
 
 
+#: Programs using operations the RTL does not implement yet (the sigmoid/tanh tables): it must refuse them.
+REFUSED = {"mlp"}
+
+
 def programs():
     """(name, words, dram image, config) of each program to co-simulate."""
     cfg = sp.config("tiny", weight="ms-fp9", act="ms-fp9", mfu_format="fp16")
     rng = np.random.default_rng(21)
     for name, k in (("gemv", sp.gemv(cfg, rng, batch=3, rows=2, k0=2, c=2)),
                     ("conv3x3", sp.conv2d(cfg, rng, h=4, w=5, cin_v=2, cout_v=2, ksize=3)),
-                    ("maxpool", sp.pool(cfg, rng, h=6, w=6, c_v=2, ksize=3, stride=2, pad=1))):
+                    ("maxpool", sp.pool(cfg, rng, h=6, w=6, c_v=2, ksize=3, stride=2, pad=1)),
+                    ("avgpool", sp.global_avg_pool(cfg, rng, h=3, w=4, c_v=2)),
+                    ("mfu_ops", sp.elementwise(cfg, rng, ["vv_mul", "vv_add", "v_relu", "vs_mul", "vv_b_sub_a"])),
+                    ("mfu_max", sp.elementwise(cfg, rng, ["vs_max", "v_relu", "vv_a_sub_b"])),
+                    ("lane_concat", sp.lane_concat(cfg, rng, count=3, lo=5, hi=21)),
+                    ("mlp", sp.mlp(cfg, rng, batch=2, d_in=2, d_hidden=2, d_out=1))):
         yield name, k.words, bytes(k.dram), k.config
     which = os.environ.get("NPU_CORE_MODELS", "resnet_small,vgg_small")
     if which:
@@ -71,6 +80,10 @@ async def programs_match_the_simulator(dut):
             if int(dut.done.value) or int(dut.error.value):
                 break
         sim = simulate(words, cfg, dram=image, mode="full")
+        if name in REFUSED:
+            if not int(dut.error.value):
+                failures.append(f"{name}: the core ran an activation table it does not have")
+            continue
         if int(dut.error.value) or not int(dut.done.value):
             failures.append(f"{name}: the core {'flagged an error' if int(dut.error.value) else 'did not finish'}")
             continue

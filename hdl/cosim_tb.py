@@ -1,0 +1,54 @@
+"""cocotb test that runs one program on npu_core (used by hdl.core.run_program, not collected by pytest).
+
+Reads ``program.bin`` and ``dram.bin`` from $NPU_COSIM_DIR, runs the core with
+DRAM as cocotbext-axi's AXI RAM, and writes ``dram_out.bin`` and
+``result.json`` (cycles, or the error) there.
+"""
+import json
+import os
+from pathlib import Path
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import RisingEdge
+from cocotbext.axi import AxiBus, AxiRam
+
+DRAM_BYTES = 1 << 24
+
+
+@cocotb.test()
+async def run(dut):
+    work = Path(os.environ["NPU_COSIM_DIR"])
+    words = (work / "program.bin").read_bytes()
+    image = (work / "dram.bin").read_bytes()
+    limit = int(os.environ.get("NPU_COSIM_MAX_CYCLES", "50000000"))
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    dut.rst.value = 1
+    dut.start.value = 0
+    dut.imem_we.value = 0
+    ram = AxiRam(AxiBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst, size=max(DRAM_BYTES, len(image)))
+    for _ in range(2):
+        await RisingEdge(dut.clk)
+    dut.rst.value = 0
+    ram.write(0, image)
+    dut.imem_we.value = 1
+    for i in range(len(words) // 16):
+        dut.imem_addr.value = i
+        dut.imem_wdata.value = int.from_bytes(words[16 * i:16 * (i + 1)], "little")
+        await RisingEdge(dut.clk)
+    dut.imem_we.value = 0
+    dut.start.value = 1
+    await RisingEdge(dut.clk)
+    dut.start.value = 0
+    error = ""
+    for _ in range(limit):
+        await RisingEdge(dut.clk)
+        if int(dut.done.value):
+            break
+        if int(dut.error.value):
+            error = "the core flagged an instruction or transfer it cannot execute"
+            break
+    else:
+        error = f"no halt within {limit} cycles"
+    (work / "dram_out.bin").write_bytes(ram.read(0, max(len(image), 1)))
+    (work / "result.json").write_text(json.dumps({"cycles": int(dut.cycles.value), "error": error}))
