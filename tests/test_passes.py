@@ -254,3 +254,22 @@ def test_caffe2_zoo_shaped_model():
     model.ir_version = 3
     x = RNG.standard_normal((1, 3, 16, 16)).astype(np.float32)
     _compile_and_compare(model, x)
+
+
+def test_conv_reading_and_writing_one_concatenation_buffer_is_a_clear_compile_error():
+    from compiler.compile import compile_model
+    from compiler.lower.plan import CompileError
+
+    nodes = [helper.make_node("Relu", ["x"], ["d"]), helper.make_node("Conv", ["d", "w"], ["a"], pads=[1] * 4),
+             helper.make_node("Concat", ["d", "a"], ["y"], axis=1)]
+    model = _model(nodes, [_w("w", 8, 4, 3, 3)], ["N", 12, 8, 8])
+    with pytest.raises(CompileError, match="same concatenation buffer"):
+        compile_model(model, "tiny", "wide")
+
+
+def test_training_mode_dropout_is_refused():
+    nodes = [helper.make_node("Dropout", ["x", "ratio", "train"], ["y"])]
+    inits = [numpy_helper.from_array(np.array(0.5, np.float32), "ratio"),
+             numpy_helper.from_array(np.array(True), "train")]
+    with pytest.raises(UnsupportedModelError, match="training-mode Dropout"):
+        import_onnx(_model(nodes, inits, ["N", 4, 8, 8]))

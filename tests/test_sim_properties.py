@@ -157,14 +157,18 @@ def random_vectors(rng, count, specials=True):
 
 
 @st.composite
-def programs(draw, grouped=False):
+def programs(draw, grouped=False, formats=None):
     """A random legal program (a sim_programs.Kernel).
 
     Instructions are listed in the order the ops are generated (the reload comes after chain 0, whose c2l it
     waits on); ``grouped=True`` lists all loads first instead (see test_functional_mode_follows_tokens).
+    ``formats`` = (weight, activation, MFU) fixes the formats (the RTL co-simulation uses one machine).
     """
-    wfmt, afmt = draw(st.sampled_from(BLOCK_FORMATS)), draw(st.sampled_from(BLOCK_FORMATS))
-    mfmt = draw(st.sampled_from(["fp16", "bf16", "fp32"]))
+    if formats is None:
+        wfmt, afmt = draw(st.sampled_from(BLOCK_FORMATS)), draw(st.sampled_from(BLOCK_FORMATS))
+        mfmt = draw(st.sampled_from(["fp16", "bf16", "fp32"]))
+    else:
+        wfmt, afmt, mfmt = formats
     cfg = sp.config("tiny", weight=wfmt, act=afmt, mfu_format=mfmt)
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     nchains = draw(st.integers(1, 4))

@@ -388,6 +388,11 @@ class Codegen:
 
     def _conv(self, i: int, nd: Conv) -> None:
         n = self.n
+        if self.plan.views[nd.inputs[0]][0] == self.plan.views[nd.outputs[0]][0] and max(nd.kernel) > 1:
+            raise CompileError(f"node {nd.name!r}: a {nd.kernel[0]}x{nd.kernel[1]} convolution reads and writes "
+                               f"the same concatenation buffer, so later pixels would read channels it has "
+                               f"just written; put a layer (e.g. BatchNorm/ReLU, as DenseNet does) between the "
+                               f"concatenated tensor and the convolution")
         src = self.plan.layout(nd.inputs[0])
         dst = self.plan.layout(nd.outputs[0])
         lane0 = self.plan.lane_offset(nd.outputs[0])

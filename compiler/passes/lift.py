@@ -270,8 +270,11 @@ def _softmax(graph, n):
 def _identity(graph, n):
     if n.op_type == "Dropout":
         outs = [o for o in n.outputs[1:] if o]
-        if outs and any(graph.consumers(o) for o in outs) or n.attrs.get("is_test", 1) == 0:
-            raise Unsupported("training-mode Dropout (mask output in use) is not supported")
+        training = len(n.inputs) > 2 and n.inputs[2] and graph.is_constant(n.inputs[2]) and \
+            bool(np.asarray(graph.constants[n.inputs[2]]).reshape(-1)[0])
+        if outs and any(graph.consumers(o) for o in outs) or n.attrs.get("is_test", 1) == 0 or training:
+            raise Unsupported("training-mode Dropout (training_mode=True or the mask output in use) is not "
+                              "supported; export the model in eval mode")
     return Identity(n.name, [n.inputs[0]], [n.outputs[0]], source=n.op_type), _act_shape(graph, n.inputs[0])
 
 

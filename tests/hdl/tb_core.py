@@ -27,6 +27,28 @@ from npu.sim import simulate  # noqa: E402
 REFUSED = {"mlp"}
 
 
+#: Programs using operations the RTL does not implement yet (the sigmoid/tanh tables): it must refuse them.
+REFUSED = {"mlp"}
+
+
+def random_programs(count: int):
+    """Random legal programs from the simulator's property tests (ms-fp9, fp16 MFU), without the activation
+    tables the RTL lacks: chains with random loops, strides, reductions, MFU ops and lane masks."""
+    import warnings
+
+    from hypothesis.errors import HypothesisSideeffectWarning, NonInteractiveExampleWarning
+    from test_sim_properties import programs as random_program
+
+    strategy = random_program(formats=("ms-fp9", "ms-fp9", "fp16")).filter(
+        lambda k: not any(i.mnemonic in ("v_sigm", "v_tanh") for i in k.instructions))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NonInteractiveExampleWarning)
+        warnings.simplefilter("ignore", HypothesisSideeffectWarning)
+        for i in range(count):
+            k = strategy.example()
+            yield f"random-{i}", k.words, bytes(k.dram), k.config
+
+
 def programs():
     """(name, words, dram image, config) of each program to co-simulate."""
     cfg = sp.config("tiny", weight="ms-fp9", act="ms-fp9", mfu_format="fp16")
