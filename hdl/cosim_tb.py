@@ -16,13 +16,9 @@ from cocotbext.axi import AxiBus, AxiRam
 DRAM_BYTES = 1 << 24
 
 
-@cocotb.test()
-async def run(dut):
-    work = Path(os.environ["NPU_COSIM_DIR"])
-    words = (work / "program.bin").read_bytes()
-    image = (work / "dram.bin").read_bytes()
-    limit = int(os.environ.get("NPU_COSIM_MAX_CYCLES", "50000000"))
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+async def run_on_core(dut, words: bytes, image: bytes, limit: int = 50_000_000) -> tuple[AxiRam, str]:
+    """Reset the core, put ``image`` in a fresh AXI RAM and ``words`` in the instruction memories, run to
+    halt; returns the RAM and an error text ('' when the core halted cleanly).  The clock must be running."""
     dut.rst.value = 1
     dut.start.value = 0
     dut.imem_we.value = 0
@@ -40,16 +36,24 @@ async def run(dut):
     dut.start.value = 1
     await RisingEdge(dut.clk)
     dut.start.value = 0
-    error = ""
     # the core counts its own cycles and stops counting at done; poll it every 256 cycles
     for _ in range(0, limit, 256):
         await ClockCycles(dut.clk, 256)
         if int(dut.done.value):
-            break
+            return ram, ""
         if int(dut.error.value):
-            error = "the core flagged an instruction or transfer it cannot execute"
-            break
-    else:
-        error = f"no halt within {limit} cycles"
+            return ram, "the core flagged an instruction or transfer it cannot execute"
+    return ram, f"no halt within {limit} cycles"
+
+
+@cocotb.test()
+async def run(dut):
+    """Run $NPU_COSIM_DIR/program.bin on dram.bin; write dram_out.bin and result.json."""
+    work = Path(os.environ["NPU_COSIM_DIR"])
+    words = (work / "program.bin").read_bytes()
+    image = (work / "dram.bin").read_bytes()
+    limit = int(os.environ.get("NPU_COSIM_MAX_CYCLES", "50000000"))
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    ram, error = await run_on_core(dut, words, image, limit)
     (work / "dram_out.bin").write_bytes(ram.read(0, max(len(image), 1)))
     (work / "result.json").write_text(json.dumps({"cycles": int(dut.cycles.value), "error": error}))

@@ -14,39 +14,17 @@ from pathlib import Path
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge
-from cocotbext.axi import AxiBus, AxiRam
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "hdl"))
 import sim_programs as sp  # noqa: E402
+from cosim_tb import run_on_core  # noqa: E402
 
 from npu.sim import simulate  # noqa: E402
 
 
 #: Programs using operations the RTL does not implement yet (the sigmoid/tanh tables): it must refuse them.
 REFUSED = {"mlp"}
-
-
-#: Programs using operations the RTL does not implement yet (the sigmoid/tanh tables): it must refuse them.
-REFUSED = {"mlp"}
-
-
-def random_programs(count: int):
-    """Random legal programs from the simulator's property tests (ms-fp9, fp16 MFU), without the activation
-    tables the RTL lacks: chains with random loops, strides, reductions, MFU ops and lane masks."""
-    import warnings
-
-    from hypothesis.errors import HypothesisSideeffectWarning, NonInteractiveExampleWarning
-    from test_sim_properties import programs as random_program
-
-    strategy = random_program(formats=("ms-fp9", "ms-fp9", "fp16")).filter(
-        lambda k: not any(i.mnemonic in ("v_sigm", "v_tanh") for i in k.instructions))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NonInteractiveExampleWarning)
-        warnings.simplefilter("ignore", HypothesisSideeffectWarning)
-        for i in range(count):
-            k = strategy.example()
-            yield f"random-{i}", k.words, bytes(k.dram), k.config
 
 
 def programs():
@@ -80,34 +58,14 @@ async def programs_match_the_simulator(dut):
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     failures, report = [], []
     for name, words, image, cfg in programs():
-        dut.rst.value = 1
-        dut.start.value = 0
-        dut.imem_we.value = 0
-        ram = AxiRam(AxiBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst, size=1 << 24)
-        for _ in range(2):
-            await RisingEdge(dut.clk)
-        dut.rst.value = 0
-        ram.write(0, image)
-        dut.imem_we.value = 1
-        for i in range(len(words) // 16):
-            dut.imem_addr.value = i
-            dut.imem_wdata.value = int.from_bytes(words[16 * i:16 * (i + 1)], "little")
-            await RisingEdge(dut.clk)
-        dut.imem_we.value = 0
-        dut.start.value = 1
-        await RisingEdge(dut.clk)
-        dut.start.value = 0
-        for _ in range(0, 3_000_000, 256):      # the core's own counter stops at done: poll now and then
-            await ClockCycles(dut.clk, 256)
-            if int(dut.done.value) or int(dut.error.value):
-                break
+        ram, error = await run_on_core(dut, words, image, 3_000_000)
         sim = simulate(words, cfg, dram=image, mode="full")
         if name in REFUSED:
             if not int(dut.error.value):
                 failures.append(f"{name}: the core ran an activation table it does not have")
             continue
-        if int(dut.error.value) or not int(dut.done.value):
-            failures.append(f"{name}: the core {'flagged an error' if int(dut.error.value) else 'did not finish'}")
+        if error:
+            failures.append(f"{name}: {error}")
             continue
         size = int(sim.machine.dram.data.size)          # every byte the simulator's DRAM holds
         want = sim.dram(0, size)
