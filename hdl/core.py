@@ -20,9 +20,9 @@ from npu.numerics.formats import get_format
 from .toolchain import GENERATED, HDL, RTL, ToolchainError, activate
 
 #: The core's sources, in dependency order.
-SOURCES = [RTL / f for f in ("npu_round_float.v", "npu_bfp_quantize.v", "npu_bfp_block_dot.v", "npu_fp32_add.v",
-                             "npu_fp32_to_fp16.v", "npu_fp16_to_fp32.v", "npu_mfu_lane_fp16.v", "npu_compute.v",
-                             "npu_dma_load.v", "npu_dma_store.v", "npu_core.v")]
+SOURCES = [RTL / f for f in ("npu_round_float.v", "npu_bfp_quantize.v", "npu_tmp_block.v", "npu_fp32_add.v",
+                             "npu_fp32_to_fp16.v", "npu_fp16_to_fp32.v", "npu_mfu_lane_fp16.v", "npu_tmp_mfu.v",
+                             "npu_tile_engine.v", "npu_compute.v", "npu_axi_burst.v", "npu_dma_load.v", "npu_dma_store.v", "npu_core.v")]
 BUILD = HDL.parent / "build" / "hdl"
 
 
@@ -51,9 +51,15 @@ def core_parameters(config: NPUConfig) -> dict[str, int]:
                         f"ms-fp8, ms-fp9, bfp24)")
     if problems:
         raise UnsupportedConfig(f"the RTL cannot build machine {config.name!r}: " + "; ".join(problems))
-    return {"N": config.native_dim, "VRF_DEPTH": config.vrf_depth, "MRF_TILES": config.mrf_tiles,
-            "M_BITS": wf.element.bits - 1, "F_BITS": wf.element.frac_bits, "SCALE_BITS": wf.scale_bits,
-            "SCALE_BIAS": wf.scale_bias}
+    if config.tiles > config.cycles_per_tile:
+        problems.append(f"tiles={config.tiles} > native_dim/lanes={config.cycles_per_tile} (the tile engines "
+                        f"are staggered by one cycle within one tile op)")
+    if problems:
+        raise UnsupportedConfig(f"the RTL cannot build machine {config.name!r}: " + "; ".join(problems))
+    return {"N": config.native_dim, "TILES": config.tiles, "LANES": config.lanes, "MFUS": config.mfus,
+            "VRF_DEPTH": config.vrf_depth, "MRF_TILES": config.mrf_tiles,
+            "E_BITS": wf.element.bits, "M_BITS": wf.element.bits - 1, "F_BITS": wf.element.frac_bits,
+            "SCALE_BITS": wf.scale_bits, "SCALE_BIAS": wf.scale_bias}
 
 
 def build_dir(config: NPUConfig) -> Path:
@@ -69,7 +75,7 @@ def runner_for(config: NPUConfig):
 
     runner = get_runner("verilator")
     # one C++ file per module: Verilator's split output races its precompiled header under parallel make
-    runner.build(sources=SOURCES, hdl_toplevel="npu_core", includes=[GENERATED], build_dir=build_dir(config),
+    runner.build(sources=SOURCES, hdl_toplevel="npu_core", includes=[GENERATED, RTL], build_dir=build_dir(config),
                  parameters=core_parameters(config), always=False,
                  build_args=["--output-split", "0", "--output-split-cfuncs", "0"])
     return runner

@@ -1,23 +1,38 @@
-// The compute stream: chains (vector reads, the MVU, the MFU ops, vector writes), s_wr and nop, over the
-// vector register file and the matrix register file (docs/isa.md "Chains", docs/numerics.md).
+// The compute stream: chains (vector reads, the MVU, the MFU chain, vector writes), s_wr and nop, over the
+// vector register file and the matrix register file (docs/isa.md "Chains", docs/numerics.md,
+// docs/architecture.md "RTL").
 //
-// This block holds both register files.  It executes the compute instructions of the program in its
-// instruction memory one after another: a chain is captured (chain, v_rd, mv_mul, MFU ops, v_wr,
-// end_chain), then its loops run one vector step per cycle: each reduction step reads one vector (and,
-// with mv_mul, multiplies it by one tile: N block sums into N binary32 accumulators), each MFU op takes
-// one cycle on N lanes, and the write takes one.  Instructions of the other streams are skipped (the
-// loads and stores are the DMA engine's).  Formats: sign-magnitude block weights/activations with one
-// block per native vector (ms-fp8, ms-fp9), fp16 MFU.  Back doors load and read both register files.
+// Instructions are fetched one per cycle; a chain's instructions are captured into loop, address and
+// MFU-stage registers, then the chain runs as a pipeline:
+//   issue   one input vector read per cycle (reductions without the MVU), or one tile op per tile engine
+//           every N/LANES cycles, the engines staggered by a cycle so that their results leave in order;
+//   combine the engines' block sums are added to the row's binary32 accumulators in reduction order, one
+//           tile op per cycle; a finished row is rounded to the MFU format;
+//   MFU     MFUS units of three stages each (multiply, add/sub/max, activation), one cycle per stage,
+//           unused stages pass values through; a chain that uses m MFUs leaves after stage 3m;
+//   write   the row's lanes lo..hi-1 go to the vector memory.
+// The next chain starts when the pipeline has drained.  Instructions of the other streams are skipped
+// (the loads and stores are the DMA engines').  Back doors load and read both register files.
 module npu_compute #(
     parameter integer N = 32,
+    parameter integer TILES = 2,
+    parameter integer LANES = 8,
+    parameter integer MFUS = 2,
     parameter integer VRF_DEPTH = 4096,
     parameter integer MRF_TILES = 256,
     parameter integer IMEM_DEPTH = 4096,
+    parameter integer FMT = 0,                // MFU format: 0 fp16, 1 bf16, 2 fp32
+    parameter integer KIND = 0,               // block format descriptor (npu_block_format.vh)
+    parameter integer E_BITS = 4,
     parameter integer M_BITS = 3,
     parameter integer F_BITS = 2,
+    parameter integer EXP_BITS = 0,
+    parameter integer EXP_BIAS = 0,
     parameter integer SCALE_BITS = 5,
     parameter integer SCALE_BIAS = 15,
-    parameter integer MAX_OPS = 16      // MFU ops a chain may hold (the t / nops counters are 4 bits)
+    parameter integer EMAX = 0,
+    parameter integer EW = (FMT == 2) ? 32 : 16,
+    parameter integer TILE_BITS = 8 * (N + N * N * E_BITS / 8)
 ) (
     input  wire                      clk,
     input  wire                      rst,
@@ -38,10 +53,10 @@ module npu_compute #(
     input  wire [127:0]              imem_wdata,
     input  wire                      vrf_we,
     input  wire [$clog2(VRF_DEPTH)-1:0] vrf_addr,
-    input  wire [16*N-1:0]           vrf_wdata,
-    output wire [16*N-1:0]           vrf_rdata,
+    input  wire [EW*N-1:0]           vrf_wdata,
+    output wire [EW*N-1:0]           vrf_rdata,
     input  wire [$clog2(VRF_DEPTH)-1:0] vrf_raddr2,   // second read port (the store DMA)
-    output wire [16*N-1:0]           vrf_rdata2,
+    output wire [EW*N-1:0]           vrf_rdata2,
     input  wire                      mrf_we,
     input  wire [$clog2(MRF_TILES)-1:0] mrf_addr,
     input  wire [TILE_BITS-1:0]      mrf_wdata
@@ -50,29 +65,48 @@ module npu_compute #(
 `include "isa_defs.vh"
     /* verilator lint_on UNUSEDPARAM */
 
-    localparam integer E_BITS = M_BITS + 1;
-    localparam integer TILE_BITS = 8 * (N + N * N * E_BITS / 8);   // packed image: N scale bytes, then codes
+    localparam integer VW = EW * N;
     localparam integer VA = $clog2(VRF_DEPTH);
     localparam integer PA = $clog2(IMEM_DEPTH);
+    localparam integer CPT = N / LANES;                 // cycles per tile op
+    localparam integer PH_W = (CPT > 1) ? $clog2(CPT) : 1;
+    localparam integer STAGES = 3 * MFUS;
+    localparam integer ST_W = $clog2(STAGES + 1);
+    localparam integer FX_BITS = (FMT == 2) ? 8 : (FMT == 1) ? 8 : 5;     // exponent bits of F
+    localparam integer FM_BITS = EW - 1 - FX_BITS;                        // fraction bits of F
 
     // ---- storage ----------------------------------------------------------------------------------
-    reg [127:0]        imem [0:IMEM_DEPTH-1];
-    reg [16*N-1:0]     vrf  [0:VRF_DEPTH-1];
-    reg [TILE_BITS-1:0] mrf [0:MRF_TILES-1];
-    reg [31:0]         sregs [0:15];
+    reg [127:0]         imem [0:IMEM_DEPTH-1];
+    reg [VW-1:0]        vrf  [0:VRF_DEPTH-1];
+    reg [TILE_BITS-1:0] mrf  [0:MRF_TILES-1];
+    reg [31:0]          sregs [0:15];
 
     assign vrf_rdata = vrf[vrf_addr];
     assign vrf_rdata2 = vrf[vrf_raddr2];
 
-    // ---- field access -----------------------------------------------------------------------------
-    wire [PA-1:0] pc_now;
-    wire [127:0] ins = imem[pc_now];
+    // ---- instruction fetch ------------------------------------------------------------------------
+    localparam [2:0] S_IDLE = 0, S_FETCH = 1, S_CAPTURE = 2, S_RUN = 3, S_DONE = 4;
+    reg [2:0] state;
+    reg [PA-1:0] pc;
+    wire [127:0] ins = imem[pc];
 
     function automatic signed [31:0] sfield16(input [127:0] w, input integer lsb);
         sfield16 = {{16{w[lsb + 15]}}, w[lsb +: 16]};
     endfunction
 
-    // ---- the captured chain ---------------------------------------------------------------------------
+    function automatic [1:0] slot_of(input [5:0] opcode);
+        case (opcode)
+            OP_VV_MUL, OP_VS_MUL: slot_of = MFU_SLOT_VV_MUL[1:0];
+            OP_V_RELU, OP_V_SIGM, OP_V_TANH: slot_of = MFU_SLOT_V_RELU[1:0];
+            default: slot_of = MFU_SLOT_VV_ADD[1:0];
+        endcase
+    endfunction
+
+    function automatic is_compute(input [5:0] opcode);
+        is_compute = !(opcode == OP_V_LOAD || opcode == OP_V_STORE || opcode == OP_M_LOAD || opcode == OP_HALT);
+    endfunction
+
+    // ---- the captured chain -----------------------------------------------------------------------
     reg [11:0] n0, n1, k0, k1, cc_n, r_n;
     reg [1:0]  reduce;
     reg [19:0] rd_base, wr_base;
@@ -80,121 +114,233 @@ module npu_compute #(
     reg [11:0] wr_lo, wr_hi;
     reg        has_mvu;
     reg [15:0] mbase;
-    reg [5:0]  op_code [0:MAX_OPS-1];
-    reg [19:0] op_base [0:MAX_OPS-1];
-    reg signed [31:0] op_sn0 [0:MAX_OPS-1], op_sn1 [0:MAX_OPS-1], op_sr [0:MAX_OPS-1];
-    reg [3:0]  op_sreg [0:MAX_OPS-1];
-    reg [3:0]  nops;
+    reg [5:0]  st_op [0:STAGES-1];
+    reg [19:0] st_base [0:STAGES-1];
+    reg signed [31:0] st_sn0 [0:STAGES-1], st_sn1 [0:STAGES-1], st_sr [0:STAGES-1];
+    reg [3:0]  st_sreg [0:STAGES-1];
+    reg [ST_W-1:0] unit_now;                   // MFU the last captured op went to
+    reg [1:0]  slot_next;                      // first stage of that MFU still free
+    reg [ST_W-1:0] mfus_used;
     reg [1:0]  end_signals;                    // the chain's end_chain tokens: {c2s, c2l}
 
-    // ---- loop state ---------------------------------------------------------------------------------
+    // ---- issue: the loop counters -------------------------------------------------------------------
     reg [11:0] i0, i1, rr, j0, j1, cc;
     reg [31:0] jflat;                          // index of the reduction step (tile column)
-    reg [3:0]  t;                              // MFU op being applied
-    reg [16*N-1:0] cur;                        // the row's value (fp16 lanes)
-    reg [31:0] acc [0:N-1];
+    reg        issuing;                        // reads remain
+    reg [PH_W-1:0] ph;                         // phase within the N/LANES-cycle engine period
 
-    localparam [3:0] S_IDLE = 0, S_FETCH = 1, S_CAPTURE = 2, S_READ = 3, S_ROUND = 4, S_MFU = 5, S_WRITE = 6,
-                     S_NEXT = 7, S_DONE = 8;
-    reg [3:0] state;
-    reg [PA-1:0] pc;
-    assign pc_now = pc;
-
-    // ---- datapath: addresses ------------------------------------------------------------------------
-    // Addresses are formed at full width; the memories use their low bits (the assembler and the
-    // simulator check every chain's extent against the machine, so in-range programs never wrap).
     /* verilator lint_off UNUSEDSIGNAL */
-    wire signed [31:0] i0s = {20'd0, i0}, i1s = {20'd0, i1}, rrs = {20'd0, rr};
-    wire signed [31:0] rd_addr = $signed({12'd0, rd_base}) + i0s * rd_sn0 + i1s * rd_sn1 +
-                                 $signed({20'd0, j0}) * rd_sk0 + $signed({20'd0, j1}) * rd_sk1 +
-                                 $signed({20'd0, cc}) + (has_mvu ? 32'sd0 : rrs * rd_sr);
-    wire signed [31:0] wr_addr = $signed({12'd0, wr_base}) + i0s * wr_sn0 + i1s * wr_sn1 + rrs * wr_sr;
-    wire signed [31:0] op_addr = $signed({12'd0, op_base[t]}) + i0s * op_sn0[t] + i1s * op_sn1[t] + rrs * op_sr[t];
-    wire [16*N-1:0] x_vec = vrf[rd_addr[VA-1:0]];
-    wire [16*N-1:0] y_vec = vrf[op_addr[VA-1:0]];
-    wire [31:0]     k_total = {20'd0, k0} * {20'd0, k1} * {20'd0, cc_n};
-    wire [31:0]     tile_index = {16'd0, mbase} + {20'd0, rr} * k_total + jflat;
+    function automatic signed [31:0] u32(input [11:0] v);
+        u32 = {20'd0, v};
+    endfunction
+    wire signed [31:0] rd_addr = $signed({12'd0, rd_base}) + u32(i0) * rd_sn0 + u32(i1) * rd_sn1 +
+                                 u32(j0) * rd_sk0 + u32(j1) * rd_sk1 + u32(cc) +
+                                 (has_mvu ? 32'sd0 : u32(rr) * rd_sr);
+    wire [31:0] k_total = {20'd0, k0} * {20'd0, k1} * {20'd0, cc_n};
+    wire [31:0] tile_index = {16'd0, mbase} + {20'd0, rr} * k_total + jflat;
     /* verilator lint_on UNUSEDSIGNAL */
+    wire [VW-1:0]        x_vec = vrf[rd_addr[VA-1:0]];
     wire [TILE_BITS-1:0] tile = mrf[tile_index[$clog2(MRF_TILES)-1:0]];
+    wire first_j = (jflat == 32'd0);
+    wire last_j = (cc == cc_n - 1) && (j1 == k1 - 1) && (j0 == k0 - 1);
+    wire last_row = (rr == r_n - 1) && (i1 == n1 - 1) && (i0 == n0 - 1);
+    wire [35:0] row_idx = {i0, i1, rr};
 
-    // ---- datapath: MVU -------------------------------------------------------------------------------
+    // ---- MVU: input conversion and the tile engines -------------------------------------------------
     wire [N*E_BITS-1:0]   x_codes;
     wire [SCALE_BITS-1:0] x_scale;
-    npu_bfp_quantize #(.B(N), .M_BITS(M_BITS), .F_BITS(F_BITS), .SCALE_BITS(SCALE_BITS), .SCALE_BIAS(SCALE_BIAS))
+    npu_block_quantize #(.B(N), .FMT(FMT), .KIND(KIND), .E_BITS(E_BITS), .M_BITS(M_BITS), .F_BITS(F_BITS),
+                         .EXP_BITS(EXP_BITS), .EXP_BIAS(EXP_BIAS), .SCALE_BITS(SCALE_BITS),
+                         .SCALE_BIAS(SCALE_BIAS), .EMAX(EMAX))
         quantize (.x(x_vec), .codes(x_codes), .scale(x_scale));
 
-    wire [31:0] partial [0:N-1];
-    wire [31:0] widened [0:N-1];
-    wire [31:0] acc_next [0:N-1];
-    wire [15:0] acc_half [0:N-1];
-    wire [15:0] lane_out [0:N-1];
-    wire [15:0] scalar_half;
-    reg  [5:0]  lane_op;
-    reg  [16*N-1:0] lane_y;
-    reg         first_step;
+    wire issue_mvu = (state == S_RUN) && has_mvu && issuing && ({{(32 - PH_W){1'b0}}, ph} < TILES);
+    wire [TILES-1:0] eng_busy, eng_fin;
+    wire [32*N-1:0]  eng_p [0:TILES-1];
+    reg              eng_first [0:TILES-1];
+    reg              eng_last [0:TILES-1];
+    reg  [35:0]      eng_idx [0:TILES-1];
 
-    npu_fp32_to_fp16 scalar_round (.a(sregs[op_sreg[t]]), .z(scalar_half));
+    genvar ge;
+    generate
+        for (ge = 0; ge < TILES; ge = ge + 1) begin : engine
+            npu_tile_engine #(.N(N), .L(LANES), .KIND(KIND), .E_BITS(E_BITS), .M_BITS(M_BITS), .F_BITS(F_BITS),
+                              .EXP_BITS(EXP_BITS), .EXP_BIAS(EXP_BIAS), .SCALE_BITS(SCALE_BITS),
+                              .SCALE_BIAS(SCALE_BIAS), .TILE_BITS(TILE_BITS)) te (
+                .clk(clk), .rst(rst), .issue(issue_mvu && ({{(32 - PH_W){1'b0}}, ph} == ge)),
+                .x_codes(x_codes), .x_scale(x_scale), .tile(tile),
+                .busy(eng_busy[ge]), .finishing(eng_fin[ge]), .p(eng_p[ge]));
+        end
+    endgenerate
+
+    // the engine finishing this cycle (at most one: they are a cycle apart)
+    reg [32*N-1:0] fin_p;
+    reg            fin_any, fin_first, fin_last;
+    reg [35:0]     fin_idx;
+    integer fe;
+    always @* begin
+        fin_p = {32*N{1'b0}};
+        fin_any = 1'b0; fin_first = 1'b0; fin_last = 1'b0; fin_idx = 36'd0;
+        for (fe = 0; fe < TILES; fe = fe + 1)
+            if (eng_fin[fe]) begin
+                fin_p = eng_p[fe];
+                fin_any = 1'b1; fin_first = eng_first[fe]; fin_last = eng_last[fe]; fin_idx = eng_idx[fe];
+            end
+    end
+
+    // ---- combine: binary32 accumulation in reduction order, reductions without the MVU ---------------
+    reg  [31:0] acc [0:N-1];
+    reg  [VW-1:0] rmax;                         // running max (reduce = max)
+    wire [31:0] acc_next [0:N-1];
+    wire [EW-1:0] acc_f [0:N-1];
+    wire [EW-1:0] max_next [0:N-1];
+    wire read_now = (state == S_RUN) && !has_mvu && issuing;
+    wire add_first = has_mvu ? fin_first : first_j;
 
     genvar g;
     generate
         for (g = 0; g < N; g = g + 1) begin : lane
-            /* verilator lint_off UNUSEDSIGNAL */
-            wire [7:0] scale_byte = tile[8 * g +: 8];
-            /* verilator lint_on UNUSEDSIGNAL */
-            npu_bfp_block_dot #(.B(N), .M_BITS(M_BITS), .F_BITS(F_BITS), .SCALE_BITS(SCALE_BITS),
-                                .SCALE_BIAS(SCALE_BIAS)) dot (
-                .w_codes(tile[8 * N + g * N * E_BITS +: N * E_BITS]), .w_scale(scale_byte[SCALE_BITS-1:0]),
-                .x_codes(x_codes), .x_scale(x_scale), .p(partial[g]));
-            npu_fp16_to_fp32 widen (.a(x_vec[16 * g +: 16]), .z(widened[g]));
-            npu_fp32_add add (.a(first_step ? 32'd0 : acc[g]), .b(has_mvu ? partial[g] : widened[g]),
+            wire [31:0] widened;
+            npu_mfu_to_fp32 #(.FMT(FMT)) widen (.a(x_vec[EW * g +: EW]), .z(widened));
+            npu_fp32_add add (.a(add_first ? 32'd0 : acc[g]), .b(has_mvu ? fin_p[32 * g +: 32] : widened),
                               .z(acc_next[g]));
-            npu_fp32_to_fp16 round (.a(acc[g]), .z(acc_half[g]));
-            npu_mfu_lane_fp16 mfu (.op(lane_op), .x(cur[16 * g +: 16]), .y(lane_y[16 * g +: 16]), .z(lane_out[g]));
+            npu_fp32_to_mfu #(.FMT(FMT)) narrow (.a(acc_next[g]), .z(acc_f[g]));
+            npu_mfu_add #(.FMT(FMT)) maxer (.op(OP_VV_MAX), .x(rmax[EW * g +: EW]), .y(x_vec[EW * g +: EW]),
+                                            .z(max_next[g]));
         end
     endgenerate
 
-    integer e;
-    reg [16*N-1:0] lanes_flat;
+    // the row leaving the combine this cycle
+    reg [VW-1:0] row_val;
+    reg          row_valid;
+    integer rv;
     always @* begin
-        for (e = 0; e < N; e = e + 1) lanes_flat[16 * e +: 16] = lane_out[e];
-    end
-
-    // lane operation: the current MFU op, max for reduce=max reads, pass-through (canonical NaN) for writes
-    always @* begin
-        lane_y = y_vec;
-        lane_op = OP_NOP;
-        if (state == S_READ) begin
-            lane_op = OP_VV_MAX;
-            lane_y = x_vec;
-        end else if (state == S_MFU) begin
-            lane_op = op_code[t];
-            if (op_code[t] == OP_VS_ADD || op_code[t] == OP_VS_MUL || op_code[t] == OP_VS_MAX)
-                lane_y = {N{scalar_half}};
+        row_valid = has_mvu ? (fin_any && fin_last) : (read_now && last_j);
+        for (rv = 0; rv < N; rv = rv + 1) begin
+            if (has_mvu || reduce == 2'd1) row_val[EW * rv +: EW] = acc_f[rv];
+            else if (reduce == 2'd2 && !first_j) row_val[EW * rv +: EW] = max_next[rv];
+            else row_val[EW * rv +: EW] = x_vec[EW * rv +: EW];
         end
     end
 
-    function automatic is_compute(input [5:0] opcode);
-        is_compute = !(opcode == OP_V_LOAD || opcode == OP_V_STORE || opcode == OP_M_LOAD || opcode == OP_HALT);
+    // ---- the MFU pipeline ---------------------------------------------------------------------------
+    reg              em_valid;                  // the rounded row, entering stage 0
+    reg [VW-1:0]     em_val;
+    reg [35:0]       em_idx;
+    reg              sv [0:STAGES-1];
+    reg [VW-1:0]     sval [0:STAGES-1];
+    reg [35:0]       sidx [0:STAGES-1];
+    wire [VW-1:0]    s_in [0:STAGES-1];
+    wire [VW-1:0]    s_out [0:STAGES-1];
+
+    genvar gs, gl;
+    generate
+        for (gs = 0; gs < STAGES; gs = gs + 1) begin : stage
+            wire [35:0] idx = (gs == 0) ? em_idx : sidx[gs - 1];
+            /* verilator lint_off UNUSEDSIGNAL */
+            wire signed [31:0] y_addr = $signed({12'd0, st_base[gs]}) + u32(idx[35:24]) * st_sn0[gs] +
+                                        u32(idx[23:12]) * st_sn1[gs] + u32(idx[11:0]) * st_sr[gs];
+            /* verilator lint_on UNUSEDSIGNAL */
+            wire [EW-1:0] scalar;
+            npu_fp32_to_mfu #(.FMT(FMT)) sconv (.a(sregs[st_sreg[gs]]), .z(scalar));
+            wire is_vs = st_op[gs] == OP_VS_ADD || st_op[gs] == OP_VS_MUL || st_op[gs] == OP_VS_MAX;
+            wire [VW-1:0] y = is_vs ? {N{scalar}} : vrf[y_addr[VA-1:0]];
+            assign s_in[gs] = (gs == 0) ? em_val : sval[gs - 1];
+            for (gl = 0; gl < N; gl = gl + 1) begin : l
+                if (gs % 3 == 0) begin : mul
+                    npu_mfu_mul #(.FMT(FMT)) u (.op(st_op[gs]), .x(s_in[gs][EW * gl +: EW]), .y(y[EW * gl +: EW]),
+                                                .z(s_out[gs][EW * gl +: EW]));
+                end else if (gs % 3 == 1) begin : add
+                    npu_mfu_add #(.FMT(FMT)) u (.op(st_op[gs]), .x(s_in[gs][EW * gl +: EW]), .y(y[EW * gl +: EW]),
+                                                .z(s_out[gs][EW * gl +: EW]));
+                end else begin : act
+                    npu_mfu_act #(.FMT(FMT)) u (.op(st_op[gs]), .x(s_in[gs][EW * gl +: EW]), .y(y[EW * gl +: EW]),
+                                                .z(s_out[gs][EW * gl +: EW]));
+                end
+            end
+        end
+    endgenerate
+
+    // ---- write --------------------------------------------------------------------------------------
+    function automatic [EW-1:0] canonical(input [EW-1:0] v);
+        if (v[EW-2 -: FX_BITS] == {FX_BITS{1'b1}} && v[FM_BITS-1:0] != {FM_BITS{1'b0}})
+            canonical = {1'b0, {FX_BITS{1'b1}}, 1'b1, {(FM_BITS - 1){1'b0}}};
+        else canonical = v;
     endfunction
 
-    wire last_j = (cc == cc_n - 1) && (j1 == k1 - 1) && (j0 == k0 - 1);
+    reg          wv;
+    reg [VW-1:0] wval;
+    reg [35:0]   widx;
+    integer ws;
+    always @* begin
+        wv = em_valid; wval = em_val; widx = em_idx;
+        for (ws = 0; ws < STAGES; ws = ws + 1)
+            if (mfus_used != 0 && ws == 3 * mfus_used - 1) begin
+                wv = sv[ws]; wval = sval[ws]; widx = sidx[ws];
+            end
+    end
+    /* verilator lint_off UNUSEDSIGNAL */
+    wire signed [31:0] wr_addr = $signed({12'd0, wr_base}) + u32(widx[35:24]) * wr_sn0 +
+                                 u32(widx[23:12]) * wr_sn1 + u32(widx[11:0]) * wr_sr;
+    /* verilator lint_on UNUSEDSIGNAL */
 
-    // ---- control ---------------------------------------------------------------------------------------
+    reg any_stage;
+    integer as;
+    always @* begin
+        any_stage = 1'b0;
+        for (as = 0; as < STAGES; as = as + 1) any_stage = any_stage | sv[as];
+    end
+    wire drained = !issuing && eng_busy == {TILES{1'b0}} && !em_valid && !any_stage;
+
+    // ---- control ------------------------------------------------------------------------------------
+
+    wire [1:0]      cap_slot = slot_of(ins[5:0]);
+    wire [ST_W-1:0] cap_unit = (cap_slot < slot_next) ? unit_now + 1'b1 : unit_now;
+    /* verilator lint_off WIDTHEXPAND */
+    wire [ST_W+1:0] cap_stage = cap_unit * 3 + cap_slot;
+    /* verilator lint_on WIDTHEXPAND */
+
     integer q;
     always @(posedge clk) begin
         if (imem_we) imem[imem_addr] <= imem_wdata;
         if (mrf_we) mrf[mrf_addr] <= mrf_wdata;
         if (vrf_we) vrf[vrf_addr] <= vrf_wdata;            // back door, or the load DMA
+        if (wv)
+            for (q = 0; q < N; q = q + 1)
+                if (q >= wr_lo && (wr_hi == 0 || q < wr_hi))
+                    vrf[wr_addr[VA-1:0]][EW * q +: EW] <= canonical(wval[EW * q +: EW]);
         pop_l2c <= 1'b0;
         pop_s2c <= 1'b0;
         push_c2l <= 1'b0;
         push_c2s <= 1'b0;
+        // the pipeline moves every cycle
+        em_valid <= row_valid;
+        em_val <= row_val;
+        em_idx <= has_mvu ? fin_idx : row_idx;
+        for (q = 0; q < STAGES; q = q + 1) begin
+            sv[q] <= (q == 0) ? em_valid : sv[q - 1];
+            sval[q] <= s_out[q];
+            sidx[q] <= (q == 0) ? em_idx : sidx[q - 1];
+        end
+        if (has_mvu ? fin_any : read_now)
+            for (q = 0; q < N; q = q + 1) acc[q] <= acc_next[q];
+        if (read_now)
+            for (q = 0; q < N; q = q + 1) rmax[EW * q +: EW] <= first_j ? x_vec[EW * q +: EW] : max_next[q];
+        for (q = 0; q < TILES; q = q + 1)
+            if (issue_mvu && {{(32 - PH_W){1'b0}}, ph} == q) begin
+                eng_first[q] <= first_j;
+                eng_last[q] <= last_j;
+                eng_idx[q] <= row_idx;
+            end
         if (rst) begin
             state <= S_IDLE;
             busy <= 1'b0;
             error <= 1'b0;
             cycles <= 32'd0;
             pc <= {PA{1'b0}};
+            issuing <= 1'b0;
+            em_valid <= 1'b0;
+            for (q = 0; q < STAGES; q = q + 1) sv[q] <= 1'b0;
             for (q = 0; q < 16; q = q + 1) sregs[q] <= 32'd0;
         end else begin
             if (busy) cycles <= cycles + 32'd1;
@@ -227,7 +373,10 @@ module npu_compute #(
                             cc_n <= ins[CHAIN_C_LSB +: 12]; r_n <= ins[CHAIN_R_LSB +: 12];
                             reduce <= ins[CHAIN_REDUCE_LSB +: 2];
                             has_mvu <= 1'b0;
-                            nops <= 4'd0;
+                            unit_now <= {ST_W{1'b0}};
+                            slot_next <= 2'd0;
+                            mfus_used <= {ST_W{1'b0}};
+                            for (q = 0; q < STAGES; q = q + 1) st_op[q] <= OP_NOP;
                             state <= S_CAPTURE;
                         end
                         OP_NOP, OP_V_LOAD, OP_V_STORE, OP_M_LOAD: ;
@@ -257,83 +406,61 @@ module npu_compute #(
                         OP_END_CHAIN: begin
                             end_signals <= {ins[ISA_DEP_SIGNAL_NEXT], ins[ISA_DEP_SIGNAL_PREV]};
                             i0 <= 0; i1 <= 0; rr <= 0; j0 <= 0; j1 <= 0; cc <= 0; jflat <= 0;
-                            first_step <= 1'b1;
-                            state <= S_READ;
+                            ph <= {PH_W{1'b0}};
+                            issuing <= 1'b1;
+                            state <= S_RUN;
                         end
-                        OP_V_SIGM, OP_V_TANH: error <= 1'b1;            // activation tables: not in this block yet
-                        default: begin
-                            if ({28'd0, nops} < MAX_OPS) begin
-                                op_code[nops] <= ins[5:0];
-                                op_base[nops] <= ins[VV_ADD_BASE_LSB +: 20];
-                                op_sn0[nops] <= sfield16(ins, VV_ADD_S_N0_LSB);
-                                op_sn1[nops] <= sfield16(ins, VV_ADD_S_N1_LSB);
-                                op_sr[nops] <= sfield16(ins, VV_ADD_S_R_LSB);
-                                op_sreg[nops] <= ins[VS_ADD_SREG_LSB +: 4];
-                                nops <= nops + 4'd1;
+                        default: begin                                  // an MFU op: place it on its stage
+                            if ({{(32 - ST_W){1'b0}}, cap_unit} < MFUS) begin
+                                for (q = 0; q < STAGES; q = q + 1)
+                                    if ({{(30 - ST_W){1'b0}}, cap_stage} == q) begin
+                                        st_op[q] <= ins[5:0];
+                                        st_base[q] <= ins[VV_ADD_BASE_LSB +: 20];
+                                        st_sn0[q] <= sfield16(ins, VV_ADD_S_N0_LSB);
+                                        st_sn1[q] <= sfield16(ins, VV_ADD_S_N1_LSB);
+                                        st_sr[q] <= sfield16(ins, VV_ADD_S_R_LSB);
+                                        st_sreg[q] <= ins[VS_ADD_SREG_LSB +: 4];
+                                    end
+                                unit_now <= cap_unit;
+                                slot_next <= cap_slot + 2'd1;
+                                mfus_used <= cap_unit + 1'b1;
                             end else error <= 1'b1;
                         end
                     endcase
                 end
-                S_READ: begin
-                    // one reduction step: accumulate (MVU / sum), running max, or take the vector
-                    first_step <= 1'b0;
-                    if (has_mvu || reduce == 2'd1) begin
-                        for (q = 0; q < N; q = q + 1) acc[q] <= acc_next[q];
-                    end else if (reduce == 2'd2 && !first_step) begin
-                        cur <= lanes_flat;
-                    end else begin
-                        cur <= x_vec;
-                    end
-                    if (last_j) begin
-                        state <= (has_mvu || reduce == 2'd1) ? S_ROUND : S_MFU;
-                        t <= 4'd0;
-                    end
-                    jflat <= jflat + 1;
-                    if (cc != cc_n - 1) cc <= cc + 1;
-                    else begin
-                        cc <= 0;
-                        if (j1 != k1 - 1) j1 <= j1 + 1;
-                        else begin
-                            j1 <= 0;
-                            j0 <= (j0 != k0 - 1) ? j0 + 1 : 12'd0;
-                        end
-                    end
-                end
-                S_ROUND: begin
-                    for (q = 0; q < N; q = q + 1) cur[16 * q +: 16] <= acc_half[q];
-                    state <= S_MFU;
-                    t <= 4'd0;
-                end
-                S_MFU: begin
-                    if (t < nops) begin
-                        cur <= lanes_flat;
-                        t <= t + 4'd1;
-                    end else state <= S_WRITE;
-                end
-                S_WRITE: begin
-                    for (q = 0; q < N; q = q + 1)
-                        if (q >= wr_lo && (wr_hi == 0 || q < wr_hi))
-                            vrf[wr_addr[VA-1:0]][16 * q +: 16] <= lanes_flat[16 * q +: 16];
-                    state <= S_NEXT;
-                end
-                S_NEXT: begin
-                    jflat <= 0;
-                    first_step <= 1'b1;
-                    state <= S_READ;
-                    if (rr != r_n - 1) rr <= rr + 1;
-                    else begin
-                        rr <= 0;
-                        if (i1 != n1 - 1) i1 <= i1 + 1;
-                        else begin
-                            i1 <= 0;
-                            if (i0 != n0 - 1) i0 <= i0 + 1;
+                S_RUN: begin
+                    ph <= ({{(32 - PH_W){1'b0}}, ph} == CPT - 1) ? {PH_W{1'b0}} : ph + 1'b1;
+                    if (issue_mvu || read_now) begin
+                        // advance the loops: reduction steps (j0, j1, cc), then rows (i0, i1, rr)
+                        if (!last_j) begin
+                            jflat <= jflat + 1;
+                            if (cc != cc_n - 1) cc <= cc + 1;
                             else begin
-                                i0 <= 0;
-                                push_c2l <= end_signals[0];
-                                push_c2s <= end_signals[1];
-                                state <= S_FETCH;
+                                cc <= 0;
+                                if (j1 != k1 - 1) j1 <= j1 + 1;
+                                else begin
+                                    j1 <= 0;
+                                    j0 <= j0 + 1;
+                                end
+                            end
+                        end else begin
+                            jflat <= 0; cc <= 0; j1 <= 0; j0 <= 0;
+                            if (last_row) issuing <= 1'b0;
+                            if (rr != r_n - 1) rr <= rr + 1;
+                            else begin
+                                rr <= 0;
+                                if (i1 != n1 - 1) i1 <= i1 + 1;
+                                else begin
+                                    i1 <= 0;
+                                    i0 <= i0 + 1;
+                                end
                             end
                         end
+                    end
+                    if (drained) begin
+                        push_c2l <= end_signals[0];
+                        push_c2s <= end_signals[1];
+                        state <= S_FETCH;
                     end
                 end
                 S_DONE: begin

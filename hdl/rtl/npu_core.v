@@ -4,13 +4,22 @@
 // rises when every stream has reached halt.
 module npu_core #(
     parameter integer N = 32,
+    parameter integer TILES = 2,
+    parameter integer LANES = 8,
+    parameter integer MFUS = 2,
     parameter integer VRF_DEPTH = 4096,
     parameter integer MRF_TILES = 256,
     parameter integer IMEM_DEPTH = 4096,
+    parameter integer FMT = 0,
+    parameter integer KIND = 0,
+    parameter integer E_BITS = 4,
     parameter integer M_BITS = 3,
     parameter integer F_BITS = 2,
+    parameter integer EXP_BITS = 0,
+    parameter integer EXP_BIAS = 0,
     parameter integer SCALE_BITS = 5,
-    parameter integer SCALE_BIAS = 15
+    parameter integer SCALE_BIAS = 15,
+    parameter integer EMAX = 0
 ) (
     input  wire                 clk,
     input  wire                 rst,
@@ -54,7 +63,8 @@ module npu_core #(
     input  wire                 m_axi_bvalid,
     output wire                 m_axi_bready
 );
-    localparam integer TILE_BITS = 8 * (N + N * N * (M_BITS + 1) / 8);
+    localparam integer TILE_BITS = 8 * (N + N * N * E_BITS / 8);
+    localparam integer EW = (FMT == 2) ? 32 : 16;   // bits per vector element (the MFU format)
 
     // ---- token queues: counts of pushed-but-not-popped tokens --------------------------------------
     reg [7:0] l2c, c2l, c2s, s2c;
@@ -77,16 +87,18 @@ module npu_core #(
     /* verilator lint_on UNUSEDSIGNAL */
     wire vrf_we, mrf_we;
     wire [$clog2(VRF_DEPTH)-1:0] vrf_waddr, vrf_raddr2;
-    wire [16*N-1:0] vrf_wdata, vrf_rdata2;
+    wire [EW*N-1:0] vrf_wdata, vrf_rdata2;
     wire [$clog2(MRF_TILES)-1:0] mrf_waddr;
     wire [TILE_BITS-1:0] mrf_wdata;
     reg running;
     /* verilator lint_off UNUSEDSIGNAL */
-    wire [16*N-1:0] vrf_rdata_unused;
+    wire [EW*N-1:0] vrf_rdata_unused;
     /* verilator lint_on UNUSEDSIGNAL */
 
-    npu_compute #(.N(N), .VRF_DEPTH(VRF_DEPTH), .MRF_TILES(MRF_TILES), .IMEM_DEPTH(IMEM_DEPTH), .M_BITS(M_BITS),
-                  .F_BITS(F_BITS), .SCALE_BITS(SCALE_BITS), .SCALE_BIAS(SCALE_BIAS)) compute (
+    npu_compute #(.N(N), .TILES(TILES), .LANES(LANES), .MFUS(MFUS), .VRF_DEPTH(VRF_DEPTH), .MRF_TILES(MRF_TILES),
+                  .IMEM_DEPTH(IMEM_DEPTH), .FMT(FMT), .KIND(KIND), .E_BITS(E_BITS), .M_BITS(M_BITS), .F_BITS(F_BITS),
+                  .EXP_BITS(EXP_BITS), .EXP_BIAS(EXP_BIAS), .SCALE_BITS(SCALE_BITS), .SCALE_BIAS(SCALE_BIAS),
+                  .EMAX(EMAX), .EW(EW), .TILE_BITS(TILE_BITS)) compute (
         .clk(clk), .rst(rst), .start(start), .busy(busy), .error(c_error), .cycles(c_cycles),
         .l2c_ready(l2c != 0), .s2c_ready(s2c != 0), .pop_l2c(pop_l2c), .pop_s2c(pop_s2c),
         .push_c2l(push_c2l), .push_c2s(push_c2s),
@@ -95,7 +107,7 @@ module npu_core #(
         .vrf_raddr2(vrf_raddr2), .vrf_rdata2(vrf_rdata2),
         .mrf_we(mrf_we), .mrf_addr(mrf_waddr), .mrf_wdata(mrf_wdata));
 
-    npu_dma_load #(.N(N), .VRF_DEPTH(VRF_DEPTH), .MRF_TILES(MRF_TILES), .IMEM_DEPTH(IMEM_DEPTH),
+    npu_dma_load #(.N(N), .EW(EW), .VRF_DEPTH(VRF_DEPTH), .MRF_TILES(MRF_TILES), .IMEM_DEPTH(IMEM_DEPTH),
                    .TILE_BITS(TILE_BITS)) load (
         .clk(clk), .rst(rst), .start(start), .imem_we(imem_we), .imem_waddr(imem_addr), .imem_wdata(imem_wdata),
         .halted(l_halted), .error(l_error), .c2l_ready(c2l != 0), .pop_c2l(pop_c2l), .push_l2c(push_l2c),
@@ -106,7 +118,7 @@ module npu_core #(
         .m_axi_rdata(m_axi_rdata), .m_axi_rresp(m_axi_rresp), .m_axi_rlast(m_axi_rlast),
         .m_axi_rvalid(m_axi_rvalid), .m_axi_rready(m_axi_rready));
 
-    npu_dma_store #(.N(N), .VRF_DEPTH(VRF_DEPTH), .IMEM_DEPTH(IMEM_DEPTH)) store (
+    npu_dma_store #(.N(N), .EW(EW), .VRF_DEPTH(VRF_DEPTH), .IMEM_DEPTH(IMEM_DEPTH)) store (
         .clk(clk), .rst(rst), .start(start), .imem_we(imem_we), .imem_waddr(imem_addr), .imem_wdata(imem_wdata),
         .halted(s_halted), .error(s_error), .c2s_ready(c2s != 0), .pop_c2s(pop_c2s), .push_s2c(push_s2c),
         .vrf_raddr(vrf_raddr2), .vrf_rdata(vrf_rdata2),

@@ -1,8 +1,9 @@
 // The store stream: v_store (vector register file -> DRAM) over an AXI4 write channel, honouring the
-// store stream's tokens (wait c2s, signal s2c; docs/isa.md).  INCR bursts of at most 16 beats that never
+// store stream's tokens (wait c2s, signal s2c; docs/isa.md).  INCR bursts of at most 256 beats that never
 // cross a 4 KB boundary, one in flight, each completed by its write response.
 module npu_dma_store #(
     parameter integer N = 32,
+    parameter integer EW = 16,               // bits per vector element (the MFU format)
     parameter integer VRF_DEPTH = 4096,
     parameter integer IMEM_DEPTH = 4096,
     parameter integer ADDR_W = 32
@@ -19,7 +20,7 @@ module npu_dma_store #(
     output reg                  pop_c2s,
     output reg                  push_s2c,
     output wire [$clog2(VRF_DEPTH)-1:0] vrf_raddr,
-    input  wire [16*N-1:0]      vrf_rdata,
+    input  wire [EW * N-1:0]      vrf_rdata,
     output reg  [ADDR_W-1:0]    m_axi_awaddr,
     output reg  [7:0]           m_axi_awlen,
     output wire [2:0]           m_axi_awsize,
@@ -40,7 +41,7 @@ module npu_dma_store #(
     /* verilator lint_off UNUSEDPARAM */
 `include "isa_defs.vh"
     /* verilator lint_on UNUSEDPARAM */
-    localparam integer VEC_BEATS = 16 * N / 128;
+    localparam integer VEC_BEATS = EW * N / 128;
 
     assign m_axi_awsize = 3'd4;
     assign m_axi_awburst = 2'b01;
@@ -67,12 +68,8 @@ module npu_dma_store #(
     assign m_axi_wlast = (beat == beats_in_burst - 1);
     assign m_axi_bready = (state == S_B);
 
-    wire [31:0] to_boundary = (32'd4096 - {20'd0, daddr[11:0]}) >> 4;
-    wire [31:0] want_beats = left >> 4;
-    /* verilator lint_off UNUSEDSIGNAL */
-    wire [31:0] burst = (want_beats < 16) ? ((want_beats < to_boundary) ? want_beats : to_boundary)
-                                          : ((to_boundary < 16) ? to_boundary : 32'd16);
-    /* verilator lint_on UNUSEDSIGNAL */
+    wire [8:0] burst;
+    npu_axi_burst plan (.addr(daddr), .left(left), .beats(burst));
 
     always @(posedge clk) begin
         if (imem_we) imem[imem_waddr] <= imem_wdata;
@@ -99,7 +96,7 @@ module npu_dma_store #(
                     vrow_base <= ins[V_STORE_VADDR_LSB +: 20];
                     dbase <= ins[V_STORE_DADDR_LSB +: 32];
                     rows <= ins[V_STORE_ROWS_LSB +: 12];
-                    row_bytes <= {20'd0, ins[V_STORE_ROW_LEN_LSB +: 12]} * (2 * N);
+                    row_bytes <= {20'd0, ins[V_STORE_ROW_LEN_LSB +: 12]} * (EW / 8 * N);
                     dstride <= ins[V_STORE_DSTRIDE_LSB +: 24];
                     vstride <= ins[V_STORE_VSTRIDE_LSB +: 16];
                     row <= 0;
@@ -119,7 +116,7 @@ module npu_dma_store #(
                     m_axi_awaddr <= daddr;
                     m_axi_awlen <= burst[7:0] - 8'd1;
                     m_axi_awvalid <= 1'b1;
-                    beats_in_burst <= burst[8:0];
+                    beats_in_burst <= burst;
                 end else if (m_axi_awready) begin
                     m_axi_awvalid <= 1'b0;
                     daddr <= daddr + {19'd0, beats_in_burst, 4'd0};
