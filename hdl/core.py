@@ -20,8 +20,8 @@ from npu.numerics.formats import get_format
 from .toolchain import GENERATED, HDL, RTL, ToolchainError, activate
 
 #: The core's sources, in dependency order.
-SOURCES = [RTL / f for f in ("npu_round_float.v", "npu_bfp_quantize.v", "npu_tmp_block.v", "npu_fp32_add.v",
-                             "npu_fp32_to_fp16.v", "npu_fp16_to_fp32.v", "npu_mfu_lane_fp16.v", "npu_tmp_mfu.v",
+SOURCES = [RTL / f for f in ("npu_round_float.v", "npu_bfp_quantize.v", "npu_slice_dot.v", "npu_block_round.v", "npu_block_quantize.v", "npu_fp32_add.v",
+                             "npu_fp32_to_fp16.v", "npu_fp16_to_fp32.v", "npu_mfu_lane_fp16.v", "npu_mfu_mul.v", "npu_mfu_add.v", "npu_mfu_act.v", "npu_fp32_to_mfu.v", "npu_mfu_to_fp32.v",
                              "npu_tile_engine.v", "npu_compute.v", "npu_axi_burst.v", "npu_dma_load.v", "npu_dma_store.v", "npu_core.v")]
 BUILD = HDL.parent / "build" / "hdl"
 

@@ -410,6 +410,7 @@ module npu_compute #(
                             issuing <= 1'b1;
                             state <= S_RUN;
                         end
+                        OP_V_SIGM, OP_V_TANH: error <= 1'b1;            // activation tables: not in the RTL yet
                         default: begin                                  // an MFU op: place it on its stage
                             if ({{(32 - ST_W){1'b0}}, cap_unit} < MFUS) begin
                                 for (q = 0; q < STAGES; q = q + 1)
