@@ -8,22 +8,28 @@ and the co-simulation tests use it.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from npu.config import NPUConfig
-from npu.numerics.formats import get_format
+from npu.numerics.formats import BlockFormat, get_format
 
 from .toolchain import GENERATED, HDL, RTL, ToolchainError, activate
 
 #: The core's sources, in dependency order.
-SOURCES = [RTL / f for f in ("npu_round_float.v", "npu_bfp_quantize.v", "npu_slice_dot.v", "npu_block_round.v", "npu_block_quantize.v", "npu_fp32_add.v",
-                             "npu_fp32_to_fp16.v", "npu_fp16_to_fp32.v", "npu_mfu_lane_fp16.v", "npu_mfu_mul.v", "npu_mfu_add.v", "npu_mfu_act.v", "npu_fp32_to_mfu.v", "npu_mfu_to_fp32.v",
+SOURCES = [RTL / f for f in ("npu_round_float.v", "npu_block_scale.v", "npu_bfp_quantize.v", "npu_mx_quantize.v", "npu_elem_decode.v", "npu_slice_dot.v", "npu_block_round.v", "npu_block_quantize.v", "npu_fp32_add.v",
+                             "npu_fp32_mul.v", "npu_fp32_to_fp16.v", "npu_fp16_to_fp32.v", "npu_fp32_to_mfu.v", "npu_mfu_to_fp32.v", "npu_act_table.v",
+                             "npu_mfu_max.v", "npu_mfu_mul.v", "npu_mfu_add.v", "npu_mfu_act.v",
                              "npu_tile_engine.v", "npu_compute.v", "npu_axi_burst.v", "npu_dma_load.v", "npu_dma_store.v", "npu_core.v")]
 BUILD = HDL.parent / "build" / "hdl"
+#: The FMT parameter of each MFU format.
+MFU_FORMAT_CODES = {"fp16": 0, "bf16": 1, "fp32": 2}
 
 
 class UnsupportedConfig(ValueError):
@@ -38,28 +44,43 @@ class CoreRun:
     cycles: int
 
 
+#: The KIND parameter of each element kind (hdl/rtl/npu_block_format.vh).
+ELEMENT_KIND_CODES = {"sm": 0, "int": 1, "fp": 2}
+
+
+def block_parameters(fmt: BlockFormat) -> dict[str, int]:
+    """Verilog descriptor of a block format (hdl/rtl/npu_block_format.vh), from its record in
+    npu.numerics.formats."""
+    e = fmt.element
+    params = {"KIND": ELEMENT_KIND_CODES[e.kind], "E_BITS": e.bits, "SCALE_BITS": fmt.scale_bits,
+              "SCALE_BIAS": fmt.scale_bias, "EMAX": e.emax}
+    if e.kind == "fp":
+        codes = np.arange(1 << e.bits, dtype=np.uint8).view(e.dtype).astype(np.float32)
+        special = 2 if np.isinf(codes).any() else 1 if np.isnan(codes).any() else 0
+        params.update(M_BITS=e.mbits, F_BITS=e.mbits - e.emin, EXP_BITS=e.ebits, EXP_BIAS=1 - e.emin,
+                      ELEM_SPECIAL=special)
+    else:
+        params.update(M_BITS=e.bits - 1, F_BITS=e.frac_bits)
+    return params
+
+
 def core_parameters(config: NPUConfig) -> dict[str, int]:
     """Verilog parameters of the core for ``config``; UnsupportedConfig if the RTL cannot build it."""
     wf, af = get_format(config.weight_format), get_format(config.activation_format)
     problems = []
-    if config.mfu_format != "fp16":
-        problems.append(f"MFU format {config.mfu_format} (the RTL has fp16 lanes)")
     if wf.name != af.name:
         problems.append(f"weights {wf.name} and activations {af.name} differ (one block format for both)")
-    if getattr(wf.element, "kind", "") != "sm" or wf.block not in (0, config.native_dim):
-        problems.append(f"{wf.name} (the RTL has sign-magnitude formats with one block per native vector: "
-                        f"ms-fp8, ms-fp9, bfp24)")
-    if problems:
-        raise UnsupportedConfig(f"the RTL cannot build machine {config.name!r}: " + "; ".join(problems))
+    if not isinstance(wf, BlockFormat) or wf.block_for(config.native_dim) != config.native_dim:
+        problems.append(f"{wf.name} (the RTL has block formats with one block per native vector: ms-fp8, "
+                        f"ms-fp9, bfp24 at any N; msfp12/msfp16 at N = 16; the MX formats at N = 32)")
     if config.tiles > config.cycles_per_tile:
         problems.append(f"tiles={config.tiles} > native_dim/lanes={config.cycles_per_tile} (the tile engines "
                         f"are staggered by one cycle within one tile op)")
     if problems:
         raise UnsupportedConfig(f"the RTL cannot build machine {config.name!r}: " + "; ".join(problems))
     return {"N": config.native_dim, "TILES": config.tiles, "LANES": config.lanes, "MFUS": config.mfus,
-            "VRF_DEPTH": config.vrf_depth, "MRF_TILES": config.mrf_tiles,
-            "E_BITS": wf.element.bits, "M_BITS": wf.element.bits - 1, "F_BITS": wf.element.frac_bits,
-            "SCALE_BITS": wf.scale_bits, "SCALE_BIAS": wf.scale_bias}
+            "VRF_DEPTH": config.vrf_depth, "MRF_TILES": config.mrf_tiles, "FMT": MFU_FORMAT_CODES[config.mfu_format],
+            **block_parameters(wf)}
 
 
 def build_dir(config: NPUConfig) -> Path:
@@ -74,10 +95,15 @@ def runner_for(config: NPUConfig):
     from cocotb_tools.runner import get_runner
 
     runner = get_runner("verilator")
-    # one C++ file per module: Verilator's split output races its precompiled header under parallel make
-    runner.build(sources=SOURCES, hdl_toplevel="npu_core", includes=[GENERATED, RTL], build_dir=build_dir(config),
-                 parameters=core_parameters(config), always=False,
-                 build_args=["--output-split", "0", "--output-split-cfuncs", "0"])
+    directory = build_dir(config)
+    directory.mkdir(parents=True, exist_ok=True)
+    # one build at a time per configuration (parallel test workers, several sessions): the others wait
+    with open(directory.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        # one C++ file per module: Verilator's split output races its precompiled header under parallel make
+        runner.build(sources=SOURCES, hdl_toplevel="npu_core", includes=[GENERATED, RTL], build_dir=directory,
+                     parameters=core_parameters(config), always=False,
+                     build_args=["--output-split", "0", "--output-split-cfuncs", "0"])
     return runner
 
 

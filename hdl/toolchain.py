@@ -55,10 +55,12 @@ def activate() -> None:
         raise ToolchainError("verilator is still not on PATH after activation")
 
 
-def lint(*sources: Path, top: str | None = None) -> subprocess.CompletedProcess:
-    """``verilator --lint-only -Wall`` on ``sources`` (the generated headers on the include path)."""
+def lint(*sources: Path, top: str | None = None, parameters: dict | None = None) -> subprocess.CompletedProcess:
+    """``verilator --lint-only -Wall`` on ``sources`` (the generated headers on the include path), with the
+    top module's ``parameters`` overridden."""
     activate()
     cmd = ["verilator", "--lint-only", "-Wall", f"-I{GENERATED}", f"-I{RTL}", *map(str, sources)]
     if top:
         cmd += ["--top-module", top]
+    cmd += [f"-G{name}={value}" for name, value in (parameters or {}).items()]
     return subprocess.run(cmd, capture_output=True, text=True)

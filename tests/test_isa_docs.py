@@ -1,7 +1,7 @@
 """Generated artefacts stay in step with the instruction table."""
 from pathlib import Path
 
-from npu.isa.docgen import BEGIN, END, isa_table_markdown, replace_generated, verilog_header
+from npu.isa.docgen import BEGIN, END, activation_tables_header, isa_table_markdown, replace_generated, verilog_header
 from npu.isa.table import INSTRUCTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,3 +24,25 @@ def test_verilog_header_is_up_to_date():
         "hdl/generated/isa_defs.vh is stale: python -m npu.isa.docgen --verilog hdl/generated/isa_defs.vh"
     for spec in INSTRUCTIONS:
         assert f"OP_{spec.mnemonic.upper()} = 6'd{spec.opcode};" in path.read_text()
+
+
+def test_activation_tables_header_is_up_to_date():
+    path = ROOT / "hdl" / "generated" / "act_tables.vh"
+    assert path.read_text() == activation_tables_header(), \
+        "hdl/generated/act_tables.vh is stale: python -m npu.isa.docgen --act-tables hdl/generated/act_tables.vh"
+
+
+def test_activation_tables_header_holds_the_numerics_tables():
+    """Entry i of each Verilog table is the binary32 pattern of npu.numerics.mfu's table entry i."""
+    import re
+
+    import numpy as np
+
+    from npu.numerics import mfu
+
+    text = (ROOT / "hdl" / "generated" / "act_tables.vh").read_text()
+    for name, (a, b) in (("SIGMOID", mfu.SIGMOID_TABLE), ("TANH", mfu.TANH_TABLE)):
+        for part, values in (("A", a), ("B", b)):
+            body = text.split(f"ACT_{name}_{part} = {{", 1)[1].split("};", 1)[0]
+            words = [int(w, 16) for w in re.findall(r"32'h([0-9a-f]{8})", body)][::-1]
+            assert words == [int(v) for v in np.asarray(values, np.float32).view(np.uint32)]

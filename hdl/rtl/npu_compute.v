@@ -28,6 +28,7 @@ module npu_compute #(
     parameter integer F_BITS = 2,
     parameter integer EXP_BITS = 0,
     parameter integer EXP_BIAS = 0,
+    parameter integer ELEM_SPECIAL = 0,
     parameter integer SCALE_BITS = 5,
     parameter integer SCALE_BIAS = 15,
     parameter integer EMAX = 0,
@@ -150,7 +151,7 @@ module npu_compute #(
     wire [N*E_BITS-1:0]   x_codes;
     wire [SCALE_BITS-1:0] x_scale;
     npu_block_quantize #(.B(N), .FMT(FMT), .KIND(KIND), .E_BITS(E_BITS), .M_BITS(M_BITS), .F_BITS(F_BITS),
-                         .EXP_BITS(EXP_BITS), .EXP_BIAS(EXP_BIAS), .SCALE_BITS(SCALE_BITS),
+                         .EXP_BITS(EXP_BITS), .EXP_BIAS(EXP_BIAS), .ELEM_SPECIAL(ELEM_SPECIAL), .SCALE_BITS(SCALE_BITS),
                          .SCALE_BIAS(SCALE_BIAS), .EMAX(EMAX))
         quantize (.x(x_vec), .codes(x_codes), .scale(x_scale));
 
@@ -165,7 +166,7 @@ module npu_compute #(
     generate
         for (ge = 0; ge < TILES; ge = ge + 1) begin : engine
             npu_tile_engine #(.N(N), .L(LANES), .KIND(KIND), .E_BITS(E_BITS), .M_BITS(M_BITS), .F_BITS(F_BITS),
-                              .EXP_BITS(EXP_BITS), .EXP_BIAS(EXP_BIAS), .SCALE_BITS(SCALE_BITS),
+                              .EXP_BITS(EXP_BITS), .ELEM_SPECIAL(ELEM_SPECIAL), .SCALE_BITS(SCALE_BITS),
                               .SCALE_BIAS(SCALE_BIAS), .TILE_BITS(TILE_BITS)) te (
                 .clk(clk), .rst(rst), .issue(issue_mvu && ({{(32 - PH_W){1'b0}}, ph} == ge)),
                 .x_codes(x_codes), .x_scale(x_scale), .tile(tile),
@@ -205,8 +206,7 @@ module npu_compute #(
             npu_fp32_add add (.a(add_first ? 32'd0 : acc[g]), .b(has_mvu ? fin_p[32 * g +: 32] : widened),
                               .z(acc_next[g]));
             npu_fp32_to_mfu #(.FMT(FMT)) narrow (.a(acc_next[g]), .z(acc_f[g]));
-            npu_mfu_add #(.FMT(FMT)) maxer (.op(OP_VV_MAX), .x(rmax[EW * g +: EW]), .y(x_vec[EW * g +: EW]),
-                                            .z(max_next[g]));
+            npu_mfu_max #(.FMT(FMT)) maxer (.x(rmax[EW * g +: EW]), .y(x_vec[EW * g +: EW]), .z(max_next[g]));
         end
     endgenerate
 
@@ -410,7 +410,6 @@ module npu_compute #(
                             issuing <= 1'b1;
                             state <= S_RUN;
                         end
-                        OP_V_SIGM, OP_V_TANH: error <= 1'b1;            // activation tables: not in the RTL yet
                         default: begin                                  // an MFU op: place it on its stage
                             if ({{(32 - ST_W){1'b0}}, cap_unit} < MFUS) begin
                                 for (q = 0; q < STAGES; q = q + 1)

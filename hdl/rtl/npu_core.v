@@ -17,6 +17,7 @@ module npu_core #(
     parameter integer F_BITS = 2,
     parameter integer EXP_BITS = 0,
     parameter integer EXP_BIAS = 0,
+    parameter integer ELEM_SPECIAL = 0,
     parameter integer SCALE_BITS = 5,
     parameter integer SCALE_BIAS = 15,
     parameter integer EMAX = 0
@@ -97,7 +98,7 @@ module npu_core #(
 
     npu_compute #(.N(N), .TILES(TILES), .LANES(LANES), .MFUS(MFUS), .VRF_DEPTH(VRF_DEPTH), .MRF_TILES(MRF_TILES),
                   .IMEM_DEPTH(IMEM_DEPTH), .FMT(FMT), .KIND(KIND), .E_BITS(E_BITS), .M_BITS(M_BITS), .F_BITS(F_BITS),
-                  .EXP_BITS(EXP_BITS), .EXP_BIAS(EXP_BIAS), .SCALE_BITS(SCALE_BITS), .SCALE_BIAS(SCALE_BIAS),
+                  .EXP_BITS(EXP_BITS), .EXP_BIAS(EXP_BIAS), .ELEM_SPECIAL(ELEM_SPECIAL), .SCALE_BITS(SCALE_BITS), .SCALE_BIAS(SCALE_BIAS),
                   .EMAX(EMAX), .EW(EW), .TILE_BITS(TILE_BITS)) compute (
         .clk(clk), .rst(rst), .start(start), .busy(busy), .error(c_error), .cycles(c_cycles),
         .l2c_ready(l2c != 0), .s2c_ready(s2c != 0), .pop_l2c(pop_l2c), .pop_s2c(pop_s2c),

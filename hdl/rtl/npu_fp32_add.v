@@ -11,10 +11,9 @@ module npu_fp32_add (
 `include "isa_defs.vh"
     /* verilator lint_on UNUSEDPARAM */
 
-    wire a_nan = (a[30:23] == 8'hff) && (a[22:0] != 0);
-    wire b_nan = (b[30:23] == 8'hff) && (b[22:0] != 0);
-    wire a_inf = (a[30:23] == 8'hff) && (a[22:0] == 0);
-    wire b_inf = (b[30:23] == 8'hff) && (b[22:0] == 0);
+`include "npu_fp32_class.vh"
+    wire a_nan = fp32_is_nan(a[30:0]), b_nan = fp32_is_nan(b[30:0]);
+    wire a_inf = fp32_is_inf(a[30:0]), b_inf = fp32_is_inf(b[30:0]);
 
     // |greater_op| >= |lesser|
     wire        swap  = b[30:0] > a[30:0];

@@ -1,8 +1,28 @@
-// The MFU's three stages (multiply, add/sub/max, activation) and the conversions to and from binary32 for
-// the fp16 MFU format, built on npu_mfu_lane_fp16.  FMT is accepted and unused: bf16 and fp32 MFUs are not
-// implemented yet (hdl/core.py refuses them), nor are the sigmoid/tanh tables (npu_compute flags them).
-/* verilator lint_off UNUSEDPARAM */
-module npu_fp32_to_mfu #(parameter integer FMT = 0) (input wire [31:0] a, output wire [15:0] z);
-/* verilator lint_on UNUSEDPARAM */
-    npu_fp32_to_fp16 c (.a(a), .z(z));
+// binary32 -> the MFU format FMT (0 fp16, 1 bf16, 2 fp32): RNE, overflow to infinity, subnormals kept, the
+// format's canonical NaN (docs/numerics.md sections 1.2 and 4).  Combinational.
+module npu_fp32_to_mfu #(
+    parameter integer FMT = 0,
+    parameter integer EW = (FMT == 2) ? 32 : 16
+) (
+    input  wire [31:0]   a,
+    output wire [EW-1:0] z
+);
+    /* verilator lint_off UNUSEDPARAM */
+`include "isa_defs.vh"
+    /* verilator lint_on UNUSEDPARAM */
+    generate
+        if (FMT == 0) begin : g_fp16
+            npu_fp32_to_fp16 c (.a(a), .z(z));
+        end else if (FMT == 1) begin : g_bf16
+            wire [15:0] rounded;
+            npu_round_float #(.MAG_W(24), .EXP_W(8), .MAN_W(7)) round (
+                .sgn(a[31]), .mag({a[30:23] != 0, a[22:0]}),
+                .lsb_exp($signed({8'd0, (a[30:23] == 0) ? 8'd1 : a[30:23]}) - 16'sd150), .result(rounded));
+            wire nan = (a[30:23] == 8'hff) && (a[22:0] != 0);
+            assign z = nan ? BF16_CANONICAL_NAN : (a[30:23] == 8'hff) ? a[31:16] : rounded;
+        end else begin : g_fp32
+            wire nan = (a[30:23] == 8'hff) && (a[22:0] != 0);
+            assign z = nan ? FP32_CANONICAL_NAN : a;
+        end
+    endgenerate
 endmodule

@@ -1,15 +1,28 @@
-// The MFU's three stages (multiply, add/sub/max, activation) and the conversions to and from binary32 for
-// the fp16 MFU format, built on npu_mfu_lane_fp16.  FMT is accepted and unused: bf16 and fp32 MFUs are not
-// implemented yet (hdl/core.py refuses them), nor are the sigmoid/tanh tables (npu_compute flags them).
-/* verilator lint_off UNUSEDPARAM */
-module npu_mfu_add #(parameter integer FMT = 0) (
-    input wire [5:0] op, input wire [15:0] x, input wire [15:0] y, output wire [15:0] z);
-/* verilator lint_on UNUSEDPARAM */
+// The MFU's add stage (vv_add, vs_add, vv_a_sub_b, vv_b_sub_a, vv_max, vs_max) in the MFU format FMT:
+// sums are binary32 sums of the exact operands rounded once to FMT (the correctly rounded result,
+// docs/numerics.md section 4); max is npu_mfu_max.  Other operations pass x
+// through.  Combinational.
+module npu_mfu_add #(
+    parameter integer FMT = 0,
+    parameter integer EW = (FMT == 2) ? 32 : 16
+) (
+    input wire [5:0] op, input wire [EW-1:0] x, input wire [EW-1:0] y, output wire [EW-1:0] z);
     /* verilator lint_off UNUSEDPARAM */
 `include "isa_defs.vh"
     /* verilator lint_on UNUSEDPARAM */
-    wire [15:0] r;
-    npu_mfu_lane_fp16 lane (.op(op), .x(x), .y(y), .z(r));
-    assign z = (op == OP_VV_ADD || op == OP_VS_ADD || op == OP_VV_A_SUB_B || op == OP_VV_B_SUB_A ||
-                op == OP_VV_MAX || op == OP_VS_MAX) ? r : x;
+    wire [31:0] x32, y32, s32;
+    wire [EW-1:0] r;
+    npu_mfu_to_fp32 #(.FMT(FMT)) wx (.a(x), .z(x32));
+    npu_mfu_to_fp32 #(.FMT(FMT)) wy (.a(y), .z(y32));
+    // a - b is a + (-b); b - a is (-a) + b
+    wire [31:0] lhs = (op == OP_VV_B_SUB_A) ? {~x32[31], x32[30:0]} : x32;
+    wire [31:0] rhs = (op == OP_VV_A_SUB_B) ? {~y32[31], y32[30:0]} : y32;
+    npu_fp32_add s (.a(lhs), .b(rhs), .z(s32));
+    npu_fp32_to_mfu #(.FMT(FMT)) n (.a(s32), .z(r));
+
+    wire [EW-1:0] m;
+    npu_mfu_max #(.FMT(FMT)) mx (.x(x), .y(y), .z(m));
+
+    assign z = (op == OP_VV_MAX || op == OP_VS_MAX) ? m :
+               (op == OP_VV_ADD || op == OP_VS_ADD || op == OP_VV_A_SUB_B || op == OP_VV_B_SUB_A) ? r : x;
 endmodule

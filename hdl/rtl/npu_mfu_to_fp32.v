@@ -1,8 +1,18 @@
-// The MFU's three stages (multiply, add/sub/max, activation) and the conversions to and from binary32 for
-// the fp16 MFU format, built on npu_mfu_lane_fp16.  FMT is accepted and unused: bf16 and fp32 MFUs are not
-// implemented yet (hdl/core.py refuses them), nor are the sigmoid/tanh tables (npu_compute flags them).
-/* verilator lint_off UNUSEDPARAM */
-module npu_mfu_to_fp32 #(parameter integer FMT = 0) (input wire [15:0] a, output wire [31:0] z);
-/* verilator lint_on UNUSEDPARAM */
-    npu_fp16_to_fp32 c (.a(a), .z(z));
+// The MFU format FMT (0 fp16, 1 bf16, 2 fp32) -> binary32, exact; NaN payloads carried over.  Combinational.
+module npu_mfu_to_fp32 #(
+    parameter integer FMT = 0,
+    parameter integer EW = (FMT == 2) ? 32 : 16
+) (
+    input  wire [EW-1:0] a,
+    output wire [31:0]   z
+);
+    generate
+        if (FMT == 0) begin : g_fp16
+            npu_fp16_to_fp32 c (.a(a), .z(z));
+        end else if (FMT == 1) begin : g_bf16
+            assign z = {a, 16'd0};
+        end else begin : g_fp32
+            assign z = a;
+        end
+    endgenerate
 endmodule

@@ -16,7 +16,11 @@ module npu_round_float #(
     localparam integer MIN_LSB = 1 - BIAS - MAN_W;          // quantum of the subnormals
     localparam [EXP_W-1:0] EXP_MAX = {EXP_W{1'b1}};
 
-    integer p, i, s, e;
+    // the leading one is found by halving steps (log2 MAG_W shifts), guard and sticky by shifts and a mask
+    localparam integer TOP_STEP = 1 << ($clog2(MAG_W) - 1);
+
+    integer p, step, s, e;
+    reg [MAG_W-1:0] probe;
     wire signed [31:0] lsb = {{16{lsb_exp[15]}}, lsb_exp};
     /* verilator lint_off UNUSEDSIGNAL */
     reg [MAG_W-1:0] kept;                                   // only its low MAN_W + 2 bits matter
@@ -25,9 +29,13 @@ module npu_round_float #(
     reg [MAN_W+1:0] r;
 
     always @* begin
-        p = -1;
-        for (i = 0; i < MAG_W; i = i + 1)
-            if (mag[i]) p = i;
+        p = (mag == {MAG_W{1'b0}}) ? -1 : 0;
+        probe = mag;
+        for (step = TOP_STEP; step >= 1; step = step / 2)
+            if ((probe >> step) != {MAG_W{1'b0}}) begin
+                p = p + step;
+                probe = probe >> step;
+            end
         kept = {MAG_W{1'b0}};
         guard = 1'b0;
         sticky = 1'b0;
@@ -43,11 +51,8 @@ module npu_round_float #(
             if (s > 0) begin
                 // a value far below the smallest subnormal has s beyond mag: all of it is sticky
                 kept = (s < MAG_W) ? mag >> s : {MAG_W{1'b0}};
-                guard = 1'b0;
-                for (i = 0; i < MAG_W; i = i + 1) begin
-                    if (i == s - 1) guard = mag[i];
-                    if (i < s - 1 && mag[i]) sticky = 1'b1;
-                end
+                guard = (s <= MAG_W) ? mag[s - 1] : 1'b0;
+                sticky = ((s - 1 >= MAG_W) ? mag : (mag & ~({MAG_W{1'b1}} << (s - 1)))) != {MAG_W{1'b0}};
             end else begin
                 kept = mag << (-s);
             end

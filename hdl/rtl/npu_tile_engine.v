@@ -13,7 +13,7 @@ module npu_tile_engine #(
     parameter integer M_BITS = 3,
     parameter integer F_BITS = 2,
     parameter integer EXP_BITS = 0,
-    parameter integer EXP_BIAS = 0,
+    parameter integer ELEM_SPECIAL = 0,
     parameter integer SCALE_BITS = 5,
     parameter integer SCALE_BIAS = 15,
     parameter integer TILE_BITS = 8 * (N + N * N * E_BITS / 8)
@@ -39,27 +39,30 @@ module npu_tile_engine #(
     reg [SCALE_BITS-1:0] xs;
     reg [TILE_BITS-1:0]  tr;
     reg [ACC_W-1:0]      acc [0:N-1];
+    reg [N-1:0]          bad;                 // a NaN/infinite element seen in the row's block so far
 
     assign busy = active;
     assign finishing = active && ({{(32 - SC_W){1'b0}}, sc} == CPT - 1);
 
     wire [ACC_W-1:0] sum [0:N-1];
+    wire [N-1:0]     bad_next;
     genvar g;
     generate
         for (g = 0; g < N; g = g + 1) begin : row
             wire [ACC_W-1:0] slice;
-            npu_slice_dot #(.L(L), .KIND(KIND), .E_BITS(E_BITS), .M_BITS(M_BITS), .F_BITS(F_BITS),
-                            .EXP_BITS(EXP_BITS), .EXP_BIAS(EXP_BIAS), .ACC_W(ACC_W)) dot (
+            wire slice_special;
+            npu_slice_dot #(.L(L), .KIND(KIND), .E_BITS(E_BITS), .M_BITS(M_BITS), .EXP_BITS(EXP_BITS),
+                            .ELEM_SPECIAL(ELEM_SPECIAL), .ACC_W(ACC_W)) dot (
                 .w_codes(tr[8 * N + (g * N + sc * L) * E_BITS +: L * E_BITS]),
-                .x_codes(xr[sc * L * E_BITS +: L * E_BITS]), .sum(slice));
+                .x_codes(xr[sc * L * E_BITS +: L * E_BITS]), .sum(slice), .special(slice_special));
             assign sum[g] = acc[g] + slice;
+            assign bad_next[g] = bad[g] | slice_special;
             /* verilator lint_off UNUSEDSIGNAL */
             wire [7:0] scale_byte = tr[8 * g +: 8];
             /* verilator lint_on UNUSEDSIGNAL */
-            npu_block_round #(.KIND(KIND), .E_BITS(E_BITS), .M_BITS(M_BITS), .F_BITS(F_BITS),
-                              .EXP_BITS(EXP_BITS), .EXP_BIAS(EXP_BIAS), .SCALE_BITS(SCALE_BITS),
-                              .SCALE_BIAS(SCALE_BIAS), .ACC_W(ACC_W)) round (
-                .sum(sum[g]), .w_scale(scale_byte[SCALE_BITS-1:0]), .x_scale(xs), .p(p[32 * g +: 32]));
+            npu_block_round #(.F_BITS(F_BITS), .SCALE_BITS(SCALE_BITS), .SCALE_BIAS(SCALE_BIAS),
+                              .ACC_W(ACC_W)) round (
+                .sum(sum[g]), .special(bad_next[g]), .w_scale(scale_byte[SCALE_BITS-1:0]), .x_scale(xs), .p(p[32 * g +: 32]));
         end
     endgenerate
 
@@ -75,10 +78,12 @@ module npu_tile_engine #(
             xs <= x_scale;
             tr <= tile;
             for (q = 0; q < N; q = q + 1) acc[q] <= {ACC_W{1'b0}};
+            bad <= {N{1'b0}};
         end else if (active) begin
             if (finishing) active <= 1'b0;
             else sc <= sc + 1'b1;
             for (q = 0; q < N; q = q + 1) acc[q] <= sum[q];
+            bad <= bad_next;
         end
     end
 endmodule

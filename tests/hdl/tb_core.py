@@ -2,7 +2,7 @@
 
 Programs: the simulator tests' kernels (with their loads and stores) and the
 compiler's output for the small ResNet and the small VGG on 32x32 inputs
-(tiny preset, ms-fp9).  The DRAM image (program data, inputs) goes into the
+(tiny preset; ms-fp9 with fp16 MFUs unless NPU_CORE_FORMATS says otherwise).  The DRAM image (program data, inputs) goes into the
 AXI RAM; after the run, every byte the simulator's run leaves in DRAM must be
 the same in the AXI RAM, and the RTL's cycle count must be within 10 % of the
 simulator's estimate for the same memory: the AXI RAM model answers a read
@@ -27,19 +27,20 @@ from npu.sim import simulate  # noqa: E402
 
 #: Cycles from a read address to its first data beat in cocotbext-axi's AXI RAM.
 AXI_RAM_LATENCY = 3
-#: Programs using operations the RTL does not implement yet (the sigmoid/tanh tables): it must refuse them.
-REFUSED = {"mlp"}
 
 
 def programs():
-    """(name, words, dram image, config) of each program to co-simulate."""
-    cfg = sp.config("tiny", weight="ms-fp9", act="ms-fp9", mfu_format="fp16")
+    """(name, words, dram image, config) of each program to co-simulate, for the block and MFU formats named
+    by NPU_CORE_FORMATS ("block,mfu"; the core must have been built for them)."""
+    block, mfu_format = os.environ.get("NPU_CORE_FORMATS", "ms-fp9,fp16").split(",")
+    cfg = sp.config("tiny", weight=block, act=block, mfu_format=mfu_format)
     rng = np.random.default_rng(21)
     for name, k in (("gemv", sp.gemv(cfg, rng, batch=3, rows=2, k0=2, c=2)),
                     ("conv3x3", sp.conv2d(cfg, rng, h=4, w=5, cin_v=2, cout_v=2, ksize=3)),
                     ("maxpool", sp.pool(cfg, rng, h=6, w=6, c_v=2, ksize=3, stride=2, pad=1)),
                     ("avgpool", sp.global_avg_pool(cfg, rng, h=3, w=4, c_v=2)),
                     ("mfu_ops", sp.elementwise(cfg, rng, ["vv_mul", "vv_add", "v_relu", "vs_mul", "vv_b_sub_a"])),
+                    ("mfu_act", sp.elementwise(cfg, rng, ["vs_mul", "v_sigm", "vv_add", "v_tanh"])),
                     ("mfu_max", sp.elementwise(cfg, rng, ["vs_max", "v_relu", "vv_a_sub_b"])),
                     ("lane_concat", sp.lane_concat(cfg, rng, count=3, lo=5, hi=21)),
                     ("mlp", sp.mlp(cfg, rng, batch=2, d_in=2, d_hidden=2, d_out=1))):
@@ -51,7 +52,7 @@ def programs():
         from compiler.models import nets
 
         for model in which.split(","):
-            compiled = compile_model(nets.MODELS[model](), "tiny", "ms-fp9")
+            compiled = compile_model(nets.MODELS[model](), cfg)
             x = np.random.default_rng(5).standard_normal((1, 3, 32, 32)).astype(np.float32)
             yield model, compiled.program.words, bytes(dram_image_with_inputs(compiled.program, {"data": x})), \
                 compiled.config
@@ -63,11 +64,8 @@ async def programs_match_the_simulator(dut):
     failures, report = [], []
     for name, words, image, cfg in programs():
         ram, error = await run_on_core(dut, words, image, 3_000_000)
-        sim = simulate(words, cfg, dram=image, mode="full")
-        if name in REFUSED:
-            if not int(dut.error.value):
-                failures.append(f"{name}: the core ran an activation table it does not have")
-            continue
+        same_memory = cfg.replace(dram_latency_ns=AXI_RAM_LATENCY * 1000.0 / cfg.clock_mhz)
+        sim = simulate(words, same_memory, dram=image, mode="full")
         if error:
             failures.append(f"{name}: {error}")
             continue
@@ -77,9 +75,7 @@ async def programs_match_the_simulator(dut):
         if got != want:
             diff = np.flatnonzero(np.frombuffer(got, np.uint8) != np.frombuffer(want, np.uint8))
             failures.append(f"{name}: {len(diff)} DRAM bytes differ, first at {int(diff[0]):#x}")
-        same_memory = cfg.replace(dram_latency_ns=AXI_RAM_LATENCY * 1000.0 / cfg.clock_mhz)
-        rtl_cycles = int(dut.cycles.value)
-        sim_cycles = simulate(words, same_memory, dram=image, mode="timing").stats.total_cycles
+        rtl_cycles, sim_cycles = int(dut.cycles.value), sim.stats.total_cycles
         ratio = rtl_cycles / sim_cycles
         report.append(f"{name}: RTL {rtl_cycles} cycles, simulator {sim_cycles} ({ratio:.2f}x)")
         dut._log.info(report[-1])

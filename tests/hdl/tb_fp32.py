@@ -1,4 +1,6 @@
-"""cocotb testbenches: binary32 addition and binary32 -> fp16 rounding against numpy / npu.numerics.mfu."""
+"""cocotb testbenches: binary32 addition and multiplication, binary32 -> fp16 rounding against numpy / npu.numerics.mfu."""
+import os
+
 import cocotb
 import numpy as np
 from cocotb.triggers import Timer
@@ -24,13 +26,21 @@ def _pairs(rng, n):
 
 
 @cocotb.test()
-async def fp32_add_is_ieee_rne(dut):
+async def fp32_add_or_mul_is_ieee_rne(dut):
     if not hasattr(dut, "b"):
         return
+    op = os.environ.get("NPU_FP32_OP", "add")
     rng = np.random.default_rng(1)
     a, b = _pairs(rng, 6000)
+    if op == "mul":                                 # products near the overflow and subnormal edges
+        edge = rng.integers(0, len(a), len(a) // 2)
+        ea = ((a[edge] >> 23) & 0xFF).astype(np.int64)
+        target = rng.choice([127 + 254, 127], len(edge)) + rng.integers(-3, 4, len(edge))   # e_a + e_b
+        eb = np.clip(target - ea, 0, 254).astype(np.uint32)
+        b[edge] = (b[edge] & np.uint32(0x807FFFFF)) | (eb << np.uint32(23))
     with np.errstate(all="ignore"):
-        ref = (a.view(np.float32) + b.view(np.float32)).view(np.uint32)
+        fa, fb = a.view(np.float32), b.view(np.float32)
+        ref = (fa * fb if op == "mul" else fa + fb).view(np.uint32)
     ref = np.where(np.isnan(ref.view(np.float32)), np.uint32(CANON32), ref)
     bad = []
     for x, y, e in zip(a, b, ref):
@@ -38,7 +48,7 @@ async def fp32_add_is_ieee_rne(dut):
         dut.b.value = int(y)
         await Timer(1, unit="ns")
         if int(dut.z.value) != int(e):
-            bad.append(f"0x{int(x):08x} + 0x{int(y):08x} = 0x{int(dut.z.value):08x}, IEEE 0x{int(e):08x}")
+            bad.append(f"0x{int(x):08x} {op} 0x{int(y):08x} = 0x{int(dut.z.value):08x}, IEEE 0x{int(e):08x}")
     assert not bad, f"{len(bad)} mismatches, first: " + "; ".join(bad[:5])
 
 
