@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(VENV)/bin/npu demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist loadfile
 
 bench: $(STAMP)
 	$(PY) -m pytest benchmarks --benchmark-only -o python_files='bench_*.py'
