@@ -193,6 +193,8 @@ def test_full_queue_answers_503_and_resource_exhausted(program):
                 code = 200
             except InferenceServerException as exc:
                 code = int(exc.status()) if str(exc.status()).isdigit() else exc.status()
+            finally:
+                c.close()               # in this thread: the client's gevent pool belongs to it
             with lock:
                 codes.append(code)
 
