@@ -11,11 +11,12 @@ module npu_act_table (
 `include "isa_defs.vh"
     /* verilator lint_on UNUSEDPARAM */
 `include "act_tables.vh"
+`include "npu_fp32_class.vh"
 
     // s = x + 8 (RNE); u = 32 s is exact in binary32, so the tests on u are tests on s
     wire [31:0] s;
     npu_fp32_add plus8 (.a(x), .b(32'h41000000), .z(s));
-    wire s_nan = (s[30:23] == 8'hff) && (s[22:0] != 0);
+    wire s_nan = fp32_is_nan(s[30:0]);
     wire below = s[31] && s[30:0] != 31'd0;                   // u < 0 (s is never -0)
     wire above = !s[31] && s[30:0] >= 31'h41800000;           // u >= 512, infinity included
 

@@ -10,6 +10,7 @@ module npu_fp32_to_mfu #(
     /* verilator lint_off UNUSEDPARAM */
 `include "isa_defs.vh"
     /* verilator lint_on UNUSEDPARAM */
+`include "npu_fp32_class.vh"
     generate
         if (FMT == 0) begin : g_fp16
             npu_fp32_to_fp16 c (.a(a), .z(z));
@@ -18,11 +19,9 @@ module npu_fp32_to_mfu #(
             npu_round_float #(.MAG_W(24), .EXP_W(8), .MAN_W(7)) round (
                 .sgn(a[31]), .mag({a[30:23] != 0, a[22:0]}),
                 .lsb_exp($signed({8'd0, (a[30:23] == 0) ? 8'd1 : a[30:23]}) - 16'sd150), .result(rounded));
-            wire nan = (a[30:23] == 8'hff) && (a[22:0] != 0);
-            assign z = nan ? BF16_CANONICAL_NAN : (a[30:23] == 8'hff) ? a[31:16] : rounded;
+            assign z = fp32_is_nan(a[30:0]) ? BF16_CANONICAL_NAN : (a[30:23] == 8'hff) ? a[31:16] : rounded;
         end else begin : g_fp32
-            wire nan = (a[30:23] == 8'hff) && (a[22:0] != 0);
-            assign z = nan ? FP32_CANONICAL_NAN : a;
+            assign z = fp32_is_nan(a[30:0]) ? FP32_CANONICAL_NAN : a;
         end
     endgenerate
 endmodule

@@ -2,8 +2,8 @@
 
 Programs: the simulator tests' kernels (with their loads and stores) and the
 compiler's output for the small ResNet and the small VGG on 32x32 inputs
-(tiny preset; ms-fp9 with fp16 MFUs unless NPU_CORE_FORMATS says otherwise).  The DRAM image (program data, inputs) goes into the
-AXI RAM; after the run, every byte the simulator's run leaves in DRAM must be
+(tiny preset; ms-fp9 with fp16 MFUs unless NPU_CORE_FORMATS says
+otherwise).  The DRAM image (program data, inputs) goes into the AXI RAM; after the run, every byte the simulator's run leaves in DRAM must be
 the same in the AXI RAM, and the RTL's cycle count must be within 10 % of the
 simulator's estimate for the same memory: the AXI RAM model answers a read
 burst AXI_RAM_LATENCY cycles after its address, so the estimate is made with
