@@ -26,13 +26,28 @@ def im2col(x: np.ndarray, kernel, stride, pads) -> np.ndarray:
     return out.reshape(kh * kw * c, oh, ow)
 
 
+def strip_windows(x: np.ndarray, kernel, stride, pads, group: int, out_hw) -> np.ndarray:
+    """(kh*G*C, OH, M) strips of a C x H x W image (zero padding): channel (ky*G + j)*C + c of strip
+    (oy, m) is input row ``stride_h*oy + ky``, column ``G*m + j`` of the padded image."""
+    c, h, w = x.shape
+    kh = kernel[0]
+    sy = stride[0]
+    top, left = pads[0], pads[1]
+    oh, groups = out_hw
+    xp = np.zeros((c, max(h + top, sy * (oh - 1) + kh), max(w + left, group * groups)), x.dtype)
+    xp[:, top:top + h, left:left + w] = x
+    rows = np.stack([xp[:, ky:ky + sy * (oh - 1) + 1:sy, :group * groups] for ky in range(kh)])   # (kh, C, OH, G*M)
+    strips = rows.reshape(kh, c, oh, groups, group).transpose(0, 4, 1, 2, 3)                   # (kh, G, C, OH, M)
+    return strips.reshape(kh * group * c, oh, groups)
+
+
 def _layout(desc: TensorDesc) -> ActLayout:
     p = desc.params
     return ActLayout(p["channels"], p["height"], p["width"], p["pad"], p["native_dim"], 0, pitch=p["vectors"])
 
 
 def input_tensor(desc: TensorDesc, array: np.ndarray) -> np.ndarray:
-    """The C x H x W tensor the NPU reads for a model input (after im2col packing, if the program uses it)."""
+    """The C x H x W tensor the NPU reads for a model input (after strip or im2col packing, if the program uses it)."""
     x = np.asarray(array, np.float32)
     want = tuple(desc.shape)
     if x.shape == (1, *want):
@@ -40,9 +55,13 @@ def input_tensor(desc: TensorDesc, array: np.ndarray) -> np.ndarray:
     if x.shape != want:
         raise ValueError(f"input {desc.name!r}: expected shape {list(want)} (or [1, {', '.join(map(str, want))}]), "
                          f"got {list(np.shape(array))}")
-    if desc.params.get("packing") == "im2col":
-        p = desc.params
+    p = desc.params
+    if p.get("packing") == "im2col":
         x = im2col(x, p["kernel"], p["stride"], p["pads"])
+    elif p.get("packing") == "strip":
+        x = strip_windows(x, p["kernel"], p["stride"], p["pads"], p["group"], (p["height"], p["width"]))
+    elif "packing" in p:
+        raise ValueError(f"input {desc.name!r}: unknown input packing {p['packing']!r} in the program file")
     return x
 
 

@@ -47,6 +47,13 @@ class Conv(Node):
     ``weight`` is (Cout, Cin, kh, kw) float32; ``pads`` is (top, left,
     bottom, right).  With ``residual`` the second input tensor is added
     after the bias, then ReLU if ``relu``.
+
+    With ``column_phases`` P > 1 the weight is (P*Cout, Cin, kh, kw): output
+    column ``P*m + p`` is phase p's weights applied to the window at input
+    column ``m`` (stride 1), so P neighbouring output columns share one input
+    column (the strip-packed first layer, ``compiler.lower.pack_input``).
+    ``model_macs`` keeps the model's own MAC count when such a rewrite
+    changes the weight's shape.
     """
 
     weight: np.ndarray = None
@@ -55,11 +62,30 @@ class Conv(Node):
     pads: tuple[int, int, int, int] = (0, 0, 0, 0)
     relu: bool = False
     residual: bool = False
+    column_phases: int = 1
+    model_macs: int | None = None
 
     @property
     def kernel(self) -> tuple[int, int]:
         """(kh, kw)."""
         return tuple(self.weight.shape[2:])
+
+    @property
+    def out_channels(self) -> int:
+        """Output channels (Cout, whatever the number of column phases)."""
+        return self.weight.shape[0] // self.column_phases
+
+    def phase_weight(self, p: int) -> np.ndarray:
+        """The (Cout, Cin, kh, kw) weights of column phase ``p``."""
+        c = self.out_channels
+        return self.weight[p * c:(p + 1) * c]
+
+    def macs(self, out_hw: tuple[int, int]) -> int:
+        """Multiply-accumulates of the layer for an output of ``out_hw`` pixels, as the model counts them."""
+        if self.model_macs is not None:
+            return self.model_macs
+        cout, cin, kh, kw = self.weight.shape
+        return int(cout * cin * kh * kw * out_hw[0] * out_hw[1])
 
 
 @dataclass

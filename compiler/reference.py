@@ -57,16 +57,22 @@ class Reference:
         return tuple(s) if len(s) == 3 else (s[0], 1, 1)
 
     def conv(self, nd: Conv, x: np.ndarray, residual: np.ndarray | None) -> np.ndarray:
-        """MVU products rounded to the MFU format, then bias, residual and ReLU in MFU arithmetic."""
+        """MVU products rounded to the MFU format, then bias, residual and ReLU in MFU arithmetic.
+
+        Column phases are computed as one convolution with P*Cout outputs at
+        every P-th output column, then interleaved.
+        """
         n = self.n
-        cout, cin, kh, kw = nd.weight.shape
+        rows_out, cin, kh, kw = nd.weight.shape
+        phases, cout = nd.column_phases, nd.out_channels
         c, oh, ow = self._shape(nd.outputs[0])
+        zw = -(-ow // phases)
         xv = _padded(x, n)
-        rows = _windows(xv, (kh, kw), nd.stride, nd.pads, (oh, ow)).reshape(oh * ow, -1)
-        out_vectors = -(-cout // n)
-        w = conv_matrix(nd.weight, xv.shape[0] // n, out_vectors, n)
-        acc = matvec(quantize(w, self.wfmt, n), quantize(rows, self.xfmt, n), n)
-        y = mfu.accumulator_to_format(acc, self.fmt)[:, :cout]
+        rows = _windows(xv, (kh, kw), nd.stride, nd.pads, (oh, zw)).reshape(oh * zw, -1)
+        w = conv_matrix(nd.weight, xv.shape[0] // n, -(-rows_out // n), n)
+        acc = matvec(quantize(w, self.wfmt, n), quantize(rows, self.xfmt, n), n)[:, :rows_out]
+        acc = acc.reshape(oh, zw, phases, cout).reshape(oh, zw * phases, cout)[:, :ow].reshape(oh * ow, cout)
+        y = mfu.accumulator_to_format(acc, self.fmt)
         if nd.bias is not None:
             y = mfu.add(y, mfu.to_format(nd.bias, self.fmt)[None, :], self.fmt)
         if residual is not None:

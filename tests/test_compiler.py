@@ -104,7 +104,7 @@ def test_program_file_round_trip(tmp_path):
     a, _ = _npu(compiled, x)
     outs, _ = run_on_simulator(loaded, {"data": x}, mode="functional")
     assert np.array_equal(a, next(iter(outs.values())).reshape(-1))
-    assert loaded.inputs[0].params["packing"] == "im2col"     # the 3-channel input is window-packed
+    assert loaded.inputs[0].params["packing"] == "strip"      # the 3-channel input is strip-packed
 
 
 def test_report_counts_the_models_macs():

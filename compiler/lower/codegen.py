@@ -396,11 +396,12 @@ class Codegen:
         src = self.plan.layout(nd.inputs[0])
         dst = self.plan.layout(nd.outputs[0])
         lane0 = self.plan.lane_offset(nd.outputs[0])
-        cout, cin, kh, kw = nd.weight.shape
+        _, cin, kh, kw = nd.weight.shape
+        cout, phases = nd.out_channels, nd.column_phases
+        if phases > 1 and lane0:
+            raise CompileError(f"node {nd.name!r}: a convolution with column phases cannot write inside a vector "
+                               f"of a concatenation")
         out_vectors = -(-(lane0 + cout) // n)
-        w = np.zeros((out_vectors * n, cin, kh, kw), np.float32)
-        w[lane0:lane0 + cout] = nd.weight
-        matrix = conv_matrix(w, src.vectors, out_vectors, n)
         k = kh * kw * src.vectors
         cap = max(self.cfg.mrf_tiles // 2, 1)
         if k > cap:
@@ -411,42 +412,47 @@ class Codegen:
         residual = self.plan.layout(nd.inputs[1]) if nd.residual else None
         c, oh, ow = self.plan.shapes[nd.outputs[0]]
         info = LayerInfo(nd.name, "Conv" if (kh, kw) != (1, 1) or oh * ow > 1 else "Dense",
-                         macs=int(cout * cin * kh * kw * oh * ow), tiles=0, weight_bytes=0,
-                         banded=i in self.plan.band_rows)
+                         macs=nd.macs((oh, ow)), tiles=0, weight_bytes=0, banded=i in self.plan.band_rows)
         self.layers.append(info)
-        for r0 in range(0, out_vectors, group):
-            r1 = min(out_vectors, r0 + group)
-            image = pack_tiles(matrix[r0 * n:r1 * n], self.wfmt, n)
-            count = (r1 - r0) * k
-            daddr = self.dram.add(image)
-            maddr, wait = self.ring.alloc(count)
-            load = self.s.load([make("m_load", maddr=maddr, daddr=daddr, count=count)], after_compute=wait,
-                               kind="weights")
-            info.tiles += count
-            info.weight_bytes += len(image)
-            self.tiles += count
+        # phase p computes output columns p, p + P, ...; its window for column P*m + p starts at input column m
+        for p in range(phases):
+            w = np.zeros((out_vectors * n, cin, kh, kw), np.float32)
+            w[lane0:lane0 + cout] = nd.phase_weight(p)
+            matrix = conv_matrix(w, src.vectors, out_vectors, n)
+            columns = len(range(p, dst.width, phases))
+            for r0 in range(0, out_vectors, group):
+                r1 = min(out_vectors, r0 + group)
+                image = pack_tiles(matrix[r0 * n:r1 * n], self.wfmt, n)
+                count = (r1 - r0) * k
+                daddr = self.dram.add(image)
+                maddr, wait = self.ring.alloc(count)
+                load = self.s.load([make("m_load", maddr=maddr, daddr=daddr, count=count)], after_compute=wait,
+                                   kind="weights")
+                info.tiles += count
+                info.weight_bytes += len(image)
+                self.tiles += count
 
-            lanes = self._lanes(nd, r0, r1) if lane0 else {}
+                lanes = self._lanes(nd, r0, r1) if lane0 else {}
 
-            def body(origin, out_base, rows, r0=r0, r1=r1, maddr=maddr, lanes=lanes):
-                ops = [make("chain", n0=rows, n1=dst.width, k0=kh, k1=kw, c=src.vectors, r=r1 - r0),
-                       make("v_rd", base=origin, s_n0=nd.stride[0] * src.row_stride,
-                            s_n1=nd.stride[1] * src.stride, s_k0=src.row_stride, s_k1=src.stride),
-                       make("mv_mul", mbase=maddr)]
-                if bias is not None:
-                    ops.append(make("vv_add", base=bias + r0, s_r=1))
-                if residual is not None:
-                    y0 = self._band_y0
-                    ops.append(make("vv_add", base=residual.addr(y0, 0) + r0, s_n0=residual.row_stride,
-                                    s_n1=residual.stride, s_r=1))
-                if nd.relu:
-                    ops.append(make("v_relu"))
-                return ops + [make("v_wr", base=out_base + r0, s_n0=dst.row_stride, s_n1=dst.stride, s_r=1,
-                                   **lanes), make("end_chain")]
+                def body(origin, out_base, rows, r0=r0, r1=r1, maddr=maddr, lanes=lanes, p=p, columns=columns):
+                    ops = [make("chain", n0=rows, n1=columns, k0=kh, k1=kw, c=src.vectors, r=r1 - r0),
+                           make("v_rd", base=origin, s_n0=nd.stride[0] * src.row_stride,
+                                s_n1=nd.stride[1] * src.stride, s_k0=src.row_stride, s_k1=src.stride),
+                           make("mv_mul", mbase=maddr)]
+                    if bias is not None:
+                        ops.append(make("vv_add", base=bias + r0, s_r=1))
+                    if residual is not None:
+                        y0 = self._band_y0
+                        ops.append(make("vv_add", base=residual.addr(y0, p) + r0, s_n0=residual.row_stride,
+                                        s_n1=phases * residual.stride, s_r=1))
+                    if nd.relu:
+                        ops.append(make("v_relu"))
+                    return ops + [make("v_wr", base=out_base + p * dst.stride + r0, s_n0=dst.row_stride,
+                                       s_n1=phases * dst.stride, s_r=1, **lanes), make("end_chain")]
 
-            items = self._sweep(i, nd, src, dst, (kh, kw), nd.stride, nd.pads, body, after_load=load)
-            for it in items:
-                self.ring.use(maddr, count, it)
+                items = self._sweep(i, nd, src, dst, (kh, kw), nd.stride, nd.pads, body, after_load=load)
+                for it in items:
+                    self.ring.use(maddr, count, it)
 
     def _sweep(self, i: int, nd: Node, src: ActLayout, dst: ActLayout, kernel, stride, pads, body,
                after_load: int) -> list[int]:

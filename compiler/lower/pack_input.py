@@ -1,11 +1,20 @@
-"""First-layer input packing: a few-channel image is fed as its im2col windows.
+"""First-layer input packing: a few-channel image fills whole vectors before it reaches the NPU.
 
 A 3-channel image would use 3 of N lanes of every vector.  When the graph
-input feeds one convolution, the host writes, for every output pixel, the
-kh*kw*C window values as the channels of one pixel (147 values for a 7x7 RGB
-window: two vectors at N = 128), and the convolution becomes a 1x1 over
-that tensor.  ``compiler.io.pack_input`` does the host side from the
-parameters recorded here.
+input feeds one convolution, the host packs it (``compiler.io.input_tensor``)
+from the parameters recorded here, in one of two ways:
+
+* **strip** (preferred): for each output row, a packed pixel holds a strip of
+  the kh input rows the row's windows cover, ``G`` input columns wide
+  (``G`` the largest multiple of the column stride with kh*G*C <= N: 7 rows x
+  6 columns x 3 channels = 126 values at N = 128).  The P = G / stride output
+  columns whose windows start in one strip become P column phases of a
+  stride-1 convolution over the strips (``Conv.column_phases``), each with
+  its own rearranged weights, so every input value crosses DRAM about
+  kh/stride times instead of kh*kw/stride^2 times.
+* **im2col** (when a strip cannot hold two phases): each output pixel's
+  kh*kw*C window values become the channels of one pixel and the
+  convolution a 1x1.
 """
 from __future__ import annotations
 
@@ -14,8 +23,30 @@ import numpy as np
 from ..ir import Conv, Graph
 
 
+def strip_group(channels: int, kernel_h: int, stride_w: int, native_dim: int) -> int:
+    """Input columns per packed strip: the largest multiple of the column stride that fits one vector."""
+    return (native_dim // (kernel_h * channels)) // stride_w * stride_w
+
+
+def strip_weights(weight: np.ndarray, stride_w: int, group: int) -> tuple[np.ndarray, int]:
+    """(P*Cout, kh*G*C, 1, T) phase weights of a (Cout, C, kh, kw) convolution over G-column strips; and T.
+
+    Phase p's tap t multiplies strip channel ``(ky*G + j)*C + c`` with the
+    original weight at column ``kx = G*t + j - stride_w*p``.
+    """
+    cout, c, kh, kw = weight.shape
+    phases = group // stride_w
+    taps = (stride_w * (phases - 1) + kw - 1) // group + 1
+    out = np.zeros((phases, cout, kh, group, c, taps), np.float32)
+    for p in range(phases):
+        for kx in range(kw):
+            t, j = divmod(stride_w * p + kx, group)
+            out[p, :, :, j, :, t] = weight[:, :, :, kx].transpose(0, 2, 1)
+    return out.reshape(phases * cout, kh * group * c, 1, taps), taps
+
+
 def pack_first_conv(graph: Graph, native_dim: int) -> Graph:
-    """Rewrite each input's only Conv to read im2col-packed windows when the input has < N/4 channels."""
+    """Rewrite each input's only Conv to read strip- or im2col-packed input when the input has < N/4 channels."""
     packing = graph.metadata.setdefault("input_packing", {})
     original = graph.metadata.setdefault("original_shapes", {})
     for t in graph.inputs:
@@ -28,11 +59,21 @@ def pack_first_conv(graph: Graph, native_dim: int) -> Graph:
         if (kh, kw) == (1, 1) or 4 * c >= native_dim:
             continue
         _, oh, ow = graph.shapes[conv.outputs[0]]
-        packing[t] = {"packing": "im2col", "kernel": [kh, kw], "stride": list(conv.stride),
-                      "pads": list(conv.pads), "image_shape": [c, h, w]}
+        conv.model_macs = conv.macs((oh, ow))
+        params = {"kernel": [kh, kw], "stride": list(conv.stride), "pads": list(conv.pads), "image_shape": [c, h, w]}
+        group = strip_group(c, kh, conv.stride[1], native_dim)
+        if group // conv.stride[1] >= 2:
+            conv.weight, taps = strip_weights(conv.weight, conv.stride[1], group)
+            conv.column_phases = group // conv.stride[1]
+            groups = -(-ow // conv.column_phases) + taps - 1
+            packing[t] = {"packing": "strip", "group": group, **params}
+            graph.shapes[t] = (kh * group * c, oh, groups)
+            conv.source += "+strip"
+        else:
+            conv.weight = np.ascontiguousarray(conv.weight.transpose(0, 2, 3, 1).reshape(cout, kh * kw * cin, 1, 1))
+            packing[t] = {"packing": "im2col", **params}
+            graph.shapes[t] = (kh * kw * c, oh, ow)
+            conv.source += "+im2col"
         original[t] = (c, h, w)
-        conv.weight = np.ascontiguousarray(conv.weight.transpose(0, 2, 3, 1).reshape(cout, kh * kw * cin, 1, 1))
         conv.stride, conv.pads = (1, 1), (0, 0, 0, 0)
-        conv.source += "+im2col"
-        graph.shapes[t] = (kh * kw * c, oh, ow)
     return graph
