@@ -134,6 +134,23 @@ def test_every_precision_name_compiles():
         compile_model(model, "tiny", "fp7")
 
 
+def test_report_names_each_layers_busiest_resource():
+    """Each layer's cycles cover its busiest resource; pooling is read-bound, convolutions MVU- or write-bound."""
+    from compiler.report import layer_rows
+    from npu.sim import simulate
+
+    compiled = compile_model(nets.vgg_small(), "tiny", "ms-fp9")
+    stats = simulate(compiled.program, compiled.config, mode="timing").stats
+    regions = {r.name: r for r in stats.regions if r.ops}
+    rows = layer_rows(compiled, stats)
+    for row in rows:
+        r = regions[row.name]
+        busy = {"MVU": r.mvu_busy, "write": r.writes, "read": r.reads, "DRAM": r.dma_busy}
+        assert row.bound == max(busy, key=busy.get) and row.cycles >= max(busy.values())
+        assert row.bound in (("read",) if row.kind in ("Pool", "GlobalPool") else ("MVU", "write", "DRAM"))
+    assert {row.bound for row in rows if row.kind == "Conv"} >= {"MVU"}
+
+
 def test_compile_cli_writes_a_program_and_reports(tmp_path, capsys):
     from npu.cli import main
 

@@ -26,6 +26,14 @@ class RegionStats:
     dram_bytes: int = 0
     stall_cycles: int = 0
     ops: int = 0
+    writes: int = 0            # vectors written by the region's chains
+    reads: int = 0             # vectors read by its chains without an MVU
+
+    @property
+    def bound(self) -> str:
+        """The busiest resource of the region: 'MVU', 'write' (one vector per cycle), 'read' or 'DRAM'."""
+        busy = {"MVU": self.mvu_busy, "write": self.writes, "read": self.reads, "DRAM": self.dma_busy}
+        return max(busy, key=busy.get) if any(busy.values()) else ""
 
     @property
     def cycles(self) -> int:
@@ -130,6 +138,8 @@ def collect(schedule: Schedule, config: NPUConfig, instructions: int,
                 r.dma_busy += cost.dma_busy
                 r.macs += cost.macs
                 r.dram_bytes += cost.dram_bytes
+                r.writes += cost.writes
+                r.reads += cost.reads
                 r.stall_cycles += e.stall
                 break
     stats.stalls = dict(stalls)

@@ -31,7 +31,12 @@ def mvu_latency(config: NPUConfig) -> int:
 
 @dataclass(frozen=True)
 class OpCost:
-    """What one op costs: cycles on its stream and busy cycles per unit."""
+    """What one op costs: cycles on its stream and busy cycles per unit.
+
+    ``writes`` and ``reads`` are the vectors a chain writes and reads through
+    its input port (one each per cycle): with ``mvu_busy`` they are the
+    terms whose maximum sets a chain's steady-state cycles.
+    """
 
     cycles: int
     mvu_busy: int = 0
@@ -39,6 +44,8 @@ class OpCost:
     dma_busy: int = 0
     dram_bytes: int = 0
     macs: int = 0
+    writes: int = 0
+    reads: int = 0
 
 
 def dma_bytes(op: DmaOp, config: NPUConfig, tile_bytes: int) -> int:
@@ -67,9 +74,10 @@ def op_cost(op, config: NPUConfig, tile_bytes: int) -> OpCost:
             fill += mvu_latency(config)
             n = config.native_dim
             return OpCost(cycles=fill + steady, mvu_busy=mvu, mfu_busy=vectors if op.mfu else 0,
-                          macs=tile_ops * n * n)
+                          macs=tile_ops * n * n, writes=vectors)
         reads = vectors * op.k
-        return OpCost(cycles=fill + max(reads, vectors), mfu_busy=vectors if (op.mfu or op.reduce != "none") else 0)
+        return OpCost(cycles=fill + max(reads, vectors), mfu_busy=vectors if (op.mfu or op.reduce != "none") else 0,
+                      writes=vectors, reads=reads)
     return OpCost(cycles=1)
 
 
