@@ -211,7 +211,7 @@ def quantize_to_values(values, fmt, native_dim: int | None = None) -> tuple[np.n
 _WIDEN: dict[str, np.ndarray] = {}
 
 
-def _widen_table(dtype) -> np.ndarray:
+def widen_table(dtype) -> np.ndarray:
     """binary32 value of every 16-bit pattern of ``dtype`` (fp16 or bf16)."""
     key = np.dtype(dtype).name
     if key not in _WIDEN:
@@ -238,7 +238,7 @@ def gather_quantize_to_values(vectors: np.ndarray, addr: np.ndarray, fmt, native
     el = fmt.element
     q = np.empty((addr.shape[0], k), np.float32)
     s = np.empty((addr.shape[0], k // block), np.uint8)
-    _gather_quantize_kernel(np.ascontiguousarray(vectors).view(np.uint16), _widen_table(vectors.dtype), addr, block,
+    _gather_quantize_kernel(np.ascontiguousarray(vectors).view(np.uint16), widen_table(vectors.dtype), addr, block,
                             _KIND_CODE[el.kind], el.frac_bits, float(el.mag_max), el.mbits, el.emin,
                             float(el.max_normal), el.emax, fmt.scale_emin, fmt.scale_emax, fmt.scale_bias,
                             fmt.scale_nan, el.bits - 1, _POW2, q, s)

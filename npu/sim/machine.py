@@ -2,9 +2,9 @@
 
 Every chain runs as one batched computation over all its iterations: the
 address generators become index arrays, the MVU is one exact GEMM per
-reduction block (``npu.numerics.dot``), the MFU ops are whole-array numpy
-operations (``npu.numerics.mfu``).  Results equal the numerics contract bit
-for bit.
+reduction block (``npu.numerics.dot``), and the chain's MFU pipeline runs
+in one fused pass per vector (``npu.numerics.mfu_kernels``).  Results equal
+the numerics contract bit for bit.
 """
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ import numpy as np
 
 from ..config import NPUConfig
 from ..numerics import mfu as mfu_math
+from ..numerics import mfu_kernels
 from ..numerics.dot import elements_always_finite, gemm_plan, matvec_decoded, reduction_block
 from ..numerics.formats import get_format
 from ..numerics.pack import tile_nbytes, unpack_bits
-from ..numerics.quantize import element_values, gather_quantize_to_values, scale_values
+from ..numerics.quantize import element_values, gather_quantize_to_values, scale_values, widen_table
 from ..isa.validate import address_extent
 from .errors import SimulationError
 from .program import ChainOp, DmaOp, ScalarOp
@@ -120,6 +121,13 @@ class Machine:
         self.dtype = get_format(config.mfu_format).dtype
         self.dram = Dram(config.dram_bytes, dram_image)
         self.vmem = np.zeros((config.vrf_depth, n), self.dtype)
+        # the MFU kernels read and write the vector memory as raw bits (16-bit formats, widened
+        # through a table) or as binary32 values
+        self._fmt_code = mfu_kernels.format_code(self.mfu_format)
+        wide = self.dtype.itemsize == 4
+        self._vmem_load = self.vmem if wide else self.vmem.view(np.uint16)
+        self._vmem_lut = None if wide else widen_table(self.dtype)
+        self._vmem_bits = self.vmem.view(np.uint32 if wide else np.uint16)
         self.sregs = np.zeros(config.scalar_regs, np.float32)
         self.wfmt = get_format(config.weight_format)
         self.xfmt = get_format(config.activation_format)
@@ -224,38 +232,59 @@ class Machine:
         with_mv = ch.mbase is not None
         per_iter = ch.k * n * (1 if with_mv else ch.r) + ch.r * n
         step = max(1, self.CHUNK_ELEMENTS // per_iter)
+        ops, sources, scalars, tables = self._mfu_program(ch)
         for p0 in range(0, p, step):
             sl = slice(p0, min(p, p0 + step))
             raddr = self._addresses(ch, ch.rd, rows=not with_mv, reduction=True, iterations=sl)
             y = self._chain_input(ch, raddr)
-            for op in ch.mfu:
-                addr = (self._addresses(ch, self._operand_fields(op), rows=True, reduction=False, iterations=sl)
-                        if op.mnemonic.startswith("vv_") else None)
-                y = self._mfu(op, y, addr)
+            operand_addr = np.zeros((len(ops), y.shape[0]), np.int64)
+            for o, op in enumerate(ch.mfu):
+                if sources[o] == mfu_kernels.VECTOR_OPERAND:
+                    operand_addr[o] = self._addresses(ch, self._operand_fields(op), rows=True, reduction=False,
+                                                      iterations=sl).reshape(-1)
+            out = np.empty(y.shape, self._vmem_bits.dtype)
+            mfu_kernels.run_chain(y, self._fmt_code, ops, sources, scalars, operand_addr, self._vmem_load,
+                                  self._vmem_lut, tables, out)
             waddr = self._addresses(ch, ch.wr, rows=True, reduction=False, iterations=sl)
-            self._write(ch, waddr.reshape(-1), y)
+            self._write(ch, waddr.reshape(-1), out)
 
     def _chain_input(self, ch: ChainOp, raddr: np.ndarray) -> np.ndarray:
-        """The chain's value before the MFUs for a batch of iterations: (iterations, r, N)."""
-        n = self.config.native_dim
-        fmt = self.mfu_format
-        if ch.mbase is not None:
-            return mfu_math.accumulator_to_format(self._mvu(ch, raddr), fmt).reshape(-1, ch.r, n)
-        x = self.vmem[raddr]                                          # (p, r, k, n)
-        if ch.reduce == "sum":
-            return mfu_math.reduce_sum(np.moveaxis(x, 2, 0), fmt)
-        if ch.reduce == "max":
-            return mfu_math.reduce_max(np.moveaxis(x, 2, 0), fmt)
-        return x[:, :, 0]
+        """The chain's binary32 value before the MFUs for a batch of iterations: (iterations * r, N).
 
-    def _write(self, ch: ChainOp, waddr: np.ndarray, y: np.ndarray) -> None:
+        The MVU accumulator or a reduction's binary32 result, not yet rounded to the MFU format.
+        """
         n = self.config.native_dim
-        y = mfu_math.to_format(y, self.mfu_format)          # every NaN written is the canonical one
+        if ch.mbase is not None:
+            return self._mvu(ch, raddr).reshape(-1, n)
+        out = np.empty((raddr.shape[0] * ch.r, n), np.float32)
+        return mfu_kernels.gather_reduce(self._vmem_load, self._vmem_lut, raddr.reshape(out.shape[0], -1),
+                                         mfu_kernels.REDUCE_CODES[ch.reduce], out)
+
+    def _mfu_program(self, ch: ChainOp):
+        """The chain's MFU ops as kernel arrays: op codes, operand sources, scalar operands, tables."""
+        ops = np.empty(len(ch.mfu), np.int64)
+        sources = np.empty(len(ch.mfu), np.int64)
+        scalars = np.zeros(len(ch.mfu), np.float32)
+        for o, op in enumerate(ch.mfu):
+            kind, _, name = op.mnemonic.partition("_")
+            if name not in mfu_kernels.OP_CODES or kind not in ("v", "vv", "vs"):
+                raise SimulationError("not an MFU operation", op.index, mnemonic=op.mnemonic)
+            ops[o] = mfu_kernels.OP_CODES[name]
+            sources[o] = {"v": mfu_kernels.NO_OPERAND, "vv": mfu_kernels.VECTOR_OPERAND,
+                          "vs": mfu_kernels.SCALAR_OPERAND}[kind]
+            if kind == "vs":
+                scalars[o] = mfu_math.scalar(self.sregs[op.sreg], self.mfu_format)
+        uses_tables = bool(np.isin(ops, (mfu_kernels.SIGMOID, mfu_kernels.TANH)).any())
+        return ops, sources, scalars, mfu_kernels.activation_tables(uses_tables)
+
+    def _write(self, ch: ChainOp, waddr: np.ndarray, bits: np.ndarray) -> None:
+        """Write MFU-format bits (iterations * r, N) to the vector memory, within the lane mask."""
+        n = self.config.native_dim
         lo, hi = ch.wr.get("lo", 0), ch.wr.get("hi", 0) or n
         if lo == 0 and hi == n:
-            self.vmem[waddr] = y.reshape(-1, n)
+            self._vmem_bits[waddr] = bits
         else:
-            self.vmem[waddr, lo:hi] = y.reshape(-1, n)[:, lo:hi]
+            self._vmem_bits[waddr, lo:hi] = bits[:, lo:hi]
 
     @staticmethod
     def _operand_fields(op) -> dict:
@@ -274,33 +303,6 @@ class Machine:
         # DRAM may hold Inf/NaN codes only in formats that have them
         return matvec_decoded(we, ws, xe, xs, self.block, self.plan, self.quantum,
                               check_elements=self._weights_may_be_nonfinite)
-
-    def _mfu(self, op, y: np.ndarray, addr: np.ndarray | None) -> np.ndarray:
-        fmt = self.mfu_format
-        name = op.mnemonic
-        if addr is not None:
-            b = self.vmem[addr]
-        elif name.startswith("vs_"):
-            b = mfu_math.scalar(self.sregs[op.sreg], fmt)
-        else:
-            b = None
-        if name in ("vv_add", "vs_add"):
-            return mfu_math.add(y, b, fmt)
-        if name == "vv_a_sub_b":
-            return mfu_math.sub(y, b, fmt)
-        if name == "vv_b_sub_a":
-            return mfu_math.sub(b, y, fmt)
-        if name in ("vv_mul", "vs_mul"):
-            return mfu_math.mul(y, b, fmt)
-        if name in ("vv_max", "vs_max"):
-            return mfu_math.maximum(y, b, fmt)
-        if name == "v_relu":
-            return mfu_math.relu(y, fmt)
-        if name == "v_sigm":
-            return mfu_math.sigmoid(y, fmt)
-        if name == "v_tanh":
-            return mfu_math.tanh(y, fmt)
-        raise SimulationError("not an MFU operation", op.index, mnemonic=name)
 
     def _check_hazards(self, ch: ChainOp) -> None:
         """Reject a chain whose iterations write one vector twice, or write what a later iteration reads."""

@@ -1,0 +1,263 @@
+"""The MFU contract as fused Numba kernels, for the simulator (docs/numerics.md, "Multi-function unit").
+
+:mod:`npu.numerics.mfu` computes each MFU operation on whole numpy arrays
+(and is the tests' oracle).  The simulator instead runs a chain's whole MFU
+pipeline in one pass per vector: the chain input is rounded to the MFU
+format ``F``, each operation is applied and rounded, and the result is
+encoded to ``F``'s bits (canonical NaN).  Values are carried as the binary32
+number equal to the ``F`` value (fp16 and bf16 values are exact in binary32),
+so no step converts between float types.
+
+The vector memory is passed as its raw bits (uint16 for fp16/bf16, with
+``lut`` giving the binary32 value of every pattern) or, for fp32, as binary32
+values with ``lut=None``.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from .formats import FormatError
+
+#: MFU format codes of the kernels.
+FP16, BF16, FP32 = 0, 1, 2
+FORMAT_CODES = {"fp16": FP16, "bf16": BF16, "fp32": FP32}
+
+#: Operation codes.  A vector-vector or vector-scalar op takes its second operand ``b``.
+ADD, A_SUB_B, B_SUB_A, MUL, MAX, RELU, SIGMOID, TANH = range(8)
+OP_CODES = {"add": ADD, "a_sub_b": A_SUB_B, "b_sub_a": B_SUB_A, "mul": MUL, "max": MAX,
+            "relu": RELU, "sigm": SIGMOID, "tanh": TANH}
+
+#: Where an op's second operand comes from.
+NO_OPERAND, VECTOR_OPERAND, SCALAR_OPERAND = 0, 1, 2
+
+#: Chain-input reductions over the gathered vectors.
+REDUCE_FIRST, REDUCE_SUM, REDUCE_MAX = 0, 1, 2
+REDUCE_CODES = {"none": REDUCE_FIRST, "sum": REDUCE_SUM, "max": REDUCE_MAX}
+
+_ACT_LO = np.float32(8.0)                 # -ACT_LO of npu.numerics.mfu
+_ACT_SCALE = np.float32(32.0)             # segments per unit
+_ACT_SEGMENTS = 512
+
+
+def format_code(name: str) -> int:
+    """The kernels' code of an MFU format name."""
+    try:
+        return FORMAT_CODES[name]
+    except KeyError:
+        raise FormatError(f"{name!r} is not an MFU format (fp16, bf16, fp32)") from None
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _bits(x):
+    return np.float32(x).view(np.uint32)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _from_bits(b):
+    return np.uint32(b).view(np.float32)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _round_fp16(x):
+    """binary32 ``x`` rounded (RNE, overflow to infinity) to binary16, as a binary32 value; NaN stays NaN.
+
+    Branch-free (selects only), so loops over it vectorise.
+    """
+    b = _bits(x)
+    mag = b & np.uint32(0x7FFFFFFF)
+    sign = b & np.uint32(0x80000000)
+    # normal range: keep 10 fraction bits, ties to even (a carry moves into the exponent)
+    normal = (b + np.uint32(0xFFF) + ((b >> np.uint32(13)) & np.uint32(1))) & np.uint32(0xFFFFE000)
+    # subnormal range: one binary32 addition rounds |x| to a multiple of 2**-24 (the ulp of [0.5, 1))
+    sub = _bits((abs(x) + np.float32(0.5)) - np.float32(0.5)) | sign
+    r = normal if mag >= np.uint32(0x38800000) else sub
+    r = (sign | np.uint32(0x7F800000)) if mag >= np.uint32(0x477FF000) else r   # >= 65520: infinity
+    r = b if mag > np.uint32(0x7F800000) else r                                   # NaN
+    return _from_bits(r)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _round_bf16(x):
+    """binary32 ``x`` rounded (RNE, overflow to infinity) to bfloat16, as a binary32 value; NaN stays NaN."""
+    b = _bits(x)
+    r = (b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) & np.uint32(0xFFFF0000)
+    return _from_bits(b if (b & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000) else r)
+
+
+@numba.njit(cache=True, nogil=True)
+def round_row(v, fmt):
+    """Round binary32 values ``v`` in place to the MFU format (RNE, overflow to infinity; NaN stays NaN)."""
+    if fmt == FP16:
+        for e in range(v.shape[0]):
+            v[e] = _round_fp16(v[e])
+    elif fmt == BF16:
+        for e in range(v.shape[0]):
+            v[e] = _round_bf16(v[e])
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _encode_fp16(x):
+    """binary16 bits of binary32 ``x``, a binary16 value; NaN gives the canonical NaN."""
+    b = _bits(x)
+    mag = b & np.uint32(0x7FFFFFFF)
+    sign = (b >> np.uint32(16)) & np.uint32(0x8000)
+    normal = (mag - np.uint32(0x38000000)) >> np.uint32(13)          # rebias the exponent by 127 - 15
+    sub = _bits(abs(x) + np.float32(0.5)) - np.uint32(0x3F000000)     # an exact multiple of 2**-24
+    r = normal if mag >= np.uint32(0x38800000) else sub
+    r = np.uint32(0x7C00) if mag == np.uint32(0x7F800000) else r
+    r = sign | r
+    return np.uint32(0x7E00) if mag > np.uint32(0x7F800000) else r
+
+
+@numba.njit(cache=True, nogil=True)
+def encode_row(v, fmt, out):
+    """Bits of the MFU-format values ``v`` (binary32) into ``out``; every NaN becomes the canonical NaN."""
+    if fmt == FP16:
+        for e in range(v.shape[0]):
+            out[e] = _encode_fp16(v[e])
+    elif fmt == BF16:
+        for e in range(v.shape[0]):
+            b = _bits(v[e])
+            out[e] = np.uint32(0x7FC0) if (b & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000) else b >> np.uint32(16)
+    else:
+        for e in range(v.shape[0]):
+            b = _bits(v[e])
+            out[e] = np.uint32(0x7FC00000) if (b & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000) else b
+
+
+@numba.njit(cache=True, nogil=True)
+def _activation(x, a_tab, b_tab, lo_value, hi_value):
+    """Piecewise-linear table activation in binary32 (before the rounding to the MFU format)."""
+    if x != x:
+        return x
+    u = (x + _ACT_LO) * _ACT_SCALE
+    if u < np.float32(0.0):
+        return lo_value
+    if u >= np.float32(_ACT_SEGMENTS):
+        return hi_value
+    i = np.int64(u)                                       # floor: u >= 0
+    t = u - np.float32(i)
+    return a_tab[i] + b_tab[i] * t
+
+
+@numba.njit(cache=True, nogil=True)
+def apply_op(op, v, w, tables):
+    """One MFU operation in place on the chain values ``v`` with operands ``w``, in binary32.
+
+    The caller rounds the result to the MFU format (:func:`round_row`).
+    ``tables`` is (4, 512) binary32: sigmoid intercepts and slopes, then tanh's.
+    """
+    n = v.shape[0]
+    if op == ADD:
+        for e in range(n):
+            v[e] = v[e] + w[e]
+    elif op == A_SUB_B:
+        for e in range(n):
+            v[e] = v[e] - w[e]
+    elif op == B_SUB_A:
+        for e in range(n):
+            v[e] = w[e] - v[e]
+    elif op == MUL:
+        for e in range(n):
+            v[e] = v[e] * w[e]
+    elif op == MAX:                                       # w if w > v, else v; NaN if either is NaN
+        for e in range(n):
+            a, b = v[e], w[e]
+            r = b if b > a else a
+            v[e] = np.float32(np.nan) if (a != a or b != b) else r
+    elif op == RELU:                                      # v if v > 0, else +0; NaN stays NaN
+        for e in range(n):
+            a = v[e]
+            v[e] = a if (a > np.float32(0.0) or a != a) else np.float32(0.0)
+    elif op == SIGMOID:
+        for e in range(n):
+            v[e] = _activation(v[e], tables[0], tables[1], np.float32(0.0), np.float32(1.0))
+    else:
+        for e in range(n):
+            v[e] = _activation(v[e], tables[2], tables[3], np.float32(-1.0), np.float32(1.0))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _load(vmem, lut, addr, e):
+    """binary32 value of lane ``e`` of vector ``addr`` of the vector memory."""
+    if lut is None:
+        return np.float32(vmem[addr, e])
+    return lut[vmem[addr, e]]
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def gather_reduce(vmem, lut, addr, mode, out):
+    """Chain input without the MVU: ``out[i]`` = the reduction of vectors ``addr[i, :]`` (binary32).
+
+    ``REDUCE_FIRST`` takes the first vector; ``REDUCE_SUM`` accumulates in
+    binary32 from +0 in order (not yet rounded to the MFU format);
+    ``REDUCE_MAX`` applies the MFU max rule in order.
+    """
+    rows, k = addr.shape
+    n = out.shape[1]
+    for i in numba.prange(rows):
+        acc = out[i]
+        if mode == REDUCE_SUM:
+            for e in range(n):
+                acc[e] = np.float32(0.0)
+            for j in range(k):
+                for e in range(n):
+                    acc[e] = acc[e] + _load(vmem, lut, addr[i, j], e)
+        else:
+            for e in range(n):
+                acc[e] = _load(vmem, lut, addr[i, 0], e)
+            if mode == REDUCE_MAX:
+                for j in range(1, k):
+                    for e in range(n):
+                        a = acc[e]
+                        b = _load(vmem, lut, addr[i, j], e)
+                        if a != a or b != b:
+                            acc[e] = np.float32(np.nan)
+                        elif b > a:
+                            acc[e] = b
+    return out
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def run_chain(y, fmt, ops, sources, scalars, operand_addr, vmem, lut, tables, out):
+    """The MFU pipeline of a chain, row by row: ``out[i]`` = bits of ``ops`` applied to ``y[i]``.
+
+    ``y`` (rows, N) binary32 is the chain input before rounding to ``fmt``
+    (the MVU accumulator or a reduction); op ``o`` takes its operand from
+    vector ``operand_addr[o, i]`` of the vector memory (``VECTOR_OPERAND``)
+    or from ``scalars[o]`` (``SCALAR_OPERAND``, already a format value).
+    ``y`` is used as scratch.
+    """
+    rows, n = y.shape
+    for i in numba.prange(rows):
+        v = y[i]
+        w = np.empty(n, np.float32)
+        round_row(v, fmt)
+        for o in range(ops.shape[0]):
+            if sources[o] == VECTOR_OPERAND:
+                a = operand_addr[o, i]
+                for e in range(n):
+                    w[e] = _load(vmem, lut, a, e)
+            elif sources[o] == SCALAR_OPERAND:
+                w[:] = scalars[o]
+            apply_op(ops[o], v, w, tables)
+            round_row(v, fmt)
+        encode_row(v, fmt, out[i])
+    return out
+
+
+_TABLES: list[np.ndarray] = []
+
+
+def activation_tables(needed: bool = True) -> np.ndarray:
+    """(4, 512) binary32: sigmoid intercepts and slopes, then tanh's (``npu.numerics.mfu``'s tables).
+
+    With ``needed=False``, a zero placeholder (the tables take about 0.4 s to build on first use).
+    """
+    if not needed:
+        return np.zeros((4, _ACT_SEGMENTS), np.float32)
+    if not _TABLES:
+        from . import mfu
+        _TABLES.append(np.stack(list(mfu.SIGMOID_TABLE) + list(mfu.TANH_TABLE)).astype(np.float32))
+    return _TABLES[0]
