@@ -54,10 +54,6 @@ def gemm_plan(wfmt: BlockFormat, xfmt: BlockFormat, block: int) -> str:
     return "split"
 
 
-def _blocks(values: np.ndarray, block: int) -> np.ndarray:
-    return values.reshape(values.shape[:-1] + (values.shape[-1] // block, block))
-
-
 def _split_bands(vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     high = np.where(np.abs(vals) >= 1.0, vals, 0.0)
     return high, vals - high
@@ -89,48 +85,92 @@ def _round_to_odd_f64(parts: list[np.ndarray], quantum: float) -> np.ndarray:
     return s * quantum
 
 
-def _clear_nonfinite(v3: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(values with non-finite elements zeroed, per-block flag: a non-finite element or a NaN scale)."""
-    finite = np.isfinite(v3)
-    bad = ~finite.all(axis=2) | np.isnan(scales)
-    return (np.where(finite, v3, 0) if not finite.all() else v3), bad
+def _nan_scales_for_nonfinite(v: np.ndarray, scales: np.ndarray, *, weights: bool):
+    """(values with non-finite elements zeroed, scales with NaN for every block holding one).
 
-
-def _iter_block_sums(we: np.ndarray, ws: np.ndarray, xe: np.ndarray, xs: np.ndarray,
-                     block: int, plan: str, quantum: float):
-    """Yield ``P_b`` (M, R) binary32 for each reduction block ``b`` in order.
-
-    ``we`` (R, K) and ``xe`` (M, K) are exact element values (scales left
-    out); ``ws`` (R, K // B) and ``xs`` (M, K // B) are the scale values
-    (2**s, NaN for a NaN block) already repeated to the reduction block.
+    ``v`` is an activation operand (..., M, B) with ``scales`` (M, nb), or a
+    weight operand (g, ..., B, C) with ``scales`` (g * C, nb) (see
+    :func:`matvec_blocks`).  A NaN scale already makes its block's partial
+    sum NaN, so one rule covers both causes.
     """
+    finite = np.isfinite(v)
+    if finite.all():
+        return v, scales
+    if weights:                                       # (g, ..., C) -> (g, nb, C) -> (g * C, nb)
+        bad = ~finite.all(axis=-2)
+        bad = bad.reshape(bad.shape[0], -1, bad.shape[-1]).transpose(0, 2, 1).reshape(scales.shape)
+    else:                                             # (..., M) -> (nb, M) -> (M, nb)
+        bad = (~finite.all(axis=-1)).reshape(-1, scales.shape[0]).T
+    return np.where(finite, v, 0), np.where(bad, np.nan, scales)
+
+
+def block_sums(x: np.ndarray, w: np.ndarray, plan: str, quantum: float) -> np.ndarray:
+    """Exact sums of every reduction block: ``x`` (..., M, B) @ ``w`` (..., B, C), block dims broadcast.
+
+    Elements are finite exact values (scales left out).  ``"f32"`` and
+    ``"f64"`` are one batched GEMM, exact in that precision in any summation
+    order; ``"split"`` gives the exact sums rounded to odd in binary64 (four
+    exact GEMMs over high and low element bands, combined in integer limbs),
+    which round to binary32 as the exact sums would.
+    """
+    if plan == "f32":
+        return np.matmul(x, w)
+    x, w = x.astype(np.float64), w.astype(np.float64)
+    if plan == "f64":
+        return np.matmul(x, w)
+    xh, xl = _split_bands(x)
+    wh, wl = _split_bands(w)
+    return _round_to_odd_f64([xh @ wh, xh @ wl, xl @ wh, xl @ wl], quantum)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _scale_accumulate(sums, xs, ws, out):
+    """out[m, g*C + c] = binary32 sum over b, in order, of RNE32(sums[g, b, m, c] * xs[m, b] * ws[g*C + c, b]).
+
+    The scale product is an exact power of two (NaN for a NaN block), so each
+    term is the block's exact sum rounded once to binary32.
+    """
+    groups, nb, m_rows, cols = sums.shape
+    for m in numba.prange(m_rows):
+        for g in range(groups):
+            acc = out[m, g * cols:(g + 1) * cols]
+            acc[:] = np.float32(0.0)
+            for b in range(nb):
+                sx = xs[m, b]
+                for c in range(cols):
+                    p = np.float32(np.float64(sums[g, b, m, c]) * (sx * ws[g * cols + c, b]))
+                    acc[c] = np.float32(acc[c] + p)
+
+
+def matvec_blocks(x: np.ndarray, xs: np.ndarray, w: np.ndarray, ws: np.ndarray, plan: str, quantum: float, *,
+                  check_x: bool = True, check_w: bool = True) -> np.ndarray:
+    """The MVU accumulator (M, g * C) from operands laid out block by block (any strides).
+
+    ``x`` (..., M, B) and ``w`` (g, ..., B, C) hold exact element values;
+    their block dimensions ``...`` broadcast and, flattened, number the
+    ``nb`` reduction blocks in order.  Output column ``g * C + c`` uses
+    ``w[g, ..., :, c]``.  ``xs`` (M, nb) and ``ws`` (g * C, nb) are the
+    block scale values (2**s, NaN for a NaN block).  ``check_x`` /
+    ``check_w=False`` skip the search for non-finite elements, for operands
+    whose format cannot encode any.
+    """
+    if check_x:
+        x, xs = _nan_scales_for_nonfinite(x, xs, weights=False)
+    if check_w:
+        w, ws = _nan_scales_for_nonfinite(w, ws, weights=True)
+    sums = block_sums(x, w, plan, quantum)
+    sums = sums.reshape((-1, xs.shape[1]) + sums.shape[-2:])
+    out = np.empty((xs.shape[0], ws.shape[0]), np.float32)
+    _scale_accumulate(sums, np.ascontiguousarray(xs, np.float64), np.ascontiguousarray(ws, np.float64), out)
+    return out
+
+
+def _block_views(we: np.ndarray, xe: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """Views of ``xe`` (M, K) as (nb, M, B) and of ``we`` (R, K) as (1, nb, B, R)."""
     r, k = we.shape
     m = xe.shape[0]
     nb = k // block
-    w3 = we.reshape(r, nb, block)
-    x3 = xe.reshape(m, nb, block)
-    w3, bad_w = _clear_nonfinite(w3, ws)                          # flags (R, nb)
-    x3, bad_x = _clear_nonfinite(x3, xs)                          # flags (M, nb)
-    if plan == "split":
-        wt = w3.transpose(1, 0, 2).astype(np.float64)             # (nb, R, B)
-        xt = x3.transpose(1, 0, 2).astype(np.float64)             # (nb, M, B)
-    else:
-        dtype = np.float32 if plan == "f32" else np.float64
-        # one batched GEMM over all blocks: (nb, M, B) @ (nb, B, R)
-        sums = np.matmul(np.ascontiguousarray(x3.transpose(1, 0, 2), dtype=dtype),
-                         np.ascontiguousarray(w3.transpose(1, 2, 0), dtype=dtype))
-    for b in range(nb):
-        scale = xs[:, b, None] * ws[None, :, b]                   # exact powers of two
-        if plan == "split":
-            wh, wl = _split_bands(wt[b])
-            xh, xl = _split_bands(xt[b])
-            parts = [xh @ wh.T, xh @ wl.T, xl @ wh.T, xl @ wl.T]
-            p = (_round_to_odd_f64(parts, quantum) * scale).astype(np.float32)
-        else:
-            p = (sums[b] * scale).astype(np.float32)
-        if bad_w[:, b].any() or bad_x[:, b].any():
-            p[bad_x[:, b, None] | bad_w[None, :, b]] = np.nan
-        yield p
+    return xe.reshape(m, nb, block).transpose(1, 0, 2), we.reshape(r, nb, block).transpose(1, 2, 0)[None]
 
 
 def _decoded(t: BlockTensor, block: int) -> tuple[np.ndarray, np.ndarray]:
@@ -152,8 +192,13 @@ def block_partial_sums(w: BlockTensor, x: BlockTensor, native_dim: int) -> np.nd
     ``w`` has shape (R, K), ``x`` has shape (M, K); the result has shape
     (M, R, K // B).
     """
-    parts = list(_iter_block_sums(*_operands(w, x, native_dim)))
-    return np.stack(parts, axis=-1)
+    we, ws, xe, xs, block, plan, quantum = _operands(w, x, native_dim)
+    xv, wv = _block_views(we, xe, block)
+    xv, xs = _nan_scales_for_nonfinite(xv, xs, weights=False)
+    wv, ws = _nan_scales_for_nonfinite(wv, ws, weights=True)
+    sums = block_sums(xv, wv, plan, quantum)[0]                   # (nb, M, R)
+    scale = xs.T[:, :, None] * ws.T[:, None, :]                   # exact powers of two, NaN for NaN blocks
+    return (sums * scale).astype(np.float32).transpose(1, 2, 0)
 
 
 def accumulate_blocks(partials: np.ndarray) -> np.ndarray:
@@ -162,25 +207,6 @@ def accumulate_blocks(partials: np.ndarray) -> np.ndarray:
     for b in range(partials.shape[-1]):
         acc = (acc + partials[..., b]).astype(np.float32)
     return acc
-
-
-@numba.njit(cache=True, nogil=True, parallel=True)
-def _scale_accumulate(sums, xs, ws, bad_x, bad_w, out):
-    """out[m, r] = binary32 sum over b, in order, of RNE32(sums[b, m, r] * xs[m, b] * ws[r, b])."""
-    nb, m_rows, r_rows = sums.shape
-    for m in numba.prange(m_rows):
-        acc = np.zeros(r_rows, np.float32)
-        for b in range(nb):
-            sx = xs[m, b]
-            bx = bad_x[m, b]
-            for r in range(r_rows):
-                if bx or bad_w[r, b]:
-                    p = np.float32(np.nan)
-                else:
-                    p = np.float32(np.float64(sums[b, m, r]) * (sx * ws[r, b]))
-                acc[r] = np.float32(acc[r] + p)
-        for r in range(r_rows):
-            out[m, r] = acc[r]
 
 
 def elements_always_finite(fmt: BlockFormat) -> bool:
@@ -193,36 +219,15 @@ def elements_always_finite(fmt: BlockFormat) -> bool:
 
 
 def matvec_decoded(we: np.ndarray, ws: np.ndarray, xe: np.ndarray, xs: np.ndarray,
-                   block: int, plan: str, quantum: float, *, check_elements: bool = True) -> np.ndarray:
-    """The MVU accumulator (M, R) from decoded operands (see :func:`_iter_block_sums`).
+                   block: int, plan: str, quantum: float) -> np.ndarray:
+    """The MVU accumulator (M, R) from decoded operands (see :func:`matvec_blocks`).
 
-    ``check_elements=False`` skips the search for non-finite elements, for
-    callers whose formats cannot encode any (NaN scales still give NaN).
+    ``we`` (R, K) and ``xe`` (M, K) are exact element values (scales left
+    out); ``ws`` (R, K // B) and ``xs`` (M, K // B) are the scale values
+    (2**s, NaN for a NaN block) already repeated to the reduction block.
     """
-    if plan == "split":
-        acc = np.zeros((xe.shape[0], we.shape[0]), np.float32)
-        for p in _iter_block_sums(we, ws, xe, xs, block, plan, quantum):
-            acc += p                            # binary32 addition, in block order
-        return acc
-    r, k = we.shape
-    m = xe.shape[0]
-    nb = k // block
-    w3 = we.reshape(r, nb, block)
-    x3 = xe.reshape(m, nb, block)
-    if check_elements:
-        w3, bad_w = _clear_nonfinite(w3, ws)
-        x3, bad_x = _clear_nonfinite(x3, xs)
-    else:                                   # a NaN scale still makes its block sum NaN in the kernel
-        bad_w = np.zeros((r, nb), np.bool_)
-        bad_x = np.zeros((m, nb), np.bool_)
-    dtype = np.float32 if plan == "f32" else np.float64
-    # exact block sums of every block in one batched GEMM: (nb, M, B) @ (nb, B, R)
-    sums = np.matmul(np.ascontiguousarray(x3.transpose(1, 0, 2), dtype=dtype),
-                     np.ascontiguousarray(w3.transpose(1, 2, 0), dtype=dtype))
-    out = np.empty((m, r), np.float32)
-    _scale_accumulate(sums, np.ascontiguousarray(xs, np.float64), np.ascontiguousarray(ws, np.float64),
-                      np.ascontiguousarray(bad_x), np.ascontiguousarray(bad_w), out)
-    return out
+    x, w = _block_views(we, xe, block)
+    return matvec_blocks(x, xs, w, ws, plan, quantum)
 
 
 def matvec(w: BlockTensor, x: BlockTensor, native_dim: int) -> np.ndarray:

@@ -16,7 +16,7 @@ import numpy as np
 from ..config import NPUConfig
 from ..numerics import mfu as mfu_math
 from ..numerics import mfu_kernels
-from ..numerics.dot import elements_always_finite, gemm_plan, matvec_decoded, reduction_block
+from ..numerics.dot import elements_always_finite, gemm_plan, matvec_blocks, reduction_block
 from ..numerics.formats import get_format
 from ..numerics.pack import tile_nbytes, unpack_bits
 from ..numerics.quantize import element_values, gather_quantize_to_values, scale_values, widen_table
@@ -136,11 +136,13 @@ class Machine:
         self.quantum = self.wfmt.element.quantum_min * self.xfmt.element.quantum_min
         self._weights_may_be_nonfinite = not elements_always_finite(self.wfmt)
         self.tile_bytes = tile_nbytes(self.wfmt, n)
-        wblock = self.wfmt.block_for(n)
-        self._wscale_per_row = n // wblock
-        # decoded MRF: element values (exact in binary32) and scale values
-        self.mrf_elem = np.zeros((config.mrf_tiles, n, n), np.float32)
-        self.mrf_scale = np.ones((config.mrf_tiles, n, self._wscale_per_row), np.float64)
+        self._wscale_per_row = n // self.wfmt.block_for(n)
+        # decoded MRF: slot t holds tile _mrf_index[t] of the decoded tile set _mrf_sets[_mrf_set[t]]
+        # (element values exact in binary32, scale values); set 0 is the all-zero tile of a fresh MRF
+        zero = (np.zeros((1, n, n), np.float32), np.ones((1, n, self._wscale_per_row), np.float64))
+        self._mrf_sets: list[tuple[np.ndarray, np.ndarray]] = [zero]
+        self._mrf_set = np.zeros(config.mrf_tiles, np.int64)
+        self._mrf_index = np.zeros(config.mrf_tiles, np.int64)
 
     # ----- DMA -------------------------------------------------------------------
     def v_load(self, f: dict) -> None:
@@ -163,16 +165,50 @@ class Machine:
         """DRAM packed tiles -> MRF (decoded once here; identical tile images decode from a cache)."""
         count = f["count"]
         raw = self.dram.span(f["daddr"], count * self.tile_bytes)
-        elem, scale = _decode_tiles(raw, self.wfmt, self.config.native_dim, self.tile_bytes, f["daddr"])
+        tiles = _decode_tiles(raw, self.wfmt, self.config.native_dim, self.tile_bytes, f["daddr"])
         dst = slice(f["maddr"], f["maddr"] + count)
-        self.mrf_elem[dst] = elem
-        self.mrf_scale[dst] = scale
+        self._mrf_set[dst] = self._mrf_set_id(tiles)
+        self._mrf_index[dst] = np.arange(count)
+
+    def _mrf_set_id(self, tiles: tuple[np.ndarray, np.ndarray]) -> int:
+        """Index of a decoded tile set in ``_mrf_sets``, added if new; sets no slot holds any more are dropped."""
+        for i, known in enumerate(self._mrf_sets):
+            if known is tiles:
+                return i
+        if len(self._mrf_sets) >= self.MRF_SETS:
+            used = np.unique(self._mrf_set)
+            renumber = np.zeros(len(self._mrf_sets), np.int64)
+            renumber[used] = np.arange(used.size)
+            self._mrf_sets = [self._mrf_sets[i] for i in used]
+            self._mrf_set = renumber[self._mrf_set]
+        self._mrf_sets.append(tiles)
+        return len(self._mrf_sets) - 1
+
+    def mrf_tiles(self, first: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """Element values (count, N, N) and scale values (count, N, N / B_w) of MRF slots first.. (read-only).
+
+        A view into the decoded tile set when the slots hold consecutive tiles of one load, else a copy.
+        """
+        sets = self._mrf_set[first:first + count]
+        index = self._mrf_index[first:first + count]
+        elem, scale = self._mrf_sets[sets[0]]
+        if (sets == sets[0]).all() and (index == index[0] + np.arange(count)).all():
+            return elem[index[0]:index[0] + count], scale[index[0]:index[0] + count]
+        n = self.config.native_dim
+        elem = np.empty((count, n, n), np.float32)
+        scale = np.empty((count, n, self._wscale_per_row), np.float64)
+        for s in np.unique(sets):
+            here = sets == s
+            elem[here] = self._mrf_sets[s][0][index[here]]
+            scale[here] = self._mrf_sets[s][1][index[here]]
+        return elem, scale
 
     # ----- scalar ---------------------------------------------------------------
     def adopt_mrf(self, other: "Machine") -> None:
         """Start with the matrix register file contents of ``other`` (weights kept resident between runs)."""
-        self.mrf_elem = other.mrf_elem.copy()
-        self.mrf_scale = other.mrf_scale.copy()
+        self._mrf_sets = list(other._mrf_sets)
+        self._mrf_set = other._mrf_set.copy()
+        self._mrf_index = other._mrf_index.copy()
 
     def s_wr(self, f: dict) -> None:
         """Write a scalar register (binary32 bit pattern)."""
@@ -209,6 +245,8 @@ class Machine:
             terms += [(f.get("s_k0", 0), ch.k0), (f.get("s_k1", 0), ch.k1), (1, ch.c)]
         return address_extent(f["base"], terms)
 
+    #: Decoded tile sets the MRF may refer to before unreferenced ones are dropped.
+    MRF_SETS = 64
     #: Largest number of input elements one batch of a chain gathers (bounds memory use).
     CHUNK_ELEMENTS = 1 << 23
     #: Largest number of addresses the exact hazard analysis of one chain may build.
@@ -291,18 +329,24 @@ class Machine:
         return {"base": op.base, "s_n0": op.s_n0, "s_n1": op.s_n1, "s_r": op.s_r}
 
     def _mvu(self, ch: ChainOp, raddr: np.ndarray) -> np.ndarray:
-        """The binary32 accumulators (iterations, r * N) of the chain's matrix-vector products."""
-        n, k, r = self.config.native_dim, ch.k, ch.r
-        tiles = ch.mbase + np.arange(r * k).reshape(r, k)
-        we = self.mrf_elem[tiles].transpose(0, 2, 1, 3).reshape(r * n, k * n)
-        ws = self.mrf_scale[tiles].transpose(0, 2, 1, 3).reshape(r * n, k * self._wscale_per_row)
-        ws = np.repeat(ws, self.wfmt.block_for(n) // self.block, axis=1)
-        xe, xcodes = gather_quantize_to_values(self.vmem, raddr, self.xfmt, n)
-        xs = np.repeat(scale_values(self.xfmt, xcodes), self.xfmt.block_for(n) // self.block, axis=1)
+        """The binary32 accumulators (iterations, r * N) of the chain's matrix-vector products.
+
+        Both operands enter the block GEMMs as strided views: tiles straight
+        from the decoded MRF, activations as quantised.
+        """
+        n, k, r, block = self.config.native_dim, ch.k, ch.r, self.block
+        sub = n // block                                              # reduction blocks per vector
+        elem, scale = self.mrf_tiles(ch.mbase, r * k)                 # tile rr * k + kk: (N out, N in)
+        w = elem.reshape(r, k, n, sub, block).transpose(0, 1, 3, 4, 2)             # (r, k, sub, B, N)
+        ws = scale.reshape(r, k, n, self._wscale_per_row).transpose(0, 2, 1, 3).reshape(r * n, -1)
+        ws = np.repeat(ws, self.wfmt.block_for(n) // block, axis=1)                  # (r * N, k * sub)
+        xe, xcodes = gather_quantize_to_values(self.vmem, raddr, self.xfmt, n)     # (M, k * N)
+        x = xe.reshape(-1, k, sub, block).transpose(1, 2, 0, 3)                     # (k, sub, M, B)
+        xs = np.repeat(scale_values(self.xfmt, xcodes), self.xfmt.block_for(n) // block, axis=1)
         # quantised activations are always finite (bad blocks get a NaN scale); weights decoded from
         # DRAM may hold Inf/NaN codes only in formats that have them
-        return matvec_decoded(we, ws, xe, xs, self.block, self.plan, self.quantum,
-                              check_elements=self._weights_may_be_nonfinite)
+        return matvec_blocks(x, xs, w, ws, self.plan, self.quantum, check_x=False,
+                             check_w=self._weights_may_be_nonfinite)
 
     def _check_hazards(self, ch: ChainOp) -> None:
         """Reject a chain whose iterations write one vector twice, or write what a later iteration reads."""
