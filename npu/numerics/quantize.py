@@ -61,15 +61,10 @@ def _quantize_row(x, xbits, block, kind, frac_bits, mag_max, mbits, emin_e, max_
     off = 400
     for b in range(nblk):
         lo = b * block
-        amax = np.float32(0.0)
-        bad = False
+        top = np.uint32(0)                               # largest |x| as bits: integer order = float order
         for j in range(lo, lo + block):
-            if (xbits[j] & 0x7F800000) == 0x7F800000:   # NaN or infinity
-                bad = True
-            a = abs(x[j])
-            if a > amax:
-                amax = a
-        if bad:
+            top = max(top, xbits[j] & np.uint32(0x7FFFFFFF))
+        if top >= np.uint32(0x7F800000):                 # a NaN or an infinity
             s_out[b] = scale_nan
             for j in range(lo, lo + block):
                 if kind == 2 or want_values:
@@ -77,27 +72,31 @@ def _quantize_row(x, xbits, block, kind, frac_bits, mag_max, mbits, emin_e, max_
                 else:
                     c_out[j] = 0
             continue
-        if amax == 0.0:
+        if top == 0:
             shared = scale_lo
         else:
-            shared = math.frexp(np.float64(amax))[1] - 1 - emax_elem
+            amax = np.float64(np.uint32(top).view(np.float32))
+            shared = math.frexp(amax)[1] - 1 - emax_elem
             shared = min(max(shared, scale_lo), scale_hi)
         s_out[b] = shared + scale_bias
         if kind != 2:
             mul = pow2[off + frac_bits - shared]
-            for j in range(lo, lo + block):
-                u = np.float64(x[j]) * mul
-                m = np.rint(abs(u))
-                if m > mag_max:
-                    m = mag_max
-                mi = np.int64(m)
-                if want_values:
-                    q_out[j] = 0.0 if mi == 0 else (-m if u < 0 else m) * pow2[off - frac_bits]
-                elif mi == 0:
-                    c_out[j] = 0                  # zeros carry sign 0
-                elif kind == 0:
-                    c_out[j] = mi | ((1 << sign_shift) if u < 0 else 0)
-                else:
+            quantum = pow2[off - frac_bits]
+            # branch-free loops (they vectorise): M = min(RNE(|u|), mag_max) with the sign of u
+            if want_values:
+                for j in range(lo, lo + block):
+                    u = np.float64(x[j]) * mul
+                    m = min(np.rint(abs(u)), mag_max)
+                    q_out[j] = np.copysign(m, u) * quantum + 0.0      # + 0.0: a zero element is +0
+            elif kind == 0:
+                for j in range(lo, lo + block):
+                    u = np.float64(x[j]) * mul
+                    mi = np.int64(min(np.rint(abs(u)), mag_max))
+                    c_out[j] = mi | (np.int64(u < 0 and mi != 0) << sign_shift)   # zeros carry sign 0
+            else:
+                for j in range(lo, lo + block):
+                    u = np.float64(x[j]) * mul
+                    mi = np.int64(min(np.rint(abs(u)), mag_max))
                     c_out[j] = (-mi if u < 0 else mi) & 0xFF
         else:
             for j in range(lo, lo + block):
