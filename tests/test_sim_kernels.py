@@ -167,6 +167,31 @@ def test_gemv_tiled_bw_a10(fmts):
     nontrivial(y)
 
 
+@pytest.mark.parametrize("fmts", [FORMATS[0], FORMATS[2], FORMATS[8]], ids=[FMT_IDS[0], FMT_IDS[2], FMT_IDS[8]])
+def test_gemv_zero_padded_channels(fmts):
+    """Tiles whose trailing input columns and output rows are zero (channel padding), which the simulator
+    leaves out of its GEMMs: the results equal the contract, including an otherwise zero weight row with an
+    infinite weight (a NaN weight block) and an infinite input (a NaN input block)."""
+    cfg = cfg_for(fmts)
+    n = cfg.native_dim
+    rng = np.random.default_rng(6)
+    w = (rng.standard_normal((2 * n, 2 * n)) / 8).astype(np.float32)
+    w[:, n - 7:n] = 0                                        # trailing input columns of each tile
+    w[:, 2 * n - 12:] = 0
+    w[n - 5:n] = 0                                           # trailing output rows of each tile
+    w[2 * n - 9:] = 0
+    w[2 * n - 2, 3] = np.inf
+    x = rng.standard_normal((4, 2 * n)).astype(np.float32)
+    x[2, n + 1] = np.inf
+    k = sp.gemv(cfg, rng, batch=4, rows=2, c=2, x=x, w=w)
+    y, _ = run_output(k)
+    assert_bits(y, ref_mvu(cfg, k.inputs["x"], k.inputs["w"]))
+    f = y.astype(np.float32)
+    assert np.isnan(f[:, 2 * n - 2]).all() and np.isnan(f[2]).all()
+    assert (f[[0, 1, 3]][:, n - 5:n] == 0).all()
+    nontrivial(y)
+
+
 def test_gemv_nonfinite_input_poisons_its_outputs():
     """An infinity in one input vector gives a NaN block: that batch item's outputs are all canonical NaN."""
     cfg = sp.config("tiny")

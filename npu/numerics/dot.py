@@ -89,16 +89,19 @@ def _nan_scales_for_nonfinite(v: np.ndarray, scales: np.ndarray, *, weights: boo
     """(values with non-finite elements zeroed, scales with NaN for every block holding one).
 
     ``v`` is an activation operand (..., M, B) with ``scales`` (M, nb), or a
-    weight operand (g, ..., B, C) with ``scales`` (g * C, nb) (see
+    weight operand (g, ..., B, C' <= C) with ``scales`` (g * C, nb) (see
     :func:`matvec_blocks`).  A NaN scale already makes its block's partial
     sum NaN, so one rule covers both causes.
     """
     finite = np.isfinite(v)
     if finite.all():
         return v, scales
-    if weights:                                       # (g, ..., C) -> (g, nb, C) -> (g * C, nb)
+    if weights:                                       # (g, ..., C') -> (g, nb, C) -> (g * C, nb)
         bad = ~finite.all(axis=-2)
-        bad = bad.reshape(bad.shape[0], -1, bad.shape[-1]).transpose(0, 2, 1).reshape(scales.shape)
+        g, live = bad.shape[0], bad.shape[-1]
+        full = np.zeros((g, scales.shape[1], scales.shape[0] // g), np.bool_)
+        full[:, :, :live] = bad.reshape(g, -1, live)
+        bad = full.transpose(0, 2, 1).reshape(scales.shape)
     else:                                             # (..., M) -> (nb, M) -> (M, nb)
         bad = (~finite.all(axis=-1)).reshape(-1, scales.shape[0]).T
     return np.where(finite, v, 0), np.where(bad, np.nan, scales)
@@ -124,33 +127,40 @@ def block_sums(x: np.ndarray, w: np.ndarray, plan: str, quantum: float) -> np.nd
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _scale_accumulate(sums, xs, ws, out):
-    """out[m, g*C + c] = binary32 sum over b, in order, of RNE32(sums[g, b, m, c] * xs[m, b] * ws[g*C + c, b]).
+def _scale_accumulate(sums, xs, ws_t, out):
+    """out[m, g*C + c] = binary32 sum over b, in order, of RNE32(sums[g, b, m, c] * xs[m, b] * ws_t[b, g*C + c]).
 
     The scale product is an exact power of two (NaN for a NaN block), so each
-    term is the block's exact sum rounded once to binary32.
+    term is the block's exact sum rounded once to binary32.  ``sums`` may
+    hold only the first columns of each group (C = out columns / groups);
+    the others are sums of zero weights: 0, or NaN for a NaN block.
     """
-    groups, nb, m_rows, cols = sums.shape
+    groups, nb, m_rows, live = sums.shape
+    cols = out.shape[1] // groups
     for m in numba.prange(m_rows):
         for g in range(groups):
             acc = out[m, g * cols:(g + 1) * cols]
             acc[:] = np.float32(0.0)
             for b in range(nb):
                 sx = xs[m, b]
-                for c in range(cols):
-                    p = np.float32(np.float64(sums[g, b, m, c]) * (sx * ws[g * cols + c, b]))
-                    acc[c] = np.float32(acc[c] + p)
+                ws = ws_t[b, g * cols:(g + 1) * cols]
+                for c in range(live):
+                    acc[c] = np.float32(acc[c] + np.float32(np.float64(sums[g, b, m, c]) * (sx * ws[c])))
+                for c in range(live, cols):
+                    acc[c] = np.float32(acc[c] + np.float32(0.0 * (sx * ws[c])))
 
 
 def matvec_blocks(x: np.ndarray, xs: np.ndarray, w: np.ndarray, ws: np.ndarray, plan: str, quantum: float, *,
                   check_x: bool = True, check_w: bool = True) -> np.ndarray:
     """The MVU accumulator (M, g * C) from operands laid out block by block (any strides).
 
-    ``x`` (..., M, B) and ``w`` (g, ..., B, C) hold exact element values;
+    ``x`` (..., M, B) and ``w`` (g, ..., B, C') hold exact element values;
     their block dimensions ``...`` broadcast and, flattened, number the
     ``nb`` reduction blocks in order.  Output column ``g * C + c`` uses
-    ``w[g, ..., :, c]``.  ``xs`` (M, nb) and ``ws`` (g * C, nb) are the
-    block scale values (2**s, NaN for a NaN block).  ``check_x`` /
+    ``w[g, ..., :, c]``; ``xs`` (M, nb) and ``ws`` (g * C, nb) are the
+    block scale values (2**s, NaN for a NaN block).  Zero weights may be
+    left out: ``w`` may hold only the first C' <= C columns of each group
+    and, with ``x``, only the first elements of each block.  ``check_x`` /
     ``check_w=False`` skip the search for non-finite elements, for operands
     whose format cannot encode any.
     """
@@ -161,7 +171,7 @@ def matvec_blocks(x: np.ndarray, xs: np.ndarray, w: np.ndarray, ws: np.ndarray, 
     sums = block_sums(x, w, plan, quantum)
     sums = sums.reshape((-1, xs.shape[1]) + sums.shape[-2:])
     out = np.empty((xs.shape[0], ws.shape[0]), np.float32)
-    _scale_accumulate(sums, np.ascontiguousarray(xs, np.float64), np.ascontiguousarray(ws, np.float64), out)
+    _scale_accumulate(sums, np.ascontiguousarray(xs, np.float64), np.ascontiguousarray(ws.T, np.float64), out)
     return out
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from typing import NamedTuple
 
 import numpy as np
 
@@ -69,14 +70,45 @@ class Dram:
         return self.data[addr: addr + nbytes].tobytes()
 
 
+class DecodedTiles(NamedTuple):
+    """Weight tiles decoded from their packed image (read-only arrays)."""
+
+    elem: np.ndarray        #: (count, N out, N in) element values, exact in binary32
+    scale: np.ndarray       #: (count, N out, N / B_w) scale values (NaN for a NaN block)
+    live_in: np.ndarray     #: (count,) 1 + the last input column holding a non-zero element (0: none)
+    live_out: np.ndarray    #: (count,) 1 + the last output row holding a non-zero element (0: none)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self)
+
+    def select(self, index) -> "DecodedTiles":
+        """The tiles at ``index`` (a slice gives views)."""
+        return DecodedTiles(*(a[index] for a in self))
+
+
+def _live_extent(nonzero: np.ndarray) -> np.ndarray:
+    """1 + the last True position along the last axis (0 when none)."""
+    last = nonzero.shape[-1] - np.argmax(nonzero[..., ::-1], axis=-1)
+    return np.where(nonzero.any(axis=-1), last, 0)
+
+
+def _decoded_tiles(elem: np.ndarray, scale: np.ndarray) -> DecodedTiles:
+    nonzero = elem != 0                                   # NaN and infinite elements count as non-zero
+    tiles = DecodedTiles(elem, scale, _live_extent(nonzero.any(axis=1)), _live_extent(nonzero.any(axis=2)))
+    for a in tiles:
+        a.flags.writeable = False
+    return tiles
+
+
 #: Decoded weight tiles by (format, N, digest of their DRAM image), least recently used first.
 _TILE_CACHE: OrderedDict = OrderedDict()
 TILE_CACHE_BYTES = 1 << 29
 _tile_cache_size = 0
 
 
-def _decode_tiles(raw: np.ndarray, wfmt, n: int, tile_bytes: int, daddr: int):
-    """Element values (count, N, N) binary32 and scale values of packed tiles, via a bounded cache.
+def _decode_tiles(raw: np.ndarray, wfmt, n: int, tile_bytes: int, daddr: int) -> DecodedTiles:
+    """Decoded packed tiles, via a bounded cache.
 
     Programs run many times over the same weight image (a serving session),
     so tiles are decoded once per distinct image.
@@ -100,15 +132,13 @@ def _decode_tiles(raw: np.ndarray, wfmt, n: int, tile_bytes: int, daddr: int):
     # each tile's element section is a whole number of bytes, so all sections form one bitstream
     codes = unpack_bits(np.ascontiguousarray(tiles[:, nscale:]).reshape(-1), wfmt.element.bits, count * n * n)
     elem = element_values(wfmt, codes, np.float32).reshape(count, n, n)
-    scale = scale_values(wfmt, scale_codes)
-    elem.flags.writeable = False
-    scale.flags.writeable = False
-    _TILE_CACHE[key] = (elem, scale)
-    _tile_cache_size += elem.nbytes + scale.nbytes
+    decoded = _decoded_tiles(elem, scale_values(wfmt, scale_codes))
+    _TILE_CACHE[key] = decoded
+    _tile_cache_size += decoded.nbytes
     while _tile_cache_size > TILE_CACHE_BYTES and len(_TILE_CACHE) > 1:
-        _, (e, sc) = _TILE_CACHE.popitem(last=False)
-        _tile_cache_size -= e.nbytes + sc.nbytes
-    return elem, scale
+        _, old = _TILE_CACHE.popitem(last=False)
+        _tile_cache_size -= old.nbytes
+    return decoded
 
 
 class Machine:
@@ -139,8 +169,8 @@ class Machine:
         self._wscale_per_row = n // self.wfmt.block_for(n)
         # decoded MRF: slot t holds tile _mrf_index[t] of the decoded tile set _mrf_sets[_mrf_set[t]]
         # (element values exact in binary32, scale values); set 0 is the all-zero tile of a fresh MRF
-        zero = (np.zeros((1, n, n), np.float32), np.ones((1, n, self._wscale_per_row), np.float64))
-        self._mrf_sets: list[tuple[np.ndarray, np.ndarray]] = [zero]
+        zero = _decoded_tiles(np.zeros((1, n, n), np.float32), np.ones((1, n, self._wscale_per_row)))
+        self._mrf_sets: list[DecodedTiles] = [zero]
         self._mrf_set = np.zeros(config.mrf_tiles, np.int64)
         self._mrf_index = np.zeros(config.mrf_tiles, np.int64)
 
@@ -170,7 +200,7 @@ class Machine:
         self._mrf_set[dst] = self._mrf_set_id(tiles)
         self._mrf_index[dst] = np.arange(count)
 
-    def _mrf_set_id(self, tiles: tuple[np.ndarray, np.ndarray]) -> int:
+    def _mrf_set_id(self, tiles: DecodedTiles) -> int:
         """Index of a decoded tile set in ``_mrf_sets``, added if new; sets no slot holds any more are dropped."""
         for i, known in enumerate(self._mrf_sets):
             if known is tiles:
@@ -184,24 +214,21 @@ class Machine:
         self._mrf_sets.append(tiles)
         return len(self._mrf_sets) - 1
 
-    def mrf_tiles(self, first: int, count: int) -> tuple[np.ndarray, np.ndarray]:
-        """Element values (count, N, N) and scale values (count, N, N / B_w) of MRF slots first.. (read-only).
+    def mrf_tiles(self, first: int, count: int) -> DecodedTiles:
+        """The decoded tiles in MRF slots ``first .. first + count - 1``.
 
-        A view into the decoded tile set when the slots hold consecutive tiles of one load, else a copy.
+        Views into the decoded tile set when the slots hold consecutive tiles of one load, else copies.
         """
         sets = self._mrf_set[first:first + count]
         index = self._mrf_index[first:first + count]
-        elem, scale = self._mrf_sets[sets[0]]
         if (sets == sets[0]).all() and (index == index[0] + np.arange(count)).all():
-            return elem[index[0]:index[0] + count], scale[index[0]:index[0] + count]
-        n = self.config.native_dim
-        elem = np.empty((count, n, n), np.float32)
-        scale = np.empty((count, n, self._wscale_per_row), np.float64)
+            return self._mrf_sets[sets[0]].select(slice(index[0], index[0] + count))
+        out = [np.empty((count,) + a.shape[1:], a.dtype) for a in self._mrf_sets[sets[0]]]
         for s in np.unique(sets):
             here = sets == s
-            elem[here] = self._mrf_sets[s][0][index[here]]
-            scale[here] = self._mrf_sets[s][1][index[here]]
-        return elem, scale
+            for o, a in zip(out, self._mrf_sets[s].select(index[here])):
+                o[here] = a
+        return DecodedTiles(*out)
 
     # ----- scalar ---------------------------------------------------------------
     def adopt_mrf(self, other: "Machine") -> None:
@@ -332,21 +359,25 @@ class Machine:
         """The binary32 accumulators (iterations, r * N) of the chain's matrix-vector products.
 
         Both operands enter the block GEMMs as strided views: tiles straight
-        from the decoded MRF, activations as quantised.
+        from the decoded MRF, activations as quantised.  Input columns and
+        output rows past the last non-zero weight of every tile (channel
+        padding) are left out of the GEMMs: their products are exact zeros.
         """
         n, k, r, block = self.config.native_dim, ch.k, ch.r, self.block
         sub = n // block                                              # reduction blocks per vector
-        elem, scale = self.mrf_tiles(ch.mbase, r * k)                 # tile rr * k + kk: (N out, N in)
-        w = elem.reshape(r, k, n, sub, block).transpose(0, 1, 3, 4, 2)             # (r, k, sub, B, N)
-        ws = scale.reshape(r, k, n, self._wscale_per_row).transpose(0, 2, 1, 3).reshape(r * n, -1)
+        tiles = self.mrf_tiles(ch.mbase, r * k)                       # tile rr * k + kk: (N out, N in)
+        live_in = min(block, max(1, int(tiles.live_in.max()))) if sub == 1 else block
+        live_out = max(1, int(tiles.live_out.max()))
+        w = tiles.elem.reshape(r, k, n, sub, block).transpose(0, 1, 3, 4, 2)       # (r, k, sub, B, N)
+        ws = tiles.scale.reshape(r, k, n, self._wscale_per_row).transpose(0, 2, 1, 3).reshape(r * n, -1)
         ws = np.repeat(ws, self.wfmt.block_for(n) // block, axis=1)                  # (r * N, k * sub)
         xe, xcodes = gather_quantize_to_values(self.vmem, raddr, self.xfmt, n)     # (M, k * N)
         x = xe.reshape(-1, k, sub, block).transpose(1, 2, 0, 3)                     # (k, sub, M, B)
         xs = np.repeat(scale_values(self.xfmt, xcodes), self.xfmt.block_for(n) // block, axis=1)
         # quantised activations are always finite (bad blocks get a NaN scale); weights decoded from
         # DRAM may hold Inf/NaN codes only in formats that have them
-        return matvec_blocks(x, xs, w, ws, self.plan, self.quantum, check_x=False,
-                             check_w=self._weights_may_be_nonfinite)
+        return matvec_blocks(x[..., :live_in], xs, w[..., :live_in, :live_out], ws, self.plan, self.quantum,
+                             check_x=False, check_w=self._weights_may_be_nonfinite)
 
     def _check_hazards(self, ch: ChainOp) -> None:
         """Reject a chain whose iterations write one vector twice, or write what a later iteration reads."""
