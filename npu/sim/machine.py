@@ -382,13 +382,29 @@ class Machine:
         w = tiles.elem.reshape(r, k, n, sub, block).transpose(0, 1, 3, 4, 2)       # (r, k, sub, B, N)
         ws = tiles.scale.reshape(r, k, n, self._wscale_per_row).transpose(0, 2, 1, 3).reshape(r * n, -1)
         ws = np.repeat(ws, self.wfmt.block_for(n) // block, axis=1)                  # (r * N, k * sub)
-        xe, xcodes = gather_quantize_to_values(self.vmem, raddr, self.xfmt, n)     # (M, k * N)
+        xe, xcodes = self._quantised_inputs(raddr)                                   # (M, k * N)
         x = xe.reshape(-1, k, sub, block).transpose(1, 2, 0, 3)                     # (k, sub, M, B)
         xs = np.repeat(scale_values(self.xfmt, xcodes), self.xfmt.block_for(n) // block, axis=1)
         # quantised activations are always finite (bad blocks get a NaN scale); weights decoded from
         # DRAM may hold Inf/NaN codes only in formats that have them
         return matvec_blocks(x[..., :live_in], xs, w[..., :live_in, :live_out], ws, self.plan, self.quantum,
                              check_x=False, check_w=self._weights_may_be_nonfinite)
+
+    def _quantised_inputs(self, raddr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Element values (M, k * N) and scale codes of the MVU input vectors at ``raddr`` (M, k).
+
+        A vector's quantisation depends on that vector alone, so when the
+        chain reads its vectors several times over (convolution taps), each
+        vector of the address range is quantised once and the values are
+        gathered.
+        """
+        n = self.config.native_dim
+        lo, hi = int(raddr.min()), int(raddr.max())
+        if raddr.size < 2 * (hi - lo + 1):
+            return gather_quantize_to_values(self.vmem, raddr, self.xfmt, n)
+        q, codes = gather_quantize_to_values(self.vmem, np.arange(lo, hi + 1)[:, None], self.xfmt, n)
+        idx = raddr - lo
+        return q[idx].reshape(raddr.shape[0], -1), codes[idx].reshape(raddr.shape[0], -1)
 
     def _check_hazards(self, ch: ChainOp) -> None:
         """Reject a chain whose iterations write one vector twice, or write what a later iteration reads."""
