@@ -10,6 +10,7 @@ depend on timing; no statistics).
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,7 +62,13 @@ class SimResult:
         write_trace(path, self.schedule, self.config, self.program.regions)
 
 
+#: Decoded, validated programs by (instruction words, regions, config), least recently used first.
+_DECODED: OrderedDict = OrderedDict()
+DECODED_PROGRAMS = 8
+
+
 def _decode(program, config: NPUConfig) -> SimProgram:
+    """The executable form of ``program``; binary programs run again (a serving session) are decoded once."""
     from ..isa.encoding import decode_program
     from ..isa.errors import IsaError
 
@@ -71,16 +78,37 @@ def _decode(program, config: NPUConfig) -> SimProgram:
     instrs = getattr(program, "instructions", None)
     if instrs is None and hasattr(program, "words"):      # a ProgramFile (.npuz)
         program = program.words
-    if instrs is None:
-        if isinstance(program, (str, Path)):
-            program = Path(program).read_bytes()
-        try:
-            instrs = decode_program(bytes(program))
-        except IsaError as exc:
-            raise SimulationError(str(exc), exc.index) from None
+    if instrs is not None:
+        if not instrs:
+            raise _empty()
+        return build_program(instrs, config, regions)
+    if isinstance(program, (str, Path)):
+        program = Path(program).read_bytes()
+    words = bytes(program)
+    key = (words, tuple(map(tuple, regions or ())), config)
+    prog = _DECODED.get(key)
+    if prog is not None:
+        _DECODED.move_to_end(key)
+        return prog
+    try:
+        instrs = decode_program(words)
+    except IsaError as exc:
+        raise SimulationError(str(exc), exc.index) from None
     if not instrs:
-        raise SimulationError("empty program: no instructions (a program ends with halt)")
-    return build_program(instrs, config, regions)
+        raise _empty()
+    prog = _DECODED[key] = build_program(instrs, config, regions)
+    while len(_DECODED) > DECODED_PROGRAMS:
+        _DECODED.popitem(last=False)
+    return prog
+
+
+def clear_program_cache() -> None:
+    """Forget every decoded program (the next run of each decodes it again)."""
+    _DECODED.clear()
+
+
+def _empty() -> SimulationError:
+    return SimulationError("empty program: no instructions (a program ends with halt)")
 
 
 def simulate(program, config: NPUConfig, *, dram: bytes | np.ndarray | None = None, mode: str = "full",
@@ -118,4 +146,4 @@ def simulate(program, config: NPUConfig, *, dram: bytes | np.ndarray | None = No
     return SimResult(config, mode, machine, sched, stats, prog)
 
 
-__all__ = ["simulate", "SimResult", "SimulationError", "CycleBudgetExceeded", "MODES"]
+__all__ = ["simulate", "clear_program_cache", "SimResult", "SimulationError", "CycleBudgetExceeded", "MODES"]

@@ -300,6 +300,24 @@ class Machine:
 
     def chain(self, ch: ChainOp) -> None:
         """Execute one chain over all its iterations, in batches of whole iterations."""
+        ops, sources, tables = self._mfu_program(ch)
+        scalars = self._mfu_scalars(ch)
+        for raddr, operand_addr, waddr in self._batches(ch):
+            y = self._chain_input(ch, raddr)
+            out = np.empty(y.shape, self._vmem_bits.dtype)
+            mfu_kernels.run_chain(y, self._fmt_code, ops, sources, scalars, operand_addr, self._vmem_load,
+                                  self._vmem_lut, tables, out)
+            self._write(ch, waddr, out)
+
+    def _batches(self, ch: ChainOp) -> list:
+        """(read, MFU operand, write) addresses of each batch of iterations; checked and built on first use.
+
+        They depend on the chain alone, so a program run again (a serving
+        session) reuses them from ``ch.derived``.
+        """
+        batches = ch.derived.get("batches")
+        if batches is not None:
+            return batches
         n = self.config.native_dim
         p = ch.iterations
         self._check_hazards(ch)
@@ -308,21 +326,20 @@ class Machine:
         with_mv = ch.mbase is not None
         per_iter = ch.k * n * (1 if with_mv else ch.r) + ch.r * n
         step = max(1, self.CHUNK_ELEMENTS // per_iter)
-        ops, sources, scalars, tables = self._mfu_program(ch)
+        _, sources, _ = self._mfu_program(ch)
+        batches = []
         for p0 in range(0, p, step):
             sl = slice(p0, min(p, p0 + step))
             raddr = self._addresses(ch, ch.rd, rows=not with_mv, reduction=True, iterations=sl)
-            y = self._chain_input(ch, raddr)
-            operand_addr = np.zeros((len(ops), y.shape[0]), np.int64)
+            operand_addr = np.zeros((len(ch.mfu), (sl.stop - sl.start) * ch.r), np.int64)
             for o, op in enumerate(ch.mfu):
                 if sources[o] == mfu_kernels.VECTOR_OPERAND:
                     operand_addr[o] = self._addresses(ch, self._operand_fields(op), rows=True, reduction=False,
                                                       iterations=sl).reshape(-1)
-            out = np.empty(y.shape, self._vmem_bits.dtype)
-            mfu_kernels.run_chain(y, self._fmt_code, ops, sources, scalars, operand_addr, self._vmem_load,
-                                  self._vmem_lut, tables, out)
-            waddr = self._addresses(ch, ch.wr, rows=True, reduction=False, iterations=sl)
-            self._write(ch, waddr.reshape(-1), out)
+            waddr = self._addresses(ch, ch.wr, rows=True, reduction=False, iterations=sl).reshape(-1)
+            batches.append((raddr, operand_addr, waddr))
+        ch.derived["batches"] = batches
+        return batches
 
     def _chain_input(self, ch: ChainOp, raddr: np.ndarray) -> np.ndarray:
         """The chain's binary32 value before the MFUs for a batch of iterations: (iterations * r, N).
@@ -337,10 +354,12 @@ class Machine:
                                          mfu_kernels.REDUCE_CODES[ch.reduce], out)
 
     def _mfu_program(self, ch: ChainOp):
-        """The chain's MFU ops as kernel arrays: op codes, operand sources, scalar operands, tables."""
+        """The chain's MFU ops as kernel arrays: op codes, operand sources, tables (kept in ``ch.derived``)."""
+        program = ch.derived.get("mfu")
+        if program is not None:
+            return program
         ops = np.empty(len(ch.mfu), np.int64)
         sources = np.empty(len(ch.mfu), np.int64)
-        scalars = np.zeros(len(ch.mfu), np.float32)
         for o, op in enumerate(ch.mfu):
             kind, _, name = op.mnemonic.partition("_")
             if name not in mfu_kernels.OP_CODES or kind not in ("v", "vv", "vs"):
@@ -348,10 +367,17 @@ class Machine:
             ops[o] = mfu_kernels.OP_CODES[name]
             sources[o] = {"v": mfu_kernels.NO_OPERAND, "vv": mfu_kernels.VECTOR_OPERAND,
                           "vs": mfu_kernels.SCALAR_OPERAND}[kind]
-            if kind == "vs":
-                scalars[o] = mfu_math.scalar(self.sregs[op.sreg], self.mfu_format)
         uses_tables = bool(np.isin(ops, (mfu_kernels.SIGMOID, mfu_kernels.TANH)).any())
-        return ops, sources, scalars, mfu_kernels.activation_tables(uses_tables)
+        program = ch.derived["mfu"] = (ops, sources, mfu_kernels.activation_tables(uses_tables))
+        return program
+
+    def _mfu_scalars(self, ch: ChainOp) -> np.ndarray:
+        """The scalar-register operand of each ``vs_`` op, in the MFU format, as the registers hold now."""
+        scalars = np.zeros(len(ch.mfu), np.float32)
+        for o, op in enumerate(ch.mfu):
+            if op.mnemonic.startswith("vs_"):
+                scalars[o] = mfu_math.scalar(self.sregs[op.sreg], self.mfu_format)
+        return scalars
 
     def _write(self, ch: ChainOp, waddr: np.ndarray, bits: np.ndarray) -> None:
         """Write MFU-format bits (iterations * r, N) to the vector memory, within the lane mask."""

@@ -47,6 +47,8 @@ class ChainOp:
     wait: frozenset = frozenset()
     signal: frozenset = frozenset()
     queue: Queue = Queue.COMPUTE
+    #: What the functional model derives from the chain alone (checks, address arrays), kept for later runs.
+    derived: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @property
     def iterations(self) -> int:

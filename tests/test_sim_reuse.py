@@ -1,0 +1,43 @@
+"""Running a program again: the simulator keeps its decoded form and per-chain address arrays.
+
+A serving session runs one program many times; later runs must give the
+same memory and statistics as the first, and a program is only reused for
+the same words, regions and machine.
+"""
+import numpy as np
+
+from compiler.compile import compile_model
+from compiler.io import dram_image_with_inputs
+from compiler.models import nets
+from npu.sim import clear_program_cache, simulate
+
+
+def _compiled():
+    model = nets.resnet_small()
+    compiled = compile_model(model, "tiny", "ms-fp9")
+    x = np.random.default_rng(3).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    return compiled, dram_image_with_inputs(compiled.program, {"data": x})
+
+
+def test_repeated_runs_reuse_the_decoded_program_and_agree():
+    compiled, image = _compiled()
+    clear_program_cache()
+    first = simulate(compiled.program, compiled.config, dram=image)
+    again = simulate(compiled.program, compiled.config, dram=image)
+    assert again.program is first.program                     # decoded once
+    assert all(op.derived for op in first.program.ops if hasattr(op, "derived") and op.mbase is not None)
+    assert np.array_equal(first.machine.dram.data, again.machine.dram.data)
+    assert first.stats.total_cycles == again.stats.total_cycles
+    clear_program_cache()
+    fresh = simulate(compiled.program, compiled.config, dram=image)
+    assert fresh.program is not first.program
+    assert np.array_equal(first.machine.dram.data, fresh.machine.dram.data)
+
+
+def test_a_program_is_reused_only_on_the_same_machine():
+    compiled, image = _compiled()
+    a = simulate(compiled.program, compiled.config, dram=image, mode="timing")
+    other = compiled.config.replace(tiles=1)
+    b = simulate(compiled.program, other, dram=image, mode="timing")
+    assert b.program is not a.program
+    assert b.stats.total_cycles > a.stats.total_cycles        # half the tile engines
