@@ -12,6 +12,7 @@ from .frontend import import_onnx
 from .ir import Graph
 from .lower.codegen import Codegen, ConstPool, Generated, LayerInfo
 from .lower.pack_input import pack_first_conv
+from .lower.split_pool import split_max_pools
 from .lower.plan import CompileError, Plan, build_plan, place
 
 #: Named precisions: (weight format, activation format, MFU format).
@@ -89,6 +90,7 @@ def compile_model(model, config="bw-s10", precision: str | None = None, *, progr
     t0 = time.perf_counter()
     graph = import_onnx(model, timings, outputs=[cut_at] if cut_at else None)
     graph = pack_first_conv(graph, cfg.native_dim)
+    graph = split_max_pools(graph, cfg.mfus)
     t1 = time.perf_counter()
     plan = build_plan(graph, cfg)
     consts = ConstPool.for_plan(plan)

@@ -176,6 +176,24 @@ def _zero_border(lay: ActLayout) -> list[list[Instruction]]:
     return out
 
 
+def _peel_max_taps(kernel: tuple[int, int], mfus: int) -> tuple[tuple[int, int], list[tuple[int, int]]]:
+    """(taps the chain's read covers, last taps taken as ``vv_max`` operands) of a max-pooling window.
+
+    The read must stay a rectangle at the window's start, so a line (1 x k
+    or k x 1) gives up to ``mfus`` trailing taps and a wider window its last
+    row when that row fits the MFUs; the running maximum keeps window order.
+    """
+    kh, kw = kernel
+    if kh == 1 or kw == 1:
+        peel = min(mfus, kh * kw - 1)
+        line = [(0, t) if kh == 1 else (t, 0) for t in range(kh * kw)]
+        keep = kh * kw - peel
+        return ((1, keep) if kh == 1 else (keep, 1)), line[keep:]
+    if kw <= mfus:
+        return (kh - 1, kw), [(kh - 1, t) for t in range(kw)]
+    return kernel, []
+
+
 def _f32_bits(x: float) -> int:
     return int(np.float32(x).view(np.uint32))
 
@@ -348,12 +366,17 @@ class Codegen:
         pre = []
         if mode == "avg":
             pre = [make("s_wr", sreg=AVG_SREG, value=_f32_bits(1.0 / (kernel[0] * kernel[1])))]
+        read, peeled = _peel_max_taps(kernel, self.cfg.mfus) if mode == "max" else (kernel, [])
 
         def body(origin, out_base, rows):
-            ops = [make("chain", n0=rows, n1=dst.width, k0=kernel[0], k1=kernel[1], c=1, r=dst.vectors,
+            ops = [make("chain", n0=rows, n1=dst.width, k0=read[0], k1=read[1], c=1, r=dst.vectors,
                         reduce="max" if mode == "max" else "sum"),
                    make("v_rd", base=origin, s_n0=stride[0] * src.row_stride, s_n1=stride[1] * src.stride,
                         s_k0=src.row_stride, s_k1=src.stride, s_r=1)]
+            # the window's last taps, in window order after the read ones: one MFU max each
+            ops += [make("vv_max", base=origin + ky * src.row_stride + kx * src.stride,
+                         s_n0=stride[0] * src.row_stride, s_n1=stride[1] * src.stride, s_r=1)
+                    for ky, kx in peeled]
             if mode == "avg":
                 ops.append(make("vs_mul", sreg=AVG_SREG))
             return ops + [make("v_wr", base=out_base, s_n0=dst.row_stride, s_n1=dst.stride, s_r=1),

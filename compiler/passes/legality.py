@@ -2,17 +2,7 @@
 from __future__ import annotations
 
 from ..ir import Graph, OnnxOp, Pool, Problem, UnsupportedModelError
-
-
-def _non_negative(graph: Graph, tensor: str) -> bool:
-    node = graph.producer(tensor)
-    if node is None:
-        return False
-    if getattr(node, "relu", False):
-        return True
-    if isinstance(node, Pool) and node.mode == "max":
-        return _non_negative(graph, node.inputs[0])
-    return False
+from ._util import non_negative
 
 
 def check_legality(graph: Graph) -> Graph:
@@ -23,7 +13,7 @@ def check_legality(graph: Graph) -> Graph:
         if isinstance(node, OnnxOp) and node.name not in reported:
             problems.append(Problem(node.name, node.op_type, "not supported on run-time data"))
         if isinstance(node, Pool) and node.mode == "max" and any(node.pads) and \
-                not _non_negative(graph, node.inputs[0]):
+                not non_negative(graph, node.inputs[0]):
             problems.append(Problem(node.name, "MaxPool", "padded max pooling is only supported on non-negative "
                                     "input (after a ReLU), where a zero border equals -inf padding"))
     for t in graph.inputs:
