@@ -21,13 +21,23 @@ class RunStats:
 
     cycles: int
     latency_us: float
-    mac_utilisation: float
+    mac_utilisation: float     # the model's MACs / (cycles x peak MACs per cycle), as the compile report counts
     warm: bool                 # the weights were already resident in the MRF
 
     def to_dict(self) -> dict:
         """JSON form."""
         return {"cycles": self.cycles, "latency_us": self.latency_us, "mac_utilisation": self.mac_utilisation,
                 "warm": self.warm}
+
+
+def model_macs(program) -> int:
+    """The model's multiply-accumulates per inference (the compile report's per-layer sum)."""
+    return sum(int(layer.get("macs", 0)) for layer in program.metadata.get("layers", []))
+
+
+def mac_utilisation(macs: int, cycles: int, config) -> float:
+    """``macs`` over what the MVU could do in ``cycles`` (0 for an empty run)."""
+    return macs / (cycles * config.macs) if cycles else 0.0
 
 
 class Backend(Protocol):
@@ -46,6 +56,7 @@ class SimBackend:
 
     def __init__(self, program):
         self.program = program
+        self.macs = model_macs(program)
         self._resident = None
         self._lock = threading.Lock()
 
@@ -61,7 +72,8 @@ class SimBackend:
                 if self.program.warm() is not None:
                     self._resident = result
         st = result.stats
-        return outs, RunStats(st.total_cycles, st.latency_us, st.mac_utilisation, warm)
+        util = mac_utilisation(self.macs, st.total_cycles, self.program.config)
+        return outs, RunStats(st.total_cycles, st.latency_us, util, warm)
 
 
 class RtlBackend:
@@ -79,7 +91,7 @@ class RtlBackend:
 
         core_parameters(program.config)        # refuse unsupported machines before any run
         self.program = program
-        self.macs = sum(int(layer.get("macs", 0)) for layer in program.metadata.get("layers", []))
+        self.macs = model_macs(program)
 
     def run(self, feeds):
         """Run one inference on the RTL core."""
@@ -89,7 +101,7 @@ class RtlBackend:
         cfg = self.program.config
         result = run_program(self.program.words, bytes(dram_image_with_inputs(self.program, feeds)), cfg)
         outs = {d.name: unpack_output(d, result.dram[d.daddr:d.daddr + d.nbytes]) for d in self.program.outputs}
-        util = self.macs / (result.cycles * cfg.macs) if result.cycles else 0.0
+        util = mac_utilisation(self.macs, result.cycles, cfg)
         return outs, RunStats(result.cycles, result.cycles / cfg.clock_mhz, util, False)
 
 
