@@ -16,9 +16,15 @@ def test_gather_then_quantize_matches_two_steps(dtype, fmt):
     vec[3, 5] = np.nan                                    # a NaN block and an infinite one
     vec[7, 1] = np.inf
     vec[9] = 0
-    addr = rng.integers(0, 50, (13, 3))
+    # every 16-bit pattern of the format, in vectors of neighbours: subnormals, ties, the largest values
+    if np.dtype(dtype).itemsize == 2:
+        pats = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(dtype)
+        pats = pats[np.isfinite(pats.astype(np.float32))]
+        vec = np.concatenate([vec, pats[: pats.size // n * n].reshape(-1, n)])
+    addr = rng.integers(0, len(vec), (13 + len(vec), 3))
+    addr[13:, 0] = np.arange(len(vec))
     q, s = gather_quantize_to_values(vec, addr, fmt, n)
-    rows = vec[addr].reshape(13, 3 * n).astype(np.float32)
+    rows = vec[addr].reshape(len(addr), 3 * n).astype(np.float32)
     q_ref, s_ref = quantize_to_values(rows, fmt, n)
     assert np.array_equal(s, s_ref)
     assert np.array_equal(q.view(np.uint32), q_ref.view(np.uint32))

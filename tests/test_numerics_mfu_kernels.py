@@ -14,7 +14,6 @@ import pytest
 
 from npu.numerics import mfu
 from npu.numerics import mfu_kernels as mk
-from npu.numerics.quantize import widen_table
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
@@ -50,11 +49,9 @@ def edge_binary32() -> np.ndarray:
     return np.concatenate([x, -x])
 
 
-def machine_args(vmem: np.ndarray, name: str):
-    """(vector memory as the kernels read it, widening table) for a vector memory of format ``name``."""
-    if name == "fp32":
-        return vmem, None
-    return vmem.view(np.uint16), widen_table(vmem.dtype)
+def machine_view(vmem: np.ndarray, name: str) -> np.ndarray:
+    """The vector memory as the kernels read it: raw 16-bit patterns, or binary32 values."""
+    return vmem if name == "fp32" else vmem.view(np.uint16)
 
 
 def run(y: np.ndarray, name: str, ops=(), operand_addr=None, vmem=None, scalars=None) -> np.ndarray:
@@ -67,9 +64,8 @@ def run(y: np.ndarray, name: str, ops=(), operand_addr=None, vmem=None, scalars=
     addr = np.zeros((len(ops), rows), np.int64) if operand_addr is None else operand_addr
     if vmem is None:
         vmem = np.zeros((1, y.shape[1]), DTYPES[name])
-    vm, lut = machine_args(vmem, name)
     out = np.empty(y.shape, UINT[name])
-    mk.run_chain(y.astype(np.float32).copy(), mk.format_code(name), codes, sources, scal, addr, vm, lut,
+    mk.run_chain(y.astype(np.float32), mk.format_code(name), codes, sources, scal, addr, machine_view(vmem, name),
                  mk.activation_tables(True), out)
     return out
 
@@ -159,8 +155,8 @@ def test_gather_reduce_matches_the_numpy_model(name, mode):
     depth, n, rows, k = 30, 16, 25, 4
     vmem = format_values(rng, name, (depth, n))
     addr = rng.integers(0, depth, (rows, k))
-    vm, lut = machine_args(vmem, name)
-    y = mk.gather_reduce(vm, lut, addr, mk.REDUCE_CODES[mode], np.empty((rows, n), np.float32))
+    y = mk.gather_reduce(machine_view(vmem, name), mk.format_code(name), addr, mk.REDUCE_CODES[mode],
+                         np.empty((rows, n), np.float32))
     got = run(y, name)
     x = vmem[addr]                                            # (rows, k, n)
     want = {"none": lambda: x[:, 0], "sum": lambda: mfu.reduce_sum(np.moveaxis(x, 1, 0), name),

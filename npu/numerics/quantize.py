@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from .float_bits import U32, as_bits, from_bits, widen_bf16, widen_fp16
 from .formats import BlockFormat, FormatError, get_format
 
 _KIND_CODE = {"sm": 0, "int": 1, "fp": 2}
@@ -152,6 +153,77 @@ def _gather_quantize_kernel(vbits, lut, addr, block, kind, frac_bits, mag_max, m
                       dummy, s_out[i])
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _largest_magnitude_bits(xb):
+    """max(bits & 0x7FFFFFFF) over binary32 bit patterns ``xb``: integer order is magnitude order."""
+    top = U32(0)
+    for e in range(xb.shape[0]):
+        v = U32(xb[e] & U32(0x7FFFFFFF))
+        top = U32(v if v > top else top)
+    return top
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _fixed_point_values(q, mul, mag_max, quantum):
+    """``q`` = element values of ``q`` scaled by ``mul``: RNE to integers, saturated to ``mag_max``."""
+    for e in range(q.shape[0]):
+        u = q[e] * mul
+        a = np.rint(abs(u))
+        m = a if a < mag_max else mag_max
+        q[e] = (-m if u < 0 else m) * quantum + np.float32(0.0)      # + 0.0: a zero element is +0
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _gather_quantize_fixed_kernel(vbits, bf16, addr, block, frac_bits, mag_max, emax_elem, scale_lo, scale_hi,
+                                  scale_bias, scale_nan, q_out, s_out):
+    """:func:`_gather_quantize_kernel` for fixed-point elements (sm/int), in binary32 arithmetic.
+
+    Vectors are widened arithmetically into ``q_out`` and quantised there.
+    Equal to the binary64 rule when ``2**(frac_bits - shared)`` is a normal
+    binary32 for every shared exponent: scaling is then exact, except that a
+    product overflowing to infinity saturates (as its exact value would) and
+    one below 2**-126 rounds to zero (as its exact value would).
+    """
+    rows, k = addr.shape
+    n = vbits.shape[1]
+    magf = np.float32(mag_max)
+    quantum = np.float32(2.0 ** -frac_bits)
+    for i in numba.prange(rows):
+        q = q_out[i]
+        qb = q.view(np.uint32)
+        for j in range(k):
+            src = vbits[addr[i, j]]
+            dst = qb[j * n:(j + 1) * n]
+            if bf16:
+                for e in range(n):
+                    dst[e] = as_bits(widen_bf16(src[e]))
+            else:
+                for e in range(n):
+                    dst[e] = as_bits(widen_fp16(src[e]))
+        for b in range(q.shape[0] // block):
+            lo = b * block
+            top = _largest_magnitude_bits(qb[lo:lo + block])
+            if top >= U32(0x7F800000):                           # a NaN or an infinity
+                s_out[i, b] = scale_nan
+                q[lo:lo + block] = np.float32(0.0)
+                continue
+            if top == 0:
+                shared = scale_lo
+            elif top < U32(0x00800000):                         # binary32 subnormal
+                shared = math.frexp(np.float64(from_bits(top)))[1] - 1 - emax_elem
+            else:
+                shared = np.int64(top >> U32(23)) - 127 - emax_elem
+            shared = min(max(shared, scale_lo), scale_hi)
+            s_out[i, b] = shared + scale_bias
+            _fixed_point_values(q[lo:lo + block], np.float32(2.0 ** (frac_bits - shared)), magf, quantum)
+
+
+def _binary32_scaling_is_exact(fmt: BlockFormat) -> bool:
+    """Whether :func:`_gather_quantize_fixed_kernel` applies: fixed-point elements, scalings normal in binary32."""
+    el = fmt.element
+    return el.kind != "fp" and el.frac_bits - fmt.scale_emin <= 127 and el.frac_bits - fmt.scale_emax >= -126
+
+
 def _as_rows(values, block: int, name: str) -> np.ndarray:
     x = np.asarray(values)
     if x.ndim == 0:
@@ -237,6 +309,11 @@ def gather_quantize_to_values(vectors: np.ndarray, addr: np.ndarray, fmt, native
     el = fmt.element
     q = np.empty((addr.shape[0], k), np.float32)
     s = np.empty((addr.shape[0], k // block), np.uint8)
+    if _binary32_scaling_is_exact(fmt):
+        _gather_quantize_fixed_kernel(np.ascontiguousarray(vectors).view(np.uint16), vectors.dtype != np.float16,
+                                      addr, block, el.frac_bits, float(el.mag_max), el.emax, fmt.scale_emin,
+                                      fmt.scale_emax, fmt.scale_bias, fmt.scale_nan, q, s)
+        return q, s
     _gather_quantize_kernel(np.ascontiguousarray(vectors).view(np.uint16), widen_table(vectors.dtype), addr, block,
                             _KIND_CODE[el.kind], el.frac_bits, float(el.mag_max), el.mbits, el.emin,
                             float(el.max_normal), el.emax, fmt.scale_emin, fmt.scale_emax, fmt.scale_bias,

@@ -20,7 +20,7 @@ from ..numerics import mfu_kernels
 from ..numerics.dot import elements_always_finite, gemm_plan, matvec_blocks, reduction_block
 from ..numerics.formats import get_format
 from ..numerics.pack import tile_nbytes, unpack_bits
-from ..numerics.quantize import element_values, gather_quantize_to_values, scale_values, widen_table
+from ..numerics.quantize import element_values, gather_quantize_to_values, scale_values
 from ..isa.validate import address_extent
 from .errors import SimulationError
 from .program import ChainOp, DmaOp, ScalarOp
@@ -167,7 +167,6 @@ class Machine:
         self._fmt_code = mfu_kernels.format_code(self.mfu_format)
         wide = self.dtype.itemsize == 4
         self._vmem_load = self.vmem if wide else self.vmem.view(np.uint16)
-        self._vmem_lut = None if wide else widen_table(self.dtype)
         self._vmem_bits = self.vmem.view(np.uint32 if wide else np.uint16)
         self.sregs = np.zeros(config.scalar_regs, np.float32)
         self.wfmt = get_format(config.weight_format)
@@ -306,7 +305,7 @@ class Machine:
             y = self._chain_input(ch, raddr)
             out = np.empty(y.shape, self._vmem_bits.dtype)
             mfu_kernels.run_chain(y, self._fmt_code, ops, sources, scalars, operand_addr, self._vmem_load,
-                                  self._vmem_lut, tables, out)
+                                  tables, out)
             self._write(ch, waddr, out)
 
     def _batches(self, ch: ChainOp) -> list:
@@ -350,7 +349,7 @@ class Machine:
         if ch.mbase is not None:
             return self._mvu(ch, raddr).reshape(-1, n)
         out = np.empty((raddr.shape[0] * ch.r, n), np.float32)
-        return mfu_kernels.gather_reduce(self._vmem_load, self._vmem_lut, raddr.reshape(out.shape[0], -1),
+        return mfu_kernels.gather_reduce(self._vmem_load, self._fmt_code, raddr.reshape(out.shape[0], -1),
                                          mfu_kernels.REDUCE_CODES[ch.reduce], out)
 
     def _mfu_program(self, ch: ChainOp):
