@@ -21,7 +21,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .float_bits import as_bits, from_bits, widen_bf16, widen_fp16
+from .float_bits import as_bits, fp16_bits, from_bits, widen_bf16, widen_fp16
 from .formats import FormatError
 
 #: MFU format codes of the kernels.
@@ -57,21 +57,8 @@ def format_code(name: str) -> int:
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _round_fp16(x):
-    """binary32 ``x`` rounded (RNE, overflow to infinity) to binary16, as a binary32 value; NaN stays NaN.
-
-    Branch-free (selects only), so loops over it vectorise.
-    """
-    b = as_bits(x)
-    mag = b & np.uint32(0x7FFFFFFF)
-    sign = b & np.uint32(0x80000000)
-    # normal range: keep 10 fraction bits, ties to even (a carry moves into the exponent)
-    normal = (b + np.uint32(0xFFF) + ((b >> np.uint32(13)) & np.uint32(1))) & np.uint32(0xFFFFE000)
-    # subnormal range: one binary32 addition rounds |x| to a multiple of 2**-24 (the ulp of [0.5, 1))
-    sub = as_bits((abs(x) + np.float32(0.5)) - np.float32(0.5)) | sign
-    r = normal if mag >= np.uint32(0x38800000) else sub
-    r = (sign | np.uint32(0x7F800000)) if mag >= np.uint32(0x477FF000) else r   # >= 65520: infinity
-    r = b if mag > np.uint32(0x7F800000) else r                                   # NaN
-    return from_bits(r)
+    """binary32 ``x`` rounded (RNE, overflow to infinity) to binary16, as a binary32 value; NaN stays NaN."""
+    return widen_fp16(fp16_bits(x))
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -115,15 +102,7 @@ def load_row(vmem, fmt, addr, dst):
 @numba.njit(cache=True, nogil=True, inline="always")
 def _encode_fp16(x):
     """binary16 bits of binary32 ``x``, a binary16 value; NaN gives the canonical NaN."""
-    b = as_bits(x)
-    mag = b & np.uint32(0x7FFFFFFF)
-    sign = (b >> np.uint32(16)) & np.uint32(0x8000)
-    normal = (mag - np.uint32(0x38000000)) >> np.uint32(13)          # rebias the exponent by 127 - 15
-    sub = as_bits(abs(x) + np.float32(0.5)) - np.uint32(0x3F000000)     # an exact multiple of 2**-24
-    r = normal if mag >= np.uint32(0x38800000) else sub
-    r = np.uint32(0x7C00) if mag == np.uint32(0x7F800000) else r
-    r = sign | r
-    return np.uint32(0x7E00) if mag > np.uint32(0x7F800000) else r
+    return np.uint16(0x7E00) if x != x else fp16_bits(x)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
