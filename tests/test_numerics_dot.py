@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from npu.numerics import FormatError, get_format, quantize
-from npu.numerics.dot import (accumulate_blocks, block_partial_sums, exact_sum_bits, gemm_plan, matvec,
-                              reduction_block)
+from npu.numerics.dot import (_binary32_scales, accumulate_blocks, block_partial_sums, exact_sum_bits, gemm_plan,
+                              matvec, reduction_block)
 from npu.numerics.quantize import BlockTensor
 from exact import rne_binary32
 
@@ -505,3 +505,18 @@ def test_reduction_block_and_errors():
     b = quantize(np.ones((2, 32), np.float32), "mxint8")
     with pytest.raises(FormatError):
         block_partial_sums(a, b, 32)
+
+
+@pytest.mark.parametrize("sw,sx", [(-70, -70), (-75, -74), (60, 67), (-20, 10)])
+def test_binary32_scale_path_at_the_range_edges(sw, sx):
+    """Scale products down to binary32's subnormals and up to 2**127 take the binary32 path; still exact."""
+    rng = np.random.default_rng(abs(sw * 1000 + sx))
+    w, x = make_pair(rng, "mxint8", "mxint8", 64, 3, 2, 128, "codes", "mid", False, False)
+    fmt = get_format("mxint8")
+    w = BlockTensor(w.fmt, w.block, np.full_like(w.scales, sw + fmt.scale_bias), w.codes)
+    x = BlockTensor(x.fmt, x.block, np.full_like(x.scales, sx + fmt.scale_bias), x.codes)
+    assert _binary32_scales(np.ldexp(1.0, np.array([sx])), np.ldexp(1.0, np.array([sw])))
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        mv = matvec(w, x, 64)
+    want, _ = ref_partials(w, x, "mxint8", "mxint8", 64)
+    assert_same_f32(mv, ref_accumulate(want))

@@ -131,9 +131,11 @@ def _scale_accumulate(sums, xs, ws_t, out):
     """out[m, g*C + c] = binary32 sum over b, in order, of RNE32(sums[g, b, m, c] * xs[m, b] * ws_t[b, g*C + c]).
 
     The scale product is an exact power of two (NaN for a NaN block), so each
-    term is the block's exact sum rounded once to binary32.  ``sums`` may
-    hold only the first columns of each group (C = out columns / groups);
-    the others are sums of zero weights: 0, or NaN for a NaN block.
+    term is the block's exact sum rounded once to binary32: in binary64, or
+    in binary32 when the sums are binary32 and ``xs`` / ``ws_t`` are binary32
+    whose products are binary32 numbers (see :func:`_binary32_scales`).
+    ``sums`` may hold only the first columns of each group (C = out columns
+    / groups); the others are sums of zero weights: 0, or NaN for a NaN block.
     """
     groups, nb, m_rows, live = sums.shape
     cols = out.shape[1] // groups
@@ -145,7 +147,7 @@ def _scale_accumulate(sums, xs, ws_t, out):
                 sx = xs[m, b]
                 ws = ws_t[b, g * cols:(g + 1) * cols]
                 for c in range(live):
-                    acc[c] = np.float32(acc[c] + np.float32(np.float64(sums[g, b, m, c]) * (sx * ws[c])))
+                    acc[c] = np.float32(acc[c] + np.float32(sums[g, b, m, c] * (sx * ws[c])))
                 for c in range(live, cols):
                     acc[c] = np.float32(acc[c] + np.float32(0.0 * (sx * ws[c])))
 
@@ -171,8 +173,24 @@ def matvec_blocks(x: np.ndarray, xs: np.ndarray, w: np.ndarray, ws: np.ndarray, 
     sums = block_sums(x, w, plan, quantum)
     sums = sums.reshape((-1, xs.shape[1]) + sums.shape[-2:])
     out = np.empty((xs.shape[0], ws.shape[0]), np.float32)
-    _scale_accumulate(sums, np.ascontiguousarray(xs, np.float64), np.ascontiguousarray(ws.T, np.float64), out)
+    sdt = np.float32 if sums.dtype == np.float32 and _binary32_scales(xs, ws) else np.float64
+    _scale_accumulate(sums, np.ascontiguousarray(xs, sdt), np.ascontiguousarray(ws.T, sdt), out)
     return out
+
+
+_TINY, _HUGE = 2.0 ** -149, 2.0 ** 127
+
+
+def _binary32_scales(xs: np.ndarray, ws: np.ndarray) -> bool:
+    """Whether all scale values and their products are binary32 numbers (no flush to 0 or infinity).
+
+    Then an exact binary32 block sum times the binary32 scale product,
+    rounded once by the binary32 multiply, equals the binary64 term rounded
+    to binary32.  NaN scales propagate either way.
+    """
+    lo_x, hi_x = np.fmin.reduce(xs, axis=None), np.fmax.reduce(xs, axis=None)
+    lo_w, hi_w = np.fmin.reduce(ws, axis=None), np.fmax.reduce(ws, axis=None)
+    return bool(min(lo_x, lo_w, lo_x * lo_w) >= _TINY and max(hi_x, hi_w, hi_x * hi_w) <= _HUGE)
 
 
 def _block_views(we: np.ndarray, xe: np.ndarray, block: int) -> tuple[np.ndarray, np.ndarray]:
