@@ -10,7 +10,9 @@ Cases (bw-s10, ms-fp9):
   ModelProto (targets: under 10 s and 30 s);
 * ``simulate_full``: one ResNet-50 inference with full arithmetic;
   ``extra_info`` records onnxruntime's float32 time on the same model and
-  input, and ``sim_over_onnxruntime`` (target: at most 3);
+  input, and ``sim_over_onnxruntime`` (target: at most 3).  The two
+  alternate (one onnxruntime run before each simulated round) and the best
+  of each is compared, so a busy spell of this shared machine hits both;
 * ``simulate_timing``: the same program in timing-only mode (target: under
   50 ms), with the simulated cycles and MVU utilisation of the program
   (model MACs, as the compile report counts them, and MACs including
@@ -35,6 +37,8 @@ from compiler.models import nets
 from npu.sim import clear_program_cache, simulate
 
 ROUNDS = 3
+#: Rounds of the full-arithmetic case, each after one onnxruntime run (best of each is compared).
+FULL_ROUNDS = 5
 _CACHE: dict = {}
 
 
@@ -85,9 +89,17 @@ def test_simulate_full(benchmark):
     benchmark.extra_info["logits_cosine_to_onnxruntime"] = float(y @ ref / np.linalg.norm(y) / np.linalg.norm(ref))
     image = dram_image_with_inputs(compiled.program, {"data": x})
     benchmark.extra_info["first_run_s"] = _first_run(lambda: simulate(compiled.program, compiled.config, dram=image))
-    benchmark.pedantic(lambda: simulate(compiled.program, compiled.config, dram=image), rounds=ROUNDS,
-                       iterations=1)
-    ort_s = _best(lambda: sess.run(None, {"data": x}), rounds=10)
+    ort_times: list[float] = []
+
+    def run_onnxruntime():
+        """Before each timed round: one onnxruntime run, so both see the same machine conditions."""
+        t0 = time.perf_counter()
+        sess.run(None, {"data": x})
+        ort_times.append(time.perf_counter() - t0)
+
+    benchmark.pedantic(lambda: simulate(compiled.program, compiled.config, dram=image), setup=run_onnxruntime,
+                       rounds=FULL_ROUNDS, iterations=1)
+    ort_s = min(ort_times)
     benchmark.extra_info["onnxruntime_f32_best_s"] = ort_s
     benchmark.extra_info["sim_over_onnxruntime"] = benchmark.stats.stats.min / ort_s
 
