@@ -127,17 +127,23 @@ def block_sums(x: np.ndarray, w: np.ndarray, plan: str, quantum: float) -> np.nd
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _scale_accumulate(sums, xs, ws_t, out):
-    """out[m, g*C + c] = binary32 sum over b, in order, of RNE32(sums[g, b, m, c] * xs[m, b] * ws_t[b, g*C + c]).
+def _scale_accumulate(sums, block_major, in_binary32, xs, ws_t, out):
+    """out[m, g*C + c] = binary32 sum over b, in order, of RNE32(P[g, b, m, c] * xs[m, b] * ws_t[b, g*C + c]).
 
-    The scale product is an exact power of two (NaN for a NaN block), so each
-    term is the block's exact sum rounded once to binary32: in binary64, or
-    in binary32 when the sums are binary32 and ``xs`` / ``ws_t`` are binary32
-    whose products are binary32 numbers (see :func:`_binary32_scales`).
-    ``sums`` may hold only the first columns of each group (C = out columns
+    ``P[g, b, m, c]`` is ``sums[b, m, g, c]`` when ``block_major``, else
+    ``sums[g, b, m, c]``.  The scale product is an exact power of two (NaN
+    for a NaN block), so each term is the block's exact sum rounded once to
+    binary32: in binary64, or in binary32 when the sums are exact in
+    binary32 (binary32, or int32 below 2**24) and ``xs`` / ``ws_t`` are
+    binary32 whose products are binary32 numbers (see :func:`_binary32_scales`):
+    ``in_binary32``.
+    The sums may hold only the first columns of each group (C = out columns
     / groups); the others are sums of zero weights: 0, or NaN for a NaN block.
     """
-    groups, nb, m_rows, live = sums.shape
+    if block_major:
+        nb, m_rows, groups, live = sums.shape
+    else:
+        groups, nb, m_rows, live = sums.shape
     cols = out.shape[1] // groups
     for m in numba.prange(m_rows):
         for g in range(groups):
@@ -146,8 +152,13 @@ def _scale_accumulate(sums, xs, ws_t, out):
             for b in range(nb):
                 sx = xs[m, b]
                 ws = ws_t[b, g * cols:(g + 1) * cols]
-                for c in range(live):
-                    acc[c] = np.float32(acc[c] + np.float32(sums[g, b, m, c] * (sx * ws[c])))
+                row = sums[b, m, g] if block_major else sums[g, b, m]
+                if in_binary32:
+                    for c in range(live):
+                        acc[c] = np.float32(acc[c] + np.float32(row[c]) * (sx * ws[c]))
+                else:
+                    for c in range(live):
+                        acc[c] = np.float32(acc[c] + np.float32(row[c] * (sx * ws[c])))
                 for c in range(live, cols):
                     acc[c] = np.float32(acc[c] + np.float32(0.0 * (sx * ws[c])))
 
@@ -171,10 +182,24 @@ def matvec_blocks(x: np.ndarray, xs: np.ndarray, w: np.ndarray, ws: np.ndarray, 
     if check_w:
         w, ws = _nan_scales_for_nonfinite(w, ws, weights=True)
     sums = block_sums(x, w, plan, quantum)
-    sums = sums.reshape((-1, xs.shape[1]) + sums.shape[-2:])
+    return accumulate_block_sums(sums.reshape((-1, xs.shape[1]) + sums.shape[-2:]), xs, ws)
+
+
+def accumulate_block_sums(sums: np.ndarray, xs: np.ndarray, ws: np.ndarray, *, block_major: bool = False
+                          ) -> np.ndarray:
+    """The MVU accumulator (M, g * C) from exact block sums ``sums`` (g, nb, M, C' <= C).
+
+    ``sums`` are binary32 or int32 (exact, below 2**24 in magnitude) or
+    binary64 (exact, or rounded to odd: see :func:`block_sums`); with
+    ``block_major`` they are laid out (nb, M, g, C').  ``xs`` (M, nb) and
+    ``ws`` (g * C, nb) are the scale values that turn them into block
+    values (see :func:`matvec_blocks`).
+    """
     out = np.empty((xs.shape[0], ws.shape[0]), np.float32)
-    sdt = np.float32 if sums.dtype == np.float32 and _binary32_scales(xs, ws) else np.float64
-    _scale_accumulate(sums, np.ascontiguousarray(xs, sdt), np.ascontiguousarray(ws.T, sdt), out)
+    exact32 = sums.dtype in (np.float32, np.int32)
+    sdt = np.float32 if exact32 and _binary32_scales(xs, ws) else np.float64
+    _scale_accumulate(np.ascontiguousarray(sums), block_major, sdt == np.float32, np.ascontiguousarray(xs, sdt),
+                      np.ascontiguousarray(ws.T, sdt), out)
     return out
 
 

@@ -175,21 +175,24 @@ def _fixed_point_values(q, mul, mag_max, quantum):
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _gather_quantize_fixed_kernel(vbits, bf16, addr, block, frac_bits, mag_max, emax_elem, scale_lo, scale_hi,
-                                  scale_bias, scale_nan, q_out, s_out):
+                                  scale_bias, scale_nan, q_out, s_out, want_ints, offset, ints_out):
     """:func:`_gather_quantize_kernel` for fixed-point elements (sm/int), in binary32 arithmetic.
 
     Vectors are widened arithmetically into ``q_out`` and quantised there.
     Equal to the binary64 rule when ``2**(frac_bits - shared)`` is a normal
     binary32 for every shared exponent: scaling is then exact, except that a
     product overflowing to infinity saturates (as its exact value would) and
-    one below 2**-126 rounds to zero (as its exact value would).
+    one below 2**-126 rounds to zero (as its exact value would).  With
+    ``want_ints``, ``ints_out`` receives each element's integer (value /
+    quantum) plus ``offset`` instead, and ``q_out`` may be a (1, 1) dummy.
     """
     rows, k = addr.shape
     n = vbits.shape[1]
     magf = np.float32(mag_max)
     quantum = np.float32(2.0 ** -frac_bits)
+    per_quantum = np.float32(2.0 ** frac_bits)
     for i in numba.prange(rows):
-        q = q_out[i]
+        q = np.empty(k * n, np.float32) if want_ints else q_out[i]
         qb = q.view(np.uint32)
         for j in range(k):
             src = vbits[addr[i, j]]
@@ -216,6 +219,10 @@ def _gather_quantize_fixed_kernel(vbits, bf16, addr, block, frac_bits, mag_max, 
             shared = min(max(shared, scale_lo), scale_hi)
             s_out[i, b] = shared + scale_bias
             _fixed_point_values(q[lo:lo + block], np.float32(2.0 ** (frac_bits - shared)), magf, quantum)
+        if want_ints:
+            dst = ints_out[i]
+            for e in range(k * n):
+                dst[e] = np.uint8(np.int32(q[e] * per_quantum) + np.int32(offset))
 
 
 def _binary32_scaling_is_exact(fmt: BlockFormat) -> bool:
@@ -312,13 +319,46 @@ def gather_quantize_to_values(vectors: np.ndarray, addr: np.ndarray, fmt, native
     if _binary32_scaling_is_exact(fmt):
         _gather_quantize_fixed_kernel(np.ascontiguousarray(vectors).view(np.uint16), vectors.dtype != np.float16,
                                       addr, block, el.frac_bits, float(el.mag_max), el.emax, fmt.scale_emin,
-                                      fmt.scale_emax, fmt.scale_bias, fmt.scale_nan, q, s)
+                                      fmt.scale_emax, fmt.scale_bias, fmt.scale_nan, q, s, False, 0, _NO_INTS)
         return q, s
     _gather_quantize_kernel(np.ascontiguousarray(vectors).view(np.uint16), widen_table(vectors.dtype), addr, block,
                             _KIND_CODE[el.kind], el.frac_bits, float(el.mag_max), el.mbits, el.emin,
                             float(el.max_normal), el.emax, fmt.scale_emin, fmt.scale_emax, fmt.scale_bias,
                             fmt.scale_nan, el.bits - 1, _POW2, q, s)
     return q, s
+
+
+_NO_INTS = np.zeros((1, 1), np.uint8)
+
+
+def integers_gather(fmt: BlockFormat, offset: int) -> bool:
+    """Whether :func:`gather_quantize_to_integers` serves ``fmt`` with ``offset``."""
+    el = fmt.element
+    return _binary32_scaling_is_exact(fmt) and 0 <= offset - el.mag_max and offset + el.mag_max <= 255
+
+
+def gather_quantize_to_integers(vectors: np.ndarray, addr: np.ndarray, fmt, native_dim: int, offset: int):
+    """:func:`gather_quantize_to_values` with each element as its integer (value / quantum) plus ``offset``.
+
+    For fixed-point formats (sm/int elements) whose integers plus ``offset``
+    fit uint8, from 16-bit vectors; returns (uint8 integers, scale codes).
+    """
+    fmt = _resolve(fmt)
+    el = fmt.element
+    if not (integers_gather(fmt, offset) and vectors.dtype.itemsize == 2):
+        raise FormatError(f"{fmt.name}: elements plus {offset} are not uint8 integers here")
+    addr = np.ascontiguousarray(addr, dtype=np.int64)
+    block = _block_size(fmt, native_dim)
+    k = addr.shape[1] * vectors.shape[1]
+    if k % block:
+        raise FormatError(f"{fmt.name}: rows of {k} values are not a multiple of the block size {block}")
+    ints = np.empty((addr.shape[0], k), np.uint8)
+    s = np.empty((addr.shape[0], k // block), np.uint8)
+    _gather_quantize_fixed_kernel(np.ascontiguousarray(vectors).view(np.uint16), vectors.dtype != np.float16,
+                                  addr, block, el.frac_bits, float(el.mag_max), el.emax, fmt.scale_emin,
+                                  fmt.scale_emax, fmt.scale_bias, fmt.scale_nan, np.zeros((1, 1), np.float32), s,
+                                  True, offset, ints)
+    return ints, s
 
 
 def quantize(values, fmt, native_dim: int | None = None) -> BlockTensor:

@@ -9,6 +9,7 @@ the numerics contract bit for bit.
 from __future__ import annotations
 
 import hashlib
+import weakref
 from collections import OrderedDict
 from typing import NamedTuple
 
@@ -17,10 +18,13 @@ import numpy as np
 from ..config import NPUConfig
 from ..numerics import mfu as mfu_math
 from ..numerics import mfu_kernels
-from ..numerics.dot import elements_always_finite, gemm_plan, matvec_blocks, reduction_block
+from ..numerics import int_gemm
+from ..numerics.dot import (accumulate_block_sums, elements_always_finite, gemm_plan, matvec_blocks,
+                             reduction_block)
 from ..numerics.formats import get_format
 from ..numerics.pack import tile_nbytes, unpack_bits
-from ..numerics.quantize import element_values, gather_quantize_to_values, scale_values
+from ..numerics.quantize import (element_values, gather_quantize_to_integers, gather_quantize_to_values,
+                                 integers_gather, scale_values)
 from ..isa.validate import address_extent
 from .errors import SimulationError
 from .program import ChainOp, DmaOp, ScalarOp
@@ -175,6 +179,8 @@ class Machine:
         self.plan = gemm_plan(self.wfmt, self.xfmt, self.block)
         self.quantum = self.wfmt.element.quantum_min * self.xfmt.element.quantum_min
         self._weights_may_be_nonfinite = not elements_always_finite(self.wfmt)
+        self._int_pair = (self.dtype.itemsize == 2 and int_gemm.applicable(self.wfmt, self.xfmt, self.plan)
+                          and integers_gather(self.xfmt, int_gemm.ZERO_POINT))
         self.tile_bytes = tile_nbytes(self.wfmt, n)
         self._wscale_per_row = n // self.wfmt.block_for(n)
         # decoded MRF: slot t holds tile _mrf_index[t] of the decoded tile set _mrf_sets[_mrf_set[t]]
@@ -407,6 +413,14 @@ class Machine:
         w = tiles.elem.reshape(r, k, n, sub, block).transpose(0, 1, 3, 4, 2)       # (r, k, sub, B, N)
         ws = tiles.scale.reshape(r, k, n, self._wscale_per_row).transpose(0, 2, 1, 3).reshape(r * n, -1)
         ws = np.repeat(ws, self.wfmt.block_for(n) // block, axis=1)                  # (r * N, k * sub)
+        gemm = self._int_gemm(ch, tiles, live_in, live_out)
+        if gemm is not None:
+            a, xcodes = self._quantised_inputs(raddr, as_integers=True)              # (k, M, N) uint8
+            a = a.reshape(k, -1, sub, block).transpose(0, 2, 1, 3)[..., :live_in]    # (k, sub, M, B')
+            xs = np.repeat(scale_values(self.xfmt, xcodes), self.xfmt.block_for(n) // block, axis=1)
+            sums = gemm(a.reshape(k * sub, -1, live_in))                            # (k * sub, M, r * live_out)
+            return accumulate_block_sums(sums.reshape(k * sub, -1, r, live_out), xs * self.quantum, ws,
+                                         block_major=True)
         xe, xcodes = self._quantised_inputs(raddr)                                   # (M, k * N)
         x = xe.reshape(-1, k, sub, block).transpose(1, 2, 0, 3)                     # (k, sub, M, B)
         xs = np.repeat(scale_values(self.xfmt, xcodes), self.xfmt.block_for(n) // block, axis=1)
@@ -415,21 +429,56 @@ class Machine:
         return matvec_blocks(x[..., :live_in], xs, w[..., :live_in, :live_out], ws, self.plan, self.quantum,
                              check_x=False, check_w=self._weights_may_be_nonfinite)
 
-    def _quantised_inputs(self, raddr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Element values (M, k * N) and scale codes of the MVU input vectors at ``raddr`` (M, k).
+    def _quantised_inputs(self, raddr: np.ndarray, as_integers: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Element values (M, k * N) and scale codes (M, k * blocks) of the MVU input vectors at ``raddr`` (M, k).
 
-        A vector's quantisation depends on that vector alone, so when the
-        chain reads its vectors several times over (convolution taps), each
-        vector of the address range is quantised once and the values are
-        gathered.
+        With ``as_integers``, the elements' integers plus the integer GEMM's
+        zero point (uint8), vector-major: (k, M, N).  A vector's
+        quantisation depends on that vector alone, so when the chain reads
+        its vectors several times over (convolution taps), each vector of the
+        address range is quantised once and the results are gathered.
         """
         n = self.config.native_dim
+        m, k = raddr.shape
         lo, hi = int(raddr.min()), int(raddr.max())
+        if as_integers:
+            if raddr.size < 2 * (hi - lo + 1):
+                ints, codes = gather_quantize_to_integers(self.vmem, raddr.T.reshape(-1, 1), self.xfmt, n,
+                                                          int_gemm.ZERO_POINT)
+                return ints.reshape(k, m, n), codes.reshape(k, m, -1).transpose(1, 0, 2).reshape(m, -1)
+            ints, codes = gather_quantize_to_integers(self.vmem, np.arange(lo, hi + 1)[:, None], self.xfmt, n,
+                                                      int_gemm.ZERO_POINT)
+            idx = raddr - lo
+            return ints[idx.T], codes[idx].reshape(m, -1)
         if raddr.size < 2 * (hi - lo + 1):
             return gather_quantize_to_values(self.vmem, raddr, self.xfmt, n)
         q, codes = gather_quantize_to_values(self.vmem, np.arange(lo, hi + 1)[:, None], self.xfmt, n)
         idx = raddr - lo
-        return q[idx].reshape(raddr.shape[0], -1), codes[idx].reshape(raddr.shape[0], -1)
+        return q[idx].reshape(m, -1), codes[idx].reshape(m, -1)
+
+    def _int_gemm(self, ch: ChainOp, tiles: "DecodedTiles", live_in: int, live_out: int):
+        """The chain's integer block-sum GEMM with its weights packed (built on first use), or None.
+
+        Used for large chains of a format pair :func:`int_gemm.applicable`
+        accepts whose tiles are one consecutive run of a decoded set.  Kept
+        in ``ch.derived`` for the weights it was built from.
+        """
+        n, k, r = self.config.native_dim, ch.k, ch.r
+        if not self._int_pair or ch.iterations * k * r * n * n < int_gemm.MIN_MACS:
+            return None
+        owner = tiles.elem.base
+        if owner is None:                                          # tiles copied from several loads
+            return None
+        key = (tiles.elem.__array_interface__["data"][0], tiles.elem.shape, live_in, live_out)
+        known = ch.derived.get("int_gemm")
+        if known is not None and known[0] == key and known[1]() is owner:
+            return known[2]
+        sub, block = n // self.block, self.block
+        w = tiles.elem.reshape(r, k, n, sub, block).transpose(1, 3, 4, 0, 2)[:, :, :live_in, :, :live_out]
+        w = (w * (1.0 / self.wfmt.element.quantum_min)).astype(np.int8).reshape(k * sub, live_in, r * live_out)
+        gemm = int_gemm.IntBlockGemm(w)
+        ch.derived["int_gemm"] = (key, weakref.ref(owner), gemm)
+        return gemm
 
     def _check_hazards(self, ch: ChainOp) -> None:
         """Reject a chain whose iterations write one vector twice, or write what a later iteration reads."""
