@@ -17,6 +17,7 @@ bands are combined exactly in integer limbs before the one rounding.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -126,41 +127,70 @@ def block_sums(x: np.ndarray, w: np.ndarray, plan: str, quantum: float) -> np.nd
     return _round_to_odd_f64([xh @ wh, xh @ wl, xl @ wh, xl @ wl], quantum)
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
-def _scale_accumulate(sums, block_major, in_binary32, xs, ws_t, out):
-    """out[m, g*C + c] = binary32 sum over b, in order, of RNE32(P[g, b, m, c] * xs[m, b] * ws_t[b, g*C + c]).
+@numba.njit(cache=True, nogil=True, inline="always")
+def accumulate_row(sums, block_major, in_binary32, xs, ws_t, m, g, acc):
+    """``acc`` (C,) = output row ``m``, group ``g`` of the accumulator of :class:`BlockSums` fields.
 
+    acc[c] = binary32 sum over b, in order, of RNE32(P[g, b, m, c] * xs[m, b] * ws_t[b, g*C + c]), where
     ``P[g, b, m, c]`` is ``sums[b, m, g, c]`` when ``block_major``, else
     ``sums[g, b, m, c]``.  The scale product is an exact power of two (NaN
     for a NaN block), so each term is the block's exact sum rounded once to
     binary32: in binary64, or in binary32 when the sums are exact in
     binary32 (binary32, or int32 below 2**24) and ``xs`` / ``ws_t`` are
     binary32 whose products are binary32 numbers (see :func:`_binary32_scales`):
-    ``in_binary32``.
-    The sums may hold only the first columns of each group (C = out columns
-    / groups); the others are sums of zero weights: 0, or NaN for a NaN block.
+    ``in_binary32``.  The sums may hold only the first C' columns; the
+    others are sums of zero weights: 0, or NaN for a NaN block.
     """
-    if block_major:
-        nb, m_rows, groups, live = sums.shape
-    else:
-        groups, nb, m_rows, live = sums.shape
+    cols = acc.shape[0]
+    live = sums.shape[3]
+    acc[:] = np.float32(0.0)
+    for b in range(xs.shape[1]):
+        sx = xs[m, b]
+        ws = ws_t[b, g * cols:(g + 1) * cols]
+        row = sums[b, m, g] if block_major else sums[g, b, m]
+        if in_binary32:
+            for c in range(live):
+                acc[c] = np.float32(acc[c] + np.float32(row[c]) * (sx * ws[c]))
+        else:
+            for c in range(live):
+                acc[c] = np.float32(acc[c] + np.float32(row[c] * (sx * ws[c])))
+        for c in range(live, cols):
+            acc[c] = np.float32(acc[c] + np.float32(0.0 * (sx * ws[c])))
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _accumulate(sums, block_major, in_binary32, xs, ws_t, out):
+    """``out`` (M, g * C): every row of the accumulator (:func:`accumulate_row`)."""
+    groups = sums.shape[2] if block_major else sums.shape[0]
     cols = out.shape[1] // groups
-    for m in numba.prange(m_rows):
+    for m in numba.prange(xs.shape[0]):
         for g in range(groups):
-            acc = out[m, g * cols:(g + 1) * cols]
-            acc[:] = np.float32(0.0)
-            for b in range(nb):
-                sx = xs[m, b]
-                ws = ws_t[b, g * cols:(g + 1) * cols]
-                row = sums[b, m, g] if block_major else sums[g, b, m]
-                if in_binary32:
-                    for c in range(live):
-                        acc[c] = np.float32(acc[c] + np.float32(row[c]) * (sx * ws[c]))
-                else:
-                    for c in range(live):
-                        acc[c] = np.float32(acc[c] + np.float32(row[c] * (sx * ws[c])))
-                for c in range(live, cols):
-                    acc[c] = np.float32(acc[c] + np.float32(0.0 * (sx * ws[c])))
+            accumulate_row(sums, block_major, in_binary32, xs, ws_t, m, g, out[m, g * cols:(g + 1) * cols])
+
+
+class BlockSums(NamedTuple):
+    """Exact block sums with their scales: what the MVU accumulator is made from (:func:`accumulate_row`)."""
+
+    sums: np.ndarray        #: (g, nb, M, C') or, block-major, (nb, M, g, C'); C-contiguous
+    block_major: bool
+    in_binary32: bool       #: terms are formed in binary32 (exactly as in binary64)
+    xs: np.ndarray          #: (M, nb) activation scale values
+    ws_t: np.ndarray        #: (nb, g * C) weight scale values
+
+    @classmethod
+    def of(cls, sums: np.ndarray, xs: np.ndarray, ws: np.ndarray, *, block_major: bool = False) -> "BlockSums":
+        """From exact sums (binary32, int32 below 2**24, or binary64 exact or rounded to odd) and scales
+        ``xs`` (M, nb), ``ws`` (g * C, nb)."""
+        exact32 = sums.dtype in (np.float32, np.int32)
+        sdt = np.float32 if exact32 and _binary32_scales(xs, ws) else np.float64
+        return cls(np.ascontiguousarray(sums), block_major, sdt == np.float32, np.ascontiguousarray(xs, sdt),
+                   np.ascontiguousarray(ws.T, sdt))
+
+    def accumulate(self) -> np.ndarray:
+        """The MVU accumulator (M, g * C), binary32."""
+        out = np.empty((self.xs.shape[0], self.ws_t.shape[1]), np.float32)
+        _accumulate(*self, out)
+        return out
 
 
 def matvec_blocks(x: np.ndarray, xs: np.ndarray, w: np.ndarray, ws: np.ndarray, plan: str, quantum: float, *,
@@ -177,30 +207,18 @@ def matvec_blocks(x: np.ndarray, xs: np.ndarray, w: np.ndarray, ws: np.ndarray, 
     ``check_w=False`` skip the search for non-finite elements, for operands
     whose format cannot encode any.
     """
+    return matvec_block_sums(x, xs, w, ws, plan, quantum, check_x=check_x, check_w=check_w).accumulate()
+
+
+def matvec_block_sums(x: np.ndarray, xs: np.ndarray, w: np.ndarray, ws: np.ndarray, plan: str, quantum: float, *,
+                      check_x: bool = True, check_w: bool = True) -> BlockSums:
+    """The block sums of :func:`matvec_blocks`, not yet accumulated."""
     if check_x:
         x, xs = _nan_scales_for_nonfinite(x, xs, weights=False)
     if check_w:
         w, ws = _nan_scales_for_nonfinite(w, ws, weights=True)
     sums = block_sums(x, w, plan, quantum)
-    return accumulate_block_sums(sums.reshape((-1, xs.shape[1]) + sums.shape[-2:]), xs, ws)
-
-
-def accumulate_block_sums(sums: np.ndarray, xs: np.ndarray, ws: np.ndarray, *, block_major: bool = False
-                          ) -> np.ndarray:
-    """The MVU accumulator (M, g * C) from exact block sums ``sums`` (g, nb, M, C' <= C).
-
-    ``sums`` are binary32 or int32 (exact, below 2**24 in magnitude) or
-    binary64 (exact, or rounded to odd: see :func:`block_sums`); with
-    ``block_major`` they are laid out (nb, M, g, C').  ``xs`` (M, nb) and
-    ``ws`` (g * C, nb) are the scale values that turn them into block
-    values (see :func:`matvec_blocks`).
-    """
-    out = np.empty((xs.shape[0], ws.shape[0]), np.float32)
-    exact32 = sums.dtype in (np.float32, np.int32)
-    sdt = np.float32 if exact32 and _binary32_scales(xs, ws) else np.float64
-    _scale_accumulate(np.ascontiguousarray(sums), block_major, sdt == np.float32, np.ascontiguousarray(xs, sdt),
-                      np.ascontiguousarray(ws.T, sdt), out)
-    return out
+    return BlockSums.of(sums.reshape((-1, xs.shape[1]) + sums.shape[-2:]), xs, ws)
 
 
 _TINY, _HUGE = 2.0 ** -149, 2.0 ** 127

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from .dot import accumulate_row
 from .float_bits import as_bits, fp16_bits, from_bits, widen_bf16, widen_fp16
 from .formats import FormatError
 
@@ -213,6 +214,20 @@ def gather_reduce(vmem, fmt, addr, mode, out):
     return out
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _pipeline_row(y, i, fmt, ops, sources, scalars, operand_addr, vmem, tables, v, t, w, out):
+    """``out[i]`` = bits of ``ops`` applied to the chain input row ``y``; ``v``, ``t``, ``w`` are scratch rows."""
+    round_into(y, fmt, v)
+    for o in range(ops.shape[0]):
+        if sources[o] == VECTOR_OPERAND:
+            load_row(vmem, fmt, operand_addr[o, i], w)
+        elif sources[o] == SCALAR_OPERAND:
+            w[:] = scalars[o]
+        apply_op(ops[o], v, w, tables, t)
+        round_into(t, fmt, v)
+    encode_row(v, fmt, out[i])
+
+
 @numba.njit(cache=True, nogil=True, parallel=True)
 def run_chain(y, fmt, ops, sources, scalars, operand_addr, vmem, tables, out):
     """The MFU pipeline of a chain, row by row: ``out[i]`` = bits of ``ops`` applied to ``y[i]``.
@@ -228,15 +243,32 @@ def run_chain(y, fmt, ops, sources, scalars, operand_addr, vmem, tables, out):
         t = np.empty(n, np.float32)
         w = np.empty(n, np.float32)
         for i in range(c * _ROWS_PER_TASK, min(rows, (c + 1) * _ROWS_PER_TASK)):
-            round_into(y[i], fmt, v)
-            for o in range(ops.shape[0]):
-                if sources[o] == VECTOR_OPERAND:
-                    load_row(vmem, fmt, operand_addr[o, i], w)
-                elif sources[o] == SCALAR_OPERAND:
-                    w[:] = scalars[o]
-                apply_op(ops[o], v, w, tables, t)
-                round_into(t, fmt, v)
-            encode_row(v, fmt, out[i])
+            _pipeline_row(y[i], i, fmt, ops, sources, scalars, operand_addr, vmem, tables, v, t, w, out)
+    return out
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def run_chain_on_block_sums(sums, block_major, in_binary32, xs, ws_t, fmt, ops, sources, scalars, operand_addr,
+                            vmem, tables, out):
+    """:func:`run_chain` on the MVU accumulator, formed row by row from block sums (``dot.BlockSums`` fields).
+
+    Row ``i = m * g + j`` is output group ``j`` of iteration ``m``
+    (:func:`npu.numerics.dot.accumulate_row`), as in ``BlockSums.accumulate().reshape(-1, N)``.
+    """
+    m_rows = xs.shape[0]
+    n = out.shape[1]
+    groups = ws_t.shape[1] // n
+    per_task = max(1, _ROWS_PER_TASK // groups)
+    for c in numba.prange((m_rows + per_task - 1) // per_task):
+        acc = np.empty(n, np.float32)
+        v = np.empty(n, np.float32)
+        t = np.empty(n, np.float32)
+        w = np.empty(n, np.float32)
+        for m in range(c * per_task, min(m_rows, (c + 1) * per_task)):
+            for j in range(groups):
+                accumulate_row(sums, block_major, in_binary32, xs, ws_t, m, j, acc)
+                _pipeline_row(acc, m * groups + j, fmt, ops, sources, scalars, operand_addr, vmem, tables, v, t,
+                              w, out)
     return out
 
 

@@ -19,8 +19,7 @@ from ..config import NPUConfig
 from ..numerics import mfu as mfu_math
 from ..numerics import mfu_kernels
 from ..numerics import int_gemm
-from ..numerics.dot import (accumulate_block_sums, elements_always_finite, gemm_plan, matvec_blocks,
-                             reduction_block)
+from ..numerics.dot import BlockSums, elements_always_finite, gemm_plan, matvec_block_sums, reduction_block
 from ..numerics.formats import get_format
 from ..numerics.pack import tile_nbytes, unpack_bits
 from ..numerics.quantize import (element_values, gather_quantize_to_integers, gather_quantize_to_values,
@@ -307,11 +306,14 @@ class Machine:
         """Execute one chain over all its iterations, in batches of whole iterations."""
         ops, sources, tables = self._mfu_program(ch)
         scalars = self._mfu_scalars(ch)
+        mfu = (self._fmt_code, ops, sources, scalars)
         for raddr, operand_addr, waddr in self._batches(ch):
-            y = self._chain_input(ch, raddr)
-            out = np.empty(y.shape, self._vmem_bits.dtype)
-            mfu_kernels.run_chain(y, self._fmt_code, ops, sources, scalars, operand_addr, self._vmem_load,
-                                  tables, out)
+            out = np.empty((raddr.shape[0] * ch.r, self.config.native_dim), self._vmem_bits.dtype)
+            if ch.mbase is not None:                   # accumulators formed from block sums in the MFU pass
+                mfu_kernels.run_chain_on_block_sums(*self._mvu(ch, raddr), *mfu, operand_addr, self._vmem_load,
+                                                    tables, out)
+            else:
+                mfu_kernels.run_chain(self._reduction(ch, raddr), *mfu, operand_addr, self._vmem_load, tables, out)
             self._write(ch, waddr, out)
 
     def _batches(self, ch: ChainOp) -> list:
@@ -346,14 +348,9 @@ class Machine:
         ch.derived["batches"] = batches
         return batches
 
-    def _chain_input(self, ch: ChainOp, raddr: np.ndarray) -> np.ndarray:
-        """The chain's binary32 value before the MFUs for a batch of iterations: (iterations * r, N).
-
-        The MVU accumulator or a reduction's binary32 result, not yet rounded to the MFU format.
-        """
+    def _reduction(self, ch: ChainOp, raddr: np.ndarray) -> np.ndarray:
+        """A chain without the MVU: its binary32 input (iterations * r, N), the reduction of the vectors read."""
         n = self.config.native_dim
-        if ch.mbase is not None:
-            return self._mvu(ch, raddr).reshape(-1, n)
         out = np.empty((raddr.shape[0] * ch.r, n), np.float32)
         return mfu_kernels.gather_reduce(self._vmem_load, self._fmt_code, raddr.reshape(out.shape[0], -1),
                                          mfu_kernels.REDUCE_CODES[ch.reduce], out)
@@ -397,8 +394,8 @@ class Machine:
     def _operand_fields(op) -> dict:
         return {"base": op.base, "s_n0": op.s_n0, "s_n1": op.s_n1, "s_r": op.s_r}
 
-    def _mvu(self, ch: ChainOp, raddr: np.ndarray) -> np.ndarray:
-        """The binary32 accumulators (iterations, r * N) of the chain's matrix-vector products.
+    def _mvu(self, ch: ChainOp, raddr: np.ndarray) -> BlockSums:
+        """The block sums of the chain's matrix-vector products (accumulators (iterations, r * N)).
 
         Both operands enter the block GEMMs as strided views: tiles straight
         from the decoded MRF, activations as quantised.  Input columns and
@@ -419,15 +416,14 @@ class Machine:
             a = a.reshape(k, -1, sub, block).transpose(0, 2, 1, 3)[..., :live_in]    # (k, sub, M, B')
             xs = np.repeat(scale_values(self.xfmt, xcodes), self.xfmt.block_for(n) // block, axis=1)
             sums = gemm(a.reshape(k * sub, -1, live_in))                            # (k * sub, M, r * live_out)
-            return accumulate_block_sums(sums.reshape(k * sub, -1, r, live_out), xs * self.quantum, ws,
-                                         block_major=True)
+            return BlockSums.of(sums.reshape(k * sub, -1, r, live_out), xs * self.quantum, ws, block_major=True)
         xe, xcodes = self._quantised_inputs(raddr)                                   # (M, k * N)
         x = xe.reshape(-1, k, sub, block).transpose(1, 2, 0, 3)                     # (k, sub, M, B)
         xs = np.repeat(scale_values(self.xfmt, xcodes), self.xfmt.block_for(n) // block, axis=1)
         # quantised activations are always finite (bad blocks get a NaN scale); weights decoded from
         # DRAM may hold Inf/NaN codes only in formats that have them
-        return matvec_blocks(x[..., :live_in], xs, w[..., :live_in, :live_out], ws, self.plan, self.quantum,
-                             check_x=False, check_w=self._weights_may_be_nonfinite)
+        return matvec_block_sums(x[..., :live_in], xs, w[..., :live_in, :live_out], ws, self.plan, self.quantum,
+                                 check_x=False, check_w=self._weights_may_be_nonfinite)
 
     def _quantised_inputs(self, raddr: np.ndarray, as_integers: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Element values (M, k * N) and scale codes (M, k * blocks) of the MVU input vectors at ``raddr`` (M, k).
