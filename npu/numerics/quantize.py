@@ -48,6 +48,16 @@ _POW2_OFFSET = 400
 _POW2 = np.ldexp(1.0, np.arange(-_POW2_OFFSET, _POW2_OFFSET + 1))
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _largest_magnitude_bits(xb):
+    """max(bits & 0x7FFFFFFF) over binary32 bit patterns ``xb``: integer order is magnitude order."""
+    top = U32(0)
+    for e in range(xb.shape[0]):
+        v = U32(xb[e] & U32(0x7FFFFFFF))
+        top = U32(v if v > top else top)
+    return top
+
+
 @numba.njit(cache=True, nogil=True)
 def _quantize_row(x, xbits, block, kind, frac_bits, mag_max, mbits, emin_e, max_normal, emax_elem,
                   scale_lo, scale_hi, scale_bias, scale_nan, sign_shift, pow2, want_values, q_out, c_out, s_out):
@@ -62,9 +72,7 @@ def _quantize_row(x, xbits, block, kind, frac_bits, mag_max, mbits, emin_e, max_
     off = 400
     for b in range(nblk):
         lo = b * block
-        top = np.uint32(0)                               # largest |x| as bits: integer order = float order
-        for j in range(lo, lo + block):
-            top = max(top, xbits[j] & np.uint32(0x7FFFFFFF))
+        top = _largest_magnitude_bits(xbits[lo:lo + block])
         if top >= np.uint32(0x7F800000):                 # a NaN or an infinity
             s_out[b] = scale_nan
             for j in range(lo, lo + block):
@@ -151,16 +159,6 @@ def _gather_quantize_kernel(vbits, lut, addr, block, kind, frac_bits, mag_max, m
         _quantize_row(x, x.view(np.uint32), block, kind, frac_bits, mag_max, mbits, emin_e, max_normal,
                       emax_elem, scale_lo, scale_hi, scale_bias, scale_nan, sign_shift, pow2, True, q_out[i],
                       dummy, s_out[i])
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _largest_magnitude_bits(xb):
-    """max(bits & 0x7FFFFFFF) over binary32 bit patterns ``xb``: integer order is magnitude order."""
-    top = U32(0)
-    for e in range(xb.shape[0]):
-        v = U32(xb[e] & U32(0x7FFFFFFF))
-        top = U32(v if v > top else top)
-    return top
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -289,7 +287,7 @@ def quantize_to_values(values, fmt, native_dim: int | None = None) -> tuple[np.n
 _WIDEN: dict[str, np.ndarray] = {}
 
 
-def widen_table(dtype) -> np.ndarray:
+def _widen_table(dtype) -> np.ndarray:
     """binary32 value of every 16-bit pattern of ``dtype`` (fp16 or bf16)."""
     key = np.dtype(dtype).name
     if key not in _WIDEN:
@@ -308,20 +306,14 @@ def gather_quantize_to_values(vectors: np.ndarray, addr: np.ndarray, fmt, native
     addr = np.ascontiguousarray(addr, dtype=np.int64)
     if vectors.dtype.itemsize != 2:
         return quantize_to_values(vectors[addr].reshape(addr.shape[0], -1).astype(np.float32), fmt, native_dim)
-    block = _block_size(fmt, native_dim)
-    n = vectors.shape[1]
-    k = addr.shape[1] * n
-    if k % block:
-        raise FormatError(f"{fmt.name}: rows of {k} values are not a multiple of the block size {block}")
+    block, k = _gathered_rows(vectors, addr, fmt, native_dim)
     el = fmt.element
     q = np.empty((addr.shape[0], k), np.float32)
     s = np.empty((addr.shape[0], k // block), np.uint8)
     if _binary32_scaling_is_exact(fmt):
-        _gather_quantize_fixed_kernel(np.ascontiguousarray(vectors).view(np.uint16), vectors.dtype != np.float16,
-                                      addr, block, el.frac_bits, float(el.mag_max), el.emax, fmt.scale_emin,
-                                      fmt.scale_emax, fmt.scale_bias, fmt.scale_nan, q, s, False, 0, _NO_INTS)
+        _gather_fixed(vectors, addr, fmt, block, q, s, None, 0)
         return q, s
-    _gather_quantize_kernel(np.ascontiguousarray(vectors).view(np.uint16), widen_table(vectors.dtype), addr, block,
+    _gather_quantize_kernel(np.ascontiguousarray(vectors).view(np.uint16), _widen_table(vectors.dtype), addr, block,
                             _KIND_CODE[el.kind], el.frac_bits, float(el.mag_max), el.mbits, el.emin,
                             float(el.max_normal), el.emax, fmt.scale_emin, fmt.scale_emax, fmt.scale_bias,
                             fmt.scale_nan, el.bits - 1, _POW2, q, s)
@@ -329,6 +321,7 @@ def gather_quantize_to_values(vectors: np.ndarray, addr: np.ndarray, fmt, native
 
 
 _NO_INTS = np.zeros((1, 1), np.uint8)
+_NO_VALUES = np.zeros((1, 1), np.float32)
 
 
 def integers_gather(fmt: BlockFormat, offset: int) -> bool:
@@ -344,21 +337,32 @@ def gather_quantize_to_integers(vectors: np.ndarray, addr: np.ndarray, fmt, nati
     fit uint8, from 16-bit vectors; returns (uint8 integers, scale codes).
     """
     fmt = _resolve(fmt)
-    el = fmt.element
     if not (integers_gather(fmt, offset) and vectors.dtype.itemsize == 2):
         raise FormatError(f"{fmt.name}: elements plus {offset} are not uint8 integers here")
     addr = np.ascontiguousarray(addr, dtype=np.int64)
+    block, k = _gathered_rows(vectors, addr, fmt, native_dim)
+    ints = np.empty((addr.shape[0], k), np.uint8)
+    s = np.empty((addr.shape[0], k // block), np.uint8)
+    _gather_fixed(vectors, addr, fmt, block, _NO_VALUES, s, ints, offset)
+    return ints, s
+
+
+def _gathered_rows(vectors: np.ndarray, addr: np.ndarray, fmt: BlockFormat, native_dim: int) -> tuple[int, int]:
+    """(block, values per gathered row), checking that blocks tile the rows."""
     block = _block_size(fmt, native_dim)
     k = addr.shape[1] * vectors.shape[1]
     if k % block:
         raise FormatError(f"{fmt.name}: rows of {k} values are not a multiple of the block size {block}")
-    ints = np.empty((addr.shape[0], k), np.uint8)
-    s = np.empty((addr.shape[0], k // block), np.uint8)
+    return block, k
+
+
+def _gather_fixed(vectors, addr, fmt: BlockFormat, block: int, q, s, ints, offset: int) -> None:
+    """:func:`_gather_quantize_fixed_kernel` into values ``q`` or, given ``ints``, integers plus ``offset``."""
+    el = fmt.element
     _gather_quantize_fixed_kernel(np.ascontiguousarray(vectors).view(np.uint16), vectors.dtype != np.float16,
                                   addr, block, el.frac_bits, float(el.mag_max), el.emax, fmt.scale_emin,
-                                  fmt.scale_emax, fmt.scale_bias, fmt.scale_nan, np.zeros((1, 1), np.float32), s,
-                                  True, offset, ints)
-    return ints, s
+                                  fmt.scale_emax, fmt.scale_bias, fmt.scale_nan, q, s, ints is not None, offset,
+                                  _NO_INTS if ints is None else ints)
 
 
 def quantize(values, fmt, native_dim: int | None = None) -> BlockTensor:

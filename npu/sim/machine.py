@@ -165,8 +165,8 @@ class Machine:
         self.dtype = get_format(config.mfu_format).dtype
         self.dram = Dram(config.dram_bytes, dram_image)
         self.vmem = np.zeros((config.vrf_depth, n), self.dtype)
-        # the MFU kernels read and write the vector memory as raw bits (16-bit formats, widened
-        # through a table) or as binary32 values
+        # the MFU kernels read and write the vector memory as raw bits (16-bit formats) or as
+        # binary32 values
         self._fmt_code = mfu_kernels.format_code(self.mfu_format)
         wide = self.dtype.itemsize == 4
         self._vmem_load = self.vmem if wide else self.vmem.view(np.uint16)
@@ -407,50 +407,45 @@ class Machine:
         tiles = self.mrf_tiles(ch.mbase, r * k)                       # tile rr * k + kk: (N out, N in)
         live_in = min(block, max(1, int(tiles.live_in.max()))) if sub == 1 else block
         live_out = max(1, int(tiles.live_out.max()))
-        w = tiles.elem.reshape(r, k, n, sub, block).transpose(0, 1, 3, 4, 2)       # (r, k, sub, B, N)
         ws = tiles.scale.reshape(r, k, n, self._wscale_per_row).transpose(0, 2, 1, 3).reshape(r * n, -1)
         ws = np.repeat(ws, self.wfmt.block_for(n) // block, axis=1)                  # (r * N, k * sub)
         gemm = self._int_gemm(ch, tiles, live_in, live_out)
-        if gemm is not None:
-            a, xcodes = self._quantised_inputs(raddr, as_integers=True)              # (k, M, N) uint8
-            a = a.reshape(k, -1, sub, block).transpose(0, 2, 1, 3)[..., :live_in]    # (k, sub, M, B')
-            xs = np.repeat(scale_values(self.xfmt, xcodes), self.xfmt.block_for(n) // block, axis=1)
-            sums = gemm(a.reshape(k * sub, -1, live_in))                            # (k * sub, M, r * live_out)
-            return BlockSums.of(sums.reshape(k * sub, -1, r, live_out), xs * self.quantum, ws, block_major=True)
-        xe, xcodes = self._quantised_inputs(raddr)                                   # (M, k * N)
-        x = xe.reshape(-1, k, sub, block).transpose(1, 2, 0, 3)                     # (k, sub, M, B)
+        elems, xcodes = self._quantised_inputs(raddr, as_integers=gemm is not None)  # (k, M, N)
+        x = elems.reshape(k, -1, sub, block).transpose(0, 2, 1, 3)[..., :live_in]  # (k, sub, M, B')
         xs = np.repeat(scale_values(self.xfmt, xcodes), self.xfmt.block_for(n) // block, axis=1)
+        if gemm is not None:                                     # int32 sums (k * sub, M, r * live_out)
+            sums = gemm(x.reshape(k * sub, -1, live_in))
+            return BlockSums.of(sums.reshape(k * sub, -1, r, live_out), xs * self.quantum, ws, block_major=True)
+        w = tiles.elem.reshape(r, k, n, sub, block).transpose(0, 1, 3, 4, 2)       # (r, k, sub, B, N)
         # quantised activations are always finite (bad blocks get a NaN scale); weights decoded from
         # DRAM may hold Inf/NaN codes only in formats that have them
-        return matvec_block_sums(x[..., :live_in], xs, w[..., :live_in, :live_out], ws, self.plan, self.quantum,
+        return matvec_block_sums(x, xs, w[..., :live_in, :live_out], ws, self.plan, self.quantum,
                                  check_x=False, check_w=self._weights_may_be_nonfinite)
 
     def _quantised_inputs(self, raddr: np.ndarray, as_integers: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Element values (M, k * N) and scale codes (M, k * blocks) of the MVU input vectors at ``raddr`` (M, k).
+        """Elements (k, M, N) and scale codes (M, k * blocks) of the MVU input vectors at ``raddr`` (M, k).
 
-        With ``as_integers``, the elements' integers plus the integer GEMM's
-        zero point (uint8), vector-major: (k, M, N).  A vector's
+        Elements are exact values (binary32) or, with ``as_integers``, their
+        integers plus the integer GEMM's zero point (uint8).  A vector's
         quantisation depends on that vector alone, so when the chain reads
         its vectors several times over (convolution taps), each vector of the
         address range is quantised once and the results are gathered.
         """
         n = self.config.native_dim
         m, k = raddr.shape
-        lo, hi = int(raddr.min()), int(raddr.max())
         if as_integers:
-            if raddr.size < 2 * (hi - lo + 1):
-                ints, codes = gather_quantize_to_integers(self.vmem, raddr.T.reshape(-1, 1), self.xfmt, n,
-                                                          int_gemm.ZERO_POINT)
-                return ints.reshape(k, m, n), codes.reshape(k, m, -1).transpose(1, 0, 2).reshape(m, -1)
-            ints, codes = gather_quantize_to_integers(self.vmem, np.arange(lo, hi + 1)[:, None], self.xfmt, n,
-                                                      int_gemm.ZERO_POINT)
-            idx = raddr - lo
-            return ints[idx.T], codes[idx].reshape(m, -1)
-        if raddr.size < 2 * (hi - lo + 1):
-            return gather_quantize_to_values(self.vmem, raddr, self.xfmt, n)
-        q, codes = gather_quantize_to_values(self.vmem, np.arange(lo, hi + 1)[:, None], self.xfmt, n)
+            def quantise(addr):
+                return gather_quantize_to_integers(self.vmem, addr, self.xfmt, n, int_gemm.ZERO_POINT)
+        else:
+            def quantise(addr):
+                return gather_quantize_to_values(self.vmem, addr, self.xfmt, n)
+        lo, hi = int(raddr.min()), int(raddr.max())
+        if raddr.size < 2 * (hi - lo + 1):                     # each vector read about once
+            elems, codes = quantise(raddr.T.reshape(-1, 1))
+            return elems.reshape(k, m, n), codes.reshape(k, m, -1).transpose(1, 0, 2).reshape(m, -1)
+        elems, codes = quantise(np.arange(lo, hi + 1)[:, None])
         idx = raddr - lo
-        return q[idx].reshape(m, -1), codes[idx].reshape(m, -1)
+        return elems[idx.T], codes[idx].reshape(m, -1)
 
     def _int_gemm(self, ch: ChainOp, tiles: "DecodedTiles", live_in: int, live_out: int):
         """The chain's integer block-sum GEMM with its weights packed (built on first use), or None.
