@@ -144,6 +144,8 @@ def test_mfu_capacity_follows_the_slot_rule():
     assert mfu_assignment(["vv_mul", "vv_add", "v_sigm", "vs_mul", "v_tanh"]) == [(0, 0), (0, 1), (0, 2),
                                                                                   (1, 0), (1, 2)]
     assert mfu_assignment(["v_relu", "vv_mul"]) == [(0, 2), (1, 0)]
+    assert mfu_assignment(["vs_min", "v_relu"]) == [(0, 1), (0, 2)]            # ReLU6 on one MFU
+    assert mfu_assignment(["vs_max", "vs_min"]) == [(0, 1), (1, 1)]            # a clip needs two
 
 
 def test_validator_alone_reports_instruction_indices():

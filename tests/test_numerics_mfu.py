@@ -182,12 +182,12 @@ def test_binary_hand_worked():
 
 
 # --------------------------------------------------------------------------
-# max / relu / conversions
+# max / min / relu / conversions
 SPECIALS = [0.0, -0.0, 1.0, -1.0, 2.5, -2.5, math.inf, -math.inf, math.nan, 1e-40, -1e-40, 65504.0]
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_max_relu_rules(name):
+def test_max_min_relu_rules(name):
     dt = FMT[name][3]
     vals = np.array(SPECIALS, np.float64).astype(dt)
     # also a NaN with a non-canonical payload and a negative NaN
@@ -198,21 +198,68 @@ def test_max_relu_rules(name):
     a = np.repeat(vals, vals.size)
     b = np.tile(vals, vals.size)
     got = bits_of(mfu.maximum(a, b, name), name)
+    got_min = bits_of(mfu.minimum(a, b, name), name)
     for i in range(a.size):
         x, y = float(a[i]), float(b[i])
-        if math.isnan(x) or math.isnan(y):
-            want = CANON[name]
-        else:
-            want = int(np.array(b[i]).view(ut)) if y > x else int(np.array(a[i]).view(ut))   # y if y > x else x
-        assert int(got[i]) == want, (x, y)
+        xb, yb = int(np.array(a[i]).view(ut)), int(np.array(b[i]).view(ut))
+        nan = math.isnan(x) or math.isnan(y)
+        assert int(got[i]) == (CANON[name] if nan else yb if y > x else xb), (x, y)        # y if y > x else x
+        assert int(got_min[i]) == (CANON[name] if nan else yb if y < x else xb), (x, y)    # y if y < x else x
     got = bits_of(mfu.relu(vals, name), name)
     for i, v in enumerate(vals):
         fv = float(v)
         want = CANON[name] if math.isnan(fv) else (int(np.array(v).view(ut)) if fv > 0 else 0)
         assert int(got[i]) == want, fv
-    # max(+0, -0) is +0 (x); max(-0, +0) is -0 (x: +0 > -0 is false)
-    assert not np.signbit(mfu.maximum(np.array(0.0, dt), np.array(-0.0, dt), name))
-    assert np.signbit(mfu.maximum(np.array(-0.0, dt), np.array(0.0, dt), name))
+    # max(+0, -0) is +0 (x); max(-0, +0) is -0 (x: +0 > -0 is false); min likewise keeps x
+    for f in (mfu.maximum, mfu.minimum):
+        assert not np.signbit(f(np.array(0.0, dt), np.array(-0.0, dt), name))
+        assert np.signbit(f(np.array(-0.0, dt), np.array(0.0, dt), name))
+    # infinities: min(x, -inf) = -inf, min(x, +inf) = x, and the mirror for max
+    one, inf = np.array(1.0, dt), np.array(np.inf, dt)
+    assert mfu.minimum(one, -inf, name) == -np.inf and mfu.minimum(one, inf, name) == 1.0
+    assert mfu.maximum(one, inf, name) == np.inf and mfu.maximum(one, -inf, name) == 1.0
+
+
+def ordered_key(bits: np.ndarray, width: int) -> np.ndarray:
+    """An integer that orders non-NaN encodings as their values (+0 and -0 both map to 0)."""
+    b = bits.astype(np.int64)
+    mag = b & ((1 << (width - 1)) - 1)
+    return np.where(b >> (width - 1), -mag, mag)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_max_min_against_integer_order(name):
+    """max and min on many pairs against a model that compares encodings as integers, not floats.
+
+    16-bit formats: every encoding as x against 64 values y (specials and random
+    patterns); fp32: every pair of specials and a million random pairs, a quarter of them near each other.
+    """
+    p, _, _, dt, ut = FMT[name]
+    width = 8 * np.dtype(ut).itemsize
+    rng = np.random.default_rng(7)
+    specials = np.array(SPECIALS, np.float64).astype(dt).view(ut)
+    if width == 16:
+        ys = np.concatenate([specials, rng.integers(0, 1 << 16, 64 - specials.size).astype(ut)])
+        xb = np.tile(np.arange(1 << 16, dtype=np.uint32).astype(ut), ys.size)
+        yb = np.repeat(ys, 1 << 16)
+    else:
+        xb = rng.integers(0, 1 << 32, 1 << 20, dtype=np.uint64).astype(ut)
+        yb = rng.integers(0, 1 << 32, 1 << 20, dtype=np.uint64).astype(ut)
+        k = xb.size // 4
+        yb[:k] = xb[:k] ^ rng.integers(0, 4, k).astype(ut) ^ (rng.integers(0, 2, k).astype(ut) << 31)
+        xb = np.concatenate([np.repeat(specials, specials.size), xb])
+        yb = np.concatenate([np.tile(specials, specials.size), yb])
+    exp_mask = ((1 << (width - p)) - 1) << (p - 1)
+    frac_mask = (1 << (p - 1)) - 1
+    x_nan, y_nan = (((b & exp_mask) == exp_mask) & ((b & frac_mask) != 0) for b in (xb, yb))
+    either_nan = x_nan | y_nan
+    kx, ky = ordered_key(xb, width), ordered_key(yb, width)
+    x, y = xb.view(dt), yb.view(dt)
+    for f, y_wins in ((mfu.maximum, ky > kx), (mfu.minimum, ky < kx)):
+        want = np.where(either_nan, CANON[name], np.where(y_wins, yb, xb)).astype(ut)
+        got = bits_of(f(x, y, name), name)
+        bad = np.flatnonzero(got != want)
+        assert bad.size == 0, (f.__name__, hex(int(xb[bad[0]])), hex(int(yb[bad[0]])), hex(int(got[bad[0]])))
 
 
 @pytest.mark.parametrize("name", ["fp16", "bf16"])

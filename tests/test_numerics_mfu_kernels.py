@@ -20,8 +20,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 DTYPES = {"fp16": np.float16, "bf16": ml_dtypes.bfloat16, "fp32": np.float32}
 UINT = {"fp16": np.uint16, "bf16": np.uint16, "fp32": np.uint32}
 NAMES = list(DTYPES)
-VV = ["vv_add", "vv_a_sub_b", "vv_b_sub_a", "vv_mul", "vv_max"]
-VS = ["vs_add", "vs_mul", "vs_max"]
+VV = ["vv_add", "vv_a_sub_b", "vv_b_sub_a", "vv_mul", "vv_max", "vv_min"]
+VS = ["vs_add", "vs_mul", "vs_max", "vs_min"]
 UNARY = ["v_relu", "v_sigm", "v_tanh"]
 
 
@@ -100,7 +100,7 @@ def format_values(rng, name, shape) -> np.ndarray:
 
 def reference(y32: np.ndarray, name: str, ops, vmem, operand_addr, scalars) -> np.ndarray:
     """npu.numerics.mfu applied op by op, as the simulator's reference chain does."""
-    fns = {"add": mfu.add, "mul": mfu.mul, "max": mfu.maximum, "a_sub_b": mfu.sub,
+    fns = {"add": mfu.add, "mul": mfu.mul, "max": mfu.maximum, "min": mfu.minimum, "a_sub_b": mfu.sub,
            "b_sub_a": lambda a, b, f: mfu.sub(b, a, f)}
     unary = {"relu": mfu.relu, "sigm": mfu.sigmoid, "tanh": mfu.tanh}
     y = mfu.accumulator_to_format(y32, name)
@@ -132,8 +132,9 @@ def test_random_chains_match_the_numpy_model(name, seed):
 
 
 @pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("op", VV + UNARY)
+@pytest.mark.parametrize("op", VV + VS + UNARY)
 def test_each_op_on_every_pair_of_edge_values(name, op):
+    """Every pair of edge values: the vector operand of row i is row i; a vs_* op takes each value as its scalar."""
     dt = DTYPES[name]
     vals = np.array([0.0, -0.0, 1.0, -1.0, 0.5, 2.5, -7.9, 8.0, 65504.0, -65504.0, 2.0 ** -24, -(2.0 ** -24),
                      1e-40, np.inf, -np.inf, np.nan], np.float64).astype(dt)
@@ -144,8 +145,9 @@ def test_each_op_on_every_pair_of_edge_values(name, op):
     y32 = np.repeat(vals, n).astype(np.float32).reshape(n, n)
     vmem = np.tile(vals, (n, 1))                              # row i: every value; operand of row i is row i
     addr = np.arange(n)[None, :]
-    got = run(y32, name, [op], addr if op.startswith("vv") else None, vmem)
-    assert np.array_equal(got, reference(y32, name, [op], vmem, addr, [0.0]))
+    for sreg in (vals.astype(np.float32) if op.startswith("vs") else [np.float32(0.0)]):
+        got = run(y32, name, [op], addr if op.startswith("vv") else None, vmem, [mfu.scalar(sreg, name)])
+        assert np.array_equal(got, reference(y32, name, [op], vmem, addr, [sreg])), float(sreg)
 
 
 @pytest.mark.parametrize("name", NAMES)

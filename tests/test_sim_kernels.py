@@ -379,6 +379,22 @@ def test_vs_max_vv_a_sub_b_relu(mfu_format):
     assert_bits(y, want)
 
 
+@pytest.mark.parametrize("mfu_format", MFU_FORMATS)
+def test_relu6_then_vv_min(mfu_format):
+    """vs_mul, vs_min, v_relu (MFU 0: ReLU6 of 4x), vv_min (MFU 1)."""
+    cfg = sp.config("tiny", mfu_format=mfu_format)
+    k = sp.elementwise(cfg, np.random.default_rng(18), ["vs_mul", "vs_min", "v_relu", "vv_min"],
+                       scalars={0: 4.0, 1: 6.0})
+    y, _ = run_output(k)
+    fm, inp = mfu_format, k.inputs
+    t = mfu.mul(inp["x"], mfu.scalar(np.float32(4.0), fm), fm)
+    t = mfu.relu(mfu.minimum(t, mfu.scalar(np.float32(6.0), fm), fm), fm)
+    assert (t == 6).any() and (t == 0).any() and ((t > 0) & (t < 6)).any()
+    want = mfu.minimum(t, inp["op3"], fm)
+    assert_bits(y, want)
+    nontrivial(y)
+
+
 def test_mfu_nan_and_overflow_fp16():
     """NaN inputs give the canonical NaN; fp16 overflow gives infinity; max with NaN is NaN."""
     cfg = sp.config("tiny")

@@ -294,6 +294,7 @@ def _reference_chain(cfg, head, body, vmem, tiles, sregs):
               "vv_a_sub_b": lambda a: mfu.sub(a, b, fm), "vv_b_sub_a": lambda a: mfu.sub(b, a, fm),
               "vv_mul": lambda a: mfu.mul(a, b, fm), "vs_mul": lambda a: mfu.mul(a, b, fm),
               "vv_max": lambda a: mfu.maximum(a, b, fm), "vs_max": lambda a: mfu.maximum(a, b, fm),
+              "vv_min": lambda a: mfu.minimum(a, b, fm), "vs_min": lambda a: mfu.minimum(a, b, fm),
               "v_relu": lambda a: mfu.relu(a, fm), "v_sigm": lambda a: mfu.sigmoid(a, fm),
               "v_tanh": lambda a: mfu.tanh(a, fm)}[name]
         y = fn(y)

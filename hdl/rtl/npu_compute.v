@@ -8,7 +8,7 @@
 //           every N/LANES cycles, the engines staggered by a cycle so that their results leave in order;
 //   combine the engines' block sums are added to the row's binary32 accumulators in reduction order, one
 //           tile op per cycle; a finished row is rounded to the MFU format;
-//   MFU     MFUS units of three stages each (multiply, add/sub/max, activation), one cycle per stage,
+//   MFU     MFUS units of three stages each (multiply, add/sub/max/min, activation), one cycle per stage,
 //           unused stages pass values through; a chain that uses m MFUs leaves after stage 3m;
 //   write   the row's lanes lo..hi-1 go to the vector memory.
 // The next chain starts when the pipeline has drained.  Instructions of the other streams are skipped
@@ -206,7 +206,8 @@ module npu_compute #(
             npu_fp32_add add (.a(add_first ? 32'd0 : acc[g]), .b(has_mvu ? fin_p[32 * g +: 32] : widened),
                               .z(acc_next[g]));
             npu_fp32_to_mfu #(.FMT(FMT)) narrow (.a(acc_next[g]), .z(acc_f[g]));
-            npu_mfu_max #(.FMT(FMT)) maxer (.x(rmax[EW * g +: EW]), .y(x_vec[EW * g +: EW]), .z(max_next[g]));
+            npu_mfu_max #(.FMT(FMT)) maxer (.is_min(1'b0), .x(rmax[EW * g +: EW]), .y(x_vec[EW * g +: EW]),
+                                            .z(max_next[g]));
         end
     endgenerate
 
@@ -243,7 +244,8 @@ module npu_compute #(
             /* verilator lint_on UNUSEDSIGNAL */
             wire [EW-1:0] scalar;
             npu_fp32_to_mfu #(.FMT(FMT)) sconv (.a(sregs[st_sreg[gs]]), .z(scalar));
-            wire is_vs = st_op[gs] == OP_VS_ADD || st_op[gs] == OP_VS_MUL || st_op[gs] == OP_VS_MAX;
+            wire is_vs = st_op[gs] == OP_VS_ADD || st_op[gs] == OP_VS_MUL || st_op[gs] == OP_VS_MAX ||
+                         st_op[gs] == OP_VS_MIN;
             wire [VW-1:0] y = is_vs ? {N{scalar}} : vrf[y_addr[VA-1:0]];
             assign s_in[gs] = (gs == 0) ? em_val : sval[gs - 1];
             for (gl = 0; gl < N; gl = gl + 1) begin : l

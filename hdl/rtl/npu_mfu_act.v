@@ -19,6 +19,6 @@ module npu_mfu_act #(
     npu_act_table tab (.is_tanh(op == OP_V_TANH), .x(x32), .y(t32));
     npu_fp32_to_mfu #(.FMT(FMT)) n (.a(t32), .z(table_r));
     // relu: max(+0, x) is x only where x > +0 (so -0 gives +0), with x's NaN made canonical
-    npu_mfu_max #(.FMT(FMT)) rl (.x({EW{1'b0}}), .y(x), .z(relu_r));
+    npu_mfu_max #(.FMT(FMT)) rl (.is_min(1'b0), .x({EW{1'b0}}), .y(x), .z(relu_r));
     assign z = (op == OP_V_RELU) ? relu_r : (op == OP_V_SIGM || op == OP_V_TANH) ? table_r : x;
 endmodule

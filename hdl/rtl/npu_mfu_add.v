@@ -1,7 +1,7 @@
-// The MFU's add stage (vv_add, vs_add, vv_a_sub_b, vv_b_sub_a, vv_max, vs_max) in the MFU format FMT:
-// sums are binary32 sums of the exact operands rounded once to FMT (the correctly rounded result,
-// docs/numerics.md section 4); max is npu_mfu_max.  Other operations pass x
-// through.  Combinational.
+// The MFU's add stage (vv_add, vs_add, vv_a_sub_b, vv_b_sub_a, vv_max, vs_max, vv_min, vs_min) in the MFU
+// format FMT: sums are binary32 sums of the exact operands rounded once to FMT (the correctly rounded
+// result, docs/numerics.md section 4); max and min are npu_mfu_max.  Other operations pass x through.
+// Combinational.
 module npu_mfu_add #(
     parameter integer FMT = 0,
     parameter integer EW = (FMT == 2) ? 32 : 16
@@ -21,8 +21,9 @@ module npu_mfu_add #(
     npu_fp32_to_mfu #(.FMT(FMT)) n (.a(s32), .z(r));
 
     wire [EW-1:0] m;
-    npu_mfu_max #(.FMT(FMT)) mx (.x(x), .y(y), .z(m));
+    wire is_min = op == OP_VV_MIN || op == OP_VS_MIN;
+    npu_mfu_max #(.FMT(FMT)) mx (.is_min(is_min), .x(x), .y(y), .z(m));
 
-    assign z = (op == OP_VV_MAX || op == OP_VS_MAX) ? m :
+    assign z = (op == OP_VV_MAX || op == OP_VS_MAX || is_min) ? m :
                (op == OP_VV_ADD || op == OP_VS_ADD || op == OP_VV_A_SUB_B || op == OP_VV_B_SUB_A) ? r : x;
 endmodule

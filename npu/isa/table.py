@@ -196,12 +196,15 @@ INSTRUCTIONS: tuple[InstructionSpec, ...] = (
         Field("daddr", 32, Kind.DADDR, "DRAM byte address of the first packed tile"),
         _count("count", 16, "tiles transferred (contiguous in DRAM and MRF)"),
     ), "DMA packed weight tiles from DRAM into the matrix register file"),
+    _mfu_vv("vv_min", 22, "min(x, y)"),
+    _mfu_vs("vs_min", 23, "min(x, s)"),
 )
 
 #: MFU slot each MFU instruction occupies; an MFU runs mul -> add -> act in order.
 MFU_SLOTS = {
     "vv_mul": 0, "vs_mul": 0,
-    "vv_add": 1, "vv_a_sub_b": 1, "vv_b_sub_a": 1, "vv_max": 1, "vs_add": 1, "vs_max": 1,
+    "vv_add": 1, "vv_a_sub_b": 1, "vv_b_sub_a": 1, "vv_max": 1, "vv_min": 1, "vs_add": 1, "vs_max": 1,
+    "vs_min": 1,
     "v_relu": 2, "v_sigm": 2, "v_tanh": 2,
 }
 MFU_SLOT_NAMES = ("mul", "add", "act")

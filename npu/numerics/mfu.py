@@ -1,7 +1,7 @@
 """MFU arithmetic, bit for bit (docs/numerics.md, "Multi-function unit").
 
 Values live in the MFU format (fp16, bf16 or fp32).  add, sub and mul are
-IEEE 754 operations rounded to nearest-even in that format; max, ReLU and
+IEEE 754 operations rounded to nearest-even in that format; max, min, ReLU and
 the scalar forms follow the rules below; sigmoid and tanh are piecewise
 linear over a fixed 512-segment table evaluated in binary32.  Every NaN a
 unit produces is the format's canonical quiet NaN.
@@ -81,6 +81,14 @@ def maximum(x, y, fmt: str) -> np.ndarray:
     """max(x, y): y where y > x, else x; NaN if either is NaN."""
     a, b = _f32(x), _f32(y)
     out = np.where(b > a, b, a)
+    out = np.where(np.isnan(a) | np.isnan(b), np.float32(np.nan), out)
+    return _round(out, fmt)
+
+
+def minimum(x, y, fmt: str) -> np.ndarray:
+    """min(x, y): y where y < x, else x; NaN if either is NaN."""
+    a, b = _f32(x), _f32(y)
+    out = np.where(b < a, b, a)
     out = np.where(np.isnan(a) | np.isnan(b), np.float32(np.nan), out)
     return _round(out, fmt)
 

@@ -30,8 +30,8 @@ FP16, BF16, FP32 = 0, 1, 2
 FORMAT_CODES = {"fp16": FP16, "bf16": BF16, "fp32": FP32}
 
 #: Operation codes.  A vector-vector or vector-scalar op takes its second operand ``b``.
-ADD, A_SUB_B, B_SUB_A, MUL, MAX, RELU, SIGMOID, TANH = range(8)
-OP_CODES = {"add": ADD, "a_sub_b": A_SUB_B, "b_sub_a": B_SUB_A, "mul": MUL, "max": MAX,
+ADD, A_SUB_B, B_SUB_A, MUL, MAX, MIN, RELU, SIGMOID, TANH = range(9)
+OP_CODES = {"add": ADD, "a_sub_b": A_SUB_B, "b_sub_a": B_SUB_A, "mul": MUL, "max": MAX, "min": MIN,
             "relu": RELU, "sigm": SIGMOID, "tanh": TANH}
 
 #: Where an op's second operand comes from.
@@ -145,6 +145,13 @@ def _max_rule(a, b):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _min_rule(a, b):
+    """The MFU min: ``b`` if ``b < a``, else ``a``; NaN if either is NaN."""
+    r = b if b < a else a
+    return np.float32(np.nan) if (a != a or b != b) else r
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def apply_op(op, v, w, tables, dst):
     """``dst`` = one MFU operation on the chain values ``v`` with operands ``w``, in binary32.
 
@@ -168,6 +175,9 @@ def apply_op(op, v, w, tables, dst):
     elif op == MAX:
         for e in range(n):
             dst[e] = _max_rule(v[e], w[e])
+    elif op == MIN:
+        for e in range(n):
+            dst[e] = _min_rule(v[e], w[e])
     elif op == RELU:                                      # v if v > 0, else +0; NaN stays NaN
         for e in range(n):
             a = v[e]

@@ -19,7 +19,7 @@ from .program import ChainOp, DmaOp, SimProgram
 #: Fixed pipeline latencies, in cycles (documented in docs/architecture.md).
 DECODE_LATENCY = 2          # decode + issue of a chain or transfer
 VRF_READ_LATENCY = 2        # vector memory read to unit input
-MFU_LATENCY = 3             # one MFU: multiply, add/sub/max, activation stages
+MFU_LATENCY = 3             # one MFU: multiply, add/sub/max/min, activation stages
 WRITE_LATENCY = 1           # result to vector memory
 
 

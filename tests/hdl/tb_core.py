@@ -42,6 +42,9 @@ def programs():
                     ("mfu_ops", sp.elementwise(cfg, rng, ["vv_mul", "vv_add", "v_relu", "vs_mul", "vv_b_sub_a"])),
                     ("mfu_act", sp.elementwise(cfg, rng, ["vs_mul", "v_sigm", "vv_add", "v_tanh"])),
                     ("mfu_max", sp.elementwise(cfg, rng, ["vs_max", "v_relu", "vv_a_sub_b"])),
+                    ("mfu_relu6", sp.elementwise(cfg, rng, ["vs_mul", "vs_min", "v_relu"], rows=6, cols=8,
+                                                 scalars={0: 4.0, 1: 6.0})),
+                    ("mfu_min", sp.elementwise(cfg, rng, ["vv_min", "v_tanh", "vs_mul", "vv_min"])),
                     ("lane_concat", sp.lane_concat(cfg, rng, count=3, lo=5, hi=21)),
                     ("mlp", sp.mlp(cfg, rng, batch=2, d_in=2, d_hidden=2, d_out=1))):
         yield name, k.words, bytes(k.dram), k.config

@@ -5,7 +5,7 @@ import cocotb
 import numpy as np
 from cocotb.triggers import Timer
 
-from npu.isa.table import BY_MNEMONIC
+from npu.isa.table import BY_MNEMONIC, MFU_SLOTS
 from npu.numerics import mfu
 
 FMT = os.environ.get("NPU_MFU_FORMAT", "fp16")
@@ -18,6 +18,8 @@ OPS = {
     "vs_mul": lambda x, y: mfu.mul(x, y, FMT),
     "vv_max": lambda x, y: mfu.maximum(x, y, FMT),
     "vs_max": lambda x, y: mfu.maximum(x, y, FMT),
+    "vv_min": lambda x, y: mfu.minimum(x, y, FMT),
+    "vs_min": lambda x, y: mfu.minimum(x, y, FMT),
     "v_relu": lambda x, y: mfu.relu(x, FMT),
     "v_sigm": lambda x, y: mfu.sigmoid(x, FMT),
     "v_tanh": lambda x, y: mfu.tanh(x, FMT),
@@ -56,6 +58,7 @@ async def every_op_matches_the_contract(dut):
     fmt = mfu.mfu_format(FMT)
     uint = np.uint32 if fmt.bits == 32 else np.uint16
     digits = fmt.bits // 4
+    assert set(OPS) == set(MFU_SLOTS), "every MFU instruction of npu/isa/table.py needs a reference here"
     rng = np.random.default_rng(int(cocotb.RANDOM_SEED) if hasattr(cocotb, "RANDOM_SEED") else 0)
     for mnemonic, ref in OPS.items():
         xs, ys = stimulus(rng, 1500, fmt.bits)
