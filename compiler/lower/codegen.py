@@ -144,6 +144,26 @@ class _Ring:
         self.users.append((start, start + count, compute_item))
 
 
+@dataclass
+class _Pass:
+    """One chain sweep of a convolution: a column phase's chunk of output vectors, with its packed weights."""
+
+    body: object                  # body(origin, out_base, rows, maddr) -> the chain's instructions
+    tiles: int
+    image: bytes
+
+
+def _weight_sets(passes: list[_Pass], capacity: int) -> list[list[_Pass]]:
+    """Consecutive passes grouped so that each group's weight tiles fit ``capacity`` together."""
+    sets: list[list[_Pass]] = []
+    for ps in passes:
+        if sets and sum(q.tiles for q in sets[-1]) + ps.tiles <= capacity:
+            sets[-1].append(ps)
+        else:
+            sets.append([ps])
+    return sets
+
+
 def _zero_fill(base: int, size: int, zero_addr: int = 0) -> list[list[Instruction]]:
     """Chains writing zero to vectors base..base+size-1."""
     out = []
@@ -388,7 +408,7 @@ class Codegen:
         self.layers.append(LayerInfo(nd.name, nd.kind, 0, 0, 0, banded=i in self.plan.band_rows))
         if pre:
             self._compute(pre)
-        self._sweep(i, nd, src, dst, kernel, stride, pads, body, after_load=-1)
+        self._sweep(i, nd, src, dst, kernel, stride, pads, [body], after_load=-1)
 
     def _lanes(self, nd: Node, r0: int = 0, r1: int | None = None) -> dict:
         """The v_wr lane mask for output vectors r0..r1-1 of ``nd`` (empty: whole vectors).
@@ -437,7 +457,9 @@ class Codegen:
         info = LayerInfo(nd.name, "Conv" if (kh, kw) != (1, 1) or oh * ow > 1 else "Dense",
                          macs=nd.macs((oh, ow)), tiles=0, weight_bytes=0, banded=i in self.plan.band_rows)
         self.layers.append(info)
-        # phase p computes output columns p, p + P, ...; its window for column P*m + p starts at input column m
+        # One pass per column phase and chunk of output vectors.  Phase p computes output columns p, p + P, ...;
+        # its window for column P*m + p starts at input column m.
+        passes: list[_Pass] = []
         for p in range(phases):
             w = np.zeros((out_vectors * n, cin, kh, kw), np.float32)
             w[lane0:lane0 + cout] = nd.phase_weight(p)
@@ -446,18 +468,9 @@ class Codegen:
             for r0 in range(0, out_vectors, group):
                 r1 = min(out_vectors, r0 + group)
                 image = pack_tiles(matrix[r0 * n:r1 * n], self.wfmt, n)
-                count = (r1 - r0) * k
-                daddr = self.dram.add(image)
-                maddr, wait = self.ring.alloc(count)
-                load = self.s.load([make("m_load", maddr=maddr, daddr=daddr, count=count)], after_compute=wait,
-                                   kind="weights")
-                info.tiles += count
-                info.weight_bytes += len(image)
-                self.tiles += count
-
                 lanes = self._lanes(nd, r0, r1) if lane0 else {}
 
-                def body(origin, out_base, rows, r0=r0, r1=r1, maddr=maddr, lanes=lanes, p=p, columns=columns):
+                def body(origin, out_base, rows, maddr, r0=r0, r1=r1, lanes=lanes, p=p, columns=columns):
                     ops = [make("chain", n0=rows, n1=columns, k0=kh, k1=kw, c=src.vectors, r=r1 - r0),
                            make("v_rd", base=origin, s_n0=nd.stride[0] * src.row_stride,
                                 s_n1=nd.stride[1] * src.stride, s_k0=src.row_stride, s_k1=src.stride),
@@ -473,26 +486,52 @@ class Codegen:
                     return ops + [make("v_wr", base=out_base + p * dst.stride + r0, s_n0=dst.row_stride,
                                        s_n1=phases * dst.stride, s_r=1, **lanes), make("end_chain")]
 
-                items = self._sweep(i, nd, src, dst, (kh, kw), nd.stride, nd.pads, body, after_load=load)
-                for it in items:
-                    self.ring.use(maddr, count, it)
+                passes.append(_Pass(body, (r1 - r0) * k, image))
+                info.tiles += (r1 - r0) * k
+                info.weight_bytes += len(image)
+                self.tiles += (r1 - r0) * k
+        # Unbanded, each pass sweeps the whole output on its own weights.  Banded, the passes whose weights fit
+        # the MRF together run band by band, so every band of a spilled output is complete when it is stored.
+        sets = [[ps] for ps in passes] if i not in self.plan.band_rows else _weight_sets(passes, cap)
+        for k_set, wset in enumerate(sets):
+            count = sum(ps.tiles for ps in wset)
+            daddr = self.dram.add(b"".join(ps.image for ps in wset))
+            maddr, wait = self.ring.alloc(count)
+            load = self.s.load([make("m_load", maddr=maddr, daddr=daddr, count=count)], after_compute=wait,
+                               kind="weights")
+            bodies, offset = [], maddr
+            for ps in wset:
+                bodies.append(lambda origin, out_base, rows, ps=ps, m=offset: ps.body(origin, out_base, rows, m))
+                offset += ps.tiles
+            items = self._sweep(i, nd, src, dst, (kh, kw), nd.stride, nd.pads, bodies, after_load=load,
+                                merge=k_set > 0)
+            for it in items:
+                self.ring.use(maddr, count, it)
 
-    def _sweep(self, i: int, nd: Node, src: ActLayout, dst: ActLayout, kernel, stride, pads, body,
-               after_load: int) -> list[int]:
-        """Run ``body(origin, out_base, rows)`` over all output rows, in bands if a tensor is spilled."""
+    def _sweep(self, i: int, nd: Node, src: ActLayout, dst: ActLayout, kernel, stride, pads, bodies,
+               after_load: int, merge: bool = False) -> list[int]:
+        """Run each ``body(origin, out_base, rows)`` over all output rows, in bands if a tensor is spilled.
+
+        Banded, every body runs on a band before the band is stored, so bodies
+        that write different columns or vectors of one output (column phases,
+        chunks of output vectors) all land in it.  With ``merge`` an earlier
+        sweep of the same step has already stored part of each band of a
+        spilled output: the band is read back before the bodies add theirs.
+        """
         top, left = pads[0], pads[1]
         if top > src.pad or left > src.pad:
             raise CompileError(f"node {nd.name!r}: padding {pads} exceeds the input's zero border {src.pad}")
         sst, dstst = self.plan.storage_of(nd.inputs[0]), self.plan.storage_of(nd.outputs[0])
         if i not in self.plan.band_rows:
             self._band_y0 = 0
-            return [self._compute(body(src.addr(-top, -left), dst.addr(0, 0), dst.height), after_load)]
+            return [self._compute(body(src.addr(-top, -left), dst.addr(0, 0), dst.height), after_load)
+                    for body in bodies]
         rows_per = self.plan.band_rows[i]
         bufs = self.plan.band_buffers.get(i, {})
         items = []
         in_reader = [-1, -1]
         out_store = [-1, -1]
-        if dstst.dram:
+        if dstst.dram and not merge:
             for k in (0, 1):
                 for ch in _zero_fill(bufs[f"out{k}"], rows_per * dst.row_stride):
                     self._compute(ch)
@@ -517,17 +556,21 @@ class Codegen:
             if dstst.dram:
                 out_buf = bufs[f"out{slot}"]
                 out_base = out_buf + dst.pad * dst.stride
+                band_daddr = dstst.daddr + (y0 + dst.pad) * dst.row_stride * self.vec_bytes
+                if merge:
+                    need_load.append(self.s.load(self._loads(out_buf, band_daddr, rows * dst.row_stride),
+                                                 after_compute=step_start,
+                                                 after_store=max(self.last_store, out_store[slot])))
                 saved = self.last_store
                 self.last_store = max(self.last_store, out_store[slot])
-                item = self._compute(body(origin, out_base, rows), need_load)
+                band_items = [self._compute(body(origin, out_base, rows), need_load) for body in bodies]
                 self.last_store = saved
-                st_item = self.s.store(self._stores(out_buf, dstst.daddr + (y0 + dst.pad) * dst.row_stride *
-                                                    self.vec_bytes, rows * dst.row_stride), after_compute=item)
-                out_store[slot] = st_item
+                out_store[slot] = self.s.store(self._stores(out_buf, band_daddr, rows * dst.row_stride),
+                                               after_compute=band_items[-1])
             else:
-                item = self._compute(body(origin, dst.addr(y0, 0), rows), need_load)
-            in_reader[slot] = item
-            items.append(item)
+                band_items = [self._compute(body(origin, dst.addr(y0, 0), rows), need_load) for body in bodies]
+            in_reader[slot] = band_items[-1]
+            items += band_items
         if dstst.dram:
             self.last_store = max(out_store)
         return items
