@@ -1,6 +1,7 @@
 """``compile_model``: ONNX model -> versioned NPU program file, with a per-layer report."""
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 
@@ -63,12 +64,29 @@ def resolve_config(config, precision: str | None) -> NPUConfig:
 DEFAULT_SCALE = 0.017
 
 
+def _model_prop(graph: Graph, key: str):
+    """A JSON value the model file carries in its ``metadata_props`` (None if absent or not JSON)."""
+    text = graph.metadata.get("model_props", {}).get(key)
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise CompileError(f"{graph.name}: the model's metadata_props[{key!r}] is not JSON") from None
+
+
 def _preprocess_recipe(graph: Graph, given: dict | None) -> dict:
-    """The image recipe stored in the program: the brief's, sized to the model's input, with overrides."""
-    shape = graph.metadata.get("original_shapes", {}).get(graph.inputs[0], graph.shapes[graph.inputs[0]])
-    crop = int(shape[-1])
+    """The image recipe stored in the program: the brief's, sized to the model's input, then the model file's
+    own recipe (``metadata_props['preprocess']``), then ``given``."""
+    t = graph.inputs[0]
+    shape = graph.metadata.get("original_shapes", {}).get(t, graph.shapes[t])
+    crop = int(shape[1] if graph.metadata.get("io_order", {}).get(t) == "hwc" else shape[-1])
     recipe = {"crop": crop, "resize": int(round(crop * 256 / 224)), "mean": [123.68, 116.779, 103.939],
               "scale": DEFAULT_SCALE, "channel_order": "RGB"}
+    carried = _model_prop(graph, "preprocess")
+    if carried is not None and not isinstance(carried, dict):
+        raise CompileError(f"{graph.name}: the model's metadata_props['preprocess'] is not a JSON object")
+    recipe.update(carried or {})
     recipe.update(given or {})
     return recipe
 
@@ -110,7 +128,10 @@ def compile_model(model, config="bw-s10", precision: str | None = None, *, progr
         "weight_tiles": gen.weight_tiles,
         "preprocess": _preprocess_recipe(graph, preprocess),
     }
+    labels = labels if labels is not None else _model_prop(graph, "labels")
     if labels is not None:
+        if not isinstance(labels, list):
+            raise CompileError(f"{graph.name}: labels must be a list of class names")
         metadata["labels"] = [str(x) for x in labels]
     program = ProgramFile(cfg, encode_program(gen.instructions), gen.dram, gen.inputs, gen.outputs, gen.regions,
                           metadata, encode_program(gen.warm_instructions) if gen.warm_instructions else b"",

@@ -56,6 +56,10 @@ def input_tensor(desc: TensorDesc, array: np.ndarray) -> np.ndarray:
         raise ValueError(f"input {desc.name!r}: expected shape {list(want)} (or [1, {', '.join(map(str, want))}]), "
                          f"got {list(np.shape(array))}")
     p = desc.params
+    if p.get("order") == "hwc":
+        x = np.ascontiguousarray(x.transpose(2, 0, 1))
+    elif p.get("order", "chw") != "chw":
+        raise ValueError(f"input {desc.name!r}: unknown array order {p['order']!r} in the program file")
     if p.get("packing") == "im2col":
         x = im2col(x, p["kernel"], p["stride"], p["pads"])
     elif p.get("packing") == "strip":
@@ -83,6 +87,8 @@ def unpack_output(desc: TensorDesc, data: bytes) -> np.ndarray:
     off = desc.params.get("channel_offset", 0)
     full = ActLayout(lay.stride * lay.native_dim, lay.height, lay.width, lay.pad, lay.native_dim)
     chw = full.from_vectors(vectors)[off:off + lay.channels]
+    if desc.params.get("order") == "hwc":
+        return np.ascontiguousarray(chw.reshape(lay.channels, lay.height, lay.width).transpose(1, 2, 0))
     return chw.reshape(desc.shape)
 
 

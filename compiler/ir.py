@@ -44,9 +44,11 @@ class OnnxOp(Node):
 class Conv(Node):
     """Convolution (Gemm is a 1x1 or whole-image convolution); optional bias, residual add and ReLU.
 
-    ``weight`` is (Cout, Cin, kh, kw) float32; ``pads`` is (top, left,
-    bottom, right).  With ``residual`` the second input tensor is added
-    after the bias, then ReLU if ``relu``.
+    ``weight`` is (Cout, Cin / groups, kh, kw) float32; ``pads`` is (top,
+    left, bottom, right).  With ``groups`` G > 1, output channel o reads
+    only the input channels of its group ``o // (Cout / G)`` (depthwise
+    when G = Cin).  With ``residual`` the second input tensor is added after
+    the bias, then ReLU if ``relu``, then min(., ``clip_max``) if set (ReLU6).
 
     With ``column_phases`` P > 1 the weight is (P*Cout, Cin, kh, kw): output
     column ``P*m + p`` is phase p's weights applied to the window at input
@@ -64,6 +66,13 @@ class Conv(Node):
     residual: bool = False
     column_phases: int = 1
     model_macs: int | None = None
+    groups: int = 1
+    clip_max: float | None = None
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels the convolution reads (all groups)."""
+        return self.weight.shape[1] * self.groups
 
     @property
     def kernel(self) -> tuple[int, int]:
@@ -116,18 +125,38 @@ class BatchNorm(Node):
 
 @dataclass
 class Affine(Node):
-    """Per-channel y = x * scale + shift, optionally followed by ReLU (a BatchNorm with no Conv before it)."""
+    """Per-channel y = x * scale + shift, optionally followed by ReLU (a BatchNorm with no Conv before it).
+
+    ``clip_max`` then takes min(., clip_max) (ReLU6), as on Conv and Add.
+    """
 
     scale: np.ndarray = None
     shift: np.ndarray = None
     relu: bool = False
+    clip_max: float | None = None
 
 
 @dataclass
 class Add(Node):
-    """Elementwise sum of two activations (residual join), optionally followed by ReLU."""
+    """Elementwise sum of two activations (residual join), optionally followed by ReLU (and ``clip_max``)."""
 
     relu: bool = False
+    clip_max: float | None = None
+
+
+@dataclass
+class Clip(Node):
+    """Elementwise min(max(x, lo), hi); a bound of None is absent (ONNX Clip with constant bounds)."""
+
+    lo: float | None = None
+    hi: float | None = None
+
+
+@dataclass
+class Pad(Node):
+    """Zero padding of the spatial dimensions: ``pads`` is (top, left, bottom, right), all >= 0."""
+
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
 
 
 @dataclass

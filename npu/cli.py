@@ -5,6 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from . import __version__
 from .config import DEFAULT_PRESET, PRESETS, ConfigError, NPUConfig, load_config
 
@@ -176,6 +178,53 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from compiler.compile import compile_model
+    from compiler.verify import verify_model
+    from runtime.preprocess import ImageError, Preprocess
+
+    def say(message: str) -> None:
+        print(f"npu verify: {message}", file=sys.stderr, flush=True)
+
+    say(f"compiling {args.model} for {args.config} at {args.precision}")
+    compiled = compile_model(args.model, args.config, args.precision)
+    desc = compiled.program.inputs[0]
+    recipe = Preprocess.from_dict(compiled.program.metadata.get("preprocess", {}))
+    inputs, names = [], []
+    if args.image:
+        for path in args.image:
+            try:
+                data = Path(path).read_bytes()
+            except OSError as exc:
+                raise CliError(f"{path}: cannot read: {exc.strerror or exc}") from None
+            try:
+                x = recipe(data, path)
+                inputs.append(x.transpose(0, 2, 3, 1) if desc.params.get("order") == "hwc" else x)
+            except ImageError as exc:
+                raise CliError(str(exc)) from None
+            names.append(path)
+    else:
+        from compiler.models.photos import MissingPhotosError, load_photos, preprocess
+
+        try:
+            hwc = desc.params.get("order") == "hwc"
+            if desc.shape[-1 if hwc else 0] != 3:
+                raise MissingPhotosError("not an RGB model")
+            for name, photo in load_photos(["chelsea", "coffee"]):
+                x = preprocess(photo, recipe.to_dict())
+                inputs.append(x.transpose(0, 2, 3, 1) if hwc else x)
+                names.append(f"{name} (scikit-image)")
+        except MissingPhotosError:
+            inputs = [np.random.default_rng(0).standard_normal((1, *desc.shape)).astype(np.float32)]
+            names = ["seeded normal noise"]
+    if inputs and tuple(inputs[0].shape[1:]) != tuple(desc.shape):
+        raise CliError(f"the images become {list(inputs[0].shape)} tensors; the model takes {[1, *desc.shape]}")
+    say(f"inputs: {', '.join(names)}")
+    report = verify_model(args.model, compiled.config, args.precision, inputs, compiled=compiled, progress=say)
+    print(report.table())
+    return 0 if report.ok else 1
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from runtime.server import serve_forever
 
@@ -197,10 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("demo", help="build, compile and score a ResNet-50 on the simulator (embedded defaults)")
+    s = sub.add_parser("demo", help="compile the trained EfficientNet-Lite0 and classify photographs on the "
+                                    "simulator, beside onnxruntime (embedded defaults)")
     s.add_argument("--config", default=DEFAULT_PRESET, help="preset name or JSON file")
-    s.add_argument("--model", default="resnet50", help="reference network (python -m compiler.models --help)")
-    s.add_argument("--precision", default="ms-fp9", help="numeric precision (see npu compile --help)")
+    s.add_argument("--model", default="efficientnet_lite0", help="network: efficientnet_lite0 (trained) or a seeded "
+                   "reference network such as resnet50 (python -m compiler.models --help)")
+    s.add_argument("--precision", help="numeric precision (see npu compile --help; default mxint8 for the trained "
+                                       "network, ms-fp9 for seeded ones)")
     s.add_argument("--out", default="demo_out", help="directory for the program, trace and chart")
     s.set_defaults(func=_cmd_demo)
 
@@ -224,6 +276,16 @@ def build_parser() -> argparse.ArgumentParser:
                                        "(default: the config's formats)")
     s.add_argument("-o", "--output", help="program file to write (default: MODEL with .npuz)")
     s.set_defaults(func=_cmd_compile)
+
+    s = sub.add_parser("verify", help="compile a model and compare every layer with onnxruntime; exit 1 if one "
+                                      "departs")
+    s.add_argument("model", help="ONNX model file")
+    s.add_argument("--config", default=DEFAULT_PRESET, help=f"preset name or JSON file (default {DEFAULT_PRESET})")
+    s.add_argument("--precision", default="wide", help="precision to check (default wide: every layer must match "
+                                                        "onnxruntime closely)")
+    s.add_argument("--image", nargs="+", metavar="FILE", help="images to run, preprocessed with the program's "
+                   "recipe (default: scikit-image's chelsea and coffee photographs)")
+    s.set_defaults(func=_cmd_verify)
 
     s = sub.add_parser("serve", help="serve a program over KServe v2 (HTTP and gRPC) on simulator workers")
     s.add_argument("program", help="compiled program (.npuz)")

@@ -66,9 +66,14 @@ class Session:
             result[name] = y
         return ScoreResult(result, stats)
 
+    def image_tensor(self, data: bytes, source: str = "image") -> np.ndarray:
+        """The model input for encoded image bytes: the program's preprocessing, in the model's array order."""
+        x = self.preprocess(bytes(data), source)
+        return x.transpose(0, 2, 3, 1) if self.input.params.get("order") == "hwc" else x
+
     def score_image(self, data: bytes, source: str = "image") -> ScoreResult:
         """Score encoded image bytes (JPEG, PNG, ...) after the program's preprocessing."""
-        return self.score_numpy_array(self.preprocess(bytes(data), source))
+        return self.score_numpy_array(self.image_tensor(data, source))
 
     def score_file(self, path: "str | Path") -> ScoreResult:
         """Score an image file."""

@@ -1,4 +1,5 @@
 """The ``npu`` command line: asm/disasm round trip, tables, demo, error handling."""
+import re
 import subprocess
 import sys
 
@@ -80,10 +81,32 @@ def test_unknown_config_is_a_clear_error():
 def test_demo_scores_images_and_writes_trace_and_chart(tmp_path):
     proc = run_cli("demo", "--config", "tiny", "--model", "resnet_small", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
-    assert "top-5" in proc.stdout and "china.jpg" in proc.stdout and "generated-2.png" in proc.stdout
+    assert "top-5" in proc.stdout and "china" in proc.stdout and "chelsea" in proc.stdout
     assert "total" in proc.stdout and "util" in proc.stdout
     assert (tmp_path / "resnet_small.trace.json").stat().st_size > 0
     assert (tmp_path / "resnet_small.cycles.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _block(stdout: str, photo: str) -> list[str]:
+    """The demo's lines for one photograph: its header and its five rows (NPU | onnxruntime)."""
+    lines = stdout.splitlines()
+    i = next(k for k, line in enumerate(lines) if line.startswith(f"{photo}  (logits cosine"))
+    return lines[i:i + 6]
+
+
+@pytest.mark.slow
+def test_demo_names_real_classes_on_the_trained_network(tmp_path):
+    """The README's first command: the trained network on bundled photographs, beside onnxruntime."""
+    proc = subprocess.run([sys.executable, "-m", "npu.cli", "demo", "--out", str(tmp_path)], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    cat = _block(proc.stdout, "chelsea")
+    npu_top1, ort_top1 = (re.match(r"\s*(.*?)\s+[0-9.]+\s*$", part).group(1) for part in cat[1].split("|"))
+    assert any(name in npu_top1 for name in ("tabby", "tiger cat", "Egyptian cat")), cat
+    assert npu_top1 == ort_top1
+    assert _block(proc.stdout, "coffee")[1].strip().startswith("espresso")
+    assert "top-1 agreement with onnxruntime" in proc.stdout
+    assert (tmp_path / "efficientnet_lite0.cycles.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_demo_layer_reference_matches_float_with_a_wide_format():

@@ -170,7 +170,7 @@ def test_every_problem_of_the_unsupported_model_is_reported_at_once():
     assert set(problems) == set(exporters.UNSUPPORTED_NODES)
     assert len(info.value.problems) == len(exporters.UNSUPPORTED_NODES)       # one per node, no duplicates
     # what would make each one supported
-    fixes = {"group": "only group=1", "dilation": "only dilation 1", "ceil_mode": "ceil_mode=0",
+    fixes = {"reflect": "only constant", "dilation": "only dilation 1", "ceil_mode": "ceil_mode=0",
              "LeakyRelu": "supported:", "Sigmoid": "supported:"}
     for name, (op_type, keyword) in exporters.UNSUPPORTED_NODES.items():
         p = problems[name]

@@ -27,7 +27,7 @@ def _kinds(graph):
 
 def test_legality_reports_every_problem_at_once():
     nodes = [
-        helper.make_node("Conv", ["x", "w1"], ["a"], name="grouped", group=2, pads=[1] * 4),
+        helper.make_node("Conv", ["x", "w1"], ["a"], name="grouped", group=3, pads=[1] * 4),
         helper.make_node("Conv", ["a", "w2"], ["b"], name="dilated", dilations=[2, 2], pads=[2] * 4),
         helper.make_node("LeakyRelu", ["b"], ["c"], name="leaky"),
         helper.make_node("MaxPool", ["c"], ["y"], name="pool", kernel_shape=[3, 3], strides=[2, 2],
@@ -38,7 +38,7 @@ def test_legality_reports_every_problem_at_once():
         import_onnx(model)
     problems = {p.node: p for p in info.value.problems}
     assert {"grouped", "dilated", "leaky", "pool"} <= set(problems)
-    assert "group=2" in problems["grouped"].message
+    assert "group=3 does not divide" in problems["grouped"].message
     assert "dilation" in problems["dilated"].message
     assert problems["leaky"].op_type == "LeakyRelu" and "not supported" in problems["leaky"].message
     assert "ceil_mode" in problems["pool"].message

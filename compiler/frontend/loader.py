@@ -134,6 +134,7 @@ def load_onnx(source) -> Graph:
     graph = Graph(g.name or Path(where).stem)
     graph.metadata["source"] = where
     graph.metadata["opset"] = opset
+    graph.metadata["model_props"] = {p.key: p.value for p in model.metadata_props}
     for t in g.initializer:
         graph.constants[t.name] = numpy_helper.to_array(t)
     for vi in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):

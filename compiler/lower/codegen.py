@@ -20,7 +20,7 @@ from npu.numerics.formats import get_format
 from npu.numerics.pack import pack_floats
 from npu.npuz import TensorDesc
 
-from ..ir import Add, Affine, Conv, GlobalPool, Graph, Node, Pool, Relu
+from ..ir import Add, Affine, Clip, Conv, GlobalPool, Graph, Node, Pad, Pool, Relu
 from ..layout import ActLayout
 from .plan import CompileError, Plan, band_input_rows
 from .streams import Streams
@@ -28,6 +28,8 @@ from .weights import conv_matrix, pack_tiles
 
 MAX_COUNT = 4095          # largest 12-bit loop / transfer count
 AVG_SREG = 0              # scalar register holding the average-pooling factor
+CLIP_MAX_SREG = 1         # scalar register holding a clip's upper bound (ReLU6: 6)
+CLIP_MIN_SREG = 2         # scalar register holding a clip's lower bound, when it is not 0
 DRAM_ALIGN = 64
 
 
@@ -214,6 +216,27 @@ def _peel_max_taps(kernel: tuple[int, int], mfus: int) -> tuple[tuple[int, int],
     return kernel, []
 
 
+def _chunk_weight(nd: Conv, phase: int, lane0: int, row0: int, row1: int, col0: int, col1: int) -> np.ndarray:
+    """(row1-row0, col1-col0, kh, kw) dense weights: output lanes row0.. of a chunk over input channels col0..
+
+    Output channel o sits at lane ``lane0 + o``; with groups, it is connected
+    only to the input channels of its group (zero elsewhere).
+    """
+    w = nd.phase_weight(phase)
+    cout, cin_g, kh, kw = w.shape
+    cout_g = cout // nd.groups
+    out = np.zeros((row1 - row0, col1 - col0, kh, kw), np.float32)
+    for g in range(nd.groups):
+        o0, o1 = max(g * cout_g, row0 - lane0), min((g + 1) * cout_g, row1 - lane0)
+        if o0 >= o1:
+            continue
+        c0 = g * cin_g - col0
+        if c0 < 0 or c0 + cin_g > col1 - col0:
+            raise ValueError(f"group {g} reads channels outside the chunk's input vectors")
+        out[lane0 + o0 - row0:lane0 + o1 - row0, c0:c0 + cin_g] = w[o0:o1]
+    return out
+
+
 def _f32_bits(x: float) -> int:
     return int(np.float32(x).view(np.uint32))
 
@@ -302,6 +325,8 @@ class Codegen:
         params = {"channels": self.plan.shapes[t][0], "height": lay.height, "width": lay.width, "pad": lay.pad,
                   "vectors": lay.stride, "native_dim": self.n, "channel_offset": self.plan.views[t][1]}
         params.update(self.g.metadata.get("input_packing", {}).get(t, {}))
+        if t in self.g.metadata.get("io_order", {}):
+            params["order"] = self.g.metadata["io_order"][t]        # the host's array is H x W x C
         shape = self.g.metadata.get("original_shapes", {}).get(t, self.g.shapes[t])
         return TensorDesc(t, tuple(int(x) for x in shape), "hwc-padded", self.cfg.mfu_format, st.daddr, nbytes,
                           params)
@@ -324,7 +349,7 @@ class Codegen:
             if st.first != i or st.dram:
                 continue
             lay = st.layout(self.n)
-            chains = _zero_fill(lay.base, lay.size) if st.lane_writes else _zero_border(lay)
+            chains = _zero_fill(lay.base, lay.size) if st.lane_writes or st.zero_fill else _zero_border(lay)
             for ch in chains:
                 self._compute(ch)
 
@@ -340,13 +365,22 @@ class Codegen:
         elif isinstance(nd, (Pool, GlobalPool)):
             self._pool(i, nd)
         elif isinstance(nd, Add):
-            self._elementwise(i, nd, [make("vv_add", base=0)], nd.relu)
+            self._elementwise(i, nd, [make("vv_add", base=0)], nd.relu, nd.clip_max)
         elif isinstance(nd, Affine):
             scale, shift = self.consts.addr[(nd.name, "scale")], self.consts.addr[(nd.name, "shift")]
             self._elementwise(i, nd, [make("vv_mul", base=scale, s_r=1), make("vv_add", base=shift, s_r=1)],
-                              nd.relu)
+                              nd.relu, nd.clip_max)
         elif isinstance(nd, Relu):
             self._elementwise(i, nd, [], True)
+        elif isinstance(nd, Clip):
+            relu = nd.lo == 0.0
+            ops = []
+            if nd.lo is not None and not relu:
+                self._compute([make("s_wr", sreg=CLIP_MIN_SREG, value=_f32_bits(nd.lo))])
+                ops.append(make("vs_max", sreg=CLIP_MIN_SREG))
+            self._elementwise(i, nd, ops, relu, nd.hi)
+        elif isinstance(nd, Pad):
+            self._pad(i, nd)
         else:
             raise CompileError(f"node {nd.name!r}: {nd.kind} cannot be lowered")
 
@@ -356,8 +390,11 @@ class Codegen:
                 raise CompileError(f"node {nd.name!r} ({nd.kind}) reads or writes spilled tensor {t!r}; only "
                                    f"convolutions and pooling run in bands")
 
-    def _elementwise(self, i: int, nd: Node, ops: list[Instruction], relu: bool) -> None:
+    def _elementwise(self, i: int, nd: Node, ops: list[Instruction], relu: bool,
+                     clip_max: float | None = None) -> None:
         self._check_vram(nd)
+        if clip_max is not None:
+            self._compute([make("s_wr", sreg=CLIP_MAX_SREG, value=_f32_bits(clip_max))])
         src = self.plan.layout(nd.inputs[0])
         dst = self.plan.layout(nd.outputs[0])
         if self.plan.lane_offset(nd.outputs[0]) or self.plan.lane_offset(nd.inputs[0]):
@@ -371,10 +408,26 @@ class Codegen:
             body.append(op)
         if relu:
             body.append(make("v_relu"))
+        if clip_max is not None:
+            body.append(make("vs_min", sreg=CLIP_MAX_SREG))
         body += [make("v_wr", base=dst.addr(0, 0), s_n0=dst.row_stride, s_n1=dst.stride, s_r=1),
                  make("end_chain")]
         self.layers.append(LayerInfo(nd.name, nd.kind, 0, 0, 0))
         self._compute(body)
+
+    def _pad(self, i: int, nd: Pad) -> None:
+        """Copy the input into the interior of the (zero-filled) padded output."""
+        self._check_vram(nd)
+        src = self.plan.layout(nd.inputs[0])
+        dst = self.plan.layout(nd.outputs[0])
+        if self.plan.lane_offset(nd.outputs[0]) or self.plan.lane_offset(nd.inputs[0]):
+            raise CompileError(f"node {nd.name!r}: padding must start at a vector boundary")
+        top, left = nd.pads[0], nd.pads[1]
+        self.layers.append(LayerInfo(nd.name, nd.kind, 0, 0, 0))
+        self._compute([make("chain", n0=src.height, n1=src.width, r=src.vectors),
+                       make("v_rd", base=src.addr(0, 0), s_n0=src.row_stride, s_n1=src.stride, s_r=1),
+                       make("v_wr", base=dst.addr(top, left), s_n0=dst.row_stride, s_n1=dst.stride, s_r=1),
+                       make("end_chain")])
 
     def _pool(self, i: int, nd) -> None:
         src = self.plan.layout(nd.inputs[0])
@@ -439,40 +492,38 @@ class Codegen:
         src = self.plan.layout(nd.inputs[0])
         dst = self.plan.layout(nd.outputs[0])
         lane0 = self.plan.lane_offset(nd.outputs[0])
-        _, cin, kh, kw = nd.weight.shape
+        kh, kw = nd.kernel
         cout, phases = nd.out_channels, nd.column_phases
         if phases > 1 and lane0:
             raise CompileError(f"node {nd.name!r}: a convolution with column phases cannot write inside a vector "
                                f"of a concatenation")
         out_vectors = -(-(lane0 + cout) // n)
-        k = kh * kw * src.vectors
         cap = max(self.cfg.mrf_tiles // 2, 1)
-        if k > cap:
-            raise CompileError(f"node {nd.name!r}: one output vector needs {k} weight tiles, more than half the "
-                               f"matrix register file ({self.cfg.mrf_tiles} tiles)")
-        group = 1 if lane0 else max(1, min(out_vectors, cap // k))
+        chunks = self._conv_chunks(nd, lane0, out_vectors, src.vectors, cap)
         bias = self.consts.addr.get((nd.name, "bias"))
         residual = self.plan.layout(nd.inputs[1]) if nd.residual else None
         c, oh, ow = self.plan.shapes[nd.outputs[0]]
         info = LayerInfo(nd.name, "Conv" if (kh, kw) != (1, 1) or oh * ow > 1 else "Dense",
                          macs=nd.macs((oh, ow)), tiles=0, weight_bytes=0, banded=i in self.plan.band_rows)
         self.layers.append(info)
+        if nd.clip_max is not None:
+            self._compute([make("s_wr", sreg=CLIP_MAX_SREG, value=_f32_bits(nd.clip_max))])
         # One pass per column phase and chunk of output vectors.  Phase p computes output columns p, p + P, ...;
-        # its window for column P*m + p starts at input column m.
+        # its window for column P*m + p starts at input column m.  A chunk reads input vectors a..b-1 (all of
+        # them, or those holding its groups' channels).
         passes: list[_Pass] = []
         for p in range(phases):
-            w = np.zeros((out_vectors * n, cin, kh, kw), np.float32)
-            w[lane0:lane0 + cout] = nd.phase_weight(p)
-            matrix = conv_matrix(w, src.vectors, out_vectors, n)
             columns = len(range(p, dst.width, phases))
-            for r0 in range(0, out_vectors, group):
-                r1 = min(out_vectors, r0 + group)
-                image = pack_tiles(matrix[r0 * n:r1 * n], self.wfmt, n)
+            if columns == 0:                  # an output narrower than the strip: this phase has no column
+                continue
+            for r0, r1, a, b in chunks:
+                w = _chunk_weight(nd, p, lane0, r0 * n, r1 * n, a * n, b * n)
+                image = pack_tiles(conv_matrix(w, b - a, r1 - r0, n), self.wfmt, n)
                 lanes = self._lanes(nd, r0, r1) if lane0 else {}
 
-                def body(origin, out_base, rows, maddr, r0=r0, r1=r1, lanes=lanes, p=p, columns=columns):
-                    ops = [make("chain", n0=rows, n1=columns, k0=kh, k1=kw, c=src.vectors, r=r1 - r0),
-                           make("v_rd", base=origin, s_n0=nd.stride[0] * src.row_stride,
+                def body(origin, out_base, rows, maddr, r0=r0, r1=r1, a=a, b=b, lanes=lanes, p=p, columns=columns):
+                    ops = [make("chain", n0=rows, n1=columns, k0=kh, k1=kw, c=b - a, r=r1 - r0),
+                           make("v_rd", base=origin + a, s_n0=nd.stride[0] * src.row_stride,
                                 s_n1=nd.stride[1] * src.stride, s_k0=src.row_stride, s_k1=src.stride),
                            make("mv_mul", mbase=maddr)]
                     if bias is not None:
@@ -483,13 +534,16 @@ class Codegen:
                                         s_n1=phases * residual.stride, s_r=1))
                     if nd.relu:
                         ops.append(make("v_relu"))
+                    if nd.clip_max is not None:
+                        ops.append(make("vs_min", sreg=CLIP_MAX_SREG))
                     return ops + [make("v_wr", base=out_base + p * dst.stride + r0, s_n0=dst.row_stride,
                                        s_n1=phases * dst.stride, s_r=1, **lanes), make("end_chain")]
 
-                passes.append(_Pass(body, (r1 - r0) * k, image))
-                info.tiles += (r1 - r0) * k
+                tiles = (r1 - r0) * kh * kw * (b - a)
+                passes.append(_Pass(body, tiles, image))
+                info.tiles += tiles
                 info.weight_bytes += len(image)
-                self.tiles += (r1 - r0) * k
+                self.tiles += tiles
         # Unbanded, each pass sweeps the whole output on its own weights.  Banded, the passes whose weights fit
         # the MRF together run band by band, so every band of a spilled output is complete when it is stored.
         sets = [[ps] for ps in passes] if i not in self.plan.band_rows else _weight_sets(passes, cap)
@@ -507,6 +561,37 @@ class Codegen:
                                 merge=k_set > 0)
             for it in items:
                 self.ring.use(maddr, count, it)
+
+    def _conv_chunks(self, nd: Conv, lane0: int, out_vectors: int, in_vectors: int,
+                     cap: int) -> list[tuple[int, int, int, int]]:
+        """(r0, r1, a, b): output vectors r0..r1-1 computed together from input vectors a..b-1.
+
+        Output vectors that read the same input vectors share a chain while
+        their tiles fit ``cap``; a grouped convolution's output vector reads
+        only the vectors holding its groups' input channels.
+        """
+        n = self.n
+        kh, kw = nd.kernel
+        cout, cin_g = nd.out_channels, nd.weight.shape[1]
+        cout_g = cout // nd.groups
+        ranges = []
+        for r in range(out_vectors):
+            lo, hi = max(r * n - lane0, 0), min((r + 1) * n - lane0, cout) - 1
+            if nd.groups == 1:
+                ranges.append((0, in_vectors))
+            else:
+                ranges.append(((lo // cout_g) * cin_g // n, -(-((hi // cout_g) + 1) * cin_g // n)))
+        chunks: list[tuple[int, int, int, int]] = []
+        for r, (a, b) in enumerate(ranges):
+            k = kh * kw * (b - a)
+            if k > cap:
+                raise CompileError(f"node {nd.name!r}: one output vector needs {k} weight tiles, more than half the "
+                                   f"matrix register file ({self.cfg.mrf_tiles} tiles)")
+            if chunks and not lane0 and chunks[-1][2:] == (a, b) and (r + 1 - chunks[-1][0]) * k <= cap:
+                chunks[-1] = (chunks[-1][0], r + 1, a, b)
+            else:
+                chunks.append((r, r + 1, a, b))
+        return chunks
 
     def _sweep(self, i: int, nd: Node, src: ActLayout, dst: ActLayout, kernel, stride, pads, bodies,
                after_load: int, merge: bool = False) -> list[int]:

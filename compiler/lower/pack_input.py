@@ -51,7 +51,8 @@ def pack_first_conv(graph: Graph, native_dim: int) -> Graph:
     original = graph.metadata.setdefault("original_shapes", {})
     for t in graph.inputs:
         cons = graph.consumers(t)
-        if len(cons) != 1 or not isinstance(cons[0], Conv) or cons[0].inputs[0] != t or cons[0].residual:
+        if len(cons) != 1 or not isinstance(cons[0], Conv) or cons[0].inputs[0] != t or cons[0].residual or \
+                cons[0].groups != 1:
             continue
         conv = cons[0]
         c, h, w = graph.shapes[t]
@@ -74,6 +75,6 @@ def pack_first_conv(graph: Graph, native_dim: int) -> Graph:
             packing[t] = {"packing": "im2col", **params}
             graph.shapes[t] = (kh * kw * c, oh, ow)
             conv.source += "+im2col"
-        original[t] = (c, h, w)
+        original.setdefault(t, (c, h, w))
         conv.stride, conv.pads = (1, 1), (0, 0, 0, 0)
     return graph

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from npu.config import NPUConfig
 
-from ..ir import Concat, Conv, Flatten, Graph, GlobalPool, Node, Pool
+from ..ir import Concat, Conv, Flatten, Graph, GlobalPool, Node, Pad, Pool
 from ..layout import ActLayout
 from ..memory import Buffer, MemoryPlanError, plan_memory
 
@@ -38,6 +38,7 @@ class Storage:
     vaddr: int = -1
     daddr: int = -1
     lane_writes: bool = False     # several producers write lanes of one vector (concatenation)
+    zero_fill: bool = False       # producers write only part of it (padding): zero it all first
     producers: list = field(default_factory=list)
     consumers: list = field(default_factory=list)
 
@@ -137,7 +138,7 @@ def build_plan(graph: Graph, config: NPUConfig) -> Plan:
             continue
         for t in nd.outputs:
             if t not in views:
-                new_storage(t)
+                new_storage(t).zero_fill = isinstance(nd, Pad)
     for t, (root, off) in views.items():
         if off % n and isinstance(graph.producer(t), (Pool, GlobalPool)) :
             raise CompileError(f"tensor {t!r} starts at channel {off} of a concatenation, inside a vector; only "

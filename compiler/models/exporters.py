@@ -249,7 +249,7 @@ def caffe2_style(seed: int = 1) -> onnx.ModelProto:
 
 #: The nodes of :func:`unsupported_model` that cannot be compiled: node name -> (op type, key word of the fix).
 UNSUPPORTED_NODES = {
-    "/grouped/Conv": ("Conv", "group"),
+    "/pad/Pad": ("Pad", "reflect"),
     "/act/LeakyRelu": ("LeakyRelu", "LeakyRelu"),
     "/dilated/Conv": ("Conv", "dilation"),
     "/pool/MaxPool": ("MaxPool", "ceil_mode"),
@@ -260,8 +260,8 @@ UNSUPPORTED_NODES = {
 def unsupported_model(seed: int = 2) -> onnx.ModelProto:
     """A valid opset-17 CNN with several constructs the NPU cannot run, each in its own node.
 
-    Mimics a MobileNet/DeepLab-flavoured torch export: a grouped convolution
-    (``group=2``), a ``LeakyRelu``, a dilated convolution (``dilations=2``),
+    Mimics a MobileNet/DeepLab-flavoured torch export: a reflection ``Pad``
+    before a grouped convolution, a ``LeakyRelu``, a dilated convolution (``dilations=2``),
     a 3x3/2 ``MaxPool`` with ``ceil_mode=1`` on a 32x32 map (16 outputs
     instead of floor's 15) and a final ``Sigmoid``.  The nodes and what the
     compiler must say about them are in :data:`UNSUPPORTED_NODES`; the input
@@ -272,8 +272,10 @@ def unsupported_model(seed: int = 2) -> onnx.ModelProto:
         helper.make_node("Conv", ["input", w.conv("conv1.weight", 3, 16, 3)], ["c1"], name="/conv1/Conv",
                          kernel_shape=[3, 3], pads=[1] * 4),
         helper.make_node("Relu", ["c1"], ["r1"], name="/relu/Relu"),
-        helper.make_node("Conv", ["r1", w.conv("grouped.weight", 8, 16, 3)], ["g"], name="/grouped/Conv",
-                         kernel_shape=[3, 3], pads=[1] * 4, group=2),
+        helper.make_node("Pad", ["r1", w.add("pad.pads", [0, 0, 1, 1, 0, 0, 1, 1], np.int64)], ["rp"], name="/pad/Pad",
+                         mode="reflect"),
+        helper.make_node("Conv", ["rp", w.conv("grouped.weight", 8, 16, 3)], ["g"], name="/grouped/Conv",
+                         kernel_shape=[3, 3], group=2),
         helper.make_node("LeakyRelu", ["g"], ["lr"], name="/act/LeakyRelu", alpha=0.1),
         helper.make_node("Conv", ["lr", w.conv("dilated.weight", 16, 16, 3)], ["d"], name="/dilated/Conv",
                          kernel_shape=[3, 3], pads=[2] * 4, dilations=[2, 2]),

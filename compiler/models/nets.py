@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import onnx
 
 from .graph import GraphBuilder
@@ -171,6 +172,36 @@ def densenet_small(seed: int = 0, num_classes: int = 10, opset: int = 17,
     return _densenet("densenet_small", [3, 3], 8, 16, 16, seed, num_classes, opset, headless, 32, False)
 
 
+def _seeded_conv(g: GraphBuilder, x: str, cin: int, cout: int, k: int, stride: int = 1, group: int = 1,
+                 pads=(0, 0, 0, 0)) -> str:
+    """A He-normal (grouped) convolution without bias."""
+    w = g.rng.standard_normal((cout, cin // group, k, k), dtype=np.float32) * np.float32(
+        np.sqrt(2.0 / (cin // group * k * k)))
+    return g.conv_given(x, w, stride=stride, pads=pads, group=group)
+
+
+@_cached
+def mobile_small(seed: int = 0, num_classes: int = 10, opset: int = 13, headless: bool = False) -> onnx.ModelProto:
+    """A small MobileNet-style network on (1, 3, 32, 32): explicit Pads, depthwise and grouped convolutions,
+    ReLU6 as Clip, a bounded Clip of its own, and inverted-residual skip connections."""
+    g = GraphBuilder("mobile_small", seed, input_shape=(1, 3, 32, 32))
+    relu6 = lambda t, c: g.clip(g.bn(t, c), 0.0, 6.0)                       # noqa: E731
+    x = relu6(_seeded_conv(g, g.pad(g.input_name, [0, 0, 0, 0, 0, 0, 1, 1]), 3, 16, 3, 2), 16)      # 16x16
+    y = relu6(_seeded_conv(g, g.pad(x, [0, 0, 1, 1, 0, 0, 1, 1]), 16, 16, 3, group=16), 16)        # depthwise
+    x = g.op("Add", [g.bn(_seeded_conv(g, y, 16, 16, 1), 16, 0.2), x])
+    y = relu6(_seeded_conv(g, x, 16, 48, 1), 48)                                                     # expand
+    y = relu6(_seeded_conv(g, g.pad(y, [0, 0, 0, 0, 0, 0, 1, 1]), 48, 48, 3, 2, group=48), 48)      # 8x8
+    x = g.bn(_seeded_conv(g, y, 48, 24, 1), 24)                                                      # project
+    y = relu6(_seeded_conv(g, x, 24, 72, 1), 72)
+    y = relu6(_seeded_conv(g, y, 72, 72, 3, group=4, pads=(1, 1, 1, 1)), 72)                         # 4 groups of 18
+    x = g.clip(g.op("Add", [g.bn(_seeded_conv(g, y, 72, 24, 1), 24, 0.2), x]), -2.0, 4.0)           # bounded clip
+    x = relu6(_seeded_conv(g, x, 24, 64, 1), 64)
+    x = g.op("Flatten", [g.op("GlobalAveragePool", [x])], axis=1)
+    if headless:
+        return g.finish(x, [1, 64], opset)
+    return g.finish(g.dense(x, 64, num_classes), [1, num_classes], opset)
+
+
 def efficientnet_lite0(seed: int = 0, opset: int = 13, headless: bool = False) -> onnx.ModelProto:
     """ImageNet-trained EfficientNet-Lite0 (see :mod:`compiler.models.efficientnet_lite`); ``seed`` is ignored."""
     from .efficientnet_lite import efficientnet_lite0 as trained   # on use: that module imports this one
@@ -180,6 +211,6 @@ def efficientnet_lite0(seed: int = 0, opset: int = 13, headless: bool = False) -
 
 MODELS = {"resnet50": resnet50, "resnet152": resnet152, "resnet_small": resnet_small, "vgg16": vgg16,
           "vgg_small": vgg_small, "densenet121": densenet121, "densenet_small": densenet_small,
-          "efficientnet_lite0": efficientnet_lite0}
+          "mobile_small": mobile_small, "efficientnet_lite0": efficientnet_lite0}
 #: The MODELS with trained (not seeded) weights.
 TRAINED = {"efficientnet_lite0"}

@@ -14,6 +14,9 @@ from .dead_code import remove_dead_nodes
 from .fold_affine import fold_affine
 from .fold_constants import fold_constants
 from .fold_flatten import fold_flatten
+from .fold_layout import fold_layout
+from .fold_pad import fold_pad
+from .fuse_clip import fuse_clip
 from .fuse_relu import fuse_relu
 from .fuse_residual import fuse_residual
 from .host_softmax import host_softmax
@@ -26,14 +29,17 @@ Pass = Callable[[Graph], Graph]
 #: (name, pass) in the order they run.
 PASSES: tuple[tuple[str, Pass], ...] = (
     ("fold_constants", fold_constants),
+    ("fold_layout", fold_layout),
     ("lift", lift),
     ("remove_identity", remove_identity),
     ("host_softmax", host_softmax),
     ("remove_dead_nodes", remove_dead_nodes),
+    ("fold_pad", fold_pad),
     ("fold_affine", fold_affine),
     ("fold_flatten", fold_flatten),
     ("fuse_residual", fuse_residual),
     ("fuse_relu", fuse_relu),
+    ("fuse_clip", fuse_clip),
     ("check_legality", check_legality),
 )
 

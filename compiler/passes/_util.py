@@ -1,7 +1,7 @@
 """Small graph queries shared by the rewrite passes."""
 from __future__ import annotations
 
-from ..ir import Graph, Node, Pool, Relu
+from ..ir import Clip, Graph, Node, Pool, Relu
 
 
 def sole_consumer(graph: Graph, tensor: str) -> Node | None:
@@ -20,11 +20,16 @@ def bypass(graph: Graph, node: Node, producer: Node) -> None:
 
 
 def non_negative(graph: Graph, tensor: str) -> bool:
-    """Whether ``tensor`` is a ReLU's output (or a max pool of one): +0, positive or NaN, never -0."""
+    """Whether ``tensor`` is a ReLU's or a Clip's (lower bound >= 0) output, or a max pool of one.
+
+    Such values are +0, positive or NaN, never -0.
+    """
     node = graph.producer(tensor)
     if node is None:
         return False
     if isinstance(node, Relu) or getattr(node, "relu", False):
+        return True
+    if isinstance(node, Clip) and node.lo is not None and node.lo >= 0:
         return True
     if isinstance(node, Pool) and node.mode == "max":
         return non_negative(graph, node.inputs[0])

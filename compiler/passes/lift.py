@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir import (Add, Affine, BatchNorm, Concat, Conv, Flatten, GlobalPool, Graph, Identity, OnnxOp, Pool,
-                  Problem, Relu, Softmax)
+from ..ir import (Add, Affine, BatchNorm, Clip, Concat, Conv, Flatten, GlobalPool, Graph, Identity, OnnxOp, Pad,
+                  Pool, Problem, Relu, Softmax)
 
 
 class Unsupported(Exception):
@@ -80,17 +80,17 @@ def _conv(graph, n):
     weight = _const(graph, n, 1, "the weight").astype(np.float32)
     if weight.ndim != 4:
         raise Unsupported(f"weight of rank {weight.ndim}; only 2-d convolutions (rank-4 weights) are supported")
-    group = n.attrs.get("group", 1)
-    if group != 1:
-        raise Unsupported(f"group={group} (grouped or depthwise convolution) is not supported; only group=1")
-    if weight.shape[1] != c:
-        raise Unsupported(f"weight {list(weight.shape)} does not match {c} input channels")
+    group = int(n.attrs.get("group", 1))
+    if group < 1 or c % group or weight.shape[0] % group:
+        raise Unsupported(f"group={group} does not divide the {c} input and {weight.shape[0]} output channels")
+    if weight.shape[1] * group != c:
+        raise Unsupported(f"weight {list(weight.shape)} with group={group} does not match {c} input channels")
     bias = _const(graph, n, 2, "the bias").astype(np.float32) if len(n.inputs) > 2 and n.inputs[2] else None
     kernel = tuple(weight.shape[2:])
     strides, pads = _spatial_attrs(n, kernel, (h, w))
     oh, ow = _out_hw((h, w), kernel, strides, pads)
     return Conv(n.name, [n.inputs[0]], [n.outputs[0]], source="Conv", weight=weight, bias=bias,
-                stride=strides, pads=pads), (weight.shape[0], oh, ow)
+                stride=strides, pads=pads, groups=group), (weight.shape[0], oh, ow)
 
 
 def _dense(graph, n, weight: np.ndarray, bias):
@@ -282,40 +282,113 @@ def _relu(graph, n):
     return Relu(n.name, [n.inputs[0]], [n.outputs[0]], source="Relu"), _act_shape(graph, n.inputs[0])
 
 
+def _scalar_bound(graph, n, i: int, attr: str) -> float | None:
+    """An optional Clip bound: input ``i`` (opset >= 11) or attribute ``attr`` (older opsets)."""
+    if n.opset < 11:
+        v = n.attrs.get(attr)
+        return None if v is None else float(v)
+    if i >= len(n.inputs) or not n.inputs[i]:
+        return None
+    v = _const(graph, n, i, f"the {attr} bound")
+    if v.size != 1:
+        raise Unsupported(f"the {attr} bound has shape {list(v.shape)}; only a scalar is supported")
+    return float(v.reshape(()))
+
+
+def _clip(graph, n):
+    s = _act_shape(graph, n.inputs[0])
+    lo, hi = _scalar_bound(graph, n, 1, "min"), _scalar_bound(graph, n, 2, "max")
+    lo = None if lo is not None and np.isneginf(lo) else lo
+    hi = None if hi is not None and np.isposinf(hi) else hi
+    if lo is not None and hi is not None and lo > hi:
+        raise Unsupported(f"min {lo} is above max {hi}")
+    if any(v is not None and not np.isfinite(np.float32(v)) for v in (lo, hi)):
+        raise Unsupported(f"bounds {lo}, {hi} are not finite binary32 numbers")
+    return Clip(n.name, [n.inputs[0]], [n.outputs[0]], source="Clip", lo=lo, hi=hi), s
+
+
+def _pad(graph, n):
+    c, h, w = _chw(graph, n.inputs[0])
+    mode = n.attrs.get("mode", "constant")
+    if mode != "constant":
+        raise Unsupported(f"mode={mode!r}; only constant (zero) padding is supported")
+    if n.opset < 11:
+        pads, value = list(n.attrs.get("pads", [])), float(n.attrs.get("value", 0.0))
+    else:
+        pads = _const(graph, n, 1, "pads").astype(np.int64).reshape(-1).tolist()
+        value = 0.0
+        if len(n.inputs) > 2 and n.inputs[2]:
+            value = float(_const(graph, n, 2, "the constant value").reshape(-1)[0])
+        if len(n.inputs) > 3 and n.inputs[3]:
+            axes = [int(a) % 4 for a in _const(graph, n, 3, "axes").reshape(-1)]
+            full = [0] * 8
+            for k, a in enumerate(axes):
+                full[a], full[a + 4] = pads[k], pads[k + len(axes)]
+            pads = full
+    if len(pads) != 8:
+        raise Unsupported(f"pads {pads}; 8 values (N, C, H, W begin and end) are needed for a 4-d tensor")
+    if value != 0.0:
+        raise Unsupported(f"constant value {value}; only zero padding is supported")
+    if pads[0] or pads[1] or pads[4] or pads[5]:
+        raise Unsupported(f"pads {pads} pad the batch or channel dimension; only H and W can be padded")
+    if min(pads) < 0:
+        raise Unsupported(f"pads {pads} are negative (cropping); only non-negative padding is supported")
+    top, left, bottom, right = pads[2], pads[3], pads[6], pads[7]
+    return Pad(n.name, [n.inputs[0]], [n.outputs[0]], source="Pad", pads=(top, left, bottom, right)), \
+        (c, h + top + bottom, w + left + right)
+
+
 LIFTERS = {
     "Conv": _conv, "Gemm": _gemm, "MatMul": _matmul, "BatchNormalization": _batchnorm,
     "MaxPool": _pool, "AveragePool": _pool, "GlobalAveragePool": _global_pool, "GlobalMaxPool": _global_pool,
     "ReduceMean": _reduce_mean, "Add": _binary, "Sum": _binary, "Mul": _binary, "Sub": _binary,
     "Concat": _concat, "Flatten": _flatten, "Reshape": _flatten, "Softmax": _softmax, "Identity": _identity,
-    "Dropout": _identity, "Relu": _relu,
+    "Dropout": _identity, "Relu": _relu, "Clip": _clip, "Pad": _pad,
 }
 
 
 def lift(graph: Graph) -> Graph:
-    """Replace each OnnxOp by its typed node; unsupported ones stay and are listed in ``graph.problems``."""
+    """Replace each OnnxOp by its typed node; unsupported ones stay and are listed in ``graph.problems``.
+
+    A node that fails while it reads an output of unknown shape from a node
+    that failed is an echo: it is counted, not listed, so the report names
+    each cause once.
+    """
     problems: list[Problem] = []
+    failed: set[str] = set()          # tensors written by nodes that could not be typed
+    echoes: list[str] = []
     for n in list(graph.topological()):
         if not isinstance(n, OnnxOp):
             continue
         if n.domain not in ("", "ai.onnx"):
             problems.append(Problem(n.name, f"{n.domain}.{n.op_type}", "operators outside the default ONNX domain "
                                     "are not supported"))
+            failed.update(n.outputs)
             continue
         handler = LIFTERS.get(n.op_type)
         if handler is None:
             problems.append(Problem(n.name, n.op_type, f"operator {n.op_type} is not supported (supported: "
                                     f"{', '.join(sorted(LIFTERS))}, and any operator on constants only)"))
+            failed.update(n.outputs)
             continue
         try:
             typed, shape = handler(graph, n)
         except Unsupported as exc:
-            problems.append(Problem(n.name, n.op_type, str(exc)))
+            unknown = [t for t in n.inputs if t and t not in graph.shapes and not graph.is_constant(t)]
+            if failed.intersection(unknown):          # it cannot be checked before the failed node is fixed
+                echoes.append(n.name)
+            else:
+                problems.append(Problem(n.name, n.op_type, str(exc)))
+            failed.update(n.outputs)
             continue
         graph.replace(n.name, typed)
         graph.shapes[typed.outputs[0]] = (1, *shape)
+    if echoes:
+        problems.append(Problem(echoes[0], "...", f"{len(echoes)} later node(s) reading the outputs of the nodes "
+                                f"above could not be checked (this is the first); fix those first"))
+    graph.metadata["unchecked_nodes"] = echoes
     # drop the batch dimension everywhere once every node is typed
     graph.shapes = {t: (s[1:] if t not in graph.constants and len(s) >= 2 and s[0] == 1 else s)
                     for t, s in graph.shapes.items()}
     graph.problems = problems
     return graph
-

@@ -112,12 +112,16 @@ def _empty() -> SimulationError:
 
 
 def simulate(program, config: NPUConfig, *, dram: bytes | np.ndarray | None = None, mode: str = "full",
-             cycle_budget: int | None = DEFAULT_CYCLE_BUDGET, mrf_from: "SimResult | None" = None) -> SimResult:
+             cycle_budget: int | None = DEFAULT_CYCLE_BUDGET, mrf_from: "SimResult | None" = None,
+             observe=None) -> SimResult:
     """Run ``program`` (binary words, an assembled program, a ProgramFile, or a path) on ``config``.
 
     ``dram`` is the initial DRAM image (inputs, weights).  ``mrf_from`` starts
     the matrix register file with the contents it had at the end of an
-    earlier run (a warm program whose weights stay resident).  Raises
+    earlier run (a warm program whose weights stay resident).  ``observe(op,
+    machine)`` is called after each op has changed the machine's state (full
+    and functional modes), so a debugger can read tensors as they complete.
+    Raises
     SimulationError for illegal programs and CycleBudgetExceeded when the run
     would pass ``cycle_budget`` cycles.
     """
@@ -139,9 +143,15 @@ def simulate(program, config: NPUConfig, *, dram: bytes | np.ndarray | None = No
         schedule(prog, config, tile_bytes, cycle_budget=cycle_budget)
         for op in dataflow_order(prog):
             machine.execute(op)
+            if observe is not None:
+                observe(op, machine)
         return SimResult(config, mode, machine, None, None, prog)
-    sched = schedule(prog, config, tile_bytes, cycle_budget=cycle_budget,
-                     on_issue=machine.execute if machine is not None else None)
+    on_issue = machine.execute if machine is not None else None
+    if on_issue is not None and observe is not None:
+        def on_issue(op):
+            machine.execute(op)
+            observe(op, machine)
+    sched = schedule(prog, config, tile_bytes, cycle_budget=cycle_budget, on_issue=on_issue)
     stats = collect(sched, config, prog.instruction_count, prog.regions)
     return SimResult(config, mode, machine, sched, stats, prog)
 

@@ -1,7 +1,7 @@
 """cocotb testbench: whole programs on the RTL core with DRAM as cocotbext-axi's AXI RAM, against the simulator.
 
 Programs: the simulator tests' kernels (with their loads and stores) and the
-compiler's output for the small ResNet and the small VGG on 32x32 inputs
+compiler's output for the small ResNet, VGG and MobileNet-style network on 32x32 inputs
 (tiny preset; ms-fp9 with fp16 MFUs unless NPU_CORE_FORMATS says
 otherwise).  The DRAM image (program data, inputs) goes into the AXI RAM; after the run, every byte the simulator's run leaves in DRAM must be
 the same in the AXI RAM, and the RTL's cycle count must be within 10 % of the
@@ -48,7 +48,7 @@ def programs():
                     ("lane_concat", sp.lane_concat(cfg, rng, count=3, lo=5, hi=21)),
                     ("mlp", sp.mlp(cfg, rng, batch=2, d_in=2, d_hidden=2, d_out=1))):
         yield name, k.words, bytes(k.dram), k.config
-    which = os.environ.get("NPU_CORE_MODELS", "resnet_small,vgg_small")
+    which = os.environ.get("NPU_CORE_MODELS", "resnet_small,vgg_small,mobile_small")
     if which:
         from compiler.compile import compile_model
         from compiler.io import dram_image_with_inputs
