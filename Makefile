@@ -1,11 +1,13 @@
 # Two entry points (see README):  make demo   |   make test
 # Both create .venv on first use and install the project with its test extras.
+# make test runs every test.  For the edit-run loop, make test-fast leaves out the tests marked rtl
+# (Verilator/cocotb), fullsize (224x224 networks, full-size layers) and slow (pyproject.toml lists the markers).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +22,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n auto --dist loadfile
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -n auto --dist loadfile -m "not rtl and not fullsize and not slow"
 
 bench: $(STAMP)
 	$(PY) -m pytest benchmarks --benchmark-only -o python_files='bench_*.py'

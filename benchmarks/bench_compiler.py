@@ -32,7 +32,7 @@ import onnxruntime as ort
 import pytest
 
 from compiler.compile import compile_model
-from compiler.io import dram_image_with_inputs, run_on_simulator
+from npu.hostio import dram_image_with_inputs, run_on_simulator
 from compiler.models import nets
 from npu.sim import clear_program_cache, simulate
 
@@ -73,7 +73,7 @@ def test_compile(benchmark, name):
     model = nets.MODELS[name]()
     compiled = benchmark.pedantic(lambda: compile_model(model, "bw-s10", "ms-fp9"), rounds=1, iterations=1)
     benchmark.extra_info["instructions"] = len(compiled.program.words) // 16
-    benchmark.extra_info["weight_tiles"] = compiled.program.metadata["weight_tiles"]
+    benchmark.extra_info["weight_tiles"] = compiled.program.metadata.weight_tiles
 
 
 def test_simulate_full(benchmark):

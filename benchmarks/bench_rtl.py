@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from compiler.compile import compile_model
-from compiler.io import dram_image_with_inputs
+from npu.hostio import dram_image_with_inputs
 from compiler.models import nets
 from hdl.core import run_program, runner_for
 from npu.sim import simulate

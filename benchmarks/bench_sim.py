@@ -24,15 +24,12 @@ time, ``sim_over_reference`` (how many times slower the simulator is) and
 """
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-import sim_programs as sp  # noqa: E402
+from npu_toolkit.testing import programs as sp
 
 ROUNDS = 5
 CFG = sp.config("bw-s10")

@@ -1,20 +1,26 @@
-"""``compile_model``: ONNX model -> versioned NPU program file, with a per-layer report."""
+"""``compile_model``: ONNX model -> versioned NPU program file, with a per-layer report.
+
+The pipeline is :data:`STEPS`, a named list of small steps over one
+:class:`Compilation`; each step's time is recorded in ``timings``.
+"""
 from __future__ import annotations
 
 import json
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from npu.config import NPUConfig, load_config
-from npu.npuz import ProgramFile
 from npu.isa.encoding import encode_program
+from npu.npuz import ProgramFile, ProgramMetadata
+from npu.preprocess import Preprocess
 
+from .errors import CompileError
 from .frontend import import_onnx
 from .ir import Graph
 from .lower.codegen import Codegen, ConstPool, Generated, LayerInfo
-from .lower.pack_input import pack_first_conv
-from .lower.split_pool import split_max_pools
-from .lower.plan import CompileError, Plan, build_plan, place
+from .lower.plan import Plan, build_plan, place
+from .passes import run_machine_passes
 
 #: Named precisions: (weight format, activation format, MFU format).
 PRECISIONS: dict[str, tuple[str, str, str]] = {
@@ -60,12 +66,26 @@ def resolve_config(config, precision: str | None) -> NPUConfig:
     return cfg.replace(weight_format=w, activation_format=a, mfu_format=m)
 
 
-#: The brief's recipe scaled for the reference networks, which expect unit-scale inputs (as DenseNet's 0.017).
-DEFAULT_SCALE = 0.017
+@dataclass
+class Compilation:
+    """What the steps of :data:`STEPS` read and write, in the order they fill it."""
+
+    model: object                     # path or onnx.ModelProto
+    config: NPUConfig
+    cut_at: str | None = None
+    preprocess: dict | None = None
+    labels: list[str] | None = None
+    progress: Callable | None = None
+    timings: dict = field(default_factory=dict)
+    graph: Graph | None = None
+    plan: Plan | None = None
+    consts: ConstPool | None = None
+    generated: Generated | None = None
+    program: ProgramFile | None = None
 
 
 def _model_prop(graph: Graph, key: str):
-    """A JSON value the model file carries in its ``metadata_props`` (None if absent or not JSON)."""
+    """A JSON value the model file carries in its ``metadata_props`` (None if absent)."""
     text = graph.metadata.get("model_props", {}).get(key)
     if text is None:
         return None
@@ -75,20 +95,82 @@ def _model_prop(graph: Graph, key: str):
         raise CompileError(f"{graph.name}: the model's metadata_props[{key!r}] is not JSON") from None
 
 
-def _preprocess_recipe(graph: Graph, given: dict | None) -> dict:
-    """The image recipe stored in the program: the brief's, sized to the model's input, then the model file's
-    own recipe (``metadata_props['preprocess']``), then ``given``."""
+def preprocess_recipe(graph: Graph, given: dict | None = None) -> Preprocess:
+    """The image recipe stored in the program: the default sized to the model's input, then the model file's
+    own (``metadata_props['preprocess']``), then ``given``."""
     t = graph.inputs[0]
     shape = graph.metadata.get("original_shapes", {}).get(t, graph.shapes[t])
-    crop = int(shape[1] if graph.metadata.get("io_order", {}).get(t) == "hwc" else shape[-1])
-    recipe = {"crop": crop, "resize": int(round(crop * 256 / 224)), "mean": [123.68, 116.779, 103.939],
-              "scale": DEFAULT_SCALE, "channel_order": "RGB"}
-    carried = _model_prop(graph, "preprocess")
-    if carried is not None and not isinstance(carried, dict):
-        raise CompileError(f"{graph.name}: the model's metadata_props['preprocess'] is not a JSON object")
-    recipe.update(carried or {})
-    recipe.update(given or {})
+    side = int(shape[1] if graph.metadata.get("io_order", {}).get(t) == "hwc" else shape[-1])
+    recipe = Preprocess.for_input(side)
+    for where, extra in (("the model's metadata_props['preprocess']", _model_prop(graph, "preprocess")),
+                         ("the preprocess option", given)):
+        if extra is None:
+            continue
+        if not isinstance(extra, dict):
+            raise CompileError(f"{graph.name}: {where} is not a JSON object")
+        try:
+            recipe = recipe.replace(**extra)
+        except (TypeError, ValueError) as exc:
+            raise CompileError(f"{graph.name}: {where}: {exc}") from None
     return recipe
+
+
+def step_import(c: Compilation) -> None:
+    """Read the ONNX model and run the graph passes through the legality check."""
+    c.graph = import_onnx(c.model, c.timings, outputs=[c.cut_at] if c.cut_at else None)
+
+
+def step_machine_passes(c: Compilation) -> None:
+    """Rewrite the checked graph for the machine (input packing, separable max pooling)."""
+    c.graph = run_machine_passes(c.graph, c.config, c.timings)
+
+
+def step_plan(c: Compilation) -> None:
+    """Give every tensor a storage and every storage an address (spilling to DRAM when it must)."""
+    cfg = c.config
+    c.plan = build_plan(c.graph, cfg)
+    c.consts = ConstPool.for_plan(c.plan)
+    big_inputs = {c.plan.views[t][0] for t in c.graph.inputs
+                  if c.plan.storage_of(t).size(cfg.native_dim) > cfg.vrf_depth // 4}
+    place(c.plan, cfg, reserved=c.consts.size, input_in_dram=big_inputs)
+
+
+def step_codegen(c: Compilation) -> None:
+    """Emit the instruction streams, the DRAM image and the tensor descriptions."""
+    c.generated = Codegen(c.graph, c.plan, c.config, c.consts, c.progress).generate()
+    if len(c.generated.dram) > c.config.dram_bytes:
+        raise CompileError(f"the program needs {len(c.generated.dram):,} bytes of DRAM; {c.config.name} has "
+                           f"{c.config.dram_bytes:,}")
+
+
+def step_program(c: Compilation) -> None:
+    """Assemble the program file: machine code, DRAM image, tensors, regions and metadata."""
+    cfg, gen, graph = c.config, c.generated, c.graph
+    labels = c.labels if c.labels is not None else _model_prop(graph, "labels")
+    if labels is not None and not isinstance(labels, list):
+        raise CompileError(f"{graph.name}: labels must be a list of class names")
+    metadata = ProgramMetadata(
+        model=graph.name,
+        precision={"weight": cfg.weight_format, "activation": cfg.activation_format, "mfu": cfg.mfu_format},
+        postprocess=dict(graph.metadata.get("postprocess", {})),
+        layers=[vars(layer) for layer in gen.layers], weight_tiles=gen.weight_tiles,
+        preprocess=preprocess_recipe(graph, c.preprocess),
+        labels=[str(x) for x in labels] if labels is not None else None)
+    c.program = ProgramFile(cfg, encode_program(gen.instructions), gen.dram, gen.inputs, gen.outputs, gen.regions,
+                            metadata, encode_program(gen.warm_instructions) if gen.warm_instructions else b"",
+                            gen.warm_regions)
+
+
+Step = Callable[[Compilation], None]
+
+#: The compile pipeline: (name, step) in the order they run.
+STEPS: tuple[tuple[str, Step], ...] = (
+    ("import", step_import),
+    ("machine passes", step_machine_passes),
+    ("placement", step_plan),
+    ("code generation", step_codegen),
+    ("program file", step_program),
+)
 
 
 def compile_model(model, config="bw-s10", precision: str | None = None, *, progress=None, cut_at: str | None = None,
@@ -96,45 +178,15 @@ def compile_model(model, config="bw-s10", precision: str | None = None, *, progr
     """Compile an ONNX model (path or ModelProto) for ``config`` at ``precision``.
 
     ``cut_at`` names a tensor that becomes the only output (a headless
-    featurizer); ``preprocess`` (see ``runtime.Preprocess``) and ``labels``
-    are stored in the program for the runtime.  ``progress(done, total)`` is
-    called as layers are generated.  Raises
-    ModelLoadError for unreadable files, UnsupportedModelError listing every
-    unsupported construct, and CompileError when the model does not fit the
-    machine.
+    featurizer); ``preprocess`` (keys of ``npu.preprocess.Preprocess``) and
+    ``labels`` are stored in the program for the runtime.  ``progress(done,
+    total)`` is called as layers are generated.  Raises ModelLoadError for
+    unreadable files, UnsupportedModelError listing every unsupported
+    construct, and CompileError when the model does not fit the machine.
     """
-    cfg = resolve_config(config, precision)
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    graph = import_onnx(model, timings, outputs=[cut_at] if cut_at else None)
-    graph = pack_first_conv(graph, cfg.native_dim)
-    graph = split_max_pools(graph, cfg.mfus)
-    t1 = time.perf_counter()
-    plan = build_plan(graph, cfg)
-    consts = ConstPool.for_plan(plan)
-    big_inputs = {plan.views[t][0] for t in graph.inputs
-                  if plan.storage_of(t).size(cfg.native_dim) > cfg.vrf_depth // 4}
-    place(plan, cfg, reserved=consts.size, input_in_dram=big_inputs)
-    t2 = time.perf_counter()
-    gen: Generated = Codegen(graph, plan, cfg, consts, progress).generate()
-    t3 = time.perf_counter()
-    if len(gen.dram) > cfg.dram_bytes:
-        raise CompileError(f"the program needs {len(gen.dram):,} bytes of DRAM; {cfg.name} has {cfg.dram_bytes:,}")
-    metadata = {
-        "model": graph.name, "precision": {"weight": cfg.weight_format, "activation": cfg.activation_format,
-                                            "mfu": cfg.mfu_format},
-        "postprocess": graph.metadata.get("postprocess", {}),
-        "layers": [vars(layer) for layer in gen.layers],
-        "weight_tiles": gen.weight_tiles,
-        "preprocess": _preprocess_recipe(graph, preprocess),
-    }
-    labels = labels if labels is not None else _model_prop(graph, "labels")
-    if labels is not None:
-        if not isinstance(labels, list):
-            raise CompileError(f"{graph.name}: labels must be a list of class names")
-        metadata["labels"] = [str(x) for x in labels]
-    program = ProgramFile(cfg, encode_program(gen.instructions), gen.dram, gen.inputs, gen.outputs, gen.regions,
-                          metadata, encode_program(gen.warm_instructions) if gen.warm_instructions else b"",
-                          gen.warm_regions)
-    timings.update({"front end": t1 - t0, "placement": t2 - t1, "code generation": t3 - t2})
-    return CompiledModel(program, graph, plan, gen.layers, timings)
+    c = Compilation(model, resolve_config(config, precision), cut_at, preprocess, labels, progress)
+    for name, step in STEPS:
+        t0 = time.perf_counter()
+        step(c)
+        c.timings[name] = time.perf_counter() - t0
+    return CompiledModel(c.program, c.graph, c.plan, c.generated.layers, c.timings)

@@ -13,6 +13,8 @@ from typing import Any, Iterator
 import networkx as nx
 import numpy as np
 
+from .errors import Problem
+
 
 @dataclass
 class Node:
@@ -53,7 +55,7 @@ class Conv(Node):
     With ``column_phases`` P > 1 the weight is (P*Cout, Cin, kh, kw): output
     column ``P*m + p`` is phase p's weights applied to the window at input
     column ``m`` (stride 1), so P neighbouring output columns share one input
-    column (the strip-packed first layer, ``compiler.lower.pack_input``).
+    column (the strip-packed first layer, ``compiler.passes.pack_input``).
     ``model_macs`` keeps the model's own MAC count when such a rewrite
     changes the weight's shape.
     """
@@ -182,28 +184,6 @@ class Softmax(Node):
 @dataclass
 class Identity(Node):
     """Identity or inference-mode Dropout: removed by a pass."""
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One reason a model cannot be compiled, tied to a node."""
-
-    node: str
-    op_type: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"node {self.node!r} ({self.op_type}): {self.message}"
-
-
-class UnsupportedModelError(ValueError):
-    """The model uses operators, attributes or shapes the compiler cannot lower; lists every problem."""
-
-    def __init__(self, problems: list[Problem], source: str = "model"):
-        self.problems = list(problems)
-        lines = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"{source}: {len(self.problems)} problem(s) must be fixed before it can be compiled:\n"
-                         f"{lines}")
 
 
 class Graph:

@@ -3,14 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
-class MemoryPlanError(ValueError):
-    """The buffers alive at some step do not fit the memory; ``step`` and ``alive`` say where and which."""
-
-    def __init__(self, message: str, step: int = -1, alive: tuple[str, ...] = ()):
-        super().__init__(message)
-        self.step = step
-        self.alive = alive
+from .errors import MemoryPlanError
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from npu.numerics.dot import matvec
 from npu.numerics.formats import get_format
 from npu.numerics.quantize import quantize
 
-from .io import input_tensor
+from npu.hostio import input_tensor, windows
 from .ir import Add, Affine, Clip, Concat, Conv, Flatten, GlobalPool, Graph, Pad, Pool, Relu
 from .lower.weights import conv_matrix
 
@@ -31,19 +31,6 @@ def _padded(x: np.ndarray, n: int) -> np.ndarray:
     out = np.zeros((-(-c // n) * n, *x.shape[1:]), x.dtype)
     out[:c] = x
     return out
-
-
-def _windows(x: np.ndarray, kernel, stride, pads, out_hw) -> np.ndarray:
-    """(OH*OW, kh*kw, C) windows of x (zero padding), taps in row-major order."""
-    kh, kw = kernel
-    sy, sx = stride
-    top, left = pads[0], pads[1]
-    oh, ow = out_hw
-    c, h, w = x.shape
-    xp = np.zeros((c, max(h + top, (oh - 1) * sy + kh) + 1, max(w + left, (ow - 1) * sx + kw) + 1), x.dtype)
-    xp[:, top:top + h, left:left + w] = x
-    taps = [xp[:, ky:ky + sy * (oh - 1) + 1:sy, kx:kx + sx * (ow - 1) + 1:sx] for ky in range(kh) for kx in range(kw)]
-    return np.stack(taps).transpose(2, 3, 0, 1).reshape(oh * ow, kh * kw, c)
 
 
 class ContractArithmetic:
@@ -174,7 +161,7 @@ class Reference:
         c, oh, ow = self._shape(nd.outputs[0])
         zw = -(-ow // phases)
         xv = _padded(x, n)
-        rows = _windows(xv, (kh, kw), nd.stride, nd.pads, (oh, zw))          # (pixels, taps, channels)
+        rows = windows(xv, (kh, kw), nd.stride, nd.pads, (oh, zw))          # (pixels, taps, channels)
         if nd.groups == 1:
             w = conv_matrix(nd.weight, xv.shape[0] // n, -(-rows_out // n), n)
             acc = product(w, rows.reshape(oh * zw, -1))
@@ -225,7 +212,7 @@ class Reference:
             kernel, stride, pads = x.shape[1:], (1, 1), (0, 0, 0, 0)
         else:
             kernel, stride, pads = nd.kernel, nd.stride, nd.pads
-        win = _windows(x, kernel, stride, pads, (oh, ow)).transpose(1, 0, 2)      # (taps, pixels, C)
+        win = windows(x, kernel, stride, pads, (oh, ow)).transpose(1, 0, 2)      # (taps, pixels, C)
         if nd.mode == "max":
             y = ar.reduce_max(win)
         else:

@@ -33,9 +33,9 @@ from npu.sim import simulate
 
 from .compile import CompiledModel, compile_model
 from .frontend.loader import _read
-from .io import dram_image_with_inputs
+from npu.hostio import dram_image_with_inputs
 from .ir import Concat, Flatten
-from .layout import ActLayout
+from npu.layout import ActLayout
 from .reference import Reference
 
 #: Smallest cosine against onnxruntime that any tensor may show at ``wide`` (the features show >= 0.99999).
@@ -58,6 +58,7 @@ class LayerCheck:
     expected_max_rel_error: float
     exact: bool                   # simulator == numerics-contract evaluation, bit for bit
     local_error: float = 0.0      # the layer alone (contract) on onnxruntime's inputs: max |error| / max |output|
+    local_cosine: float = 1.0     # ... and its cosine to onnxruntime's output
     graph_error: float = 0.0      # the compiled layer in binary64 on onnxruntime's inputs: max |error| / max sum|w x|
     departs: bool = False
     why: str = ""
@@ -88,13 +89,13 @@ class VerifyReport:
         """One row per layer; the first departing layer is marked with '<-- first departure'."""
         first = self.first_departure
         head = f"{'tensor':<34} {'shape':<14} {'cosine':>10} {'max rel err':>11} {'expected cos':>12} " \
-               f"{'exp rel err':>11} {'local err':>9} {'graph err':>9} {'bits':>5}"
+               f"{'exp rel err':>11} {'own cos':>9} {'graph err':>9} {'bits':>5}"
         lines = [head, "-" * len(head)]
         for c in self.layers:
             mark = "  <-- first departure: " + c.why if c is first else ("  departs: " + c.why if c.departs else "")
             lines.append(f"{c.tensor[:34]:<34} {'x'.join(map(str, c.shape)):<14} {c.cosine:>10.6f} "
                          f"{c.max_rel_error:>11.3e} {c.expected_cosine:>12.6f} {c.expected_max_rel_error:>11.3e} "
-                         f"{c.local_error:>9.2e} {c.graph_error:>9.2e} {'same' if c.exact else 'DIFF':>5}{mark}")
+                         f"{c.local_cosine:>9.6f} {c.graph_error:>9.2e} {'same' if c.exact else 'DIFF':>5}{mark}")
         verdict = "every layer meets its expectation" if first is None else \
             f"{sum(c.departs for c in self.layers)} layer(s) depart; the first is {first.tensor!r} ({first.node})"
         lines.append(f"{self.model} on {self.config} at {self.precision}, {self.inputs} input(s): {verdict}")
@@ -212,10 +213,11 @@ def _max_error(y: np.ndarray, ref: np.ndarray, scale: float) -> float:
 
 
 def _local_errors(graph, contract: Reference, exact: Reference, feeds: dict, descs,
-                  ort: dict[str, np.ndarray]) -> tuple[dict[str, float], dict[str, float]]:
-    """Each node alone on onnxruntime's values of its inputs: (contract error, binary64 graph error) per tensor."""
+                  ort: dict[str, np.ndarray]) -> tuple[dict[str, tuple[float, float]], dict[str, float]]:
+    """Each node alone on onnxruntime's values of its inputs, per tensor: the contract's (error, cosine) and the
+    binary64 graph error."""
     env_c, env_x = contract.inputs(feeds, descs), exact.inputs(feeds, descs)
-    local: dict[str, float] = {}
+    local: dict[str, tuple[float, float]] = {}
     graph_err: dict[str, float] = {}
     for nd in graph.topological():
         t = nd.outputs[0]
@@ -224,7 +226,8 @@ def _local_errors(graph, contract: Reference, exact: Reference, feeds: dict, des
         env_c[t] = contract.node(nd, ins_c)
         env_x[t] = exact.node(nd, ins_x)
         if t in ort:
-            local[t] = _max_error(env_c[t], ort[t], float(np.abs(ort[t]).max(initial=0.0)))
+            local[t] = (_max_error(env_c[t], ort[t], float(np.abs(ort[t]).max(initial=0.0))),
+                        _cosine(env_c[t], ort[t].reshape(env_c[t].shape)))
             graph_err[t] = _max_error(env_x[t], ort[t], float(exact.magnitude(nd, ins_x).max(initial=0.0)))
     return local, graph_err
 
@@ -281,7 +284,7 @@ def verify_model(model, config="bw-s10", precision: str = "wide", inputs: list[n
             exp = expected[t].reshape(shape)
             c = LayerCheck(t, producer.get(t, ""), tuple(graph.shapes[t]), _cosine(sim, ref),
                            _max_rel_error(sim, ref), _cosine(exp, ref), _max_rel_error(exp, ref),
-                           _same_bits(sim, exp), local.get(t, 0.0), graph_err.get(t, 0.0))
+                           _same_bits(sim, exp), *local.get(t, (0.0, 1.0)), graph_err.get(t, 0.0))
             old = checks.get(t)
             if old is not None:      # keep the worst case over the inputs
                 c.cosine = min(c.cosine, old.cosine)
@@ -290,6 +293,7 @@ def verify_model(model, config="bw-s10", precision: str = "wide", inputs: list[n
                 c.expected_max_rel_error = max(c.expected_max_rel_error, old.expected_max_rel_error)
                 c.exact = c.exact and old.exact
                 c.local_error = max(c.local_error, old.local_error)
+                c.local_cosine = min(c.local_cosine, old.local_cosine)
                 c.graph_error = max(c.graph_error, old.graph_error)
             checks[t] = c
     report = VerifyReport(graph.name, compiled.config.name, precision, len(inputs), compiled=compiled)

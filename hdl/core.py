@@ -28,8 +28,6 @@ SOURCES = [RTL / f for f in ("npu_round_float.v", "npu_block_scale.v", "npu_bfp_
                              "npu_mfu_max.v", "npu_mfu_mul.v", "npu_mfu_add.v", "npu_mfu_act.v",
                              "npu_tile_engine.v", "npu_compute.v", "npu_axi_burst.v", "npu_dma_load.v", "npu_dma_store.v", "npu_core.v")]
 BUILD = HDL.parent / "build" / "hdl"
-#: The FMT parameter of each MFU format.
-MFU_FORMAT_CODES = {"fp16": 0, "bf16": 1, "fp32": 2}
 
 
 class UnsupportedConfig(ValueError):
@@ -44,15 +42,11 @@ class CoreRun:
     cycles: int
 
 
-#: The KIND parameter of each element kind (hdl/rtl/npu_block_format.vh).
-ELEMENT_KIND_CODES = {"sm": 0, "int": 1, "fp": 2}
-
-
 def block_parameters(fmt: BlockFormat) -> dict[str, int]:
     """Verilog descriptor of a block format (hdl/rtl/npu_block_format.vh), from its record in
-    npu.numerics.formats."""
+    npu.numerics.formats (KIND is the element's kind code)."""
     e = fmt.element
-    params = {"KIND": ELEMENT_KIND_CODES[e.kind], "E_BITS": e.bits, "SCALE_BITS": fmt.scale_bits,
+    params = {"KIND": e.kind_code, "E_BITS": e.bits, "SCALE_BITS": fmt.scale_bits,
               "SCALE_BIAS": fmt.scale_bias, "EMAX": e.emax}
     if e.kind == "fp":
         codes = np.arange(1 << e.bits, dtype=np.uint8).view(e.dtype).astype(np.float32)
@@ -79,7 +73,7 @@ def core_parameters(config: NPUConfig) -> dict[str, int]:
     if problems:
         raise UnsupportedConfig(f"the RTL cannot build machine {config.name!r}: " + "; ".join(problems))
     return {"N": config.native_dim, "TILES": config.tiles, "LANES": config.lanes, "MFUS": config.mfus,
-            "VRF_DEPTH": config.vrf_depth, "MRF_TILES": config.mrf_tiles, "FMT": MFU_FORMAT_CODES[config.mfu_format],
+            "VRF_DEPTH": config.vrf_depth, "MRF_TILES": config.mrf_tiles, "FMT": get_format(config.mfu_format).code,
             **block_parameters(wf)}
 
 

@@ -12,18 +12,17 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from npu.numerics.formats import block_formats, get_format, mfu_formats  # formats never import config
+
 
 class ConfigError(ValueError):
     """A configuration is malformed or inconsistent (message names the field)."""
 
 
-#: Formats the MVU accepts for weights and activations (see docs/numerics.md).
-MVU_FORMATS = (
-    "ms-fp8", "ms-fp9", "msfp12", "msfp16", "bfp24",
-    "mxint8", "mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e2m3", "mxfp6_e3m2", "mxfp4_e2m1",
-)
-#: Formats the MFU computes in and the vector memories store.
-MFU_FORMATS = ("fp16", "bf16", "fp32")
+#: Formats the MVU accepts for weights and activations: the block formats of npu.numerics.formats.
+MVU_FORMATS = tuple(f.name for f in block_formats())
+#: Formats the MFU computes in and the vector memories store: the MFU formats of npu.numerics.formats.
+MFU_FORMATS = tuple(f.name for f in mfu_formats())
 
 
 @dataclass(frozen=True)
@@ -84,7 +83,7 @@ class NPUConfig:
     @property
     def mfu_bytes(self) -> int:
         """Bytes per element of the MFU / vector-memory format."""
-        return {"fp16": 2, "bf16": 2, "fp32": 4}[self.mfu_format]
+        return get_format(self.mfu_format).bits // 8
 
     @property
     def vector_bytes(self) -> int:
@@ -123,8 +122,6 @@ class NPUConfig:
         if self.mfu_format not in MFU_FORMATS:
             raise ConfigError(
                 f"config {self.name!r}: mfu_format={self.mfu_format!r}; choose one of {', '.join(MFU_FORMATS)}")
-        from npu.numerics.formats import get_format  # late import: formats need no config
-
         for name in ("weight_format", "activation_format"):
             block = get_format(getattr(self, name)).block_for(self.native_dim)
             if self.native_dim % block:

@@ -18,10 +18,14 @@ import hashlib
 import io
 import json
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import ConfigError, NPUConfig
+
+if TYPE_CHECKING:
+    from .preprocess import Preprocess
 
 FORMAT = "npuz"
 VERSION = 2
@@ -33,13 +37,78 @@ class ProgramFileError(ValueError):
     """A program file is missing, corrupt, of another version or built for another machine."""
 
 
+def _ints(value, n: int | None = None) -> tuple[int, ...]:
+    out = tuple(int(v) for v in value)
+    if n is not None and len(out) != n:
+        raise ValueError(f"expected {n} integers, got {list(value)}")
+    return out
+
+
+@dataclass(frozen=True)
+class TensorLayout:
+    """How a model tensor sits in its DRAM image (a ``TensorDesc``'s ``params``): each key declared here once.
+
+    The image is ``height + 2 pad`` rows of ``width + 2 pad`` pixels, each
+    pixel ``vectors`` native vectors of ``native_dim`` elements; the tensor's
+    channels start at element ``channel_offset`` of a pixel's vectors.  The
+    host's array is C x H x W, or H x W x C with ``order`` "hwc".  A
+    first-layer input may be ``packing`` "strip" or "im2col": the host
+    turns the C x H x W ``image_shape`` into the layer's windows (``kernel``,
+    ``stride``, ``pads``; strips ``group`` input columns wide).
+    """
+
+    channels: int
+    height: int
+    width: int
+    pad: int
+    vectors: int
+    native_dim: int
+    channel_offset: int = 0
+    order: str = "chw"
+    packing: str = ""
+    kernel: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+    image_shape: tuple[int, ...] = ()
+    group: int = 0
+
+    ORDERS = ("chw", "hwc")
+    PACKINGS = ("", "strip", "im2col")
+
+    def __post_init__(self):
+        for name in ("channels", "height", "width", "pad", "vectors", "native_dim", "channel_offset", "group"):
+            object.__setattr__(self, name, int(getattr(self, name)))
+        for name, n in (("kernel", 2), ("stride", 2), ("pads", 4), ("image_shape", None)):
+            object.__setattr__(self, name, _ints(getattr(self, name), n))
+        if self.order not in self.ORDERS:
+            raise ValueError(f"array order {self.order!r}; known: {', '.join(self.ORDERS)}")
+        if self.packing not in self.PACKINGS:
+            raise ValueError(f"input packing {self.packing!r}; known: strip, im2col")
+        if min(self.channels, self.height, self.width, self.vectors, self.native_dim) < 1 or self.pad < 0:
+            raise ValueError(f"tensor layout {self.to_params()} has a size below 1")
+
+    @classmethod
+    def from_params(cls, params: dict) -> "TensorLayout":
+        """Rebuild from a program file's JSON; an unknown key is an error naming it."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(params) - names)
+        if unknown:
+            raise ValueError(f"unknown tensor layout key(s) {', '.join(unknown)}")
+        return cls(**params)
+
+    def to_params(self) -> dict:
+        """JSON form (every key)."""
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
+
+
 @dataclass(frozen=True)
 class TensorDesc:
     """Where and how a model input or output lives in DRAM.
 
-    ``layout`` names the arrangement (e.g. ``"hwc-padded"``: rows of
-    pixels, each pixel ``vectors`` native vectors of channels, with a zero
-    border of ``pad`` pixels); ``dtype`` is the MFU format of the elements.
+    ``layout`` names the arrangement (``"hwc-padded"``: rows of pixels,
+    each pixel ``params.vectors`` native vectors of channels, with a zero
+    border of ``params.pad`` pixels); ``dtype`` is the MFU format of the
+    elements; ``shape`` is the model's own (without the batch dimension).
     """
 
     name: str
@@ -48,13 +117,65 @@ class TensorDesc:
     dtype: str
     daddr: int
     nbytes: int
-    params: dict = field(default_factory=dict)
+    params: TensorLayout
 
     @classmethod
     def from_dict(cls, data: dict) -> "TensorDesc":
         """Rebuild from the header's JSON form."""
         return cls(data["name"], tuple(data["shape"]), data["layout"], data["dtype"], int(data["daddr"]),
-                   int(data["nbytes"]), dict(data.get("params", {})))
+                   int(data["nbytes"]), TensorLayout.from_params(dict(data["params"])))
+
+    def to_dict(self) -> dict:
+        """The header's JSON form."""
+        return {"name": self.name, "shape": list(self.shape), "layout": self.layout, "dtype": self.dtype,
+                "daddr": self.daddr, "nbytes": self.nbytes, "params": self.params.to_params()}
+
+
+@dataclass
+class ProgramMetadata:
+    """What a program file says about its model beyond the machine code: each key declared here once.
+
+    ``precision`` names the weight, activation and MFU formats;
+    ``postprocess`` maps an output to what the host applies to it
+    ("softmax"); ``layers`` holds the compiler's per-layer report (name,
+    kind, macs, tiles, weight_bytes, banded); ``preprocess`` is the image
+    recipe (``npu.preprocess.Preprocess``); ``labels`` the class names.
+    """
+
+    model: str = ""
+    precision: dict = field(default_factory=dict)
+    postprocess: dict = field(default_factory=dict)
+    layers: list = field(default_factory=list)
+    weight_tiles: int = 0
+    preprocess: "Preprocess | None" = None
+    labels: list | None = None
+
+    @property
+    def macs(self) -> int:
+        """The model's multiply-accumulates per inference (the sum over its layers)."""
+        return sum(int(layer.get("macs", 0)) for layer in self.layers)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ProgramMetadata":
+        """Rebuild from the header's JSON; an unknown key is an error naming it."""
+        from .preprocess import Preprocess
+
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown metadata key(s) {', '.join(unknown)}")
+        data = dict(data)
+        if data.get("preprocess") is not None:
+            data["preprocess"] = Preprocess.from_dict(data["preprocess"])
+        if data.get("labels") is not None:
+            data["labels"] = [str(x) for x in data["labels"]]
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        """The header's JSON form."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["preprocess"] = self.preprocess.to_dict() if self.preprocess is not None else None
+        return out
 
 
 @dataclass
@@ -67,7 +188,7 @@ class ProgramFile:
     inputs: list[TensorDesc] = field(default_factory=list)
     outputs: list[TensorDesc] = field(default_factory=list)
     regions: list[tuple[str, int, int]] = field(default_factory=list)
-    metadata: dict = field(default_factory=dict)
+    metadata: ProgramMetadata = field(default_factory=ProgramMetadata)
     warm_words: bytes = b""
     warm_regions: list[tuple[str, int, int]] = field(default_factory=list)
 
@@ -87,8 +208,8 @@ class ProgramFile:
         header = {
             "format": FORMAT, "version": VERSION, "config": self.config.to_dict(),
             "instructions": len(self.words) // 16,
-            "inputs": [asdict(t) for t in self.inputs], "outputs": [asdict(t) for t in self.outputs],
-            "regions": [list(r) for r in self.regions], "metadata": self.metadata,
+            "inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs],
+            "regions": [list(r) for r in self.regions], "metadata": self.metadata.to_dict(),
             "warm_regions": [list(r) for r in self.warm_regions],
             "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in parts.items()},
         }
@@ -155,10 +276,11 @@ def load_program(path: str | Path, config: NPUConfig | None = None) -> ProgramFi
             inputs=[TensorDesc.from_dict(t) for t in header.get("inputs", [])],
             outputs=[TensorDesc.from_dict(t) for t in header.get("outputs", [])],
             regions=[(str(r[0]), int(r[1]), int(r[2])) for r in header.get("regions", [])],
-            metadata=dict(header.get("metadata", {})), warm_words=parts.get("warm.bin", b""),
+            metadata=ProgramMetadata.from_dict(header.get("metadata", {})), warm_words=parts.get("warm.bin", b""),
             warm_regions=[(str(r[0]), int(r[1]), int(r[2])) for r in header.get("warm_regions", [])])
     except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise ProgramFileError(f"{path}: malformed tensor or region table in header: {exc!r}") from None
+        raise ProgramFileError(f"{path}: malformed tensor table, region table or metadata in the header: "
+                               f"{exc}") from None
 
 
 def zlib_error():

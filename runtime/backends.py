@@ -12,7 +12,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from compiler.io import run_on_simulator, run_warm
+from npu.hostio import run_on_simulator, run_warm
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class RunStats:
 
 def model_macs(program) -> int:
     """The model's multiply-accumulates per inference (the compile report's per-layer sum)."""
-    return sum(int(layer.get("macs", 0)) for layer in program.metadata.get("layers", []))
+    return program.metadata.macs
 
 
 def mac_utilisation(macs: int, cycles: int, config) -> float:
@@ -95,7 +95,7 @@ class RtlBackend:
 
     def run(self, feeds):
         """Run one inference on the RTL core."""
-        from compiler.io import dram_image_with_inputs, unpack_output
+        from npu.hostio import dram_image_with_inputs, unpack_output
         from hdl.core import run_program
 
         cfg = self.program.config

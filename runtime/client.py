@@ -1,4 +1,8 @@
-"""``PredictionClient``: the seeds' scoring client, speaking KServe v2 gRPC (``tritonclient.grpc``).
+"""``PredictionClient``: the scoring client of Azure ML's FPGA featurizer services, speaking KServe v2 gRPC.
+
+The interface is that SDK's (``PredictionClient(address, port, use_ssl,
+access_token, service_name)``); the wire protocol is the Open Inference
+Protocol through ``tritonclient.grpc``.
 
 ``score_file`` sends an image's raw bytes as a BYTES tensor (the server
 preprocesses it), ``score_numpy_array`` sends floats.  One output comes back

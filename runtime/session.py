@@ -8,10 +8,10 @@ from typing import Iterable
 import numpy as np
 
 from npu.npuz import ProgramFile, load_program
+from npu.preprocess import ImageError, Preprocess
 
 from .backends import RunStats, make_backend
 from .heads import softmax, topk
-from .preprocess import ImageError, Preprocess
 
 
 @dataclass
@@ -39,11 +39,10 @@ class Session:
         self.backend = make_backend(backend, self.program)
         self.input = self.program.inputs[0]
         meta = self.program.metadata
-        shape = tuple(self.input.shape)
-        self.preprocess = Preprocess.from_dict(meta["preprocess"]) if meta.get("preprocess") else \
-            Preprocess.for_input(shape)
-        self.labels: list[str] | None = meta.get("labels")
-        self.postprocess: dict = meta.get("postprocess", {})
+        side = self.input.shape[1] if self.input.params.order == "hwc" else self.input.shape[-1]
+        self.preprocess: Preprocess = meta.preprocess or Preprocess.for_input(side)
+        self.labels: list[str] | None = meta.labels
+        self.postprocess: dict = meta.postprocess
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -69,7 +68,7 @@ class Session:
     def image_tensor(self, data: bytes, source: str = "image") -> np.ndarray:
         """The model input for encoded image bytes: the program's preprocessing, in the model's array order."""
         x = self.preprocess(bytes(data), source)
-        return x.transpose(0, 2, 3, 1) if self.input.params.get("order") == "hwc" else x
+        return x.transpose(0, 2, 3, 1) if self.input.params.order == "hwc" else x
 
     def score_image(self, data: bytes, source: str = "image") -> ScoreResult:
         """Score encoded image bytes (JPEG, PNG, ...) after the program's preprocessing."""

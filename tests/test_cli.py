@@ -6,13 +6,13 @@ import sys
 import numpy as np
 import pytest
 
-from npu.cli import main
+from npu_toolkit.cli import main
 from npu.config import PRESETS
-from npu.examples import conv3x3_reference, conv3x3_source
+from npu_toolkit.testing.examples import conv3x3_reference, conv3x3_source
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "npu.cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "npu_toolkit.cli", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_asm_then_disasm_round_trips_through_files(tmp_path, capsys):
@@ -94,10 +94,10 @@ def _block(stdout: str, photo: str) -> list[str]:
     return lines[i:i + 6]
 
 
-@pytest.mark.slow
+@pytest.mark.fullsize
 def test_demo_names_real_classes_on_the_trained_network(tmp_path):
     """The README's first command: the trained network on bundled photographs, beside onnxruntime."""
-    proc = subprocess.run([sys.executable, "-m", "npu.cli", "demo", "--out", str(tmp_path)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "npu_toolkit.cli", "demo", "--out", str(tmp_path)], capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     cat = _block(proc.stdout, "chelsea")
@@ -145,7 +145,7 @@ def test_demo_layer_reference_is_close_in_narrow_formats(fmt):
 def test_run_simulates_an_assembly_file_with_trace_and_dump(tmp_path):
     import json
 
-    from npu.examples import conv3x3_dram_image
+    from npu_toolkit.testing.examples import conv3x3_dram_image
 
     cfg = PRESETS["tiny"]
     src = tmp_path / "conv.s"

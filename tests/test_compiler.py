@@ -11,8 +11,8 @@ import onnxruntime as ort
 import pytest
 
 from compiler.compile import PRECISIONS, compile_model
-from compiler.io import run_on_simulator
-from compiler.lower.plan import CompileError
+from npu.hostio import run_on_simulator
+from compiler.errors import CompileError
 from compiler.models import nets
 from compiler.reference import reference_outputs
 from npu.config import PRESETS
@@ -82,7 +82,7 @@ def test_small_matrix_register_file_streams_weights_in_chunks():
     model = nets.vgg_small()
     cfg = TINY.replace(mrf_tiles=64)        # the 4x4x64 -> 128 classifier alone needs 128 tiles
     compiled = compile_model(model, cfg, "mxfp8")
-    assert compiled.program.metadata["weight_tiles"] > cfg.mrf_tiles
+    assert compiled.program.metadata.weight_tiles > cfg.mrf_tiles
     x = _input(model, 2)
     y, _ = _npu(compiled, x, mode="full")
     (ref,) = reference_outputs(compiled, {"data": x}).values()
@@ -104,7 +104,7 @@ def test_program_file_round_trip(tmp_path):
     a, _ = _npu(compiled, x)
     outs, _ = run_on_simulator(loaded, {"data": x}, mode="functional")
     assert np.array_equal(a, next(iter(outs.values())).reshape(-1))
-    assert loaded.inputs[0].params["packing"] == "strip"      # the 3-channel input is strip-packed
+    assert loaded.inputs[0].params.packing == "strip"      # the 3-channel input is strip-packed
 
 
 def test_report_counts_the_models_macs():
@@ -152,7 +152,7 @@ def test_report_names_each_layers_busiest_resource():
 
 
 def test_compile_cli_writes_a_program_and_reports(tmp_path, capsys):
-    from npu.cli import main
+    from npu_toolkit.cli import main
 
     src = tmp_path / "m.onnx"
     onnx.save(nets.vgg_small(), src)
@@ -168,7 +168,7 @@ def test_compile_cli_writes_a_program_and_reports(tmp_path, capsys):
 
 def test_warm_program_reuses_resident_weights():
     """The warm variant has no weight loads and, on an MRF left by a cold run, gives the same bits."""
-    from compiler.io import run_warm
+    from npu.hostio import run_warm
 
     model = nets.resnet_small()
     compiled = compile_model(model, "tiny", "ms-fp9")

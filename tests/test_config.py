@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from npu.config import PRESETS, ConfigError, NPUConfig, load_config
+from npu.config import MFU_FORMATS, MVU_FORMATS, PRESETS, ConfigError, NPUConfig, load_config
+from npu.numerics.formats import block_formats, mfu_formats
 
 
 def test_presets_model_the_published_instances():
@@ -23,6 +24,13 @@ def test_derived_quantities_follow_from_fields():
     assert c.peak_tops == pytest.approx(2 * c.macs * c.clock_mhz * 1e6 / 1e12)
     assert c.dram_bytes_per_cycle == pytest.approx(c.dram_gbps * 1e3 / c.clock_mhz)
     assert c.vector_bytes == c.native_dim * 2        # fp16 vectors
+
+
+def test_format_names_and_sizes_come_from_the_format_table():
+    assert MVU_FORMATS == tuple(f.name for f in block_formats())
+    assert MFU_FORMATS == tuple(f.name for f in mfu_formats()) == ("fp16", "bf16", "fp32")
+    sizes = {f: PRESETS["tiny"].replace(mfu_format=f).mfu_bytes for f in MFU_FORMATS}
+    assert sizes == {"fp16": 2, "bf16": 2, "fp32": 4}
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

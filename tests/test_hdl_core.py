@@ -19,6 +19,7 @@ HERE = Path(__file__).resolve().parent
 TINY = PRESETS["tiny"].replace(weight_format="ms-fp9", activation_format="ms-fp9", mfu_format="fp16")
 
 
+@pytest.mark.rtl
 @pytest.mark.parametrize("block,mfu", [("ms-fp9", "fp16"), ("ms-fp8", "bf16"), ("bfp24", "fp32")])
 def test_core_lints_clean(block, mfu):
     cfg = TINY.replace(weight_format=block, activation_format=block, mfu_format=mfu)
@@ -46,11 +47,13 @@ def run_core_testbench(tmp_path, block: str, mfu: str, models: bool) -> None:
     assert total >= 1 and failed == 0
 
 
+@pytest.mark.rtl
 def test_core_runs_programs_and_small_cnns_bit_exactly(tmp_path):
     """The compiler's tiny target: ms-fp9 with fp16 MFUs (test_hdl_core_formats.py runs other formats)."""
     run_core_testbench(tmp_path, "ms-fp9", "fp16", models=True)
 
 
+@pytest.mark.rtl
 def test_session_scores_on_the_rtl_like_on_the_simulator(tmp_path):
     from compiler.compile import compile_model
     from compiler.models import nets
@@ -65,6 +68,7 @@ def test_session_scores_on_the_rtl_like_on_the_simulator(tmp_path):
     assert rtl.stats.cycles > 0 and abs(rtl.stats.cycles / sim.stats.cycles - 1) < 0.5
 
 
+@pytest.mark.rtl
 def test_random_legal_programs_agree_with_the_simulator():
     """Random legal programs from the simulator's property tests, each on a fresh core (the register files
     start zeroed, as docs/isa.md says; the RTL does not clear them, a new simulation does)."""
@@ -76,8 +80,7 @@ def test_random_legal_programs_agree_with_the_simulator():
     from hdl.core import run_program
     from npu.sim import simulate
 
-    sys.path.insert(0, str(HERE))
-    from test_sim_properties import programs
+    from npu_toolkit.testing.strategies import programs
 
     strategy = programs(formats=("ms-fp9", "ms-fp9", "fp16"))
 

@@ -11,7 +11,9 @@ import pytest
 
 from hdl.core import block_parameters
 from hdl.toolchain import GENERATED, RTL, activate, lint
-from npu.numerics.formats import get_format
+from npu.numerics.formats import get_format, mfu_formats
+
+pytestmark = pytest.mark.rtl
 
 HERE = Path(__file__).resolve().parent
 BUILD = HERE.parent / "build" / "hdl"
@@ -20,7 +22,7 @@ BLOCK_DOT = [ROUND] + [RTL / f for f in ("npu_elem_decode.v", "npu_slice_dot.v",
 MFU = [ROUND] + [RTL / f for f in ("npu_fp32_add.v", "npu_fp32_mul.v", "npu_fp32_to_fp16.v", "npu_fp16_to_fp32.v",
                                    "npu_fp32_to_mfu.v", "npu_mfu_to_fp32.v", "npu_act_table.v", "npu_mfu_max.v", "npu_mfu_mul.v",
                                    "npu_mfu_add.v", "npu_mfu_act.v")] + [HERE / "hdl" / "mfu_stages_top.v"]
-MFU_FORMATS = {"fp16": 0, "bf16": 1, "fp32": 2}
+MFU_FORMATS = {f.name: f.code for f in mfu_formats()}       # name: the FMT parameter
 MX_FORMATS = ["mxint8", "mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e2m3", "mxfp6_e3m2", "mxfp4_e2m1"]
 QUANTIZE = [RTL / f for f in ("npu_block_scale.v", "npu_bfp_quantize.v", "npu_mx_quantize.v", "npu_block_quantize.v")]
 BFP_QUANTIZE = [RTL / "npu_block_scale.v", RTL / "npu_bfp_quantize.v"]
@@ -59,7 +61,7 @@ CASES = {
                           {"B": 32, **{k: v for k, v in _mx(f).items() if k in BLOCK_DOT_PARAMS}},
                           {"NPU_BLOCK_FORMAT": f, "NPU_BLOCK": "32"})
        for f in MX_FORMATS},
-    **{f"quantize_{f}": ("npu_block_quantize", QUANTIZE, "tb_quantize", {"B": 32, "FMT": 0, **_mx(f)},
+    **{f"quantize_{f}": ("npu_block_quantize", QUANTIZE, "tb_quantize", {"B": 32, "FMT": MFU_FORMATS["fp16"], **_mx(f)},
                          {"NPU_BLOCK_FORMAT": f, "NPU_BLOCK": "32"})
        for f in MX_FORMATS},
     **{f"mfu_{f}": ("mfu_stages_top", MFU, "tb_mfu_lane", {"FMT": code}, {"NPU_MFU_FORMAT": f})

@@ -1,4 +1,4 @@
-"""First-layer input packing (compiler/lower/pack_input.py, compiler/io.py).
+"""First-layer input packing (compiler/passes/pack_input.py, npu/hostio.py).
 
 The strip rewrite (phase weights over host-packed strips) must be the same
 convolution as the model's, checked in float64 against a direct
@@ -10,8 +10,8 @@ import onnxruntime as ort
 import pytest
 
 from compiler.compile import compile_model
-from compiler.io import run_on_simulator, strip_windows
-from compiler.lower.pack_input import strip_group, strip_weights
+from npu.hostio import run_on_simulator, strip_windows
+from compiler.passes.pack_input import strip_group, strip_weights
 from compiler.models.graph import GraphBuilder
 from compiler.reference import reference_outputs
 from npu.config import PRESETS
@@ -76,7 +76,7 @@ def test_packed_stem_is_bit_exact_and_follows_onnxruntime(kernel, stride, config
     model = _stem_model(kernel, stride)
     x = np.random.default_rng(7).standard_normal((1, 3, 32, 32)).astype(np.float32)
     compiled = compile_model(model, config, "ms-fp9")
-    assert compiled.program.inputs[0].params["packing"] == packing
+    assert compiled.program.inputs[0].params.packing == packing
     outs, _ = run_on_simulator(compiled.program, {"data": x})
     (y,) = outs.values()
     (ref,) = reference_outputs(compiled, {"data": x}).values()
@@ -94,6 +94,6 @@ def test_strip_packing_moves_fewer_input_bytes_than_im2col():
     model = _stem_model(7, 2, hw=224)
     compiled = compile_model(model, "bw-s10", "ms-fp9")
     desc = compiled.program.inputs[0]
-    assert desc.params["packing"] == "strip" and desc.params["group"] == 6
-    assert (desc.params["height"], desc.params["width"], desc.params["vectors"]) == (112, 39, 1)
+    assert desc.params.packing == "strip" and desc.params.group == 6
+    assert (desc.params.height, desc.params.width, desc.params.vectors) == (112, 39, 1)
     assert sum(layer.macs for layer in compiled.layers) == 16 * 3 * 49 * 112 * 112 + 16 * 10

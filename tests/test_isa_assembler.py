@@ -5,11 +5,11 @@ from pathlib import Path
 import pytest
 
 from npu.config import PRESETS
-from npu.examples import conv3x3_source
+from npu_toolkit.testing.examples import conv3x3_source
 from npu.isa.assembler import assemble
 from npu.isa.disassembler import disassemble
 from npu.isa.errors import AsmError, IsaError
-from npu.isa.validate import mfu_assignment, validate_program
+from npu.isa.validate import instruction_groups, mfu_assignment, validate_program
 
 TINY = PRESETS["tiny"]
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -152,3 +152,14 @@ def test_validator_alone_reports_instruction_indices():
     prog = assemble("chain\nv_rd base=0\nv_wr base=1\nend_chain\nhalt")      # no config: grammar only
     with pytest.raises(IsaError, match=r"instruction 2: v_wr: field base reaches vector addresses 1\.\.1"):
         validate_program(prog.instructions, TINY.replace(vrf_depth=1))
+
+
+def test_instruction_groups_walk_chains_singles_and_unclosed_chains():
+    prog = assemble("nop\nchain\nv_rd base=0\nv_relu\nv_wr base=1\nend_chain\nhalt").instructions
+    walk = [(i, [ins.mnemonic for ins in group]) for i, group in instruction_groups(prog)]
+    assert walk == [(0, ["nop"]), (1, ["chain", "v_rd", "v_relu", "v_wr", "end_chain"]), (6, ["halt"])]
+    # an unclosed chain stops before the first instruction that is not a chain part; the walk goes on there
+    broken = prog[1:4] + prog[:1] + prog[4:]          # chain v_rd v_relu nop v_wr end_chain halt
+    walk = [(i, [ins.mnemonic for ins in group]) for i, group in instruction_groups(broken)]
+    assert walk == [(0, ["chain", "v_rd", "v_relu"]), (3, ["nop"]), (4, ["v_wr"]), (5, ["end_chain"]),
+                    (6, ["halt"])]

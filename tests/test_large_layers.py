@@ -35,6 +35,7 @@ def _assert_verified(report):
     assert len(report.layers) > 0
 
 
+@pytest.mark.fullsize
 @pytest.mark.parametrize("size, k, stride", [(176, 3, 1), (184, 3, 1), (192, 3, 1), (224, 3, 1), (448, 7, 2)])
 def test_first_convolution_with_a_spilled_output_is_exact(size, k, stride):
     """The sizes at which a strip-packed first layer's spilled output kept only one column phase."""
@@ -90,7 +91,7 @@ def test_every_large_layer_path_on_every_preset(preset, c, hw, vrf, mrf, precisi
     streamed = [layer for layer in compiled.layers if layer.banded and layer.tiles > cfg.mrf_tiles // 2
                 and plan.storage_of(kinds[layer.name].outputs[0]).dram]
     assert streamed, "no banded layer with a spilled output needs several weight sets"
-    assert compiled.program.metadata["weight_tiles"] > cfg.mrf_tiles       # weights stream during the run
+    assert compiled.program.metadata.weight_tiles > cfg.mrf_tiles       # weights stream during the run
     report = verify_model(model, cfg, precision, _input((1, 3, hw, hw), 3), compiled=compiled)
     _assert_verified(report)
     if precision == "wide":

@@ -9,7 +9,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from compiler.compile import compile_model
 from compiler.frontend import import_onnx
-from compiler.io import run_on_simulator
+from npu.hostio import run_on_simulator
 from compiler.ir import OnnxOp
 from compiler.verify import verify_model
 
@@ -56,7 +56,7 @@ def test_nhwc_models_compile_without_transposes(tail, preset):
     assert not any(isinstance(n, OnnxOp) for n in graph.nodes())          # no Transpose is left
     compiled = compile_model(model, preset, "wide")
     (desc,) = compiled.program.inputs
-    assert desc.shape == (10, 12, 3) and desc.params["order"] == "hwc"
+    assert desc.shape == (10, 12, 3) and desc.params.order == "hwc"
     x = RNG.standard_normal((1, 10, 12, 3)).astype(np.float32)
     ref = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"data": x})[0]
     outs, _ = run_on_simulator(compiled.program, {"data": x}, mode="functional")
@@ -72,7 +72,7 @@ def test_a_transpose_elsewhere_is_still_refused():
     model.graph.node[2].output[0] = "r0"                 # ReLU -> r0; a Transpose in the middle, then on
     model.graph.node.insert(3, helper.make_node("Transpose", ["r0"], ["r1"], perm=[0, 1, 3, 2]))
     model.graph.node.insert(4, helper.make_node("Transpose", ["r1"], ["r"], perm=[0, 1, 3, 2]))
-    from compiler.ir import UnsupportedModelError
+    from compiler.errors import UnsupportedModelError
     with pytest.raises(UnsupportedModelError, match="Transpose"):
         compile_model(model, "tiny", "wide")
 

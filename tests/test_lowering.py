@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from compiler.layout import ActLayout
+from npu.layout import ActLayout
 from compiler.lower.emit import emit_add, emit_conv, emit_pool
 from compiler.lower.weights import conv_matrix, dense_matrix, pack_tiles
 from npu.config import PRESETS

@@ -3,7 +3,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from compiler.memory import Buffer, MemoryPlanError, plan_memory
+from compiler.errors import MemoryPlanError
+from compiler.memory import Buffer, plan_memory
 
 
 @st.composite

@@ -11,7 +11,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from compiler.compile import compile_model
 from compiler.frontend import import_onnx
-from compiler.ir import Clip, Conv, Pad, UnsupportedModelError
+from compiler.errors import UnsupportedModelError
+from compiler.ir import Clip, Conv, Pad
 from compiler.models import nets
 from compiler.verify import verify_model
 
@@ -134,7 +135,7 @@ def test_clip_fuses_into_the_convolution_or_runs_on_its_own(bounds, fused):
         assert report.ok, report.table()
     out = report.compiled                     # the clip's bounds hold on the NPU's values
     x = np.random.default_rng(1).standard_normal((1, 3, 9, 9)).astype(np.float32) * 3
-    from compiler.io import run_on_simulator
+    from npu.hostio import run_on_simulator
     y = next(iter(run_on_simulator(out.program, {"data": x}, mode="functional")[0].values()))
     assert (lo is None or y.min() >= lo) and (hi is None or y.max() <= hi)
 

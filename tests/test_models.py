@@ -1,4 +1,4 @@
-"""Reference networks: valid ONNX, run in onnxruntime, the brief's feature sizes, bounded activations."""
+"""Reference networks: valid ONNX, run in onnxruntime, the featurizers' sizes (2048/4096/1024), bounded activations."""
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -23,6 +23,7 @@ def test_small_models_run_and_depend_on_their_seed(build, classes):
     assert np.array_equal(run(build(seed=0)), ya)                    # and are reproducible
 
 
+@pytest.mark.fullsize
 @pytest.mark.parametrize("build, features", [(resnet50, 2048), (densenet121, 1024)])
 def test_full_size_featurizers(build, features):
     model = build(headless=True)
@@ -31,11 +32,13 @@ def test_full_size_featurizers(build, features):
     assert 0 < np.abs(y).max() < 100                                  # activations stay O(1)
 
 
+@pytest.mark.fullsize
 def test_resnet50_classifier_is_bounded():
     y = run(resnet50())
     assert y.shape == (1, 1000) and np.isfinite(y).all() and 0 < np.abs(y).max() < 100
 
 
+@pytest.mark.fullsize
 def test_vgg16_headless_gives_fc7():
     model = vgg16(headless=True)
     assert model.graph.output[0].type.tensor_type.shape.dim[1].dim_value == 4096
@@ -43,6 +46,7 @@ def test_vgg16_headless_gives_fc7():
     assert y.shape == (1, 4096) and np.isfinite(y).all() and (y >= 0).all()    # fc7 after ReLU
 
 
+@pytest.mark.fullsize
 def test_resnet152_is_valid_and_shape_infers():
     model = resnet152()
     inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)

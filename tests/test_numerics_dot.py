@@ -21,7 +21,7 @@ from npu.numerics import FormatError, get_format, quantize
 from npu.numerics.dot import (_binary32_scales, accumulate_blocks, block_partial_sums, exact_sum_bits, gemm_plan,
                               matvec, reduction_block)
 from npu.numerics.quantize import BlockTensor
-from exact import rne_binary32
+from npu_toolkit.testing.exact import rne_binary32
 
 # IEEE overflow / invalid / underflow are the point of several cases here.
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")

@@ -15,7 +15,7 @@ import pytest
 
 from npu.numerics import formats as F
 from npu.numerics import mfu
-from exact import floor_log2
+from npu_toolkit.testing.exact import floor_log2
 
 # --------------------------------------------------------------------------
 # Section 1.1, transcribed.  B = 0 means "N (one native vector)".
@@ -186,6 +186,18 @@ def test_scalar_formats():
     i8 = F.get_format("int8")
     assert isinstance(i8, F.IntChannelFormat)
     assert (i8.bits, i8.qmax) == (8, 127)
+
+
+def test_format_and_element_kind_codes():
+    # the kernels' and the RTL's FMT / KIND codes; the RTL's parameter lists (e.g. EW = (FMT == 2) ? 32 : 16)
+    # cannot read hdl/generated/format_codes.vh, so these values are part of the contract
+    assert {f.name: f.code for f in F.mfu_formats()} == {"fp16": 0, "bf16": 1, "fp32": 2}
+    assert F.mfu_formats() == [f for f in F.FORMATS.values() if isinstance(f, F.FloatFormat)]
+    assert F.ELEMENT_KIND_CODES == {"sm": 0, "int": 1, "fp": 2}
+    for fmt in F.block_formats():
+        assert fmt.element.kind_code == F.ELEMENT_KIND_CODES[fmt.element.kind]
+    with pytest.raises(F.FormatError, match="element kind 'bcd'"):
+        F.ElementSpec(kind="bcd", bits=4)
 
 
 def test_canonical_nans():

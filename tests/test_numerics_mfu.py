@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from npu.numerics import mfu
-from exact import rne_binary32, rne_to
+from npu_toolkit.testing.exact import rne_binary32, rne_to
 
 # IEEE overflow / invalid / underflow are the point of several cases here.
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")

@@ -21,7 +21,7 @@ from npu.numerics.int8 import dequantize_int8_channels, quantize_int8_channels
 from npu.numerics.pack import (pack_block_tensor, pack_floats, pack_int8_channels, packed_nbytes, tile_nbytes,
                                unpack_block_tensor, unpack_floats, unpack_int8_channels)
 from npu.numerics.quantize import BlockTensor
-from exact import rne_binary32
+from npu_toolkit.testing.exact import rne_binary32
 
 # name: (element bits w, block B (0 = N), scale bits) -- docs/numerics.md section 1.1
 SPEC = {

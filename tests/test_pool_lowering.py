@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 
 from compiler.compile import compile_model
-from compiler.io import run_on_simulator
+from npu.hostio import run_on_simulator
 from compiler.ir import Pool
 from compiler.models.graph import GraphBuilder
 from compiler.reference import reference_outputs

@@ -53,8 +53,25 @@ def test_preprocessing_follows_the_recipe():
     ref = np.asarray(img, np.float32)[16:240, 58:282] - np.array([123.68, 116.779, 103.939], np.float32)
     assert x.shape == (1, 3, 224, 224)
     assert np.allclose(x[0], 0.5 * ref.transpose(2, 0, 1), atol=1e-4)
-    bgr = Preprocess(crop=224, resize=256, channel_order="BGR").tensor(Image.fromarray(arr))
-    assert np.allclose(bgr[0, 0], x[0, 2] / 0.5, atol=1e-4)        # each colour keeps its own mean
+    bgr = Preprocess(crop=224, resize=256, scale=0.5, channel_order="BGR").tensor(Image.fromarray(arr))
+    assert np.allclose(bgr[0, 0], x[0, 2], atol=1e-4)               # each colour keeps its own mean
+
+
+def test_a_program_compiled_without_options_uses_the_documented_recipe(tmp_path):
+    """docs/architecture.md: shorter side to 256/224 of the input, bilinear; centre crop; subtract R 123.68,
+    G 116.779, B 103.939; times 0.017; RGB.  One definition, carried in the program, applied by the runtime."""
+    path = tmp_path / "small.npuz"
+    compile_model(nets.resnet_small(), "tiny", "wide").save(path)
+    arr = (np.random.default_rng(3).random((45, 60, 3)) * 255).astype(np.uint8)
+    image = tmp_path / "a.png"
+    Image.fromarray(arr).save(image)
+    s = Session(path)
+    img = Image.fromarray(arr).resize((49, 37), Image.BILINEAR)          # 32 * 256 / 224 = 36.6 -> 37
+    top, left = (37 - 32) // 2, (49 - 32) // 2
+    want = (np.asarray(img, np.float32)[top:top + 32, left:left + 32] - np.array([123.68, 116.779, 103.939],
+                                                                               np.float32)) * np.float32(0.017)
+    assert np.allclose(s.preprocess(image.read_bytes()), want.transpose(2, 0, 1)[None], atol=1e-5)
+    assert np.array_equal(s.score_file(image).output, s.score_numpy_array(want.transpose(2, 0, 1)).output)
 
 
 def test_images_files_and_batches(program, tmp_path):
@@ -101,7 +118,6 @@ def test_featurizer_cut_and_trained_head(tmp_path):
     pipe = Pipeline(s, head)
     right = sum(pipe.top(pipe.score_numpy_array(x)[0], 1)[0][0] == y for x, y in zip(xs, labels))
     assert right >= 22
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     g = helper.make_graph([helper.make_node("Gemm", ["f", "w", "b"], ["y"], transB=1)], "head",

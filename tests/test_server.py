@@ -3,7 +3,8 @@
 The served answers must equal in-process ``Session`` scoring bit for bit;
 bad requests get precise 4xx errors while the server keeps serving; a full
 queue answers 503 / RESOURCE_EXHAUSTED; a crashed worker fails its request
-and is replaced.
+and is replaced.  Crashing and stalling workers come from the test handler in
+``server_doubles``; production workers only score.
 """
 import http.client
 import io
@@ -30,6 +31,7 @@ from runtime import Session
 from runtime.client import PredictionClient
 from runtime.server import Server, WorkerCrashed
 from runtime.server.workers import RequestTimeout
+from server_doubles import crash_or_sleep
 
 MODEL = "small"
 
@@ -47,6 +49,11 @@ def server(program):
                  max_body=1 << 20).start()
     yield srv
     srv.stop()
+
+
+def _test_handler_server(program, **kwargs) -> Server:
+    """A Server on free local ports whose workers answer with ``server_doubles.crash_or_sleep``."""
+    return Server(program, host="127.0.0.1", http_port=0, grpc_port=0, handler=crash_or_sleep, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +186,7 @@ def test_metrics_endpoint(server):
 
 
 def test_full_queue_answers_503_and_resource_exhausted(program):
-    srv = Server(program, host="127.0.0.1", http_port=0, grpc_port=0, workers=1, queue_size=1).start()
+    srv = _test_handler_server(program, workers=1, queue_size=1).start()
     try:
         x = _x(8)
         codes, lock = [], threading.Lock()
@@ -220,16 +227,20 @@ def test_full_queue_answers_503_and_resource_exhausted(program):
         srv.stop()
 
 
-def test_a_worker_killed_mid_request_fails_that_request_and_is_replaced(server, session):
-    pool = server.service.pool
-    before = pool.restarts
-    with pytest.raises(WorkerCrashed, match="died"):
-        pool.submit("crash", None, 30.0).result(timeout=60)
-    assert pool.restarts == before + 1
-    x = _x(9)
-    for _ in range(3):                                   # both workers (one of them new) still answer
-        assert np.array_equal(pool.submit("tensor", x, 30.0).result(timeout=60)[0]["fc1"][0],
-                              session.score_numpy_array(x).output[0])
+def test_a_worker_killed_mid_request_fails_that_request_and_is_replaced(program, session):
+    srv = _test_handler_server(program, workers=2, queue_size=16).start()
+    try:
+        pool = srv.service.pool
+        before = pool.restarts
+        with pytest.raises(WorkerCrashed, match="died"):
+            pool.submit("crash", None, 30.0).result(timeout=60)
+        assert pool.restarts == before + 1
+        x = _x(9)
+        for _ in range(3):                               # both workers (one of them new) still answer
+            assert np.array_equal(pool.submit("tensor", x, 30.0).result(timeout=60)[0]["fc1"][0],
+                                  session.score_numpy_array(x).output[0])
+    finally:
+        srv.stop()
 
 
 def test_deadline(server):
@@ -245,7 +256,7 @@ def _tensor_in(x):
 
 def test_npu_serve_command(program):
     env = dict(os.environ)
-    proc = subprocess.Popen([sys.executable, "-m", "npu.cli", "serve", str(program), "--port", "0", "--grpc-port", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "npu_toolkit.cli", "serve", str(program), "--port", "0", "--grpc-port", "0",
                              "--host", "127.0.0.1", "--workers", "1"], stderr=subprocess.PIPE, text=True, env=env)
     try:
         port = None

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from compiler.compile import compile_model
-from compiler.io import run_on_simulator
+from npu.hostio import run_on_simulator
 from compiler.models import nets
 from compiler.reference import reference_outputs
 from npu.numerics import get_format, int_gemm

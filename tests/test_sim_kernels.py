@@ -14,8 +14,8 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-import sim_programs as sp
-from exact import rne_binary32
+from npu_toolkit.testing import programs as sp
+from npu_toolkit.testing.exact import rne_binary32
 from npu.numerics import mfu
 from npu.numerics.dot import matvec
 from npu.numerics.quantize import dequantize, quantize

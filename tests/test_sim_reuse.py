@@ -7,7 +7,7 @@ the same words, regions and machine.
 import numpy as np
 
 from compiler.compile import compile_model
-from compiler.io import dram_image_with_inputs
+from npu.hostio import dram_image_with_inputs
 from compiler.models import nets
 from npu.sim import clear_program_cache, simulate
 

@@ -2,7 +2,7 @@
 import numpy as np
 
 from npu.config import PRESETS
-from npu.examples import conv3x3_dram_image, conv3x3_reference, conv3x3_source
+from npu_toolkit.testing.examples import conv3x3_dram_image, conv3x3_reference, conv3x3_source
 from npu.isa import assemble
 from npu.numerics.pack import unpack_floats
 from npu.sim import simulate

@@ -11,18 +11,18 @@ import pytest
 
 from compiler.compile import compile_model
 from compiler.models import nets
-from compiler.models.photos import load_photos, preprocess
+from compiler.models.photos import load_photos
 from compiler.verify import verify_model
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.fullsize
 
 
 def verify_on_photos(name: str):
     """``verify_model`` of the named network on chelsea and coffee, asserting every layer."""
     model = nets.MODELS[name]()
     compiled = compile_model(model, "bw-s10", "wide")
-    recipe = compiled.program.metadata["preprocess"]
-    inputs = [preprocess(photo, recipe) for _, photo in load_photos(["chelsea", "coffee"])]
+    recipe = compiled.program.metadata.preprocess
+    inputs = [recipe.array(photo) for _, photo in load_photos(["chelsea", "coffee"])]
     report = verify_model(model, "bw-s10", "wide", inputs, compiled=compiled)
     assert report.ok, report.table()
     assert len(report.layers) >= len([nd for nd in compiled.plan.steps if not nd.name.endswith(".rows")]) - 1
@@ -40,5 +40,5 @@ def test_every_layer_on_photographs(name):
 def test_the_trained_network_keeps_its_recipe_and_labels():
     compiled = compile_model(nets.efficientnet_lite0(), "bw-s10", "mxfp8")
     meta = compiled.program.metadata
-    assert meta["preprocess"]["mean"] == [127.0, 127.0, 127.0] and meta["preprocess"]["scale"] == 1 / 128
-    assert len(meta["labels"]) == 1000 and meta["labels"][967] == "espresso"
+    assert meta.preprocess.mean == (127.0, 127.0, 127.0) and meta.preprocess.scale == 1 / 128
+    assert len(meta.labels) == 1000 and meta.labels[967] == "espresso"

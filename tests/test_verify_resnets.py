@@ -3,7 +3,7 @@ import pytest
 
 from test_verify_networks import verify_on_photos
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.fullsize
 
 
 @pytest.mark.parametrize("name", ["resnet50", "resnet152"])

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from ..ir import Graph
 from ..passes import run_passes
-from .loader import ModelLoadError, load_onnx
+from ..errors import ModelLoadError
+from .loader import load_onnx
 
 
 def import_onnx(source, timings: dict | None = None, outputs: list[str] | None = None) -> Graph:

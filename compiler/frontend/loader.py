@@ -12,13 +12,10 @@ import numpy as np
 import onnx
 from onnx import numpy_helper, shape_inference
 
-from ..ir import Graph, OnnxOp, Problem, UnsupportedModelError
+from ..errors import ModelLoadError, Problem, UnsupportedModelError
+from ..ir import Graph, OnnxOp
 
 MIN_OPSET = 7
-
-
-class ModelLoadError(ValueError):
-    """The file is not a readable ONNX model (names the file and what is wrong)."""
 
 
 def _read(source) -> tuple[onnx.ModelProto, str]:

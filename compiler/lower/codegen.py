@@ -18,11 +18,12 @@ from npu.isa.encoding import Instruction, make
 from npu.numerics import mfu
 from npu.numerics.formats import get_format
 from npu.numerics.pack import pack_floats
-from npu.npuz import TensorDesc
+from npu.npuz import TensorDesc, TensorLayout
 
 from ..ir import Add, Affine, Clip, Conv, GlobalPool, Graph, Node, Pad, Pool, Relu
-from ..layout import ActLayout
-from .plan import CompileError, Plan, band_input_rows
+from npu.layout import ActLayout
+from ..errors import CompileError
+from .plan import Plan, band_input_rows
 from .streams import Streams
 from .weights import conv_matrix, pack_tiles
 
@@ -322,11 +323,10 @@ class Codegen:
         return descs
 
     def _desc(self, t: str, st, lay: ActLayout, nbytes: int) -> TensorDesc:
-        params = {"channels": self.plan.shapes[t][0], "height": lay.height, "width": lay.width, "pad": lay.pad,
-                  "vectors": lay.stride, "native_dim": self.n, "channel_offset": self.plan.views[t][1]}
-        params.update(self.g.metadata.get("input_packing", {}).get(t, {}))
-        if t in self.g.metadata.get("io_order", {}):
-            params["order"] = self.g.metadata["io_order"][t]        # the host's array is H x W x C
+        params = TensorLayout(self.plan.shapes[t][0], lay.height, lay.width, lay.pad, lay.stride, self.n,
+                              channel_offset=self.plan.views[t][1],
+                              order=self.g.metadata.get("io_order", {}).get(t, "chw"),
+                              **self.g.metadata.get("input_packing", {}).get(t, {}))
         shape = self.g.metadata.get("original_shapes", {}).get(t, self.g.shapes[t])
         return TensorDesc(t, tuple(int(x) for x in shape), "hwc-padded", self.cfg.mfu_format, st.daddr, nbytes,
                           params)

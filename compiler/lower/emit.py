@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from npu.isa.encoding import Instruction, make
 
-from ..layout import ActLayout
+from npu.layout import ActLayout
 
 
 def _window_origin(src: ActLayout, pads: tuple[int, int]) -> int:

@@ -13,14 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from npu.config import NPUConfig
+from npu.layout import ActLayout
 
+from ..errors import CompileError, MemoryPlanError
 from ..ir import Concat, Conv, Flatten, Graph, GlobalPool, Node, Pad, Pool
-from ..layout import ActLayout
-from ..memory import Buffer, MemoryPlanError, plan_memory
-
-
-class CompileError(ValueError):
-    """The model cannot be mapped onto the chosen machine (names the layer and the limit)."""
+from ..memory import Buffer, plan_memory
 
 
 @dataclass

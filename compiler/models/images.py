@@ -1,10 +1,10 @@
-"""Structured synthetic images for calibration and accuracy checks (no datasets can be downloaded here).
+"""Structured synthetic images for calibrating the seeded networks' classifiers.
 
 White noise makes every image look alike after global average pooling;
 these images have what natural photographs have and noise lacks: smooth
 colour regions, edges, stripes at several frequencies and orientations, and
 a few filled shapes.  They are returned normalised as ImageNet models expect
-(per-channel mean and standard deviation of the brief's recipe).
+(torchvision's per-channel ImageNet mean and standard deviation).
 """
 from __future__ import annotations
 

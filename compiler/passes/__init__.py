@@ -1,13 +1,16 @@
 """Graph passes, registered in one place and run in this order by :func:`run_passes`.
 
-Each pass is a function ``Graph -> Graph`` in its own module.  The first
-group turns the ONNX import into typed nodes and ends with the legality
-check; the second optimises the typed graph for the NPU.
+Each pass is a function in its own module.  :data:`PASSES` (``Graph ->
+Graph``) turn the ONNX import into typed nodes, optimise them and end with
+the legality check; :data:`MACHINE_PASSES` (``(Graph, NPUConfig) ->
+Graph``) then rewrite the checked graph for one machine.
 """
 from __future__ import annotations
 
 import time
 from typing import Callable
+
+from npu.config import NPUConfig
 
 from ..ir import Graph
 from .dead_code import remove_dead_nodes
@@ -22,9 +25,12 @@ from .fuse_residual import fuse_residual
 from .host_softmax import host_softmax
 from .legality import check_legality
 from .lift import lift
+from .pack_input import pack_first_conv
 from .remove_identity import remove_identity
+from .split_pool import split_max_pools
 
 Pass = Callable[[Graph], Graph]
+MachinePass = Callable[[Graph, NPUConfig], Graph]
 
 #: (name, pass) in the order they run.
 PASSES: tuple[tuple[str, Pass], ...] = (
@@ -42,6 +48,23 @@ PASSES: tuple[tuple[str, Pass], ...] = (
     ("fuse_clip", fuse_clip),
     ("check_legality", check_legality),
 )
+
+
+#: (name, pass) of the machine-dependent rewrites, in the order they run.
+MACHINE_PASSES: tuple[tuple[str, MachinePass], ...] = (
+    ("pack_first_conv", pack_first_conv),      # a few-channel input packed into whole vectors by the host
+    ("split_max_pools", split_max_pools),      # max pools as row and column passes that fit the MFUs
+)
+
+
+def run_machine_passes(graph: Graph, config: NPUConfig, timings: dict | None = None) -> Graph:
+    """Apply :data:`MACHINE_PASSES` for ``config``; records seconds per pass in ``timings`` if given."""
+    for name, fn in MACHINE_PASSES:
+        t0 = time.perf_counter()
+        graph = fn(graph, config)
+        if timings is not None:
+            timings[name] = time.perf_counter() - t0
+    return graph
 
 
 def run_passes(graph: Graph, passes=PASSES, timings: dict | None = None) -> Graph:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 from onnx.reference import ReferenceEvaluator
 
-from ..ir import Graph, OnnxOp, Problem, UnsupportedModelError
+from ..errors import Problem, UnsupportedModelError
+from ..ir import Graph, OnnxOp
 
 
 def _evaluate(node: OnnxOp, graph: Graph) -> list[np.ndarray]:

@@ -1,7 +1,8 @@
 """A Softmax at the end of the graph runs on the host: the NPU emits logits, the runtime normalises them."""
 from __future__ import annotations
 
-from ..ir import Graph, Problem, Softmax
+from ..errors import Problem
+from ..ir import Graph, Softmax
 
 
 def host_softmax(graph: Graph) -> Graph:

@@ -1,7 +1,8 @@
 """The legality check: every problem the front end and the rewrites found, reported at once, before lowering."""
 from __future__ import annotations
 
-from ..ir import Graph, OnnxOp, Pool, Problem, UnsupportedModelError
+from ..errors import Problem, UnsupportedModelError
+from ..ir import Graph, OnnxOp, Pool
 from ._util import non_negative
 
 

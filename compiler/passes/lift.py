@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import Problem
 from ..ir import (Add, Affine, BatchNorm, Clip, Concat, Conv, Flatten, GlobalPool, Graph, Identity, OnnxOp, Pad,
-                  Pool, Problem, Relu, Softmax)
+                  Pool, Relu, Softmax)
 
 
 class Unsupported(Exception):

@@ -1,4 +1,5 @@
-"""The instruction set: one table (table.py) drives encoding, assembly, docs and the Verilog header."""
+"""The instruction set: one table (table.py) drives encoding, assembly, and (through npu.generate) docs and the
+Verilog header."""
 from .assembler import AssembledProgram, assemble
 from .disassembler import disassemble
 from .encoding import Instruction, decode, decode_program, encode, encode_program, make

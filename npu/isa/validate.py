@@ -24,17 +24,27 @@ def mfu_assignment(ops: list[str], mfus: int | None = None) -> list[tuple[int, i
     return out
 
 
-def chain_groups(instrs):
-    """Yield (index of `chain`, instructions from `chain` to `end_chain` inclusive)."""
+def instruction_groups(instrs):
+    """Yield (index of the first instruction, group) for each unit of a program, in order.
+
+    A chain's group runs from `chain` through its parts (v_rd, mv_mul, MFU ops, v_wr) to `end_chain`;
+    every other instruction, a chain part outside a chain too, is a group of its own.  A chain whose
+    parts are followed by anything but `end_chain` is not closed: its group stops before that
+    instruction (so it does not end with `end_chain`) and the walk goes on from there.
+    """
+    n = len(instrs)
     i = 0
-    while i < len(instrs):
+    while i < n:
         if instrs[i].spec.mnemonic == "chain":
-            j = i
-            while j < len(instrs) and instrs[j].spec.mnemonic != "end_chain":
+            j = i + 1
+            while j < n and instrs[j].spec.mnemonic in CHAIN_PARTS:
                 j += 1
-            yield i, list(instrs[i:j + 1])
-            i = j + 1
+            if j < n and instrs[j].spec.mnemonic == "end_chain":
+                j += 1
+            yield i, instrs[i:j]
+            i = j
         else:
+            yield i, instrs[i:i + 1]
             i += 1
 
 
@@ -82,29 +92,21 @@ def validate_program(instrs, config: NPUConfig | None = None, lines=None, source
     n = len(instrs)
     if n == 0 or instrs[-1].spec.mnemonic != "halt":
         ck.err(max(n - 1, 0), "the program must end with halt")
-    i = 0
-    while i < n:
-        ins = instrs[i]
-        name = ins.spec.mnemonic
+    for i, group in instruction_groups(instrs):
+        name = group[0].spec.mnemonic
         if name == "halt" and i != n - 1:
             ck.err(i, "halt must be the last instruction")
-        if name in CHAIN_PARTS or name == "end_chain":
-            ck.err(i, f"{name} outside a chain (a chain starts with `chain`)")
-        elif name == "chain":
-            j = i + 1
-            while j < n and instrs[j].spec.mnemonic in CHAIN_PARTS:
-                j += 1
-            if j >= n or instrs[j].spec.mnemonic != "end_chain":
+        if name == "chain":
+            if group[-1].spec.mnemonic == "end_chain":
+                _check_chain(ck, i, group)
+            else:
+                j = i + len(group)
                 ck.err(i, "chain is not closed by end_chain" + (
                     f" (instruction {j} is {instrs[j].spec.mnemonic})" if j < n else ""))
-                i = j
-                continue
-            _check_chain(ck, i, instrs[i:j + 1])
-            i = j + 1
-            continue
+        elif name in CHAIN_PARTS or name == "end_chain":
+            ck.err(i, f"{name} outside a chain (a chain starts with `chain`)")
         else:
-            _check_plain(ck, i, ins)
-        i += 1
+            _check_plain(ck, i, group[0])
     if ck.errors:
         raise IsaError("\n".join(ck.errors), ck.first)
 

@@ -12,6 +12,11 @@ Two families matter to the matrix-vector unit (MVU):
 The MFU and the vector memories use IEEE ``fp16`` / ``bf16`` / ``fp32``;
 ``int8`` (symmetric, per output channel) is a reference format for weight
 studies.  ``docs/numerics.md`` is the contract these records encode.
+
+The codes by which the simulator's kernels and the RTL name an MFU format
+(:attr:`FloatFormat.code`) and an element kind (:data:`ELEMENT_KIND_CODES`)
+are defined here and nowhere else; ``python -m npu.generate --format-codes``
+writes them into the Verilog header ``hdl/generated/format_codes.vh``.
 """
 from __future__ import annotations
 
@@ -23,6 +28,10 @@ import numpy as np
 
 class FormatError(ValueError):
     """An unknown format name or data the format cannot hold."""
+
+
+#: Code of each element kind (see :class:`ElementSpec`): the RTL's ``KIND`` parameter.
+ELEMENT_KIND_CODES = {"sm": 0, "int": 1, "fp": 2}
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,15 @@ class ElementSpec:
     max_normal: float = 0.0   # largest finite magnitude
     emax: int = 0             # exponent of the largest normal (MX "emax_elem")
     dtype: object = None      # for fp: ml_dtypes element type
+
+    def __post_init__(self) -> None:
+        if self.kind not in ELEMENT_KIND_CODES:
+            raise FormatError(f"element kind {self.kind!r} is none of {', '.join(ELEMENT_KIND_CODES)}")
+
+    @property
+    def kind_code(self) -> int:
+        """Code of the element kind (:data:`ELEMENT_KIND_CODES`)."""
+        return ELEMENT_KIND_CODES[self.kind]
 
     @property
     def quantum_min(self) -> float:
@@ -97,11 +115,15 @@ class BlockFormat:
 
 @dataclass(frozen=True)
 class FloatFormat:
-    """An IEEE-style scalar format (MFU arithmetic and host data)."""
+    """An IEEE-style scalar format: an MFU format (MFU arithmetic, vector memory) and host data.
+
+    ``code`` names the format to the simulator's kernels and to the RTL (its ``FMT`` parameter).
+    """
 
     name: str
     dtype: object
     bits: int
+    code: int
 
     family = "float"
 
@@ -152,10 +174,10 @@ _register(BlockFormat("mxfp8_e5m2", _fp(ml_dtypes.float8_e5m2, 5, 2), 32, 8, 127
 _register(BlockFormat("mxfp6_e2m3", _fp(ml_dtypes.float6_e2m3fn, 2, 3), 32, 8, 127))
 _register(BlockFormat("mxfp6_e3m2", _fp(ml_dtypes.float6_e3m2fn, 3, 2), 32, 8, 127))
 _register(BlockFormat("mxfp4_e2m1", _fp(ml_dtypes.float4_e2m1fn, 2, 1), 32, 8, 127))
-# Scalar reference formats.
-_register(FloatFormat("fp16", np.dtype(np.float16), 16))
-_register(FloatFormat("bf16", np.dtype(ml_dtypes.bfloat16), 16))
-_register(FloatFormat("fp32", np.dtype(np.float32), 32))
+# MFU formats (IEEE scalars; ``code`` as the kernels and the RTL know them), then int8 for weight studies.
+_register(FloatFormat("fp16", np.dtype(np.float16), 16, code=0))
+_register(FloatFormat("bf16", np.dtype(ml_dtypes.bfloat16), 16, code=1))
+_register(FloatFormat("fp32", np.dtype(np.float32), 32, code=2))
 _register(IntChannelFormat("int8"))
 
 ALIASES = {
@@ -176,5 +198,10 @@ def get_format(name: str):
 
 
 def block_formats() -> list[BlockFormat]:
-    """Every block format, in registry order."""
+    """Every block format (the MVU's formats), in registry order."""
     return [f for f in FORMATS.values() if isinstance(f, BlockFormat)]
+
+
+def mfu_formats() -> list[FloatFormat]:
+    """Every MFU format, in code order."""
+    return sorted((f for f in FORMATS.values() if isinstance(f, FloatFormat)), key=lambda f: f.code)

@@ -23,11 +23,12 @@ import numpy as np
 
 from .dot import accumulate_row
 from .float_bits import as_bits, fp16_bits, from_bits, widen_bf16, widen_fp16
-from .formats import FormatError
+from .formats import FORMATS, FormatError, mfu_formats
+from .mfu import CANONICAL_NAN_BITS
 
-#: MFU format codes of the kernels.
-FP16, BF16, FP32 = 0, 1, 2
-FORMAT_CODES = {"fp16": FP16, "bf16": BF16, "fp32": FP32}
+#: MFU format codes of the kernels: the formats' ``code`` (npu.numerics.formats).
+FORMAT_CODES = {f.name: f.code for f in mfu_formats()}
+FP16, BF16, FP32 = (FORMATS[name].code for name in ("fp16", "bf16", "fp32"))
 
 #: Operation codes.  A vector-vector or vector-scalar op takes its second operand ``b``.
 ADD, A_SUB_B, B_SUB_A, MUL, MAX, MIN, RELU, SIGMOID, TANH = range(9)
@@ -53,7 +54,7 @@ def format_code(name: str) -> int:
     try:
         return FORMAT_CODES[name]
     except KeyError:
-        raise FormatError(f"{name!r} is not an MFU format (fp16, bf16, fp32)") from None
+        raise FormatError(f"{name!r} is not an MFU format ({', '.join(FORMAT_CODES)})") from None
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -100,10 +101,14 @@ def load_row(vmem, fmt, addr, dst):
             dst[e] = np.float32(vmem[addr, e])
 
 
+#: The canonical NaN encodings (compile-time constants of the kernels).
+_NAN_FP16, _NAN_BF16, _NAN_FP32 = (CANONICAL_NAN_BITS[f] for f in ("fp16", "bf16", "fp32"))
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
 def _encode_fp16(x):
     """binary16 bits of binary32 ``x``, a binary16 value; NaN gives the canonical NaN."""
-    return np.uint16(0x7E00) if x != x else fp16_bits(x)
+    return np.uint16(_NAN_FP16) if x != x else fp16_bits(x)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -115,11 +120,11 @@ def encode_row(v, fmt, out):
     elif fmt == BF16:
         for e in range(v.shape[0]):
             b = as_bits(v[e])
-            out[e] = np.uint32(0x7FC0) if (b & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000) else b >> np.uint32(16)
+            out[e] = np.uint32(_NAN_BF16) if (b & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000) else b >> np.uint32(16)
     else:
         for e in range(v.shape[0]):
             b = as_bits(v[e])
-            out[e] = np.uint32(0x7FC00000) if (b & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000) else b
+            out[e] = np.uint32(_NAN_FP32) if (b & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000) else b
 
 
 @numba.njit(cache=True, nogil=True)

@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..config import NPUConfig
-from ..isa.table import BY_MNEMONIC, MFU_SLOTS, Queue
+from ..isa.errors import IsaError
+from ..isa.table import BY_MNEMONIC, MFU_SLOTS, REDUCE_MODES, Queue
+from ..isa.validate import instruction_groups, validate_program
 from .errors import SimulationError
 
 
@@ -94,34 +96,19 @@ class SimProgram:
     regions: list[tuple[str, int, int]] = field(default_factory=list)
 
 
-def _mnemonic(instr) -> str:
-    return instr.spec.mnemonic
-
-
 def build_program(instrs, config: NPUConfig, regions=None) -> SimProgram:
     """Validate decoded instructions for ``config`` and group them into executable ops."""
-    from ..isa.errors import IsaError
-    from ..isa.validate import validate_program
-
     try:
         validate_program(instrs, config)
     except IsaError as exc:
         raise SimulationError(str(exc), exc.index) from None
     ops: list = []
-    i = 0
-    while i < len(instrs):
-        ins = instrs[i]
-        name = _mnemonic(ins)
+    for i, group in instruction_groups(instrs):
+        ins = group[0]
+        name = ins.spec.mnemonic
         if name == "chain":
-            j = i + 1
-            parts = []
-            while _mnemonic(instrs[j]) != "end_chain":
-                parts.append(instrs[j])
-                j += 1
-            ops.append(_chain(i, ins, parts, instrs[j]))
-            i = j + 1
-            continue
-        if name in ("v_load", "v_store", "m_load"):
+            ops.append(_chain(i, group))
+        elif name in ("v_load", "v_store", "m_load"):
             ops.append(DmaOp(name, i, dict(ins.fields), frozenset(ins.wait), frozenset(ins.signal)))
         elif name in ("s_wr", "nop"):
             ops.append(ScalarOp(name, i, dict(ins.fields), frozenset(ins.wait), frozenset(ins.signal)))
@@ -129,18 +116,18 @@ def build_program(instrs, config: NPUConfig, regions=None) -> SimProgram:
             ops.append(ScalarOp(name, i, {}, frozenset(ins.wait), frozenset(ins.signal)))
         else:   # validate_program rejects everything else outside a chain
             raise SimulationError("instruction outside a chain", i, mnemonic=name)
-        i += 1
     return SimProgram(ops, len(instrs), list(regions or []))
 
 
-def _chain(index: int, head, parts, end) -> ChainOp:
+def _chain(index: int, group) -> ChainOp:
+    """The ChainOp of a validated chain whose `chain` instruction is at ``index``."""
+    head, rd_ins, end = group[0], group[1], group[-1]
     f = head.fields
-    rd = dict(parts[0].fields)
     mbase = None
     mfu = []
     wr: dict = {}
-    for offset, p in enumerate(parts[1:], start=2):
-        name = _mnemonic(p)
+    for offset, p in enumerate(group[2:-1], start=2):
+        name = p.spec.mnemonic
         if name == "mv_mul":
             mbase = p.fields["mbase"]
         elif name in MFU_SLOTS:
@@ -150,8 +137,6 @@ def _chain(index: int, head, parts, end) -> ChainOp:
                              s_r=pf.get("s_r", 0), sreg=pf.get("sreg", -1)))
         elif name == "v_wr":
             wr = dict(p.fields)
-    from ..isa.table import REDUCE_MODES
-
-    return ChainOp(index=index, end_index=index + len(parts) + 1, n0=f["n0"], n1=f["n1"], k0=f["k0"],
-                   k1=f["k1"], c=f["c"], r=f["r"], reduce=REDUCE_MODES[f["reduce"]], rd=rd, mbase=mbase,
-                   mfu=tuple(mfu), wr=wr, wait=frozenset(head.wait), signal=frozenset(end.signal))
+    return ChainOp(index=index, end_index=index + len(group) - 1, n0=f["n0"], n1=f["n1"], k0=f["k0"],
+                   k1=f["k1"], c=f["c"], r=f["r"], reduce=REDUCE_MODES[f["reduce"]], rd=dict(rd_ins.fields),
+                   mbase=mbase, mfu=tuple(mfu), wr=wr, wait=frozenset(head.wait), signal=frozenset(end.signal))

@@ -8,17 +8,21 @@ import threading
 from .grpc_service import GrpcServer
 from .http import HttpServer
 from .service import InferenceService
-from .workers import BadRequest, Overloaded, RequestTimeout, WorkerCrashed, WorkerPool
+from .workers import BadRequest, Overloaded, RequestTimeout, WorkerCrashed, WorkerPool, score
 
 
 class Server:
-    """An InferenceService with its HTTP and gRPC endpoints."""
+    """An InferenceService with its HTTP and gRPC endpoints.
+
+    ``handler(session, kind, payload)`` answers each request in the
+    workers (``workers.score``; tests pass doubles that crash or stall).
+    """
 
     def __init__(self, program_path, *, host: str = "0.0.0.0", http_port: int = 8000, grpc_port: int = 8001,
                  workers: int = 2, queue_size: int = 64, timeout: float = 60.0, name: str | None = None,
-                 max_body: int = 64 << 20):
+                 max_body: int = 64 << 20, handler=score):
         self.service = InferenceService(program_path, name=name, workers=workers, queue_size=queue_size,
-                                        timeout=timeout)
+                                        timeout=timeout, handler=handler)
         try:
             self.http = HttpServer(self.service, host, http_port, max_body)
             self.grpc = GrpcServer(self.service, host, grpc_port, max_message=max_body)

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from npu.npuz import load_program
 
-from .workers import BadRequest, Overloaded, RequestTimeout, WorkerCrashed, WorkerPool
+from .workers import BadRequest, Overloaded, RequestTimeout, WorkerCrashed, WorkerPool, score
 
 IMAGE_INPUT = "images"
 #: KServe v2 datatype -> numpy dtype for the tensors this server accepts or returns.
@@ -46,10 +46,11 @@ class InferResult:
 
 
 class InferenceService:
-    """One compiled program served by a pool of simulator workers."""
+    """One compiled program served by a pool of simulator workers (``handler``: see WorkerPool)."""
 
     def __init__(self, program_path: str | Path, *, name: str | None = None, workers: int = 2,
-                 queue_size: int = 64, timeout: float = 60.0, max_batch: int = 1, backend: str = "sim"):
+                 queue_size: int = 64, timeout: float = 60.0, max_batch: int = 1, backend: str = "sim",
+                 handler=score):
         self.path = Path(program_path)
         self.program = load_program(self.path)
         self.name = name or self.path.stem
@@ -71,7 +72,8 @@ class InferenceService:
                                 ["model"], registry=self.registry)
         self.m_queue.labels(self.name).set_function(lambda: self.pool.depth)
         self.m_restarts.labels(self.name).set_function(lambda: self.pool.restarts)
-        self.pool = WorkerPool(self.path, workers=workers, queue_size=queue_size, backend=backend)
+        self.pool = WorkerPool(self.path, workers=workers, queue_size=queue_size, backend=backend,
+                               handler=handler)
 
     # --- readiness and metadata -----------------------------------------------------------------
     def ready(self, timeout: float | None = 0) -> bool:

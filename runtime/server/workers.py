@@ -18,8 +18,6 @@ import traceback
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-import numpy as np
-
 
 class Overloaded(RuntimeError):
     """The request queue is full."""
@@ -41,16 +39,22 @@ class BadRequest(ValueError):
 class Job:
     """One inference request: an input tensor or encoded image, and its deadline."""
 
-    kind: str                     # "tensor" or "image"
+    kind: str                     # "tensor" or "image" (what the pool's handler answers)
     payload: object
     deadline: float
     future: Future = field(default_factory=Future)
     enqueued: float = field(default_factory=time.monotonic)
 
 
-def _worker_main(program_path: str, backend: str, conn) -> None:
-    """Worker process: load the program once, then answer (kind, payload) requests until told to stop."""
-    from runtime.preprocess import ImageError
+def score(session, kind: str, payload) -> tuple[dict, dict]:
+    """The production request handler: score an encoded image or an input tensor; (outputs, stats dict)."""
+    result = session.score_image(payload, "image") if kind == "image" else session.score_numpy_array(payload)
+    return result.outputs, result.stats.to_dict()
+
+
+def _worker_main(program_path: str, backend: str, handler, conn) -> None:
+    """Worker process: load the program once, then answer (kind, payload) requests with ``handler`` until stopped."""
+    from npu.preprocess import ImageError
     from runtime.session import Session
 
     try:
@@ -68,18 +72,7 @@ def _worker_main(program_path: str, backend: str, conn) -> None:
             return
         kind, payload = msg
         try:
-            if kind == "image":
-                result = session.score_image(payload, "image")
-            elif kind == "crash":             # test hook: die mid-request like a crashing worker would
-                import os
-
-                os._exit(17)
-            elif kind == "sleep":             # test hook: a request that keeps the worker busy
-                time.sleep(float(payload))
-                result = None
-            else:
-                result = session.score_numpy_array(payload)
-            conn.send(("ok", (result.outputs, result.stats.to_dict()) if result is not None else ({}, {})))
+            conn.send(("ok", handler(session, kind, payload)))
         except (ValueError, ImageError) as exc:
             conn.send(("bad", str(exc)))
         except Exception as exc:   # any other failure is the server's fault; report it, keep serving
@@ -92,9 +85,9 @@ _ENV_LOCK = threading.Lock()
 
 
 class _Worker:
-    def __init__(self, ctx, program_path: str, backend: str, threads: int):
+    def __init__(self, ctx, program_path: str, backend: str, handler, threads: int):
         self.parent, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(program_path, backend, child), daemon=True)
+        self.proc = ctx.Process(target=_worker_main, args=(program_path, backend, handler, child), daemon=True)
         # the workers share the cores: each starts with its part of the thread pools (a spawned child reads
         # these at start-up; the parent's pools are already sized, so setting them briefly here is harmless)
         with _ENV_LOCK:
@@ -123,12 +116,17 @@ class _Worker:
 
 
 class WorkerPool:
-    """``workers`` simulator processes fed from a queue of at most ``queue_size`` waiting requests."""
+    """``workers`` simulator processes fed from a queue of at most ``queue_size`` waiting requests.
+
+    Each worker answers a request with ``handler(session, kind, payload)`` -> (outputs, stats dict);
+    the handler must be a module-level function (the worker processes are spawned and import it).
+    """
 
     def __init__(self, program_path: str, *, workers: int = 2, queue_size: int = 64, backend: str = "sim",
-                 start_timeout: float = 120.0, on_done=None):
+                 start_timeout: float = 120.0, on_done=None, handler=score):
         self.program_path = str(program_path)
         self.backend = backend
+        self.handler = handler
         self.queue: queue.Queue[Job] = queue.Queue(maxsize=queue_size)
         self.ctx = mp.get_context("spawn")
         self.start_timeout = start_timeout
@@ -183,8 +181,8 @@ class WorkerPool:
                 w.stop()
 
     def _start(self, slot: int) -> _Worker:
-        w = _Worker(self.ctx, self.program_path, self.backend, threads=max(1, (os.cpu_count() or 1) //
-                                                                             len(self._threads)))
+        w = _Worker(self.ctx, self.program_path, self.backend, self.handler,
+                    threads=max(1, (os.cpu_count() or 1) // len(self._threads)))
         if not w.parent.poll(self.start_timeout):
             w.stop()
             raise RuntimeError(f"worker did not load {self.program_path} within {self.start_timeout:.0f} s")
@@ -271,8 +269,3 @@ class WorkerPool:
                 continue
             if job.future.set_running_or_notify_cancel():
                 job.future.set_exception(exc)
-
-
-def as_float32(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Outputs as contiguous float32 arrays (what the protocols send)."""
-    return {k: np.ascontiguousarray(v, np.float32) for k, v in outputs.items()}

@@ -10,19 +10,15 @@ burst AXI_RAM_LATENCY cycles after its address, so the estimate is made with
 that DRAM latency (the presets' 100 ns is a DRAM's, not this model's).
 """
 import os
-import sys
 from pathlib import Path
 
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "hdl"))
-import sim_programs as sp  # noqa: E402
-from cosim_tb import run_on_core  # noqa: E402
-
-from npu.sim import simulate  # noqa: E402
+from hdl.cosim_tb import run_on_core
+from npu.sim import simulate
+from npu_toolkit.testing import programs as sp
 
 
 #: Cycles from a read address to its first data beat in cocotbext-axi's AXI RAM.
@@ -51,7 +47,7 @@ def programs():
     which = os.environ.get("NPU_CORE_MODELS", "resnet_small,vgg_small,mobile_small")
     if which:
         from compiler.compile import compile_model
-        from compiler.io import dram_image_with_inputs
+        from npu.hostio import dram_image_with_inputs
         from compiler.models import nets
 
         for model in which.split(","):

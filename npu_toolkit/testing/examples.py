@@ -5,11 +5,10 @@ example; the compiler produces such chains for whole networks.
 """
 from __future__ import annotations
 
-import time
 
 import numpy as np
 
-from .config import PRESETS, NPUConfig, load_config
+from npu.config import NPUConfig
 
 
 def conv3x3_source(cfg: NPUConfig, height: int = 8, width: int = 8, cin_vectors: int = 2,
@@ -20,7 +19,7 @@ def conv3x3_source(cfg: NPUConfig, height: int = 8, width: int = 8, cin_vectors:
     pixel = ``cin_vectors`` native vectors); one chain sweeps every output
     pixel.  DRAM holds the input, the bias and the packed weight tiles.
     """
-    from .numerics.pack import tile_nbytes
+    from npu.numerics.pack import tile_nbytes
 
     in_vectors = (height + 2) * (width + 2) * cin_vectors
     tiles = cout_vectors * 9 * cin_vectors
@@ -65,9 +64,9 @@ def conv3x3_reference(cfg: NPUConfig, x: np.ndarray, w: np.ndarray, bias: np.nda
     ``x`` is (H, W, Cin), ``w`` is (Cout, 3, 3, Cin), ``bias`` is (Cout,);
     the result is (H, W, Cout) in the MFU format.
     """
-    from .numerics import mfu
-    from .numerics.dot import matvec
-    from .numerics.quantize import quantize
+    from npu.numerics import mfu
+    from npu.numerics.dot import matvec
+    from npu.numerics.quantize import quantize
 
     n = cfg.native_dim
     h, wd, cin = x.shape
@@ -94,8 +93,8 @@ def conv3x3_dram_image(cfg: NPUConfig, x: np.ndarray, w: np.ndarray, bias: np.nd
     """
     from compiler.lower.weights import conv_matrix, pack_tiles
 
-    from .numerics import mfu
-    from .numerics.pack import pack_floats
+    from npu.numerics import mfu
+    from npu.numerics.pack import pack_floats
 
     n = cfg.native_dim
     h, wd, cin = x.shape

@@ -1,7 +1,7 @@
 """First-layer input packing: a few-channel image fills whole vectors before it reaches the NPU.
 
 A 3-channel image would use 3 of N lanes of every vector.  When the graph
-input feeds one convolution, the host packs it (``compiler.io.input_tensor``)
+input feeds one convolution, the host packs it (``npu.hostio.input_tensor``)
 from the parameters recorded here, in one of two ways:
 
 * **strip** (preferred): for each output row, a packed pixel holds a strip of
@@ -19,6 +19,8 @@ from the parameters recorded here, in one of two ways:
 from __future__ import annotations
 
 import numpy as np
+
+from npu.config import NPUConfig
 
 from ..ir import Conv, Graph
 
@@ -45,7 +47,7 @@ def strip_weights(weight: np.ndarray, stride_w: int, group: int) -> tuple[np.nda
     return out.reshape(phases * cout, kh * group * c, 1, taps), taps
 
 
-def pack_first_conv(graph: Graph, native_dim: int) -> Graph:
+def pack_first_conv(graph: Graph, config: NPUConfig) -> Graph:
     """Rewrite each input's only Conv to read strip- or im2col-packed input when the input has < N/4 channels."""
     packing = graph.metadata.setdefault("input_packing", {})
     original = graph.metadata.setdefault("original_shapes", {})
@@ -57,12 +59,12 @@ def pack_first_conv(graph: Graph, native_dim: int) -> Graph:
         conv = cons[0]
         c, h, w = graph.shapes[t]
         cout, cin, kh, kw = conv.weight.shape
-        if (kh, kw) == (1, 1) or 4 * c >= native_dim:
+        if (kh, kw) == (1, 1) or 4 * c >= config.native_dim:
             continue
         _, oh, ow = graph.shapes[conv.outputs[0]]
         conv.model_macs = conv.macs((oh, ow))
         params = {"kernel": [kh, kw], "stride": list(conv.stride), "pads": list(conv.pads), "image_shape": [c, h, w]}
-        group = strip_group(c, kh, conv.stride[1], native_dim)
+        group = strip_group(c, kh, conv.stride[1], config.native_dim)
         if group // conv.stride[1] >= 2:
             conv.weight, taps = strip_weights(conv.weight, conv.stride[1], group)
             conv.column_phases = group // conv.stride[1]

@@ -96,7 +96,7 @@ def run_demo(config: str = "bw-s10", model: str = DEFAULT_MODEL, precision: str 
     from compiler.report import layer_rows, report_table
     from npu.sim import simulate
 
-    from .session import Session
+    from runtime import Session
 
     if model not in nets.MODELS:
         print(f"npu demo: unknown model {model!r}; choose one of {', '.join(sorted(nets.MODELS))}", file=sys.stderr)

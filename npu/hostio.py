@@ -1,4 +1,8 @@
-"""Host side of a compiled program's tensors: numpy arrays <-> the DRAM images the NPU reads and writes."""
+"""Host side of a program's tensors: numpy arrays <-> the DRAM images the NPU reads and writes.
+
+Everything here follows the program file's own description of each tensor
+(``npu.npuz.TensorLayout``), so a runtime needs nothing but the program.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -10,20 +14,31 @@ from npu.npuz import TensorDesc
 from .layout import ActLayout
 
 
+def windows(x: np.ndarray, kernel, stride, pads, out_hw) -> np.ndarray:
+    """(OH*OW, kh*kw, C) windows of a C x H x W array, taps in row-major order.
+
+    Output pixel (oy, ox) reads rows ``sy*oy + ky - top`` and columns
+    ``sx*ox + kx - left`` (``pads`` starts with top, left); every position
+    outside the array is zero.
+    """
+    kh, kw = kernel
+    sy, sx = stride
+    top, left = pads[0], pads[1]
+    oh, ow = out_hw
+    c, h, w = x.shape
+    xp = np.zeros((c, max(h + top, (oh - 1) * sy + kh), max(w + left, (ow - 1) * sx + kw)), x.dtype)
+    xp[:, top:top + h, left:left + w] = x
+    taps = [xp[:, ky:ky + sy * (oh - 1) + 1:sy, kx:kx + sx * (ow - 1) + 1:sx] for ky in range(kh) for kx in range(kw)]
+    return np.stack(taps).transpose(2, 3, 0, 1).reshape(oh * ow, kh * kw, c)
+
+
 def im2col(x: np.ndarray, kernel, stride, pads) -> np.ndarray:
     """(kh*kw*C, OH, OW) windows of a C x H x W image; channel (ky*kw + kx)*C + c (zero padding)."""
     c, h, w = x.shape
-    kh, kw = kernel
-    sy, sx = stride
+    (kh, kw), (sy, sx) = kernel, stride
     top, left, bottom, right = pads
-    xp = np.pad(x, ((0, 0), (top, bottom), (left, right)))
-    oh = (h + top + bottom - kh) // sy + 1
-    ow = (w + left + right - kw) // sx + 1
-    out = np.empty((kh, kw, c, oh, ow), x.dtype)
-    for ky in range(kh):
-        for kx in range(kw):
-            out[ky, kx] = xp[:, ky:ky + sy * (oh - 1) + 1:sy, kx:kx + sx * (ow - 1) + 1:sx]
-    return out.reshape(kh * kw * c, oh, ow)
+    oh, ow = (h + top + bottom - kh) // sy + 1, (w + left + right - kw) // sx + 1
+    return windows(x, kernel, stride, pads, (oh, ow)).reshape(oh, ow, kh * kw * c).transpose(2, 0, 1)
 
 
 def strip_windows(x: np.ndarray, kernel, stride, pads, group: int, out_hw) -> np.ndarray:
@@ -43,7 +58,7 @@ def strip_windows(x: np.ndarray, kernel, stride, pads, group: int, out_hw) -> np
 
 def _layout(desc: TensorDesc) -> ActLayout:
     p = desc.params
-    return ActLayout(p["channels"], p["height"], p["width"], p["pad"], p["native_dim"], 0, pitch=p["vectors"])
+    return ActLayout(p.channels, p.height, p.width, p.pad, p.native_dim, 0, pitch=p.vectors)
 
 
 def input_tensor(desc: TensorDesc, array: np.ndarray) -> np.ndarray:
@@ -56,16 +71,12 @@ def input_tensor(desc: TensorDesc, array: np.ndarray) -> np.ndarray:
         raise ValueError(f"input {desc.name!r}: expected shape {list(want)} (or [1, {', '.join(map(str, want))}]), "
                          f"got {list(np.shape(array))}")
     p = desc.params
-    if p.get("order") == "hwc":
+    if p.order == "hwc":
         x = np.ascontiguousarray(x.transpose(2, 0, 1))
-    elif p.get("order", "chw") != "chw":
-        raise ValueError(f"input {desc.name!r}: unknown array order {p['order']!r} in the program file")
-    if p.get("packing") == "im2col":
-        x = im2col(x, p["kernel"], p["stride"], p["pads"])
-    elif p.get("packing") == "strip":
-        x = strip_windows(x, p["kernel"], p["stride"], p["pads"], p["group"], (p["height"], p["width"]))
-    elif "packing" in p:
-        raise ValueError(f"input {desc.name!r}: unknown input packing {p['packing']!r} in the program file")
+    if p.packing == "im2col":
+        x = im2col(x, p.kernel, p.stride, p.pads)
+    elif p.packing == "strip":
+        x = strip_windows(x, p.kernel, p.stride, p.pads, p.group, (p.height, p.width))
     return x
 
 
@@ -84,10 +95,10 @@ def unpack_output(desc: TensorDesc, data: bytes) -> np.ndarray:
     lay = _layout(desc)
     vectors = unpack_floats(data, desc.dtype, lay.size * lay.native_dim).astype(np.float32)
     vectors = vectors.reshape(lay.size, lay.native_dim)
-    off = desc.params.get("channel_offset", 0)
+    off = desc.params.channel_offset
     full = ActLayout(lay.stride * lay.native_dim, lay.height, lay.width, lay.pad, lay.native_dim)
     chw = full.from_vectors(vectors)[off:off + lay.channels]
-    if desc.params.get("order") == "hwc":
+    if desc.params.order == "hwc":
         return np.ascontiguousarray(chw.reshape(lay.channels, lay.height, lay.width).transpose(1, 2, 0))
     return chw.reshape(desc.shape)
 

@@ -11,12 +11,15 @@ the window's maximum exactly.  A window whose last row fits the MFUs
 """
 from __future__ import annotations
 
+from npu.config import NPUConfig
+
 from ..ir import Graph, Pool
-from ..passes._util import non_negative
+from ._util import non_negative
 
 
-def split_max_pools(graph: Graph, mfus: int) -> Graph:
-    """Replace each max pool over non-negative input whose rows are wider than ``mfus`` by two passes."""
+def split_max_pools(graph: Graph, config: NPUConfig) -> Graph:
+    """Replace each max pool over non-negative input whose rows are wider than the MFUs by two passes."""
+    mfus = config.mfus
     for node in list(graph.topological()):
         if not isinstance(node, Pool) or node.mode != "max" or not non_negative(graph, node.inputs[0]):
             continue

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .config import DEFAULT_PRESET, PRESETS, ConfigError, NPUConfig, load_config
+from npu import __version__
+from npu.config import DEFAULT_PRESET, PRESETS, ConfigError, NPUConfig, load_config
 
 
 class CliError(Exception):
@@ -38,7 +38,7 @@ def presets_table(configs: list[NPUConfig]) -> str:
 
 def formats_table(native_dim: int) -> str:
     """A readable table of every numeric format."""
-    from .numerics.formats import FORMATS, BlockFormat, FloatFormat
+    from npu.numerics.formats import FORMATS, BlockFormat, FloatFormat
 
     rows = []
     for f in FORMATS.values():
@@ -81,7 +81,7 @@ def _read_text(path: str) -> str:
 
 
 def _cmd_asm(args: argparse.Namespace) -> int:
-    from .isa.assembler import assemble
+    from npu.isa.assembler import assemble
 
     cfg = load_config(args.config)
     program = assemble(_read_text(args.source), cfg, source=args.source)
@@ -92,8 +92,8 @@ def _cmd_asm(args: argparse.Namespace) -> int:
 
 
 def _cmd_disasm(args: argparse.Namespace) -> int:
-    from .isa.disassembler import disassemble
-    from .isa.encoding import decode_program
+    from npu.isa.disassembler import disassemble
+    from npu.isa.encoding import decode_program
 
     try:
         data = Path(args.binary).read_bytes()
@@ -108,19 +108,19 @@ def _cmd_disasm(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .sim import simulate
+    from npu.sim import simulate
 
     path = Path(args.program)
     image = None
     if path.suffix == ".npuz":
-        from .npuz import load_program
+        from npu.npuz import load_program
 
         program = load_program(path, load_config(args.config) if args.config else None)
         cfg, image = program.config, program.dram
     else:
         cfg = load_config(args.config or DEFAULT_PRESET)
         if path.suffix in (".s", ".asm"):
-            from .isa.assembler import assemble
+            from npu.isa.assembler import assemble
 
             program = assemble(_read_text(args.program), cfg, source=args.program)
         else:
@@ -158,7 +158,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 
     from compiler.compile import compile_model
     from compiler.report import report_table
-    from .sim import simulate
+    from npu.sim import simulate
 
     def progress(done: int, total: int) -> None:
         if sys.stderr.isatty() or done == total:
@@ -181,7 +181,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from compiler.compile import compile_model
     from compiler.verify import verify_model
-    from runtime.preprocess import ImageError, Preprocess
+    from npu.preprocess import ImageError
 
     def say(message: str) -> None:
         print(f"npu verify: {message}", file=sys.stderr, flush=True)
@@ -189,7 +189,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     say(f"compiling {args.model} for {args.config} at {args.precision}")
     compiled = compile_model(args.model, args.config, args.precision)
     desc = compiled.program.inputs[0]
-    recipe = Preprocess.from_dict(compiled.program.metadata.get("preprocess", {}))
+    recipe = compiled.program.metadata.preprocess
     inputs, names = [], []
     if args.image:
         for path in args.image:
@@ -199,19 +199,19 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                 raise CliError(f"{path}: cannot read: {exc.strerror or exc}") from None
             try:
                 x = recipe(data, path)
-                inputs.append(x.transpose(0, 2, 3, 1) if desc.params.get("order") == "hwc" else x)
+                inputs.append(x.transpose(0, 2, 3, 1) if desc.params.order == "hwc" else x)
             except ImageError as exc:
                 raise CliError(str(exc)) from None
             names.append(path)
     else:
-        from compiler.models.photos import MissingPhotosError, load_photos, preprocess
+        from compiler.models.photos import MissingPhotosError, load_photos
 
         try:
-            hwc = desc.params.get("order") == "hwc"
+            hwc = desc.params.order == "hwc"
             if desc.shape[-1 if hwc else 0] != 3:
                 raise MissingPhotosError("not an RGB model")
             for name, photo in load_photos(["chelsea", "coffee"]):
-                x = preprocess(photo, recipe.to_dict())
+                x = recipe.array(photo)
                 inputs.append(x.transpose(0, 2, 3, 1) if hwc else x)
                 names.append(f"{name} (scikit-image)")
         except MissingPhotosError:
@@ -235,7 +235,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from runtime.demo import run_demo
+    from .demo import run_demo
 
     return run_demo(args.config, args.model, args.precision, args.out)
 
@@ -322,19 +322,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _compiler_errors():
     """The compiler's user-facing error types (bad model files, unsupported models, models that do not fit)."""
-    from compiler.frontend.loader import ModelLoadError
-    from compiler.ir import UnsupportedModelError
-    from compiler.lower.plan import CompileError
+    from compiler.errors import USER_ERRORS
 
-    return ModelLoadError, UnsupportedModelError, CompileError
+    return USER_ERRORS
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``npu`` command; returns the exit status."""
-    from .isa.errors import IsaError
-    from .numerics.formats import FormatError
-    from .npuz import ProgramFileError
-    from .sim.errors import SimulationError
+    from npu.isa.errors import IsaError
+    from npu.numerics.formats import FormatError
+    from npu.npuz import ProgramFileError
+    from npu.sim.errors import SimulationError
 
     args = build_parser().parse_args(argv)
     user_errors = (CliError, ConfigError, IsaError, FormatError, SimulationError, ProgramFileError,
