@@ -13,13 +13,13 @@ from typing import Callable
 from npu.config import NPUConfig, load_config
 from npu.isa.encoding import encode_program
 from npu.npuz import ProgramFile, ProgramMetadata
-from npu.preprocess import Preprocess
+from npu.preprocess import MAX_SIDE, Preprocess
 
 from .errors import CompileError
 from .frontend import import_onnx
 from .ir import Graph
 from .lower.codegen import Codegen, ConstPool, Generated, LayerInfo
-from .lower.plan import Plan, build_plan, place
+from .lower.plan import Plan, build_plan, check_counts, check_dram, place
 from .passes import run_machine_passes
 
 #: Named precisions: (weight format, activation format, MFU format).
@@ -101,7 +101,10 @@ def preprocess_recipe(graph: Graph, given: dict | None = None) -> Preprocess:
     t = graph.inputs[0]
     shape = graph.metadata.get("original_shapes", {}).get(t, graph.shapes[t])
     side = int(shape[1] if graph.metadata.get("io_order", {}).get(t) == "hwc" else shape[-1])
-    recipe = Preprocess.for_input(side)
+    if side > MAX_SIDE:
+        raise CompileError(f"{graph.name}: input {t!r} is {side} pixels wide; the program's image recipe takes "
+                           f"at most {MAX_SIDE} (npu.preprocess.MAX_SIDE)")
+    recipe = Preprocess.for_input(side, resize=min(int(round(side * 256 / 224)), MAX_SIDE))
     for where, extra in (("the model's metadata_props['preprocess']", _model_prop(graph, "preprocess")),
                          ("the preprocess option", given)):
         if extra is None:
@@ -129,10 +132,12 @@ def step_plan(c: Compilation) -> None:
     """Give every tensor a storage and every storage an address (spilling to DRAM when it must)."""
     cfg = c.config
     c.plan = build_plan(c.graph, cfg)
+    check_counts(c.plan)
     c.consts = ConstPool.for_plan(c.plan)
     big_inputs = {c.plan.views[t][0] for t in c.graph.inputs
                   if c.plan.storage_of(t).size(cfg.native_dim) > cfg.vrf_depth // 4}
     place(c.plan, cfg, reserved=c.consts.size, input_in_dram=big_inputs)
+    check_dram(c.plan, cfg, c.consts.size)
 
 
 def step_codegen(c: Compilation) -> None:

@@ -32,6 +32,7 @@ from npu.numerics.pack import unpack_floats
 from npu.sim import simulate
 
 from .compile import CompiledModel, compile_model
+from .errors import CompileError
 from .frontend.loader import _read
 from npu.hostio import dram_image_with_inputs
 from .ir import Concat, Flatten
@@ -146,10 +147,10 @@ class _Recorder:
         self.at_step: dict[int, list[str]] = {}
         self.at_end: list[str] = []
         for t in tensors:
-            if plan.storage_of(t).dram:
+            if plan.storage_of(t).dram or not plan.steps:
                 self.at_end.append(t)
-            else:
-                self.at_step.setdefault(ready[t], []).append(t)
+            else:                   # a view of an input only (ready -1) is intact until its last reader
+                self.at_step.setdefault(max(ready.get(t, -1), 0), []).append(t)
         # the instruction that ends each step's compute region
         self.step_at_instr: dict[int, int] = {}
         for name, _first, last in program.regions:
@@ -180,6 +181,10 @@ class _Recorder:
         """Read the spilled tensors from DRAM; returns every recorded tensor."""
         for t in self.at_end:
             st = self.plan.storage_of(t)
+            if not st.dram:                     # a program without steps: the machine's final state
+                lay = st.layout(self.n)
+                self.values[t] = self._view(t, result.machine.vmem[lay.base:lay.base + lay.size])
+                continue
             size = st.size(self.n)
             data = result.dram(st.daddr, size * self.vec_bytes)
             self.values[t] = self._view(t, unpack_floats(data, self.fmt, size * self.n).reshape(size, self.n))
@@ -247,7 +252,7 @@ def verify_model(model, config="bw-s10", precision: str = "wide", inputs: list[n
         compiled = compile_model(proto, config, precision)
     graph, plan, program = compiled.graph, compiled.plan, compiled.program
     if len(program.inputs) != 1:
-        raise ValueError(f"{where}: verify takes models with one input; this one has {len(program.inputs)}")
+        raise CompileError(f"{where}: verify takes models with one input; this one has {len(program.inputs)}")
     desc = program.inputs[0]
     if inputs is None:
         inputs = [np.random.default_rng(0).standard_normal((1, *desc.shape)).astype(np.float32)]

@@ -93,6 +93,8 @@ class NPUConfig:
     # ----- checks -------------------------------------------------------------
     def validate(self) -> None:
         """Raise ConfigError naming the first inconsistent field."""
+        if not isinstance(self.name, str) or not self.name or len(self.name) > 64 or not self.name.isprintable():
+            raise ConfigError(f"config name must be printable text of 1 to 64 characters, got {self.name!r:.80}")
         ints = {
             "native_dim": (2, 4096), "tiles": (1, 256), "lanes": (1, 4096),
             "mfus": (1, 8), "vrf_depth": (1, 1 << 20), "mrf_tiles": (1, 1 << 16),

@@ -73,6 +73,8 @@ def input_tensor(desc: TensorDesc, array: np.ndarray) -> np.ndarray:
     p = desc.params
     if p.order == "hwc":
         x = np.ascontiguousarray(x.transpose(2, 0, 1))
+    else:                      # the program file guarantees the element count (TensorDesc.check)
+        x = x.reshape(p.image_shape if p.packing else (p.channels, p.height, p.width))
     if p.packing == "im2col":
         x = im2col(x, p.kernel, p.stride, p.pads)
     elif p.packing == "strip":

@@ -3,45 +3,128 @@
 A ``.npuz`` file is a ZIP archive holding::
 
     header.json    format name and version, machine configuration, tensor
-                   descriptions, region table, metadata, SHA-256 of each part
+                   descriptions, region table, metadata, the size and
+                   SHA-256 of each part, and the SHA-256 of the header itself
     program.bin    the instruction words (16 bytes each, little-endian)
     dram.bin       the initial DRAM image (packed weights, constants)
     warm.bin       optional: the same inference without its weight loads, for
                    a machine whose matrix register file already holds them
 
-Loading checks the format, the version, every checksum and, when asked, that
-the file was built for the machine it is about to run on.
+Loading checks the format, the version, every checksum (the header's too:
+``header_sha256`` is the SHA-256 of the header's canonical JSON without that
+field) and, when asked, that the file was built for the machine it is about
+to run on.  Every field of the header is checked against the schema declared
+here (``TensorLayout``, ``TensorDesc``, ``ProgramMetadata``): a missing,
+mistyped, negative or inconsistent value is a ProgramFileError naming the
+field, never another exception.
+
+Memory is bounded before it is spent: each member's size, declared in the
+archive's directory and in the header, is checked against a limit before it
+is read, and reading never inflates past the declared size.  The limits
+(docs list them): ``header.json`` at most :data:`MAX_HEADER_BYTES`;
+``program.bin`` and ``warm.bin`` at most ``npu.isa.encoding.MAX_INSTRUCTIONS``
+words; ``dram.bin`` at most the machine's ``dram_bytes`` and the loader's
+``max_dram_bytes`` (default :data:`MAX_DRAM_IMAGE_BYTES`); a host array a
+tensor description implies at most :data:`MAX_TENSOR_ELEMENTS` elements; the
+archive at most :data:`MAX_ARCHIVE_MEMBERS` members in a directory of at most
+:data:`MAX_DIRECTORY_BYTES`.
 """
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+import math
+import numbers
 import zipfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .config import ConfigError, NPUConfig
+from .isa.encoding import MAX_INSTRUCTIONS
 
 if TYPE_CHECKING:
     from .preprocess import Preprocess
 
 FORMAT = "npuz"
-VERSION = 2
+#: Version 3 added the header's own checksum and the part sizes; older files must be recompiled.
+VERSION = 3
 PARTS = ("program.bin", "dram.bin")
 OPTIONAL_PARTS = ("warm.bin",)
+MEMBERS = ("header.json",) + PARTS + OPTIONAL_PARTS
+WORD_BYTES = 16
+
+#: Largest ``header.json`` (the largest compiled network's is about 40 KB).
+MAX_HEADER_BYTES = 4 << 20
+#: Largest ``program.bin`` / ``warm.bin``.
+MAX_PROGRAM_BYTES = MAX_INSTRUCTIONS * WORD_BYTES
+#: Default largest ``dram.bin`` :func:`load_program` reads (``max_dram_bytes``); VGG-16's is 98 MB.
+MAX_DRAM_IMAGE_BYTES = 1 << 30
+#: Largest host array (elements) a tensor description implies: the input or output array, a packed input's
+#: windows, the padded DRAM image; the compiler takes the same bound for any tensor (``compiler.limits``).
+MAX_TENSOR_ELEMENTS = 1 << 28
+#: Most members, and largest central directory, of a program file's ZIP archive.
+MAX_ARCHIVE_MEMBERS = 16
+MAX_DIRECTORY_BYTES = 1 << 20
+_READ_CHUNK = 1 << 20
+
+HEADER_KEYS = ("format", "version", "config", "instructions", "inputs", "outputs", "regions", "metadata",
+               "warm_regions", "sha256", "sizes", "header_sha256")
+LAYOUTS = ("hwc-padded",)
 
 
 class ProgramFileError(ValueError):
     """A program file is missing, corrupt, of another version or built for another machine."""
 
 
-def _ints(value, n: int | None = None) -> tuple[int, ...]:
-    out = tuple(int(v) for v in value)
+class SchemaError(ValueError):
+    """A value of the program file's schema is missing, mistyped or inconsistent; ``field`` names it."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(f"{field_name}: {message}" if field_name else message)
+        self.field = field_name
+        self.reason = message
+
+    def within(self, prefix: str) -> "SchemaError":
+        """The same error with its field named from ``prefix`` (``inputs[0]`` + ``params.channels``)."""
+        return SchemaError(f"{prefix}.{self.field}" if self.field else prefix, self.reason)
+
+
+def _int(value, name: str, lo: int | None = 0, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise SchemaError(name, f"{value!r} is not an integer")
+    v = int(value)
+    if lo is not None and v < lo:
+        raise SchemaError(name, f"{v} is below {lo}")
+    if hi is not None and v > hi:
+        raise SchemaError(name, f"{v} is above {hi}")
+    return v
+
+
+def _ints(value, name: str, n: int | None = None, lo: int = 0) -> tuple[int, ...]:
+    if isinstance(value, (str, bytes, dict)) or not isinstance(value, (list, tuple)):
+        raise SchemaError(name, f"{value!r} is not a list of integers")
+    out = tuple(_int(v, f"{name}[{i}]", lo) for i, v in enumerate(value))
     if n is not None and len(out) != n:
-        raise ValueError(f"expected {n} integers, got {list(value)}")
+        raise SchemaError(name, f"expected {n} integers, got {len(out)}")
     return out
+
+
+def _str(value, name: str) -> str:
+    if not isinstance(value, str):
+        raise SchemaError(name, f"{value!r} is not a string")
+    return value
+
+
+def _known_keys(data, names, what: str) -> dict:
+    """``data`` if it is a JSON object of known keys (SchemaError otherwise)."""
+    if not isinstance(data, dict):
+        raise SchemaError("", f"{what} must be a JSON object, not {type(data).__name__}")
+    unknown = sorted(map(str, set(data) - set(names)))
+    if unknown:
+        raise SchemaError("", f"unknown {what} key(s) {', '.join(unknown)} (known: {', '.join(names)})")
+    return data
 
 
 @dataclass(frozen=True)
@@ -76,24 +159,37 @@ class TensorLayout:
     PACKINGS = ("", "strip", "im2col")
 
     def __post_init__(self):
-        for name in ("channels", "height", "width", "pad", "vectors", "native_dim", "channel_offset", "group"):
-            object.__setattr__(self, name, int(getattr(self, name)))
-        for name, n in (("kernel", 2), ("stride", 2), ("pads", 4), ("image_shape", None)):
-            object.__setattr__(self, name, _ints(getattr(self, name), n))
+        for name in ("channels", "height", "width", "vectors", "native_dim"):
+            object.__setattr__(self, name, _int(getattr(self, name), name, 1))
+        for name in ("pad", "channel_offset", "group"):
+            object.__setattr__(self, name, _int(getattr(self, name), name, 0))
+        for name, n, lo in (("kernel", 2, 1), ("stride", 2, 1), ("pads", 4, 0), ("image_shape", None, 1)):
+            object.__setattr__(self, name, _ints(getattr(self, name), name, n, lo))
         if self.order not in self.ORDERS:
-            raise ValueError(f"array order {self.order!r}; known: {', '.join(self.ORDERS)}")
+            raise SchemaError("order", f"array order {self.order!r}; known: {', '.join(self.ORDERS)}")
         if self.packing not in self.PACKINGS:
-            raise ValueError(f"input packing {self.packing!r}; known: strip, im2col")
-        if min(self.channels, self.height, self.width, self.vectors, self.native_dim) < 1 or self.pad < 0:
-            raise ValueError(f"tensor layout {self.to_params()} has a size below 1")
+            raise SchemaError("packing", f"input packing {self.packing!r}; known: strip, im2col")
+        if self.packing and len(self.image_shape) != 3:
+            raise SchemaError("image_shape", f"a {self.packing}-packed input needs the C x H x W image shape, "
+                                             f"got {list(self.image_shape)}")
+        if self.packing == "strip" and self.group < 1:
+            raise SchemaError("group", "a strip-packed input needs group >= 1 columns per strip")
+        if self.channel_offset + self.channels > self.vectors * self.native_dim:
+            raise SchemaError("channel_offset", f"channels {self.channel_offset}..{self.channel_offset + self.channels - 1}"
+                                                f" do not fit {self.vectors} vector(s) of {self.native_dim}")
+
+    @property
+    def image_elements(self) -> int:
+        """Elements of the tensor's padded DRAM image."""
+        return (self.height + 2 * self.pad) * (self.width + 2 * self.pad) * self.vectors * self.native_dim
 
     @classmethod
     def from_params(cls, params: dict) -> "TensorLayout":
         """Rebuild from a program file's JSON; an unknown key is an error naming it."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(params) - names)
-        if unknown:
-            raise ValueError(f"unknown tensor layout key(s) {', '.join(unknown)}")
+        _known_keys(params, [f.name for f in fields(cls)], "tensor layout")
+        missing = [n for n in ("channels", "height", "width", "pad", "vectors", "native_dim") if n not in params]
+        if missing:
+            raise SchemaError(missing[0], "missing")
         return cls(**params)
 
     def to_params(self) -> dict:
@@ -119,16 +215,114 @@ class TensorDesc:
     nbytes: int
     params: TensorLayout
 
+    KEYS = ("name", "shape", "layout", "dtype", "daddr", "nbytes", "params")
+
+    def __post_init__(self):
+        _str(self.name, "name")
+        if not self.name:
+            raise SchemaError("name", "empty")
+        shape = _ints(self.shape, "shape", lo=1)
+        if not 1 <= len(shape) <= 8:
+            raise SchemaError("shape", f"{list(shape)} must have 1 to 8 dimensions")
+        object.__setattr__(self, "shape", shape)
+        _str(self.layout, "layout")
+        _str(self.dtype, "dtype")
+        object.__setattr__(self, "daddr", _int(self.daddr, "daddr", 0))
+        object.__setattr__(self, "nbytes", _int(self.nbytes, "nbytes", 1))
+        if not isinstance(self.params, TensorLayout):
+            raise SchemaError("params", "not a tensor layout")
+
     @classmethod
     def from_dict(cls, data: dict) -> "TensorDesc":
-        """Rebuild from the header's JSON form."""
-        return cls(data["name"], tuple(data["shape"]), data["layout"], data["dtype"], int(data["daddr"]),
-                   int(data["nbytes"]), TensorLayout.from_params(dict(data["params"])))
+        """Rebuild from the header's JSON form (SchemaError naming the field)."""
+        _known_keys(data, cls.KEYS, "tensor description")
+        for key in cls.KEYS:
+            if key not in data:
+                raise SchemaError(key, "missing")
+        try:
+            params = TensorLayout.from_params(data["params"])
+        except SchemaError as exc:
+            raise exc.within("params") from None
+        return cls(data["name"], data["shape"], data["layout"], data["dtype"], data["daddr"], data["nbytes"], params)
 
     def to_dict(self) -> dict:
         """The header's JSON form."""
         return {"name": self.name, "shape": list(self.shape), "layout": self.layout, "dtype": self.dtype,
                 "daddr": self.daddr, "nbytes": self.nbytes, "params": self.params.to_params()}
+
+    def check(self, config: NPUConfig, role: str = "input") -> None:
+        """SchemaError naming the field unless this description fits ``config`` and is consistent in itself.
+
+        The DRAM image lies inside the machine's DRAM and is exactly as large
+        as ``params`` describe; the model shape matches the layout (after
+        packing, for a packed input); no host array it implies passes
+        :data:`MAX_TENSOR_ELEMENTS`.  ``role`` is "input" or "output".
+        """
+        p = self.params
+        if self.layout not in LAYOUTS:
+            raise SchemaError("layout", f"{self.layout!r}; known: {', '.join(LAYOUTS)}")
+        if self.dtype != config.mfu_format:
+            raise SchemaError("dtype", f"{self.dtype!r}, but the machine's memories hold {config.mfu_format}")
+        if p.native_dim != config.native_dim:
+            raise SchemaError("params.native_dim", f"{p.native_dim}, but the machine's vectors have "
+                                                   f"{config.native_dim} elements")
+        if p.image_elements > MAX_TENSOR_ELEMENTS:
+            raise SchemaError("params", f"the tensor's DRAM image holds {p.image_elements:,} elements, more than "
+                                        f"the limit of {MAX_TENSOR_ELEMENTS:,} (npu.npuz.MAX_TENSOR_ELEMENTS)")
+        want = p.image_elements * config.mfu_bytes
+        if self.nbytes != want:
+            raise SchemaError("nbytes", f"{self.nbytes}, but params describe {want} bytes ((height + 2 pad) x "
+                                        f"(width + 2 pad) x vectors x native_dim x {config.mfu_bytes})")
+        if self.daddr + self.nbytes > config.dram_bytes:
+            raise SchemaError("daddr", f"the tensor's bytes {self.daddr:#x}..{self.daddr + self.nbytes - 1:#x} "
+                                       f"pass the end of the machine's {config.dram_bytes}-byte DRAM")
+        chw = (p.channels, p.height, p.width)
+        if math.prod(self.shape) > MAX_TENSOR_ELEMENTS:
+            raise SchemaError("shape", f"{list(self.shape)} has more than {MAX_TENSOR_ELEMENTS:,} elements")
+        if role == "output":
+            if p.packing:
+                raise SchemaError("params.packing", f"{p.packing!r}: only a model input is packed")
+            self._check_shape(chw)
+            return
+        if p.channel_offset:
+            raise SchemaError("params.channel_offset", f"{p.channel_offset}: an input's channels start at "
+                                                       f"element 0 (the host writes them there)")
+        if not p.packing:
+            self._check_shape(chw)
+            return
+        c0, h0, w0 = p.image_shape
+        (kh, kw), (sy, sx), (top, left, bottom, right) = p.kernel, p.stride, p.pads
+        self._check_shape((c0, h0, w0))
+        if h0 + top + bottom < kh or w0 + left + right < kw:
+            raise SchemaError("params.kernel", f"{list(p.kernel)} is larger than the padded image "
+                                               f"{h0 + top + bottom} x {w0 + left + right}")
+        oh = (h0 + top + bottom - kh) // sy + 1
+        if p.height != oh:
+            raise SchemaError("params.height", f"{p.height}, but the packed windows make {oh} rows")
+        if p.packing == "im2col":
+            ow = (w0 + left + right - kw) // sx + 1
+            if p.width != ow or p.channels != kh * kw * c0:
+                raise SchemaError("params", f"an im2col-packed {c0} x {h0} x {w0} image is {kh * kw * c0} x {oh} "
+                                            f"x {ow}, not {p.channels} x {p.height} x {p.width}")
+            cols = max(w0 + left, (ow - 1) * sx + kw)
+        else:
+            if p.channels != kh * p.group * c0:
+                raise SchemaError("params.channels", f"{p.channels}, but strips of {kh} rows x {p.group} columns x "
+                                                     f"{c0} channels have {kh * p.group * c0}")
+            cols = max(w0 + left, p.group * p.width)
+        padded = c0 * max(h0 + top, (oh - 1) * sy + kh) * cols
+        if padded > MAX_TENSOR_ELEMENTS:
+            raise SchemaError("params", f"packing the input needs a padded image of {padded:,} elements, more than "
+                                        f"the limit of {MAX_TENSOR_ELEMENTS:,}")
+
+    def _check_shape(self, chw: tuple[int, int, int]) -> None:
+        c, h, w = chw
+        if self.params.order == "hwc":
+            if self.shape != (h, w, c):
+                raise SchemaError("shape", f"{list(self.shape)}, but an H x W x C array of the layout is {[h, w, c]}")
+        elif math.prod(self.shape) != c * h * w:
+            raise SchemaError("shape", f"{list(self.shape)} has {math.prod(self.shape)} elements, the layout "
+                                       f"{c} x {h} x {w} has {c * h * w}")
 
 
 @dataclass
@@ -157,18 +351,35 @@ class ProgramMetadata:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ProgramMetadata":
-        """Rebuild from the header's JSON; an unknown key is an error naming it."""
+        """Rebuild from the header's JSON; an unknown key is an error naming it (SchemaError naming the field)."""
         from .preprocess import Preprocess
 
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown metadata key(s) {', '.join(unknown)}")
-        data = dict(data)
+        names = [f.name for f in fields(cls)]
+        data = dict(_known_keys(data, names, "metadata"))
+        _str(data.get("model", ""), "model")
+        for name in ("precision", "postprocess"):
+            value = data.get(name, {})
+            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                raise SchemaError(name, f"{value!r} is not an object of strings")
+        layers = data.get("layers", [])
+        if not isinstance(layers, list):
+            raise SchemaError("layers", "not a list")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, dict):
+                raise SchemaError(f"layers[{i}]", "not an object")
+            if "macs" in layer:
+                _int(layer["macs"], f"layers[{i}].macs", 0)
+        _int(data.get("weight_tiles", 0), "weight_tiles", 0)
         if data.get("preprocess") is not None:
-            data["preprocess"] = Preprocess.from_dict(data["preprocess"])
-        if data.get("labels") is not None:
-            data["labels"] = [str(x) for x in data["labels"]]
+            try:
+                data["preprocess"] = Preprocess.from_dict(data["preprocess"])
+            except (TypeError, ValueError) as exc:
+                raise SchemaError("preprocess", str(exc)) from None
+        labels = data.get("labels")
+        if labels is not None:
+            if not isinstance(labels, list) or not all(isinstance(x, (str, int, float)) for x in labels):
+                raise SchemaError("labels", "not a list of names")
+            data["labels"] = [str(x) for x in labels]
         return cls(**data)
 
     def to_dict(self) -> dict:
@@ -199,92 +410,305 @@ class ProgramFile:
         return ProgramFile(self.config, self.warm_words, self.dram, self.inputs, self.outputs, self.warm_regions,
                            self.metadata)
 
-    def save(self, path: str | Path) -> None:
-        """Write the program file (atomically: a partial file never replaces a good one)."""
-        path = Path(path)
-        parts = {"program.bin": self.words, "dram.bin": self.dram}
-        if self.warm_words:
-            parts["warm.bin"] = self.warm_words
+    def header(self) -> dict:
+        """The ``header.json`` content of this program, checksums included."""
+        parts = self.parts()
         header = {
             "format": FORMAT, "version": VERSION, "config": self.config.to_dict(),
-            "instructions": len(self.words) // 16,
+            "instructions": len(self.words) // WORD_BYTES,
             "inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs],
             "regions": [list(r) for r in self.regions], "metadata": self.metadata.to_dict(),
             "warm_regions": [list(r) for r in self.warm_regions],
             "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in parts.items()},
+            "sizes": {name: len(data) for name, data in parts.items()},
         }
+        header = json.loads(json.dumps(header))          # the checksum covers what a reader will parse
+        header["header_sha256"] = header_digest(header)
+        return header
+
+    def parts(self) -> dict[str, bytes]:
+        """The binary members of the archive."""
+        parts = {"program.bin": self.words, "dram.bin": self.dram}
+        if self.warm_words:
+            parts["warm.bin"] = self.warm_words
+        return parts
+
+    def check(self) -> None:
+        """SchemaError naming the field unless the tensor and region tables fit the program and its machine."""
+        _check_tables(self.config, self.inputs, self.outputs, self.regions, len(self.words) // WORD_BYTES,
+                      self.warm_regions, len(self.warm_words) // WORD_BYTES)
+
+    def save(self, path: str | Path) -> None:
+        """Write the program file (atomically: a partial file never replaces a good one).
+
+        The tables are checked first (:meth:`check`): a file that would not
+        load is never written.
+        """
+        path = Path(path)
+        try:
+            self.check()
+        except SchemaError as exc:
+            raise ProgramFileError(f"{path}: not saved: header field {exc}") from None
+        header = self.header()
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             zf.writestr("header.json", json.dumps(header, indent=1))
-            for name, data in parts.items():
+            for name, data in self.parts().items():
                 zf.writestr(name, data)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_bytes(buf.getvalue())
         tmp.replace(path)
 
 
-def load_program(path: str | Path, config: NPUConfig | None = None) -> ProgramFile:
-    """Read and verify a program file; with ``config``, require that it was built for that machine."""
+def header_digest(header: dict) -> str:
+    """SHA-256 of a header's canonical JSON (sorted keys, no spaces), without its ``header_sha256`` field."""
+    body = {k: v for k, v in header.items() if k != "header_sha256"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def _regions(value, name: str, count: int) -> list[tuple[str, int, int]]:
+    if not isinstance(value, list):
+        raise SchemaError(name, "not a list")
+    out = []
+    for i, r in enumerate(value):
+        where = f"{name}[{i}]"
+        if not isinstance(r, (list, tuple)) or len(r) != 3:
+            raise SchemaError(where, f"{r!r} is not [name, first instruction, last instruction]")
+        start = _int(r[1], f"{where}[1]", 0)
+        end = _int(r[2], f"{where}[2]", start)
+        if end >= count:
+            raise SchemaError(f"{where}[2]", f"instruction {end}, but the program has {count}")
+        out.append((_str(r[0], f"{where}[0]"), start, end))
+    return out
+
+
+def _check_tables(config: NPUConfig, inputs, outputs, regions, count: int, warm_regions, warm_count: int) -> None:
+    for role, table in (("input", inputs), ("output", outputs)):
+        seen: dict[str, int] = {}
+        spans = []
+        for i, desc in enumerate(table):
+            try:
+                desc.check(config, role)
+            except SchemaError as exc:
+                raise exc.within(f"{role}s[{i}]") from None
+            if desc.name in seen:
+                raise SchemaError(f"{role}s[{i}].name", f"{desc.name!r} names {role}s[{seen[desc.name]}] too")
+            seen[desc.name] = i
+            spans.append((desc.daddr, desc.daddr + desc.nbytes, i))
+        spans.sort()
+        for (_, end, i), (start, _, j) in zip(spans, spans[1:]):
+            if start < end:
+                raise SchemaError(f"{role}s[{j}].daddr", f"its bytes overlap those of {role}s[{i}]")
+    _regions([list(r) for r in regions], "regions", count)
+    _regions([list(r) for r in warm_regions], "warm_regions", warm_count)
+
+
+def load_program(path: str | Path, config: NPUConfig | None = None, *,
+                 max_dram_bytes: int = MAX_DRAM_IMAGE_BYTES) -> ProgramFile:
+    """Read and verify a program file; with ``config``, require that it was built for that machine.
+
+    Raises ProgramFileError for everything a file can get wrong (naming the
+    field of the header, or the archive member); no member is read before
+    its declared size has been checked against the limits (module docs;
+    ``max_dram_bytes`` bounds the DRAM image).
+    """
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        fp = open(path, "rb")
     except FileNotFoundError:
         raise ProgramFileError(f"{path}: no such program file") from None
     except OSError as exc:
         raise ProgramFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    with fp:
+        return _load(fp, path, config, max_dram_bytes)
+
+
+def _load(fp, path: Path, config: NPUConfig | None, max_dram_bytes: int) -> ProgramFile:
+    def fail(message: str) -> ProgramFileError:
+        return ProgramFileError(f"{path}: {message}")
+
+    _check_directory(fp, fail)
     try:
-        zf = zipfile.ZipFile(io.BytesIO(raw))
-    except zipfile.BadZipFile:
-        raise ProgramFileError(f"{path}: not a .npuz program file (not a ZIP archive, or truncated)") from None
+        zf = zipfile.ZipFile(fp)
+    except Exception:                 # the archive parser's errors are not documented: any is "not an archive"
+        raise fail("not a .npuz program file (not a ZIP archive, or truncated)") from None
     with zf:
-        names = set(zf.namelist())
+        infos = zf.infolist()
+        names = [i.filename for i in infos]
+        for name in sorted(set(names)):
+            if names.count(name) > 1:
+                raise fail(f"the archive holds {name} {names.count(name)} times")
+        unknown = sorted(set(names) - set(MEMBERS))
+        if unknown:
+            raise fail(f"unexpected archive member(s) {', '.join(unknown)} (a program file holds "
+                       f"{', '.join(MEMBERS)})")
         missing = [n for n in ("header.json",) + PARTS if n not in names]
         if missing:
-            raise ProgramFileError(f"{path}: program file lacks {', '.join(missing)}")
-        try:
-            header = json.loads(zf.read("header.json"))
-            parts = {name: zf.read(name) for name in PARTS + OPTIONAL_PARTS if name in names}
-        except (zipfile.BadZipFile, zlib_error()) as exc:
-            raise ProgramFileError(f"{path}: corrupt archive member: {exc}") from None
-        except json.JSONDecodeError as exc:
-            raise ProgramFileError(f"{path}: header.json is not valid JSON ({exc.msg})") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise ProgramFileError(f"{path}: not a {FORMAT} program file (header format {header.get('format')!r})"
-                               if isinstance(header, dict) else f"{path}: header is not a JSON object")
-    version = header.get("version")
-    if version != VERSION:
-        raise ProgramFileError(f"{path}: program file version {version!r}; this toolkit reads version {VERSION} "
-                               f"(recompile the model)")
-    sums = header.get("sha256", {})
-    for name, data in parts.items():
-        if hashlib.sha256(data).hexdigest() != sums.get(name):
-            raise ProgramFileError(f"{path}: checksum mismatch in {name}: the file is corrupt")
-    try:
-        file_config = NPUConfig.from_dict(header["config"])
-    except (ConfigError, KeyError, TypeError) as exc:
-        raise ProgramFileError(f"{path}: header holds no valid machine configuration: {exc}") from None
-    if config is not None and file_config != config:
-        diff = sorted(k for k, v in file_config.to_dict().items() if config.to_dict().get(k) != v)
-        raise ProgramFileError(f"{path}: compiled for machine {file_config.name!r}, not {config.name!r} "
-                               f"(differs in {', '.join(diff)}); recompile with --config {config.name}")
+            raise fail(f"program file lacks {', '.join(missing)}")
+        by_name = {i.filename: i for i in infos}
+        for info in infos:
+            if info.flag_bits & 0x1:
+                raise fail(f"archive member {info.filename} is encrypted")
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                raise fail(f"archive member {info.filename} uses compression method {info.compress_type}; program "
+                           f"files use deflate")
+        raw = _read_member(zf, by_name["header.json"], MAX_HEADER_BYTES, "the limit (npu.npuz.MAX_HEADER_BYTES)",
+                           fail)
+        header = _parse_header(raw, fail)
+        file_config = _config(header["config"], fail)
+        if config is not None and file_config != config:
+            diff = sorted(k for k, v in file_config.to_dict().items() if config.to_dict().get(k) != v)
+            raise fail(f"compiled for machine {file_config.name!r}, not {config.name!r} "
+                       f"(differs in {', '.join(diff)}); recompile with --config {config.name}")
+        count = _header_int(header, "instructions", fail, 1, MAX_INSTRUCTIONS)
+        present = [n for n in PARTS + OPTIONAL_PARTS if n in by_name]
+        sums, sizes = header["sha256"], header["sizes"]
+        for key, table in (("sha256", sums), ("sizes", sizes)):
+            if not isinstance(table, dict) or sorted(table) != sorted(present):
+                raise fail(f"header field {key}: must list exactly the parts {', '.join(present)}")
+        dram_limit = min(file_config.dram_bytes, max_dram_bytes)
+        limits = {"program.bin": (MAX_PROGRAM_BYTES, "the limit of MAX_INSTRUCTIONS instructions"),
+                  "warm.bin": (MAX_PROGRAM_BYTES, "the limit of MAX_INSTRUCTIONS instructions"),
+                  "dram.bin": (dram_limit, f"the machine's DRAM ({file_config.dram_bytes} bytes)"
+                               if dram_limit == file_config.dram_bytes else
+                               "the loader's limit (load_program(max_dram_bytes=...))")}
+        parts = {}
+        for name in present:
+            size = _header_int(sizes, name, fail, 0, None, f"sizes.{name}")
+            limit, what = limits[name]
+            if size > limit:
+                raise fail(f"{name} holds {size:,} bytes, more than {what}: {limit:,}")
+            if by_name[name].file_size != size:
+                raise fail(f"archive member {name} declares {by_name[name].file_size:,} bytes, the header "
+                           f"{size:,}: the file is corrupt")
+            data = _read_member(zf, by_name[name], size, what, fail)
+            if not isinstance(sums[name], str) or hashlib.sha256(data).hexdigest() != sums[name]:
+                raise fail(f"checksum mismatch in {name}: the file is corrupt")
+            parts[name] = data
     for name in ("program.bin", "warm.bin"):
-        if len(parts.get(name, b"")) % 16:
-            raise ProgramFileError(f"{path}: {name} is not a whole number of 16-byte instructions")
+        if len(parts.get(name, b"")) % WORD_BYTES:
+            raise fail(f"{name} is not a whole number of 16-byte instructions")
+    if len(parts["program.bin"]) != count * WORD_BYTES:
+        raise fail(f"header field instructions: {count}, but program.bin holds "
+                   f"{len(parts['program.bin']) // WORD_BYTES}")
+    warm = parts.get("warm.bin", b"")
     try:
-        return ProgramFile(
-            config=file_config, words=parts["program.bin"], dram=parts["dram.bin"],
-            inputs=[TensorDesc.from_dict(t) for t in header.get("inputs", [])],
-            outputs=[TensorDesc.from_dict(t) for t in header.get("outputs", [])],
-            regions=[(str(r[0]), int(r[1]), int(r[2])) for r in header.get("regions", [])],
-            metadata=ProgramMetadata.from_dict(header.get("metadata", {})), warm_words=parts.get("warm.bin", b""),
-            warm_regions=[(str(r[0]), int(r[1]), int(r[2])) for r in header.get("warm_regions", [])])
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
-        raise ProgramFileError(f"{path}: malformed tensor table, region table or metadata in the header: "
-                               f"{exc}") from None
+        inputs = _descs(header["inputs"], "inputs")
+        outputs = _descs(header["outputs"], "outputs")
+        regions = _regions(header["regions"], "regions", count)
+        warm_regions = _regions(header["warm_regions"], "warm_regions", len(warm) // WORD_BYTES)
+        try:
+            metadata = ProgramMetadata.from_dict(header["metadata"])
+        except SchemaError as exc:
+            raise exc.within("metadata") from None
+        _check_tables(file_config, inputs, outputs, regions, count, warm_regions, len(warm) // WORD_BYTES)
+    except SchemaError as exc:
+        raise fail(f"header field {exc}") from None
+    return ProgramFile(config=file_config, words=parts["program.bin"], dram=parts["dram.bin"], inputs=inputs,
+                       outputs=outputs, regions=regions, metadata=metadata, warm_words=warm,
+                       warm_regions=warm_regions)
 
 
-def zlib_error():
-    """The exception a corrupt DEFLATE stream raises."""
-    import zlib
+def _config(value, fail) -> NPUConfig:
+    """The header's machine configuration (NPUConfig checks every field but the name's type: checked here)."""
+    if isinstance(value, dict) and not isinstance(value.get("name"), str):
+        raise fail(f"header field config.name: {_short(value.get('name'))} is not a string")
+    try:
+        return NPUConfig.from_dict(value)
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise fail(f"header field config: not a valid machine configuration: {exc}") from None
 
-    return zlib.error
+
+def _descs(value, name: str) -> list[TensorDesc]:
+    if not isinstance(value, list):
+        raise SchemaError(name, "not a list")
+    out = []
+    for i, d in enumerate(value):
+        try:
+            out.append(TensorDesc.from_dict(d))
+        except SchemaError as exc:
+            raise exc.within(f"{name}[{i}]") from None
+    return out
+
+
+def _header_int(table: dict, key: str, fail, lo: int, hi: int | None, name: str | None = None) -> int:
+    try:
+        return _int(table.get(key), key, lo, hi)
+    except SchemaError as exc:
+        raise fail(f"header field {name or key}: {exc.reason}") from None
+
+
+def _parse_header(raw: bytes, fail) -> dict:
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise fail("header.json is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise fail(f"header.json is not valid JSON ({exc.msg})") from None
+    except (ValueError, RecursionError) as exc:         # a number of too many digits, nesting too deep
+        raise fail(f"header.json is not valid JSON ({type(exc).__name__})") from None
+    if not isinstance(header, dict):
+        raise fail("header is not a JSON object")
+    if header.get("format") != FORMAT:
+        raise fail(f"not a {FORMAT} program file (header format {_short(header.get('format'))})")
+    version = header.get("version")
+    if version != VERSION or isinstance(version, bool):
+        raise fail(f"program file version {_short(version)}; this toolkit reads version {VERSION} "
+                   f"(recompile the model)")
+    digest = header.get("header_sha256")
+    try:
+        ok = isinstance(digest, str) and header_digest(header) == digest
+    except (ValueError, RecursionError):
+        ok = False
+    if not ok:
+        raise fail("header.json checksum mismatch (header_sha256): the header was changed or is corrupt")
+    unknown = sorted(set(header) - set(HEADER_KEYS))
+    missing = [k for k in HEADER_KEYS if k not in header]
+    if unknown:
+        raise fail(f"unknown header key(s) {', '.join(unknown)}")
+    if missing:
+        raise fail(f"header lacks {', '.join(missing)}")
+    return header
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_directory(fp, fail) -> None:
+    """Bound the archive's central directory (what the ZIP reader allocates first) before it is parsed."""
+    try:
+        end = zipfile._EndRecData(fp)
+    except Exception:
+        end = None
+    if end is None:
+        raise fail("not a .npuz program file (not a ZIP archive, or truncated)")
+    entries, size = end[zipfile._ECD_ENTRIES_TOTAL], end[zipfile._ECD_SIZE]
+    if entries > MAX_ARCHIVE_MEMBERS or size > MAX_DIRECTORY_BYTES:
+        raise fail(f"the archive's directory lists {entries:,} members in {size:,} bytes; a program file has at "
+                   f"most {MAX_ARCHIVE_MEMBERS} in {MAX_DIRECTORY_BYTES:,} (npu.npuz.MAX_ARCHIVE_MEMBERS)")
+    fp.seek(0)
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, what: str, fail) -> bytes:
+    """The bytes of an archive member, read a chunk at a time, never more than ``limit`` nor its declared size."""
+    size = info.file_size
+    if size > limit:
+        raise fail(f"archive member {info.filename} declares {size:,} bytes, more than {what}: {limit:,}")
+    chunks, total = [], 0
+    try:
+        with zf.open(info) as f:
+            while total < size:
+                chunk = f.read(min(_READ_CHUNK, size - total))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+            f.read(1)                  # reach the end of the member: its CRC is checked there
+    except Exception as exc:           # the archive reader's errors are not documented (zlib, EOF, struct, ...)
+        raise fail(f"corrupt archive member {info.filename}: {type(exc).__name__}: {exc}") from None
+    if total != size:
+        raise fail(f"corrupt archive member {info.filename}: {total:,} bytes, its directory entry says {size:,}")
+    return b"".join(chunks)

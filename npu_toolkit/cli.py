@@ -9,6 +9,7 @@ import numpy as np
 
 from npu import __version__
 from npu.config import DEFAULT_PRESET, PRESETS, ConfigError, NPUConfig, load_config
+from npu.sim.memory import DEFAULT_MEMORY_BUDGET
 
 
 class CliError(Exception):
@@ -133,7 +134,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             image = Path(args.dram).read_bytes()
         except OSError as exc:
             raise CliError(f"{args.dram}: cannot read: {exc.strerror or exc}") from None
-    result = simulate(program, cfg, dram=image, mode=args.mode, cycle_budget=args.budget)
+    if args.memory_budget < 1:
+        raise CliError(f"--memory-budget {args.memory_budget}: must be at least 1 (MiB)")
+    result = simulate(program, cfg, dram=image, mode=args.mode, cycle_budget=args.budget,
+                      memory_budget=args.memory_budget << 20)
     if result.stats is not None:
         print(result.stats.table())
     else:
@@ -226,12 +230,36 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from runtime.server import serve_forever
+    import os
+
+    from runtime.server import Limits, ListenError, serve_forever
+    from runtime.server.limits import MiB
 
     if not Path(args.program).is_file():
         raise CliError(f"{args.program}: no such program file")
-    return serve_forever(args.program, host=args.host, http_port=args.port, grpc_port=args.grpc_port,
-                         workers=args.workers, queue_size=args.queue, timeout=args.timeout, name=args.name)
+    token = None
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text().strip()
+        except OSError as exc:
+            raise CliError(f"--token-file {args.token_file}: cannot read ({exc.strerror or exc})") from None
+        if not token:
+            raise CliError(f"--token-file {args.token_file}: the file is empty")
+    elif os.environ.get("NPU_SERVE_TOKEN"):
+        token = os.environ["NPU_SERVE_TOKEN"]
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise CliError("TLS needs both --tls-cert and --tls-key")
+    mib = lambda v: None if v is None else int(v * MiB)   # noqa: E731
+    try:
+        limits = Limits().with_(max_body=mib(args.max_body), max_json=mib(args.max_json),
+                                body_memory=mib(args.body_memory), read_timeout=args.read_timeout,
+                                body_timeout=args.body_timeout, keep_alive=args.keep_alive, backlog=args.backlog,
+                                grpc_calls=args.grpc_calls)
+        return serve_forever(args.program, host=args.host, http_port=args.port, grpc_port=args.grpc_port,
+                             workers=args.workers, queue_size=args.queue, timeout=args.timeout, name=args.name,
+                             limits=limits, token=token, certfile=args.tls_cert, keyfile=args.tls_key)
+    except (ListenError, ValueError, RuntimeError) as exc:   # a port in use, a bad limit, workers that cannot start
+        raise CliError(str(exc)) from None
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -265,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="full: timing and arithmetic; timing: cycles only; functional: arithmetic only")
     s.add_argument("--trace", metavar="OUT.json", help="write a Chrome trace / Perfetto timeline")
     s.add_argument("--budget", type=int, default=1_000_000_000, help="stop past this many cycles (default 1e9)")
+    s.add_argument("--memory-budget", type=int, metavar="MiB", default=DEFAULT_MEMORY_BUDGET >> 20,
+                   help="refuse a program whose simulation would need more host memory than this "
+                        f"(default {DEFAULT_MEMORY_BUDGET >> 20})")
     s.add_argument("--dump", metavar="ADDR:NBYTES", help="save this DRAM range after the run")
     s.add_argument("--dump-to", default="dram_dump.bin", help="file for --dump (default dram_dump.bin)")
     s.set_defaults(func=_cmd_run)
@@ -287,14 +318,39 @@ def build_parser() -> argparse.ArgumentParser:
                    "recipe (default: scikit-image's chelsea and coffee photographs)")
     s.set_defaults(func=_cmd_verify)
 
-    s = sub.add_parser("serve", help="serve a program over KServe v2 (HTTP and gRPC) on simulator workers")
+    s = sub.add_parser("serve", help="serve a program over KServe v2 (HTTP and gRPC) on simulator workers",
+                       description="Serve a compiled program over KServe v2 HTTP and gRPC. Listens on 127.0.0.1 "
+                                   "only unless --host says otherwise; docs/architecture.md 'Limits and safe "
+                                   "serving' lists every limit.")
     s.add_argument("program", help="compiled program (.npuz)")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only; "
+                   "0.0.0.0 or :: for every interface, then use --token-file and TLS)")
     s.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
     s.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (default 8001)")
-    s.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    s.add_argument("--token-file", metavar="FILE", help="require 'Authorization: Bearer <token>' (HTTP) / "
+                   "'authorization' metadata (gRPC) with the token in FILE (default: $NPU_SERVE_TOKEN if set, "
+                   "else no authentication); health probes stay open")
+    s.add_argument("--tls-cert", metavar="PEM", help="TLS certificate chain file (HTTPS and gRPC over TLS)")
+    s.add_argument("--tls-key", metavar="PEM", help="TLS private key file for --tls-cert")
     s.add_argument("--workers", type=int, default=2, help="simulator worker processes (default 2)")
-    s.add_argument("--queue", type=int, default=64, help="requests that may wait; more get 503 (default 64)")
-    s.add_argument("--timeout", type=float, default=60.0, help="per-request deadline in seconds (default 60)")
+    s.add_argument("--queue", type=int, default=64, help="requests admitted and waiting; more get 503 / "
+                   "RESOURCE_EXHAUSTED (default 64)")
+    s.add_argument("--timeout", type=float, default=60.0, help="per-request deadline in seconds; a request's own "
+                   "'timeout' parameter can only shorten it (default 60)")
+    s.add_argument("--max-body", type=float, metavar="MiB", help="largest HTTP body / gRPC message (default 64)")
+    s.add_argument("--max-json", type=float, metavar="MiB", help="largest JSON part of an HTTP request (default: "
+                   "8, or 32 bytes per input element if more)")
+    s.add_argument("--body-memory", type=float, metavar="MiB", help="HTTP request bodies held in memory at once; "
+                   "more get 503 (default 256)")
+    s.add_argument("--read-timeout", type=float, metavar="S", help="close a connection that sends nothing for this "
+                   "long (default 10)")
+    s.add_argument("--body-timeout", type=float, metavar="S", help="a request body must arrive within this time, "
+                   "else 408 (default 60)")
+    s.add_argument("--keep-alive", type=float, metavar="S", help="close idle connections after this long; request "
+                   "headers must arrive within it (default 5)")
+    s.add_argument("--backlog", type=int, help="listen backlog of the HTTP socket (default 1024)")
+    s.add_argument("--grpc-calls", type=int, help="gRPC calls in progress at once; more get RESOURCE_EXHAUSTED "
+                   "(default: queue + workers + 4)")
     s.add_argument("--name", help="model name (default: the program file's stem)")
     s.set_defaults(func=_cmd_serve)
 

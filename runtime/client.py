@@ -27,9 +27,14 @@ class PredictionClient:
     """Scores images and arrays against an ``npu serve`` (or any KServe v2 gRPC) endpoint."""
 
     def __init__(self, address: str, port: int | None = None, use_ssl: bool = False, access_token: str = "",
-                 service_name: str = "", *, retries: int = 4, backoff: float = 0.1):
+                 service_name: str = "", *, retries: int = 4, backoff: float = 0.1,
+                 root_certificates: str | None = None):
+        """``use_ssl``: TLS, checking the server against the system's CAs or the PEM file ``root_certificates``
+        (for a server with a private CA or a self-signed certificate); ``access_token``: sent as
+        ``authorization: Bearer <token>`` metadata on every call."""
         url = address if port is None else f"{address}:{port}"
-        self.client = grpcclient.InferenceServerClient(url=url, ssl=use_ssl)
+        self.client = grpcclient.InferenceServerClient(url=url, ssl=use_ssl or root_certificates is not None,
+                                                       root_certificates=root_certificates)
         self.headers = {"authorization": f"Bearer {access_token}"} if access_token else None
         self.retries, self.backoff = retries, backoff
         self._model = service_name or None

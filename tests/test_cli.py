@@ -173,3 +173,15 @@ def test_run_reports_bad_programs_cleanly(tmp_path):
     bad.write_bytes(bytes(16))           # a lone nop: no halt
     proc = run_cli("run", str(bad), "--config", "tiny")
     assert proc.returncode == 2 and "halt" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_run_refuses_a_program_past_its_memory_budget_naming_the_flag(tmp_path):
+    """A transfer needing about 22 MiB on tiny runs under the default budget and is refused under 16 MiB."""
+    src = tmp_path / "big.s"
+    src.write_text("v_load vaddr=0, daddr=0, rows=1024, row_len=256\nhalt\n")
+    assert main(["run", str(src), "--config", "tiny", "--mode", "functional"]) == 0
+    proc = run_cli("run", str(src), "--config", "tiny", "--memory-budget", "16")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "instruction 0 v_load" in proc.stderr and "memory budget of 16.0 MiB" in proc.stderr, proc.stderr
+    proc = run_cli("run", str(src), "--config", "tiny", "--memory-budget", "0")
+    assert proc.returncode == 2 and "--memory-budget 0" in proc.stderr

@@ -179,3 +179,50 @@ def test_warm_program_reuses_resident_weights():
     expected, _ = _npu(compiled, x1)
     assert np.array_equal(next(iter(warm_out.values())).reshape(-1), expected)
     assert warm.stats.dram_read_bytes < cold.stats.dram_read_bytes
+
+
+def _single_layer(nodes, inits, in_shape, out_shape):
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(nodes, "layer", [helper.make_tensor_value_info("data", TensorProto.FLOAT, in_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
+                              [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+@pytest.mark.parametrize("config", ["bw-s10", "bw-a10", "tiny"])
+def test_a_small_first_convolution_compiles_on_every_preset_and_matches_onnxruntime(config):
+    """3 -> 4 channels, 3x3 on 8x8: on bw-s10 the strip holds more column phases than the output has columns
+    (a phase without columns gave 'chain: field n1=0 outside [1, 4095]')."""
+    from onnx import helper
+
+    rng = np.random.default_rng(7)
+    model = _single_layer([helper.make_node("Conv", ["data", "w", "b"], ["y"], pads=[1, 1, 1, 1])],
+                          {"w": 0.3 * rng.standard_normal((4, 3, 3, 3)), "b": 0.1 * rng.standard_normal(4)},
+                          [1, 3, 8, 8], [1, 4, 8, 8])
+    compiled = compile_model(model, config, "wide")
+    conv = compiled.plan.steps[0]
+    if config == "bw-s10":
+        assert conv.column_phases > compiled.plan.shapes["y"][2]           # more phases than output columns
+    x = _input(model, 2)
+    y, _ = _npu(compiled, x)
+    ref = _ort(model, x)
+    assert np.abs(y - ref).max() <= 2e-4 * np.abs(ref).max()
+
+
+def test_a_fully_connected_layer_reading_the_model_input_is_packed_and_matches_onnxruntime():
+    """Input packing took the whole-image convolution's C x 1 x 1 output for C x H x W (a ValueError)."""
+    from onnx import helper
+
+    rng = np.random.default_rng(8)
+    nodes = [helper.make_node("Flatten", ["data"], ["f"]), helper.make_node("Gemm", ["f", "w", "b"], ["y"], transB=1)]
+    model = _single_layer(nodes, {"w": 0.3 * rng.standard_normal((10, 48)), "b": rng.standard_normal(10)},
+                          [1, 4, 12, 1], [1, 10])
+    compiled = compile_model(model, "tiny", "wide")
+    assert compiled.program.inputs[0].params.packing in ("strip", "im2col")
+    x = _input(model, 3)
+    y, _ = _npu(compiled, x)
+    ref = _ort(model, x)
+    assert np.abs(y - ref).max() <= 2e-4 * np.abs(ref).max()

@@ -61,6 +61,9 @@ def test_config_is_frozen():
     ({"native_dim": 16, "lanes": 8, "weight_format": "mxfp8_e4m3"}, "blocks of 32, which must divide native_dim=16"),
     ({"clock_mhz": 0}, "clock_mhz must be a positive number"),
     ({"tiles": 0}, "tiles=0 outside"),
+    ({"name": 7}, "config name must be printable text"),
+    ({"name": ""}, "config name must be printable text"),
+    ({"name": "a\nb"}, "config name must be printable text"),
 ])
 def test_inconsistent_configs_are_rejected_with_the_field_named(change, needle):
     with pytest.raises(ConfigError) as err:

@@ -292,6 +292,238 @@ def test_a_path_that_does_not_exist_is_a_load_error(tmp_path):
         import_onnx(tmp_path)                                                 # a directory is not a model
 
 
+# --- malformed models: one user error naming what and where, never a traceback (tests/test_fuzz_onnx.py) --------
+
+def _unchecked(nodes, inits, in_shape=(1, 4, 8, 8), out_rank=4, opset=13, name="hand_built"):
+    """A model as a broken exporter might write it: not passed through onnx's checker."""
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("data", TensorProto.FLOAT, list(in_shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None] * out_rank)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
+
+
+def test_an_empty_file_or_one_without_a_graph_says_so(tmp_path):
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    with pytest.raises(ModelLoadError, match=r"empty\.onnx: the file is empty \(0 bytes\), not an ONNX model"):
+        compile_model(empty, "tiny", "wide")
+    bare = tmp_path / "bare.onnx"
+    bare.write_bytes(b"\x08\x08")                    # a ModelProto holding ir_version 8 and nothing else
+    with pytest.raises(ModelLoadError, match=r"bare\.onnx \(2 bytes\): not an ONNX model \(no graph\)"):
+        compile_model(bare, "tiny", "wide")
+
+
+def test_text_that_is_not_utf8_is_a_load_error_naming_the_field(tmp_path):
+    """protobuf hands a string field holding invalid UTF-8 to Python as bytes; onnx then failed deep inside."""
+    model = _model([_node("Relu", ["data"], "y")], [], [1, 4, 8, 8])
+    raw = model.SerializeToString().replace(b"hand_built", b"hand\xabbuilt")
+    path = tmp_path / "garbled.onnx"
+    path.write_bytes(raw)
+    with pytest.raises(ModelLoadError, match=r"garbled\.onnx .*the text field model\.graph\.name is not valid UTF-8"):
+        compile_model(path, "tiny", "wide")
+
+
+def _conv_with_weight(weight: onnx.TensorProto):
+    return _unchecked([_node("Conv", ["data", weight.name], "y")], [weight], in_shape=(1, 16, 8, 8))
+
+
+def _big_weight(dims=None, dtype=None, drop_raw=False):
+    """A 64x16x3x3 weight (too large for the checker's copy of the model) with its dims or type changed."""
+    t = numpy_helper.from_array(RNG.standard_normal((64, 16, 3, 3)).astype(np.float32), "w")
+    if dims is not None:
+        del t.dims[:]
+        t.dims.extend(dims)
+    if dtype is not None:
+        t.data_type = dtype
+    return t
+
+
+def _float_data_weight(dims, count):
+    t = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=dims)
+    t.float_data.extend([0.5] * count)
+    return t
+
+
+@pytest.mark.parametrize("weight, message", [
+    (_big_weight(dims=[65, 16, 3, 3]), r"initializer 'w' holds 36,864 bytes of data, but its dims \[65, 16, 3, 3\] "
+                                       r"of FLOAT need 37,440"),
+    (_big_weight(dims=[63, 16, 3, 3]), r"initializer 'w' holds 36,864 bytes.*need 36,288"),
+    (_big_weight(dims=[]), r"initializer 'w' holds 36,864 bytes of data, but its dims \[\] of FLOAT need 4"),
+    (_big_weight(dims=[-1, 16, 3, 3]), r"initializer 'w' has dims \[-1, 16, 3, 3\]; a dimension cannot be negative"),
+    (_big_weight(dtype=999), r"initializer 'w' has unknown element type 999, which is not an ONNX tensor element type"),
+    (_float_data_weight([64, 16, 3, 3], 100), r"initializer 'w' holds 100 values in float_data, but its dims "
+                                             r"\[64, 16, 3, 3\] need 9,216"),
+])
+def test_an_initializer_whose_dims_disagree_with_its_data_is_a_load_error_naming_it(weight, message):
+    """Large initializers skip onnx's checker; numpy_helper.to_array raised 'cannot reshape' for them."""
+    with pytest.raises(ModelLoadError, match=message):
+        compile_model(_conv_with_weight(weight), "tiny", "wide")
+
+
+def test_a_missing_initializer_names_the_node_and_the_tensor():
+    nodes = [_node("Conv", ["data", "w"], "c"), _node("Relu", ["c"], "y")]
+    with pytest.raises(ModelLoadError, match=r"node 'c' \(Conv\) reads tensor 'w', which is no graph input, "
+                                             r"initializer or node output \(a missing initializer\?\)"):
+        compile_model(_unchecked(nodes, []), "tiny", "wide")
+    unnamed = [helper.make_node("Relu", ["data"], ["r"]), helper.make_node("Conv", ["r", "w"], ["y"])]
+    with pytest.raises(ModelLoadError, match=r"node 'Conv_1' \(Conv\) reads tensor 'w'"):
+        compile_model(_unchecked(unnamed, []), "tiny", "wide")
+    backwards = [_node("Relu", ["c"], "y"), _node("Conv", ["data", "w"], "c")]
+    with pytest.raises(ModelLoadError, match=r"node 'y' \(Relu\) reads tensor 'c' before node 'c' writes it: the "
+                                             r"nodes are not in topological order"):
+        compile_model(_unchecked(backwards, [_w("w", 4, 4, 1, 1)]), "tiny", "wide")
+    nowhere = _unchecked([_node("Relu", ["data"], "r")], [])
+    with pytest.raises(ModelLoadError, match=r"graph output 'y' is no graph input, initializer or node output"):
+        compile_model(nowhere, "tiny", "wide")
+
+
+def test_the_checkers_whole_message_is_kept_on_one_line():
+    """Only the first line used to be kept, which drops the node the checker names on the next lines."""
+    bn = helper.make_node("BatchNormalization", ["data", "s", "b", "m"], ["y"], name="bn3")
+    model = _unchecked([bn], [_w(n, 4) for n in "sbm"])
+    with pytest.raises(ModelLoadError) as info:
+        compile_model(model, "tiny", "wide")
+    text = str(info.value)
+    assert "has input size 4 not in range [min=5, max=5]" in text and "Name: bn3 OpType: BatchNormalization" in text
+    assert "\n" not in text and len(text) < 700
+
+
+def test_an_unknown_input_element_type_is_named():
+    model = _unchecked([_node("Relu", ["data"], "y")], [])
+    model.graph.input[0].type.tensor_type.elem_type = 999
+    with pytest.raises((ModelLoadError, UnsupportedModelError), match="999"):
+        compile_model(model, "tiny", "wide")
+
+
+def _problem(model) -> str:
+    with pytest.raises(UnsupportedModelError) as info:
+        compile_model(model, "tiny", "wide")
+    (problem,) = info.value.problems
+    return str(problem)
+
+
+def _conv(attrs=None, weight=(4, 4, 3, 3), bias=None, in_shape=(1, 4, 8, 8)):
+    inits = [weight if isinstance(weight, TensorProto) else
+             numpy_helper.from_array(RNG.standard_normal(weight).astype(np.float32), "w")]
+    ins = ["data", "w"]
+    if bias is not None:
+        inits.append(numpy_helper.from_array(np.asarray(bias, np.float32), "b"))
+        ins.append("b")
+    return _unchecked([_node("Conv", ins, "y", **(attrs or {}))], inits, in_shape)
+
+
+def _pool(**attrs):
+    return _unchecked([_node("MaxPool", ["data"], "y", **attrs)], [])
+
+
+def _with_consts(op, consts, opset=13, out_rank=4, **attrs):
+    inits = [numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()]
+    return _unchecked([_node(op, ["data", *consts], "y", **attrs)], inits, opset=opset, out_rank=out_rank)
+
+
+@pytest.mark.parametrize("model, message", [
+    # each of these reached a ZeroDivisionError, an IndexError, an IsaError or a ValueError from numpy, or compiled
+    # silently into something onnxruntime would not run
+    (_conv({"strides": [0, 0]}), "node 'y' (Conv): strides=[0, 0]; 2 integers >= 1 are needed"),
+    (_conv({"pads": [-1, 0, 0, 0]}), "pads=[-1, 0, 0, 0]; 4 integers >= 0 are needed"),
+    (_conv({"kernel_shape": [5, 5]}), "kernel_shape [5, 5] does not match the weight's [3, 3]"),
+    (_conv(weight=(0, 4, 3, 3)), "weight of shape [0, 4, 3, 3]; every dimension must be at least 1"),
+    (_conv(weight=helper.make_tensor("w", TensorProto.STRING, [4, 4, 1, 1], [b"a"] * 16)),
+     "the weight ('w') has element type object; a real number type is needed"),
+    (_conv(bias=np.zeros((2, 2))), "the bias has shape [2, 2]; 4 values (one per channel) are needed"),
+    (_conv(bias=np.zeros(3)), "the bias has shape [3]; 4 values (one per channel) are needed"),
+    (_pool(kernel_shape=[0, 0]), "node 'y' (MaxPool): kernel [0, 0]; a 2-d kernel of at least 1 x 1 is needed"),
+    (_pool(kernel_shape=[2, 2], strides=[0, 1]), "strides=[0, 1]; 2 integers >= 1 are needed"),
+    (_unchecked([_node("ReduceMean", ["data"], "y", axes=[6, 7])], []),
+     "ReduceMean over axes [6, 7] of a 4-d tensor; an axis must be in [-4, 3]"),
+    (_with_consts("Reshape", {"s": np.array([-1, -1], np.int64)}, out_rank=2),
+     r"reshape of [1, 4, 8, 8] to [-1, -1]; only flattening to N x K is supported"),
+    (_with_consts("Reshape", {"s": np.array([0, 256], np.int64)}, opset=14, out_rank=2, allowzero=1),
+     "reshape to [0, 256] with allowzero=1 makes an empty tensor"),
+    (_with_consts("Pad", {"p": np.array([1, 1, 1], np.int64), "v": np.float32(0), "a": np.array([2, 3], np.int64)},
+                  opset=18), "pads [1, 1, 1] over axes [2, 3]: distinct axes in [-4, 3] and two pads per axis"),
+    (_with_consts("BatchNormalization", {k: np.ones(3, np.float32) for k in ("s", "b", "m", "v")}),
+     "node 'y' (BatchNormalization): scale has shape [3]; 4 values (one per channel) are needed"),
+    (_with_consts("Mul", {"k": np.ones((2, 1, 1, 1, 1), np.float32)}, out_rank=5),
+     "does not broadcast per channel"),
+    (_unchecked([_node("Flatten", ["data"], "f"), _node("Gemm", ["f", "w", "c"], "y")],
+                [_w("w", 256, 5), _w("c", 7)], out_rank=2), r"C of shape [7] does not broadcast to the 5 outputs"),
+    (_unchecked([_node("Flatten", ["data"], "f"), _node("Gemm", ["f", "w"], "y")], [_w("w", 256)], out_rank=2),
+     "B of shape [256]; a 2-d matrix is needed"),
+    (_unchecked([_node("Relu", ["w"], "y")], [_w("w", 4, 4, 3, 3)]),
+     "node 'y' (output): the output is a constant: it does not depend on the model's input"),
+])
+def test_malformed_attributes_and_constants_are_reported_with_their_node(model, message):
+    assert message in _problem(model)
+
+
+def test_dropout_with_empty_constant_inputs_is_read_as_inference_mode():
+    empty = {"r": np.zeros(0, np.float32), "t": np.zeros(0, bool)}
+    model = _with_consts("Dropout", empty)
+    model.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8]))
+    assert _kinds(import_onnx(model)) == Counter()                           # an identity, removed
+
+
+def test_an_nhwc_classifier_whose_weight_does_not_fit_the_flattened_map_is_reported():
+    """fold_layout used to permute the weight's rows before anyone checked their number (an IndexError)."""
+    nodes = [_node("Transpose", ["data"], "t", perm=[0, 2, 3, 1]), _node("Reshape", ["t", "s"], "f"),
+             _node("Gemm", ["f", "w"], "y")]
+    model = _unchecked(nodes, [numpy_helper.from_array(np.array([1, 256], np.int64), "s"),
+                               numpy_helper.from_array(np.zeros((0, 3), np.float32), "w")], out_rank=2)
+    with pytest.raises(UnsupportedModelError) as info:
+        compile_model(model, "tiny", "wide")
+    problems = {p.node: p.message for p in info.value.problems}
+    assert problems["y"] == "weight of shape [3, 0]; a 2-d matrix of at least 1 x 1 is needed"
+    assert "Transpose is not supported" in problems["t"]                    # left in place, not folded
+
+
+@pytest.mark.parametrize("model, message", [
+    (_unchecked([_node("Relu", ["data"], "y")], [], in_shape=(1, 3, 100000, 100000)),
+     "shape [1, 3, 100000, 100000] has 30,000,000,000 elements, more than the compiler's limit of 268,435,456"),
+    (_unchecked([helper.make_node("ConstantOfShape", ["s"], ["w"], name="make_w",
+                                  value=numpy_helper.from_array(np.ones(1, np.float32))), _node("Conv", ["data", "w"], "y")],
+                [numpy_helper.from_array(np.array([4, 4, 65535, 65535], np.int64), "s")]),
+     "node 'make_w' (ConstantOfShape): its result 'w' would have shape [4, 4, 65535, 65535] (68,717,379,600 "
+     "elements), more than the compiler's limit of 268,435,456"),
+    (_unchecked([helper.make_node("ConstantOfShape", ["s"], ["a"], name="a"), _node("MatMul", ["a", "a"], "m"),
+                 _node("Add", ["data", "m"], "y")], [numpy_helper.from_array(np.array([4096, 4096], np.int64), "s")]),
+     "node 'm' (MatMul): evaluating it at compile time would take about 68,719,476,736 multiply-adds, more than the "
+     "compiler's limit of 1,073,741,824"),
+])
+def test_huge_declared_shapes_are_refused_before_anything_large_is_allocated(model, message):
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        assert message in _problem(model)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 256 << 20                  # the 4096 x 4096 constant of the MatMul case is 64 MiB
+
+
+def test_an_initializer_declaring_a_huge_shape_is_refused_before_its_data_is_read():
+    t = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[65535, 65535, 3, 3])
+    with pytest.raises(ModelLoadError, match=r"initializer 'w' declares dims \[65535, 65535, 3, 3\] "
+                                             r"\(38,653,526,025 elements\), more than the compiler's limit of 268,435,456"):
+        compile_model(_conv_with_weight(t), "tiny", "wide")
+
+
+def test_a_loop_on_constants_is_not_run_at_compile_time():
+    """A Loop's trip count can be 10**12: evaluating it would hang, whatever the size of its inputs."""
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["c_in"], ["c_out"]), helper.make_node("Identity", ["v_in"], ["v_out"])],
+        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                 helper.make_tensor_value_info("c_in", TensorProto.BOOL, []),
+                 helper.make_tensor_value_info("v_in", TensorProto.FLOAT, [])],
+        [helper.make_tensor_value_info("c_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [])])
+    inits = [numpy_helper.from_array(np.array(10 ** 12, np.int64), "n"), numpy_helper.from_array(np.array(True), "c"),
+             numpy_helper.from_array(np.array(1.0, np.float32), "v")]
+    model = _unchecked([helper.make_node("Loop", ["n", "c", "v"], ["k"], name="loop", body=body),
+                        _node("Mul", ["data", "k"], "y")], inits)
+    assert "node 'loop' (Loop): operators with subgraphs (Loop) are not evaluated at compile time" in _problem(model)
+
+
 # --- constant folding -----------------------------------------------------------------------------------------
 
 def test_the_flatten_shape_chain_folds_away():

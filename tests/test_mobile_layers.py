@@ -140,6 +140,24 @@ def test_clip_fuses_into_the_convolution_or_runs_on_its_own(bounds, fused):
     assert (lo is None or y.min() >= lo) and (hi is None or y.max() <= hi)
 
 
+@pytest.mark.parametrize("lo, hi", [(0.5, 0.75), (0.25, None), (-2.0, -0.5), (None, -0.25)])
+def test_a_clip_that_moves_zero_keeps_the_spare_lanes_of_its_vectors_zero(lo, hi):
+    """Clip(0.5, 0.75) of 4 channels wrote 0.5 into the 28 lanes beyond them; the next convolution's block
+    format then saw them, and its bits departed from the numerics contract."""
+    inits = {"w": _w(4, 3, 3, 3), "w2": _w(8, 4, 3, 3)}
+    ins = ["c", "", ""]
+    if lo is not None:
+        inits["lo"], ins[1] = np.float32(lo), "lo"
+    if hi is not None:
+        inits["hi"], ins[2] = np.float32(hi), "hi"
+    nodes = [helper.make_node("Conv", ["data", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Clip", ins, ["k"]),
+             helper.make_node("Conv", ["k", "w2"], ["out"], pads=[1, 1, 1, 1])]
+    model = _model(nodes, inits, [1, 3, 6, 6], "out", [1, 8, 6, 6])
+    for precision in ("wide", "ms-fp9"):
+        report = verify_model(model, "tiny", precision)
+        assert report.ok, report.table()
+
+
 def test_clip_attributes_of_old_opsets():
     nodes = [helper.make_node("Conv", ["data", "w"], ["c"]), helper.make_node("Clip", ["c"], ["out"], min=0.0,
                                                                               max=6.0)]

@@ -132,3 +132,95 @@ def test_featurizer_cut_and_trained_head(tmp_path):
 def test_topk():
     assert topk(np.array([0.1, 0.7, 0.2]), 2, ["a", "b", "c"]) == [(1, "b", pytest.approx(0.7)),
                                                                    (2, "c", pytest.approx(0.2))]
+
+
+# ----- image limits: memory is bounded before it is spent ----------------------------------------------
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header declares ``width`` x ``height`` RGB pixels, with almost no pixel data."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def _refused_quickly(call, *fragments):
+    import time
+    import tracemalloc
+
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(ImageError) as info:
+            call()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert time.perf_counter() - t0 < 2 and peak < 32 << 20, (time.perf_counter() - t0, peak)
+    for frag in fragments:
+        assert frag in str(info.value), (frag, str(info.value))
+    return str(info.value)
+
+
+def test_an_extreme_aspect_ratio_is_refused_before_resizing(program):
+    """Regression: a few-hundred-byte 1 x 200000 PNG made preprocessing allocate over 1 GB (the shorter side is
+    resized to 256, so the image would become 256 x 51,200,000), far below Pillow's pixel guard."""
+    buf = io.BytesIO()
+    Image.new("RGB", (1, 200_000)).save(buf, format="PNG", optimize=True)
+    data = buf.getvalue()
+    assert len(data) < 2000
+    msg = _refused_quickly(lambda: Preprocess()(data, "tall.png"), "tall.png:", "1 x 200000",
+                           "256 x 51200000", "MAX_RESIZED_PIXELS")
+    assert "16,777,216" in msg
+    _refused_quickly(lambda: Session(program).score_image(data, "tall.png"), "tall.png:", "MAX_RESIZED_PIXELS")
+    _refused_quickly(lambda: Preprocess().array(np.zeros((1, 70_000, 3), np.uint8)), "array:", "MAX_RESIZED_PIXELS")
+
+
+def test_a_huge_declared_image_is_refused_from_its_header():
+    """The size in the header is checked before any pixel is decoded (a decompression bomb never inflates)."""
+    data = _png_header_only(100_000, 100_000)
+    assert len(data) < 200
+    _refused_quickly(lambda: Preprocess()(data, "bomb.png"), "bomb.png:", "10000000000 pixels",
+                     "the limit is 50,000,000 pixels, npu.preprocess.MAX_IMAGE_PIXELS")
+    with pytest.warns(Warning):                                # Pillow warns between its limit and twice that
+        _refused_quickly(lambda: Preprocess()(_png_header_only(8000, 8000), "big.png"), "big.png:",
+                         "8000 x 8000 image has 64,000,000 pixels", "limit of 50,000,000 (npu.preprocess.MAX_IMAGE_PIXELS)")
+    from PIL import Image as PILImage
+
+    import npu.preprocess as pre
+
+    assert PILImage.MAX_IMAGE_PIXELS <= pre.MAX_IMAGE_PIXELS               # Pillow's own guard is lowered too
+
+
+def test_image_limits_are_read_when_used(monkeypatch):
+    import npu.preprocess as pre
+
+    arr = (np.random.default_rng(4).random((40, 50, 3)) * 255).astype(np.uint8)
+    assert Preprocess(crop=32, resize=36).array(arr).shape == (1, 3, 32, 32)
+    monkeypatch.setattr(pre, "MAX_IMAGE_PIXELS", 1000)
+    _refused_quickly(lambda: Preprocess(crop=32, resize=36).array(arr), "2,000 pixels", "limit of 1,000")
+
+
+def test_a_square_image_at_the_limits_passes_and_recipe_sides_are_bounded():
+    import npu.preprocess as pre
+
+    p = Preprocess(crop=8, resize=pre.MAX_SIDE)
+    assert p.check_size(100, 100) == (pre.MAX_SIDE, pre.MAX_SIDE)
+    with pytest.raises(ImageError):
+        p.check_size(100, 101)
+    for bad in (dict(crop=0), dict(resize=pre.MAX_SIDE + 1), dict(crop=2.5), dict(crop=True), dict(mean=(1, 2)),
+                dict(scale="big"), dict(channel_order=5), dict(extra=[])):
+        with pytest.raises(ValueError):
+            Preprocess(**bad)
+
+
+@pytest.mark.parametrize("data", [
+    _png_header_only(64, 64),                                  # header fine, pixel data missing: truncated
+    b"\x89PNG\r\n\x1a\n" + b"\0" * 40,
+    b"BM" + b"\xff" * 60,
+])
+def test_any_decoder_failure_is_an_image_error(data):
+    with pytest.raises(ImageError, match="img.bin: not a decodable image"):
+        Preprocess()(data, "img.bin")

@@ -363,3 +363,36 @@ def test_huge_chain_is_refused_quickly_without_building_its_addresses():
     with pytest.raises(CycleBudgetExceeded):
         simulate(encode_program(prog), TINY.replace(vrf_depth=8))
     assert time.perf_counter() - t0 < 10
+
+
+# ----- memory -------------------------------------------------------------------------------------
+def test_a_long_chain_runs_in_bounded_memory():
+    """Regression: a 5-instruction program under the cycle budget (one chain reading 960 million vectors) kept
+    every batch's address arrays, asked for gigabytes and died with a MemoryError traceback.  Batches of
+    iterations are now built one at a time once they pass Machine.BATCH_CACHE_BYTES, and the working set is
+    known, and checked against the memory budget, before the run."""
+    import tracemalloc
+
+    from npu.sim import footprint
+    from npu.sim.machine import Machine, batch_address_bytes
+
+    s10 = sp.config("bw-s10")
+
+    def prog(n1, k0):
+        return words(make("chain", n0=32, n1=n1, k0=k0, c=30, reduce="sum"), make("v_rd", base=0),
+                     make("v_wr", base=100, s_n0=n1, s_n1=1), make("end_chain"), HALT)
+
+    big = simulate(prog(1000, 1000), s10, mode="timing")
+    chain = big.program.ops[0]
+    assert batch_address_bytes(chain, chain.iterations) > 100 * Machine.BATCH_CACHE_BYTES
+    assert footprint(big.program, s10).total() < 256 << 20
+    small = prog(100, 100)                                            # 9.6 million reads, addresses not kept
+    simulate(small, s10)                                              # (compile the kernels)
+    tracemalloc.start()
+    try:
+        res = simulate(small, s10)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "batches" not in res.program.ops[0].derived
+    assert peak <= footprint(res.program, s10).total() < 256 << 20

@@ -9,12 +9,13 @@ double-buffered staging buffers.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from npu.config import NPUConfig
-from npu.isa.encoding import Instruction, make
+from npu.isa.encoding import Instruction, field_range, make
 from npu.numerics import mfu
 from npu.numerics.formats import get_format
 from npu.numerics.pack import pack_floats
@@ -23,11 +24,10 @@ from npu.npuz import TensorDesc, TensorLayout
 from ..ir import Add, Affine, Clip, Conv, GlobalPool, Graph, Node, Pad, Pool, Relu
 from npu.layout import ActLayout
 from ..errors import CompileError
-from .plan import Plan, band_input_rows
+from .plan import MAX_COUNT, Plan, band_input_rows
 from .streams import Streams
 from .weights import conv_matrix, pack_tiles
 
-MAX_COUNT = 4095          # largest 12-bit loop / transfer count
 AVG_SREG = 0              # scalar register holding the average-pooling factor
 CLIP_MAX_SREG = 1         # scalar register holding a clip's upper bound (ReLU6: 6)
 CLIP_MIN_SREG = 2         # scalar register holding a clip's lower bound, when it is not 0
@@ -103,6 +103,14 @@ class ConstPool:
             elif isinstance(nd, Affine):
                 pool.addr[(nd.name, "scale")] = pool.add(nd.scale, lane0)
                 pool.addr[(nd.name, "shift")] = pool.add(nd.shift, lane0)
+            elif isinstance(nd, Clip) and plan.shapes[nd.outputs[0]][0] % plan.native_dim:
+                # a bound that would turn the zero lanes beyond the channels into nonzero values is read
+                # from a vector that is zero there (those lanes take part in the next layer's block format)
+                c = plan.shapes[nd.outputs[0]][0]
+                if nd.lo is not None and nd.lo > 0:
+                    pool.addr[(nd.name, "lo")] = pool.add(np.full(c, nd.lo, np.float32), lane0)
+                if nd.hi is not None and nd.hi < 0:
+                    pool.addr[(nd.name, "hi")] = pool.add(np.full(c, nd.hi, np.float32), lane0)
         return pool
 
     def add(self, values: np.ndarray, lane0: int = 0) -> int:
@@ -165,6 +173,11 @@ def _weight_sets(passes: list[_Pass], capacity: int) -> list[list[_Pass]]:
         else:
             sets.append([ps])
     return sets
+
+
+def _row_chunks(height: int) -> list[tuple[int, int]]:
+    """(first row, rows) of the chains that sweep ``height`` output rows (a chain's row count is 12 bits)."""
+    return [(y0, min(MAX_COUNT, height - y0)) for y0 in range(0, height, MAX_COUNT)]
 
 
 def _zero_fill(base: int, size: int, zero_addr: int = 0) -> list[list[Instruction]]:
@@ -238,6 +251,34 @@ def _chunk_weight(nd: Conv, phase: int, lane0: int, row0: int, row1: int, col0: 
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def _ranges(spec) -> tuple[tuple[str, int, int, bool], ...]:
+    return tuple((f.name, *field_range(f), f.signed) for f in spec.fields)
+
+
+def _check_fields(streams: Streams, nodes: dict[str, Node]) -> None:
+    """CompileError naming the layer when an instruction field does not fit its width (the encoder's check, early).
+
+    A count, stride or address beyond its field is a machine limit the
+    layer exceeds; a count below 1 or a negative address is a compiler bug.
+    """
+    for items in streams.items.values():
+        for it in items:
+            for ins in it.instrs:
+                for name, lo, hi, signed in _ranges(ins.spec):
+                    v = ins.fields[name]
+                    if lo <= v <= hi:
+                        continue
+                    nd = nodes.get(it.region)
+                    where = f"node {nd.name!r} ({nd.kind})" if nd is not None else f"the {it.region or 'setup'} code"
+                    if v > hi or signed:
+                        raise CompileError(f"{where}: {ins.mnemonic} needs {name}={v}, beyond the instruction "
+                                           f"set's [{lo}, {hi}]; the layer's tensors are too large for one "
+                                           f"instruction")
+                    raise CompileError(f"{where}: {ins.mnemonic} field {name}={v} is outside [{lo}, {hi}] (a "
+                                       f"compiler bug; please report it with the model)")
+
+
 def _f32_bits(x: float) -> int:
     return int(np.float32(x).view(np.uint32))
 
@@ -298,6 +339,7 @@ class Codegen:
             if self.progress:
                 self.progress(i + 1, len(plan.steps))
         outputs = self._outputs()
+        _check_fields(self.s, {nd.name: nd for nd in plan.steps})
         instrs, regions = self.s.finish()
         warm, warm_regions = self.s.finish(skip=frozenset({"weights"}))
         if self.ring.wrapped:
@@ -374,11 +416,16 @@ class Codegen:
             self._elementwise(i, nd, [], True)
         elif isinstance(nd, Clip):
             relu = nd.lo == 0.0
+            lo_vec, hi_vec = self.consts.addr.get((nd.name, "lo")), self.consts.addr.get((nd.name, "hi"))
             ops = []
-            if nd.lo is not None and not relu:
+            if lo_vec is not None:
+                ops.append(make("vv_max", base=lo_vec, s_r=1))
+            elif nd.lo is not None and not relu:
                 self._compute([make("s_wr", sreg=CLIP_MIN_SREG, value=_f32_bits(nd.lo))])
                 ops.append(make("vs_max", sreg=CLIP_MIN_SREG))
-            self._elementwise(i, nd, ops, relu, nd.hi)
+            if hi_vec is not None:
+                ops.append(make("vv_min", base=hi_vec, s_r=1))
+            self._elementwise(i, nd, ops, relu, nd.hi if hi_vec is None else None)
         elif isinstance(nd, Pad):
             self._pad(i, nd)
         else:
@@ -399,21 +446,22 @@ class Codegen:
         dst = self.plan.layout(nd.outputs[0])
         if self.plan.lane_offset(nd.outputs[0]) or self.plan.lane_offset(nd.inputs[0]):
             raise CompileError(f"node {nd.name!r}: elementwise layers must start at a vector boundary")
-        body = [make("chain", n0=dst.height, n1=dst.width, r=dst.vectors),
-                make("v_rd", base=src.addr(0, 0), s_n0=src.row_stride, s_n1=src.stride, s_r=1)]
-        for op in ops:
-            if op.mnemonic == "vv_add" and isinstance(nd, Add):
-                b = self.plan.layout(nd.inputs[1])
-                op = make("vv_add", base=b.addr(0, 0), s_n0=b.row_stride, s_n1=b.stride, s_r=1)
-            body.append(op)
-        if relu:
-            body.append(make("v_relu"))
-        if clip_max is not None:
-            body.append(make("vs_min", sreg=CLIP_MAX_SREG))
-        body += [make("v_wr", base=dst.addr(0, 0), s_n0=dst.row_stride, s_n1=dst.stride, s_r=1),
-                 make("end_chain")]
         self.layers.append(LayerInfo(nd.name, nd.kind, 0, 0, 0))
-        self._compute(body)
+        for y0, rows in _row_chunks(dst.height):
+            body = [make("chain", n0=rows, n1=dst.width, r=dst.vectors),
+                    make("v_rd", base=src.addr(y0, 0), s_n0=src.row_stride, s_n1=src.stride, s_r=1)]
+            for op in ops:
+                if op.mnemonic == "vv_add" and isinstance(nd, Add):
+                    b = self.plan.layout(nd.inputs[1])
+                    op = make("vv_add", base=b.addr(y0, 0), s_n0=b.row_stride, s_n1=b.stride, s_r=1)
+                body.append(op)
+            if relu:
+                body.append(make("v_relu"))
+            if clip_max is not None:
+                body.append(make("vs_min", sreg=CLIP_MAX_SREG))
+            body += [make("v_wr", base=dst.addr(y0, 0), s_n0=dst.row_stride, s_n1=dst.stride, s_r=1),
+                     make("end_chain")]
+            self._compute(body)
 
     def _pad(self, i: int, nd: Pad) -> None:
         """Copy the input into the interior of the (zero-filled) padded output."""
@@ -424,10 +472,12 @@ class Codegen:
             raise CompileError(f"node {nd.name!r}: padding must start at a vector boundary")
         top, left = nd.pads[0], nd.pads[1]
         self.layers.append(LayerInfo(nd.name, nd.kind, 0, 0, 0))
-        self._compute([make("chain", n0=src.height, n1=src.width, r=src.vectors),
-                       make("v_rd", base=src.addr(0, 0), s_n0=src.row_stride, s_n1=src.stride, s_r=1),
-                       make("v_wr", base=dst.addr(top, left), s_n0=dst.row_stride, s_n1=dst.stride, s_r=1),
-                       make("end_chain")])
+        for y0, rows in _row_chunks(src.height):
+            self._compute([make("chain", n0=rows, n1=src.width, r=src.vectors),
+                           make("v_rd", base=src.addr(y0, 0), s_n0=src.row_stride, s_n1=src.stride, s_r=1),
+                           make("v_wr", base=dst.addr(top + y0, left), s_n0=dst.row_stride, s_n1=dst.stride,
+                                s_r=1),
+                           make("end_chain")])
 
     def _pool(self, i: int, nd) -> None:
         src = self.plan.layout(nd.inputs[0])
@@ -466,10 +516,10 @@ class Codegen:
     def _lanes(self, nd: Node, r0: int = 0, r1: int | None = None) -> dict:
         """The v_wr lane mask for output vectors r0..r1-1 of ``nd`` (empty: whole vectors).
 
-        A tensor at channel offset 0 is its vectors' first writer (a
-        concatenation's inputs are produced in order), so it writes whole
-        vectors, its padding lanes being zero.  A tensor starting inside a
-        vector writes only its lanes, one vector per chain.
+        A tensor at channel offset 0 is its vectors' first writer (the plan
+        orders the layers so), so it writes whole vectors, its padding lanes
+        being zero.  A tensor starting inside a vector writes only its lanes,
+        one vector per chain.
         """
         lo = self.plan.lane_offset(nd.outputs[0])
         if lo == 0:
@@ -607,10 +657,13 @@ class Codegen:
         if top > src.pad or left > src.pad:
             raise CompileError(f"node {nd.name!r}: padding {pads} exceeds the input's zero border {src.pad}")
         sst, dstst = self.plan.storage_of(nd.inputs[0]), self.plan.storage_of(nd.outputs[0])
-        if i not in self.plan.band_rows:
-            self._band_y0 = 0
-            return [self._compute(body(src.addr(-top, -left), dst.addr(0, 0), dst.height), after_load)
-                    for body in bodies]
+        if i not in self.plan.band_rows:        # one chain per body, or per MAX_COUNT rows of a taller output
+            items = []
+            for y0, rows in _row_chunks(dst.height):
+                self._band_y0 = y0
+                items += [self._compute(body(src.addr(y0 * stride[0] - top, -left), dst.addr(y0, 0), rows),
+                                        after_load) for body in bodies]
+            return items
         rows_per = self.plan.band_rows[i]
         bufs = self.plan.band_buffers.get(i, {})
         items = []

@@ -70,6 +70,11 @@ def _fold_flatten(graph: Graph, node: OnnxOp) -> bool:
         return False
     # hwc[j] is the H x W x C flattening's index of C x H x W element j: the weights' columns are read there
     hwc = np.arange(c * h * w).reshape(h, w, c).transpose(2, 0, 1).reshape(-1)
+    for u in dense:                   # weights that do not fit the flattening are left for lift to report
+        weight = np.asarray(graph.constants[u.inputs[1]])
+        rows_are_inputs = u.op_type == "MatMul" or not u.attrs.get("transB", 0)
+        if weight.ndim != 2 or weight.shape[0 if rows_are_inputs else 1] != c * h * w:
+            return False
     for u in dense:
         weight = np.asarray(graph.constants[u.inputs[1]])
         rows_are_inputs = u.op_type == "MatMul" or not u.attrs.get("transB", 0)

@@ -17,6 +17,10 @@ def check_legality(graph: Graph) -> Graph:
                 not non_negative(graph, node.inputs[0]):
             problems.append(Problem(node.name, "MaxPool", "padded max pooling is only supported on non-negative "
                                     "input (after a ReLU), where a zero border equals -inf padding"))
+    for t in graph.outputs:
+        if graph.is_constant(t):
+            problems.append(Problem(t, "output", "the output is a constant: it does not depend on the model's "
+                                    "input, so there is nothing for the NPU to compute"))
     for t in graph.inputs:
         if len(graph.shapes.get(t, ())) != 3:
             problems.append(Problem(t, "input", f"input shape {list(graph.shapes.get(t, ()))} is not C x H x W "

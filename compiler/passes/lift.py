@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import Problem
+from ..limits import MAX_TENSOR_ELEMENTS, elements
 from ..ir import (Add, Affine, BatchNorm, Clip, Concat, Conv, Flatten, GlobalPool, Graph, Identity, OnnxOp, Pad,
                   Pool, Relu, Softmax)
 
@@ -24,13 +25,36 @@ def _const(graph: Graph, node: OnnxOp, i: int, what: str) -> np.ndarray:
     t = node.inputs[i]
     if t not in graph.constants:
         raise Unsupported(f"{what} ({t!r}) must be a constant (an initializer), not computed at run time")
-    return np.asarray(graph.constants[t])
+    value = np.asarray(graph.constants[t])
+    if value.dtype.kind not in "biuf":
+        raise Unsupported(f"{what} ({t!r}) has element type {value.dtype}; a real number type is needed")
+    return value
+
+
+def _vector(graph: Graph, node: OnnxOp, i: int, what: str, size: int) -> np.ndarray:
+    """Constant input ``i`` as a float32 vector of ``size`` values (shape (size,), or (1, size, 1, ...))."""
+    v = _const(graph, node, i, what)
+    if v.size != size or sum(d != 1 for d in v.shape) > 1:
+        raise Unsupported(f"{what} has shape {list(v.shape)}; {size} values (one per channel) are needed")
+    return v.astype(np.float32).reshape(size)
+
+
+def _ints(node: OnnxOp, attr: str, default, count: int, lo: int) -> tuple[int, ...]:
+    """Attribute ``attr`` as ``count`` integers >= ``lo`` (``default`` when absent)."""
+    v = node.attrs.get(attr, default)
+    if not isinstance(v, (list, tuple)) or len(v) != count or \
+            not all(isinstance(x, (int, np.integer)) and x >= lo for x in v):
+        raise Unsupported(f"{attr}={v!r}; {count} integers >= {lo} are needed (only 2-d spatial operators are "
+                          f"supported)")
+    return tuple(int(x) for x in v)
 
 
 def _act_shape(graph: Graph, t: str) -> tuple[int, ...]:
     s = graph.shapes.get(t)
     if s is None:
         raise Unsupported(f"the shape of {t!r} is unknown; export with static shapes")
+    if any(d < 1 for d in s):
+        raise Unsupported(f"tensor {t!r} has shape {list(s)}; every dimension must be at least 1")
     if len(s) < 1 or s[0] != 1:
         raise Unsupported(f"tensor {t!r} has shape {list(s)}; only batch 1 (N x C x H x W or N x K) is supported")
     return tuple(s[1:])
@@ -45,12 +69,15 @@ def _chw(graph: Graph, t: str) -> tuple[int, int, int]:
 
 def _spatial_attrs(node: OnnxOp, kernel: tuple[int, int], in_hw: tuple[int, int]):
     a = node.attrs
-    if any(d != 1 for d in a.get("dilations", [1, 1])):
-        raise Unsupported(f"dilations {list(a['dilations'])} are not supported; only dilation 1")
-    strides = tuple(a.get("strides", [1, 1]))
+    if len(kernel) != 2 or min(kernel) < 1:
+        raise Unsupported(f"kernel {list(kernel)}; a 2-d kernel of at least 1 x 1 is needed")
+    dilations = a.get("dilations", [1, 1])
+    if not isinstance(dilations, (list, tuple)) or any(d != 1 for d in dilations):
+        raise Unsupported(f"dilations {dilations!r} are not supported; only dilation 1")
+    strides = _ints(node, "strides", [1, 1], 2, 1)
     auto = a.get("auto_pad", "NOTSET")
     if auto in ("NOTSET", "VALID"):
-        pads = tuple(a.get("pads", [0, 0, 0, 0])) if auto == "NOTSET" else (0, 0, 0, 0)
+        pads = _ints(node, "pads", [0, 0, 0, 0], 4, 0) if auto == "NOTSET" else (0, 0, 0, 0)
     elif auto in ("SAME_UPPER", "SAME_LOWER"):
         pads_b, pads_e = [], []
         for k, s, n in zip(kernel, strides, in_hw):
@@ -61,8 +88,6 @@ def _spatial_attrs(node: OnnxOp, kernel: tuple[int, int], in_hw: tuple[int, int]
         pads = (pads_b[0], pads_b[1], pads_e[0], pads_e[1])
     else:
         raise Unsupported(f"auto_pad={auto!r} is not an ONNX value")
-    if len(strides) != 2 or len(pads) != 4:
-        raise Unsupported("only 2-d spatial operators are supported")
     return strides, pads
 
 
@@ -81,13 +106,18 @@ def _conv(graph, n):
     weight = _const(graph, n, 1, "the weight").astype(np.float32)
     if weight.ndim != 4:
         raise Unsupported(f"weight of rank {weight.ndim}; only 2-d convolutions (rank-4 weights) are supported")
-    group = int(n.attrs.get("group", 1))
-    if group < 1 or c % group or weight.shape[0] % group:
-        raise Unsupported(f"group={group} does not divide the {c} input and {weight.shape[0]} output channels")
+    if min(weight.shape) < 1:
+        raise Unsupported(f"weight of shape {list(weight.shape)}; every dimension must be at least 1")
+    group = n.attrs.get("group", 1)
+    if not isinstance(group, (int, np.integer)) or group < 1 or c % group or weight.shape[0] % group:
+        raise Unsupported(f"group={group!r} does not divide the {c} input and {weight.shape[0]} output channels")
     if weight.shape[1] * group != c:
         raise Unsupported(f"weight {list(weight.shape)} with group={group} does not match {c} input channels")
-    bias = _const(graph, n, 2, "the bias").astype(np.float32) if len(n.inputs) > 2 and n.inputs[2] else None
+    bias = _vector(graph, n, 2, "the bias", weight.shape[0]) if len(n.inputs) > 2 and n.inputs[2] else None
     kernel = tuple(weight.shape[2:])
+    if "kernel_shape" in n.attrs and (not isinstance(n.attrs["kernel_shape"], (list, tuple)) or
+                                      tuple(n.attrs["kernel_shape"]) != kernel):
+        raise Unsupported(f"kernel_shape {n.attrs['kernel_shape']!r} does not match the weight's {list(kernel)}")
     strides, pads = _spatial_attrs(n, kernel, (h, w))
     oh, ow = _out_hw((h, w), kernel, strides, pads)
     return Conv(n.name, [n.inputs[0]], [n.outputs[0]], source="Conv", weight=weight, bias=bias,
@@ -99,6 +129,8 @@ def _dense(graph, n, weight: np.ndarray, bias):
     s = _act_shape(graph, n.inputs[0])
     if len(s) != 1:
         raise Unsupported(f"input of shape {[1, *s]}; flatten it to N x K first")
+    if weight.ndim != 2 or min(weight.shape) < 1:
+        raise Unsupported(f"weight of shape {list(weight.shape)}; a 2-d matrix of at least 1 x 1 is needed")
     if weight.shape[1] != s[0]:
         raise Unsupported(f"weight {list(weight.shape)} does not match {s[0]} input features")
     return Conv(n.name, [n.inputs[0]], [n.outputs[0]], source=n.op_type, weight=weight[:, :, None, None],
@@ -110,12 +142,18 @@ def _gemm(graph, n):
     if a.get("transA", 0):
         raise Unsupported("transA=1 is not supported; the activation must be the left operand")
     b = _const(graph, n, 1, "B").astype(np.float32)
+    if b.ndim != 2:
+        raise Unsupported(f"B of shape {list(b.shape)}; a 2-d matrix is needed")
     b = b if a.get("transB", 0) else b.T
     weight = np.float32(a.get("alpha", 1.0)) * b
     bias = None
     if len(n.inputs) > 2 and n.inputs[2]:
         cvec = np.float32(a.get("beta", 1.0)) * _const(graph, n, 2, "C").astype(np.float32)
-        bias = np.broadcast_to(cvec.reshape(-1) if cvec.size > 1 else cvec, (weight.shape[0],)).astype(np.float32)
+        if cvec.size not in (1, weight.shape[0]) or sum(d != 1 for d in cvec.shape) > 1 or \
+                (cvec.ndim == 2 and cvec.shape[1] != cvec.size) or cvec.ndim > 2:
+            raise Unsupported(f"C of shape {list(cvec.shape)} does not broadcast to the {weight.shape[0]} outputs "
+                              f"of one row; a scalar or one value per output is needed")
+        bias = np.broadcast_to(cvec.reshape(-1), (weight.shape[0],)).astype(np.float32)
     return _dense(graph, n, weight, bias)
 
 
@@ -132,7 +170,9 @@ def _batchnorm(graph, n):
         raise Unsupported("spatial=0 is not supported")
     if n.attrs.get("training_mode", 0) or len([o for o in n.outputs if o]) > 1:
         raise Unsupported("training-mode BatchNormalization (extra outputs) is not supported; export in eval mode")
-    gamma, beta, mean, var = (_const(graph, n, i, w).astype(np.float64)
+    if not s:
+        raise Unsupported("the input is a scalar; BatchNormalization needs channels")
+    gamma, beta, mean, var = (_vector(graph, n, i, w, s[0]).astype(np.float64)
                               for i, w in ((1, "scale"), (2, "bias"), (3, "mean"), (4, "var")))
     eps = n.attrs.get("epsilon", 1e-5)
     scale = gamma / np.sqrt(var + eps)
@@ -144,9 +184,10 @@ def _batchnorm(graph, n):
 def _pool(graph, n):
     c, h, w = _chw(graph, n.inputs[0])
     a = n.attrs
-    kernel = tuple(a.get("kernel_shape", ()))
-    if len(kernel) != 2:
-        raise Unsupported(f"kernel_shape {list(kernel)}; only 2-d pooling is supported")
+    kernel = a.get("kernel_shape", ())
+    if not isinstance(kernel, (list, tuple)) or len(kernel) != 2:
+        raise Unsupported(f"kernel_shape {kernel!r}; only 2-d pooling is supported")
+    kernel = tuple(kernel)
     if a.get("storage_order", 0):
         raise Unsupported("storage_order=1 is not supported")
     if len([o for o in n.outputs if o]) > 1:
@@ -177,7 +218,10 @@ def _reduce_mean(graph, n):
     axes = n.attrs.get("axes")
     if axes is None and len(n.inputs) > 1 and n.inputs[1]:
         axes = _const(graph, n, 1, "axes").tolist()
-    axes = sorted(int(x) % 4 for x in (axes or []))
+    axes = [int(x) for x in np.asarray(axes if axes is not None else [], np.int64).reshape(-1)]
+    if any(not -4 <= x < 4 for x in axes):
+        raise Unsupported(f"ReduceMean over axes {axes} of a 4-d tensor; an axis must be in [-4, 3]")
+    axes = sorted(x % 4 for x in axes)
     if axes != [2, 3]:
         raise Unsupported(f"ReduceMean over axes {axes}; only the spatial axes [2, 3] (global pooling) are "
                           f"supported")
@@ -188,11 +232,18 @@ def _reduce_mean(graph, n):
 
 def _channel_vector(graph, t: str, c: int, shape) -> np.ndarray | None:
     """A constant that broadcasts per channel over an activation of ``shape``, as a length-C vector."""
-    v = np.asarray(graph.constants[t], np.float32)
+    v = np.asarray(graph.constants[t])
+    if v.dtype.kind not in "biuf":
+        return None
+    v = v.astype(np.float32)
     if v.size == 1:
         return np.full(c, v.reshape(()), np.float32)
     full = (1, *shape)
-    squeezed = v.reshape(v.shape[-len(full):] if v.ndim > len(full) else v.shape)
+    if v.ndim > len(full):          # leading ones broadcast away; anything else makes the result larger
+        if any(d != 1 for d in v.shape[:v.ndim - len(full)]):
+            return None
+        v = v.reshape(v.shape[v.ndim - len(full):])
+    squeezed = v
     pad = (1,) * (len(full) - squeezed.ndim) + squeezed.shape
     if len(pad) == len(full) and all(p in (1, f) for p, f in zip(pad, full)) and \
             all(p == 1 for i, p in enumerate(pad) if i != 1):
@@ -249,9 +300,11 @@ def _flatten(graph, n):
         if n.attrs.get("axis", 1) != 1:
             raise Unsupported(f"axis={n.attrs['axis']}; only axis=1 (keep the batch) is supported")
     else:
-        target = _const(graph, n, 1, "the target shape").astype(np.int64).tolist()
+        target = _const(graph, n, 1, "the target shape").astype(np.int64).reshape(-1).tolist()
         total = int(np.prod(s))
-        ok = (len(target) == 2 and target[0] in (1, 0, -1) and target[1] in (total, -1)) or \
+        if n.attrs.get("allowzero", 0) and 0 in target:
+            raise Unsupported(f"reshape to {target} with allowzero=1 makes an empty tensor")
+        ok = (len(target) == 2 and target[0] in (1, 0, -1) and target[1] in (total, -1) and target != [-1, -1]) or \
              (len(target) == 4 and len(s) == 3 and target[0] in (1, 0) and tuple(target[1:]) == tuple(s))
         if not ok:
             raise Unsupported(f"reshape of {[1, *s]} to {target}; only flattening to N x K is supported")
@@ -272,7 +325,7 @@ def _identity(graph, n):
     if n.op_type == "Dropout":
         outs = [o for o in n.outputs[1:] if o]
         training = len(n.inputs) > 2 and n.inputs[2] and graph.is_constant(n.inputs[2]) and \
-            bool(np.asarray(graph.constants[n.inputs[2]]).reshape(-1)[0])
+            bool(np.asarray(graph.constants[n.inputs[2]]).reshape(-1)[:1].any())
         if outs and any(graph.consumers(o) for o in outs) or n.attrs.get("is_test", 1) == 0 or training:
             raise Unsupported("training-mode Dropout (training_mode=True or the mask output in use) is not "
                               "supported; export the model in eval mode")
@@ -314,14 +367,25 @@ def _pad(graph, n):
     if mode != "constant":
         raise Unsupported(f"mode={mode!r}; only constant (zero) padding is supported")
     if n.opset < 11:
-        pads, value = list(n.attrs.get("pads", [])), float(n.attrs.get("value", 0.0))
+        pads, value = list(n.attrs.get("pads", [])), n.attrs.get("value", 0.0)
+        if not isinstance(value, (int, float)):
+            raise Unsupported(f"value={value!r}; one number is needed")
+        value = float(value)
     else:
         pads = _const(graph, n, 1, "pads").astype(np.int64).reshape(-1).tolist()
         value = 0.0
         if len(n.inputs) > 2 and n.inputs[2]:
-            value = float(_const(graph, n, 2, "the constant value").reshape(-1)[0])
+            v = _const(graph, n, 2, "the constant value")
+            if v.size != 1:
+                raise Unsupported(f"the constant value has shape {list(v.shape)}; one value is needed")
+            value = float(v.reshape(-1)[0])
         if len(n.inputs) > 3 and n.inputs[3]:
-            axes = [int(a) % 4 for a in _const(graph, n, 3, "axes").reshape(-1)]
+            axes = [int(a) for a in _const(graph, n, 3, "axes").reshape(-1)]
+            if any(not -4 <= a < 4 for a in axes) or len(set(a % 4 for a in axes)) != len(axes) or \
+                    len(pads) != 2 * len(axes):
+                raise Unsupported(f"pads {pads} over axes {axes}: distinct axes in [-4, 3] and two pads per "
+                                  f"axis are needed")
+            axes = [a % 4 for a in axes]
             full = [0] * 8
             for k, a in enumerate(axes):
                 full[a], full[a + 4] = pads[k], pads[k + len(axes)]
@@ -346,6 +410,23 @@ LIFTERS = {
     "Concat": _concat, "Flatten": _flatten, "Reshape": _flatten, "Softmax": _softmax, "Identity": _identity,
     "Dropout": _identity, "Relu": _relu, "Clip": _clip, "Pad": _pad,
 }
+
+
+def _check_output(graph: Graph, n: OnnxOp, shape: tuple[int, ...]) -> None:
+    """The typed node's output: positive dimensions, within the size limit, as ONNX's shape inference has it."""
+    t = n.outputs[0]
+    if not t:
+        raise Unsupported("the output has no name")
+    if any(d < 1 for d in shape):
+        raise Unsupported(f"the output {t!r} would have shape {[1, *shape]}; every dimension must be at least 1")
+    count = elements(shape)
+    if count > MAX_TENSOR_ELEMENTS:
+        raise Unsupported(f"the output {t!r} would have shape {[1, *shape]}, {count:,} elements, more than the "
+                          f"compiler's limit of {MAX_TENSOR_ELEMENTS:,}")
+    inferred = graph.shapes.get(t)
+    if inferred is not None and tuple(inferred) != (1, *shape):
+        raise Unsupported(f"ONNX's shape inference gives the output {t!r} shape {list(inferred)}, the compiler "
+                          f"computes {[1, *shape]}")
 
 
 def lift(graph: Graph) -> Graph:
@@ -374,6 +455,7 @@ def lift(graph: Graph) -> Graph:
             continue
         try:
             typed, shape = handler(graph, n)
+            _check_output(graph, n, shape)
         except Unsupported as exc:
             unknown = [t for t in n.inputs if t and t not in graph.shapes and not graph.is_constant(t)]
             if failed.intersection(unknown):          # it cannot be checked before the failed node is fixed

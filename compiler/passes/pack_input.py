@@ -61,7 +61,8 @@ def pack_first_conv(graph: Graph, config: NPUConfig) -> Graph:
         cout, cin, kh, kw = conv.weight.shape
         if (kh, kw) == (1, 1) or 4 * c >= config.native_dim:
             continue
-        _, oh, ow = graph.shapes[conv.outputs[0]]
+        out = graph.shapes[conv.outputs[0]]
+        oh, ow = out[1:] if len(out) == 3 else (1, 1)      # a fully connected layer writes a C x 1 x 1 vector
         conv.model_macs = conv.macs((oh, ow))
         params = {"kernel": [kh, kw], "stride": list(conv.stride), "pads": list(conv.pads), "image_shape": [c, h, w]}
         group = strip_group(c, kh, conv.stride[1], config.native_dim)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..config import NPUConfig
-from .encoding import Instruction, encode_program, field_range
+from .encoding import MAX_INSTRUCTIONS, Instruction, encode_program, field_range
 from .errors import AsmError, IsaError
 from .table import BY_MNEMONIC, DEP_MEANING, TOKEN_QUEUES, Kind
 
@@ -29,6 +29,11 @@ _LABEL = re.compile(r"^([A-Za-z_][\w.]*)\s*:\s*(.*)$")
 _NAME = re.compile(r"^[A-Za-z_][\w.]*$")
 _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
            ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Div: operator.truediv}
+#: Longest operand expression, in characters (bounds the parser's time and memory).
+MAX_EXPRESSION_CHARS = 4096
+#: Largest magnitude of an integer in an expression, its operands and its intermediate results: no field is wider
+#: than 32 bits, and bounding the values keeps a chain of symbols that square each other from growing without end.
+MAX_EXPRESSION_MAGNITUDE = 1 << 64
 
 
 @dataclass
@@ -56,24 +61,38 @@ class _Bits(float):
 
 
 def evaluate(text: str, symbols: dict[str, int], *, allow_float: bool = False):
-    """Value of an operand expression: ints, symbols, + - * // % ( ), and for floats / and bits()."""
+    """Value of an operand expression: ints, symbols, + - * // % ( ), and for floats / and bits().
+
+    Expressions are at most MAX_EXPRESSION_CHARS characters and integers at
+    most MAX_EXPRESSION_MAGNITUDE in magnitude; _ExprError otherwise.
+    """
+    text = text.strip()
+    if len(text) > MAX_EXPRESSION_CHARS:
+        raise _ExprError(f"expression of {len(text):,} characters; the limit is {MAX_EXPRESSION_CHARS:,}")
     try:
-        tree = ast.parse(text.strip(), mode="eval")
-    except SyntaxError:
-        raise _ExprError(f"cannot parse expression {text.strip()!r}") from None
+        tree = ast.parse(text, mode="eval")
+    except (SyntaxError, ValueError):                  # ValueError: a literal of too many digits, a NUL
+        raise _ExprError(f"cannot parse expression {_short(text)}") from None
+    except (RecursionError, MemoryError):
+        raise _ExprError(f"expression {_short(text)} is nested too deeply") from None
+
+    def bounded(v):
+        if isinstance(v, int) and not -MAX_EXPRESSION_MAGNITUDE <= v <= MAX_EXPRESSION_MAGNITUDE:
+            raise _ExprError(f"{_short(text)}: value outside +-2**64")
+        return v
 
     def ev(node):
         if isinstance(node, ast.Expression):
             return ev(node.body)
         if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
             if isinstance(node.value, float) and not allow_float:
-                raise _ExprError(f"{text.strip()!r}: a float where an integer is needed")
-            return node.value
+                raise _ExprError(f"{_short(text)}: a float where an integer is needed")
+            return bounded(node.value)
         if isinstance(node, ast.Name):
             if allow_float and node.id in ("nan", "inf"):
                 return float(node.id)
             if node.id in symbols:
-                return symbols[node.id]
+                return bounded(symbols[node.id])
             close = difflib.get_close_matches(node.id, list(symbols), n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise _ExprError(f"undefined symbol {node.id!r}{hint}")
@@ -82,28 +101,38 @@ def evaluate(text: str, symbols: dict[str, int], *, allow_float: bool = False):
             return -v if isinstance(node.op, ast.USub) else v
         if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
             if isinstance(node.op, ast.Div) and not allow_float:
-                raise _ExprError(f"{text.strip()!r}: use // for integer division")
+                raise _ExprError(f"{_short(text)}: use // for integer division")
             a, b = ev(node.left), ev(node.right)
             try:
-                return _BINOPS[type(node.op)](a, b)
+                return bounded(_BINOPS[type(node.op)](a, b))
             except ZeroDivisionError:
-                raise _ExprError(f"{text.strip()!r}: division by zero") from None
+                raise _ExprError(f"{_short(text)}: division by zero") from None
+            except OverflowError:
+                raise _ExprError(f"{_short(text)}: value out of range") from None
         if (allow_float and isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
                 and node.func.id == "bits" and len(node.args) == 1 and not node.keywords):
             v = ev(node.args[0])
             if not isinstance(v, int) or not 0 <= v < 1 << 32:
                 raise _ExprError(f"bits() takes a 32-bit pattern, got {v!r}")
             return _Bits(v)
-        raise _ExprError(f"{text.strip()!r}: unsupported expression")
+        raise _ExprError(f"{_short(text)}: unsupported expression")
 
-    return ev(tree)
+    try:
+        return ev(tree)
+    except RecursionError:
+        raise _ExprError(f"expression {_short(text)} is nested too deeply") from None
+
+
+def _short(text: str) -> str:
+    """An expression as quoted in a message (long ones shortened)."""
+    return repr(text) if len(text) <= 60 else repr(text[:57] + "...")
 
 
 def _f32_bits(value) -> int:
     if isinstance(value, _Bits):
         return value.pattern
     with np.errstate(over="ignore"):
-        return int(np.array(value, np.float32).view(np.uint32))
+        return int(np.array(float(value), np.float32).view(np.uint32))      # float(): ints of any size
 
 
 def _split_operands(rest: str) -> list[str]:
@@ -135,7 +164,9 @@ def _strip_labels(line: str) -> tuple[list[str], str]:
 def assemble(text: str, config: NPUConfig | None = None, *, source: str = "<string>") -> AssembledProgram:
     """Assemble ``text``; with a ``config`` the program is also validated against that machine.
 
-    Raises AsmError listing every error as ``source:line: message``.
+    Raises AsmError listing every error as ``source:line: message``.  A text
+    of more than MAX_INSTRUCTIONS instructions is refused at the line that
+    passes the limit.
     """
     errors: list[str] = []
     raw_lines = text.splitlines()
@@ -153,6 +184,9 @@ def assemble(text: str, config: NPUConfig | None = None, *, source: str = "<stri
             label_lines[name] = lineno
         if body and not body.startswith("."):
             count += 1
+            if count > MAX_INSTRUCTIONS:
+                raise AsmError([f"{source}:{lineno}: more than {MAX_INSTRUCTIONS:,} instructions (the toolkit's limit, "
+                                f"npu.isa.encoding.MAX_INSTRUCTIONS)"])
     # pass 2: directives and instructions
     instrs: list[Instruction] = []
     lines: list[int] = []
@@ -182,6 +216,9 @@ def assemble(text: str, config: NPUConfig | None = None, *, source: str = "<stri
     if config is not None:
         from .validate import validate_program
 
+        if not instrs:
+            raise AsmError([f"{source}:{max(len(raw_lines), 1)}: the text holds no instructions (a program ends "
+                            f"with halt)"])
         try:
             validate_program(instrs, config, lines=lines, source=source)
         except IsaError as exc:

@@ -7,6 +7,10 @@ from .errors import IsaError
 from .table import (BY_MNEMONIC, BY_OPCODE, DEP_BITS, DEP_MEANING, HEADER_BITS, OPCODE_BITS, WORD_BITS,
                     WORD_BYTES, InstructionSpec, Kind)
 
+#: Most instructions a program may have for the toolkit to decode, assemble or load (a decoded instruction
+#: takes about 1 KB of host memory; the largest compiled network, VGG-16 on bw-s10, has 3,356).
+MAX_INSTRUCTIONS = 1 << 18
+
 
 @dataclass(frozen=True)
 class Instruction:
@@ -147,8 +151,11 @@ def decode(word: int, index: int | None = None) -> Instruction:
 
 
 def decode_program(data: bytes) -> list[Instruction]:
-    """Decode a whole binary program (a multiple of 16 bytes)."""
+    """Decode a whole binary program (a multiple of 16 bytes, at most MAX_INSTRUCTIONS words)."""
     if len(data) % WORD_BYTES:
         raise IsaError(f"program is {len(data)} bytes, not a multiple of the {WORD_BYTES}-byte word")
+    if len(data) // WORD_BYTES > MAX_INSTRUCTIONS:
+        raise IsaError(f"program of {len(data) // WORD_BYTES:,} instructions; the toolkit decodes at most "
+                       f"{MAX_INSTRUCTIONS:,} (npu.isa.encoding.MAX_INSTRUCTIONS)")
     return [decode(int.from_bytes(data[i:i + WORD_BYTES], "little"), i // WORD_BYTES)
             for i in range(0, len(data), WORD_BYTES)]

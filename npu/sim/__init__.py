@@ -19,6 +19,7 @@ import numpy as np
 from ..config import NPUConfig
 from .errors import CycleBudgetExceeded, SimulationError
 from .machine import Machine
+from .memory import DEFAULT_MEMORY_BUDGET, Footprint, footprint
 from .program import SimProgram, build_program
 from .stats import SimStats, collect
 from .timing import Schedule, schedule
@@ -107,13 +108,19 @@ def clear_program_cache() -> None:
     _DECODED.clear()
 
 
+def _image_bytes(dram) -> int:
+    if dram is None:
+        return 0
+    return int(dram.nbytes) if isinstance(dram, np.ndarray) else len(memoryview(dram).cast("B"))
+
+
 def _empty() -> SimulationError:
     return SimulationError("empty program: no instructions (a program ends with halt)")
 
 
 def simulate(program, config: NPUConfig, *, dram: bytes | np.ndarray | None = None, mode: str = "full",
              cycle_budget: int | None = DEFAULT_CYCLE_BUDGET, mrf_from: "SimResult | None" = None,
-             observe=None) -> SimResult:
+             observe=None, memory_budget: int | None = DEFAULT_MEMORY_BUDGET) -> SimResult:
     """Run ``program`` (binary words, an assembled program, a ProgramFile, or a path) on ``config``.
 
     ``dram`` is the initial DRAM image (inputs, weights).  ``mrf_from`` starts
@@ -123,12 +130,25 @@ def simulate(program, config: NPUConfig, *, dram: bytes | np.ndarray | None = No
     and functional modes), so a debugger can read tensors as they complete.
     Raises
     SimulationError for illegal programs and CycleBudgetExceeded when the run
-    would pass ``cycle_budget`` cycles.
+    would pass ``cycle_budget`` cycles.  ``memory_budget`` bounds the host
+    memory of a full or functional run (``npu.sim.memory``): a program whose
+    working set, computed from its instructions before anything is
+    allocated, exceeds it is refused with a SimulationError naming the
+    instruction (None: no limit).
     """
     if mode not in MODES:
         raise SimulationError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     prog = _decode(program, config)
-    machine = Machine(config, dram) if mode != "timing" else None
+    machine = None
+    if mode != "timing":
+        need = footprint(prog, config)
+        need.check(memory_budget, _image_bytes(dram), cycle_budget)
+        try:
+            machine = Machine(config, dram, need.dram_extent)
+        except MemoryError:
+            raise SimulationError(f"the host ran out of memory allocating the machine's memories (DRAM up to byte "
+                                  f"{max(need.dram_extent, _image_bytes(dram)):,}, {config.vrf_depth:,} vectors)"
+                                  ) from None
     if machine is not None and mrf_from is not None:
         if mrf_from.machine is None or mrf_from.config != config:
             raise SimulationError("mrf_from must be a full or functional run on the same machine")
@@ -156,4 +176,5 @@ def simulate(program, config: NPUConfig, *, dram: bytes | np.ndarray | None = No
     return SimResult(config, mode, machine, sched, stats, prog)
 
 
-__all__ = ["simulate", "clear_program_cache", "SimResult", "SimulationError", "CycleBudgetExceeded", "MODES"]
+__all__ = ["simulate", "clear_program_cache", "SimResult", "SimulationError", "CycleBudgetExceeded", "MODES",
+           "DEFAULT_CYCLE_BUDGET", "DEFAULT_MEMORY_BUDGET", "Footprint", "footprint"]

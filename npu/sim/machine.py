@@ -30,14 +30,19 @@ from .program import ChainOp, DmaOp, ScalarOp
 
 
 class Dram:
-    """Byte-addressed external memory that grows on demand up to the configured size."""
+    """Byte-addressed external memory of ``size`` bytes.
 
-    def __init__(self, size: int, image: bytes | np.ndarray | None = None):
+    Storage covers the initial image and ``extent`` bytes (the highest
+    address the program's transfers reach, known before the run) and grows
+    on demand beyond that; bytes never stored read as zero.
+    """
+
+    def __init__(self, size: int, image: bytes | np.ndarray | None = None, extent: int = 0):
         self.size = size
-        data = np.frombuffer(bytes(image), np.uint8) if image is not None else np.zeros(0, np.uint8)
+        data = _byte_view(image)
         if data.size > size:
             raise SimulationError(f"DRAM image of {data.size} bytes exceeds the configured {size} bytes")
-        self.data = np.zeros(max(data.size, 1 << 12), np.uint8)
+        self.data = np.zeros(min(size, max(data.size, extent, 1 << 12)), np.uint8)
         self.data[: data.size] = data
 
     def _ensure(self, end: int) -> None:
@@ -46,17 +51,30 @@ class Dram:
             grown[: self.data.size] = self.data
             self.data = grown
 
-    def read(self, addr: np.ndarray, nbytes: int) -> np.ndarray:
-        """Bytes at each start address in ``addr``: shape (len(addr), nbytes)."""
-        addr = np.asarray(addr, np.int64)
-        self._ensure(int(addr.max()) + nbytes)
-        return self.data[addr[:, None] + np.arange(nbytes)[None, :]]
+    def rows(self, addr: int, count: int, stride: int, nbytes: int) -> np.ndarray:
+        """A read-only (count, nbytes) view of ``count`` rows ``stride`` bytes apart from ``addr`` (no copy)."""
+        end = addr + (count - 1) * stride + nbytes
+        self._ensure(end)
+        if stride == nbytes or count == 1:
+            view = self.data[addr: addr + count * nbytes].reshape(count, nbytes)
+        else:
+            view = np.lib.stride_tricks.as_strided(self.data[addr:], (count, nbytes), (stride, 1), writeable=False)
+        view.flags.writeable = False
+        return view
 
-    def write(self, addr: np.ndarray, rows: np.ndarray) -> None:
-        """Write ``rows`` (n, nbytes) at each start address in ``addr``."""
-        addr = np.asarray(addr, np.int64)
-        self._ensure(int(addr.max()) + rows.shape[1])
-        self.data[addr[:, None] + np.arange(rows.shape[1])[None, :]] = rows
+    def write_rows(self, addr: int, stride: int, rows: np.ndarray) -> None:
+        """Write ``rows`` (count, nbytes) ``stride`` bytes apart from ``addr``; overlapping rows: the later wins."""
+        count, nbytes = rows.shape
+        self._ensure(addr + (count - 1) * stride + nbytes)
+        if stride == nbytes or count == 1:
+            self.data[addr: addr + count * nbytes] = rows.reshape(-1)
+        elif stride > nbytes:
+            np.lib.stride_tricks.as_strided(self.data[addr:], (count, nbytes), (stride, 1))[...] = rows
+        elif stride == 0:
+            self.data[addr: addr + nbytes] = rows[-1]
+        else:
+            for i in range(count):
+                self.data[addr + i * stride: addr + i * stride + nbytes] = rows[i]
 
     def span(self, addr: int, nbytes: int) -> np.ndarray:
         """A read-only view of ``nbytes`` bytes at ``addr``."""
@@ -66,11 +84,23 @@ class Dram:
         return view
 
     def bytes(self, addr: int, nbytes: int) -> bytes:
-        """A copy of ``nbytes`` bytes at ``addr``."""
+        """A copy of ``nbytes`` bytes at ``addr`` (bytes past the stored ones read as zero; storage does not grow)."""
         if addr < 0 or nbytes < 0 or addr + nbytes > self.size:
             raise SimulationError(f"DRAM range {addr:#x}+{nbytes} lies outside the {self.size}-byte DRAM")
-        self._ensure(addr + nbytes)
-        return self.data[addr: addr + nbytes].tobytes()
+        stored = self.data[min(addr, self.data.size): min(addr + nbytes, self.data.size)].tobytes()
+        return stored + bytes(nbytes - len(stored))
+
+
+def _byte_view(image) -> np.ndarray:
+    """The bytes of a DRAM image as a uint8 array, without copying when the image is contiguous."""
+    if image is None:
+        return np.zeros(0, np.uint8)
+    if isinstance(image, np.ndarray):
+        return np.ascontiguousarray(image).reshape(-1).view(np.uint8)
+    try:
+        return np.frombuffer(image, np.uint8)
+    except (TypeError, ValueError):
+        return np.frombuffer(bytes(image), np.uint8)
 
 
 class DecodedTiles(NamedTuple):
@@ -108,6 +138,8 @@ def _decoded_tiles(elem: np.ndarray, scale: np.ndarray) -> DecodedTiles:
 _TILE_CACHE: OrderedDict = OrderedDict()
 TILE_CACHE_BYTES = 1 << 29
 _tile_cache_size = 0
+#: Weight elements decoded at a time by one m_load (bounds the unpacking's temporary arrays).
+DECODE_CHUNK_ELEMENTS = 1 << 20
 #: The image last decoded at each (format, N, DRAM address, size) and its cache key: comparing the bytes
 #: is several times faster than hashing them, and a rerun loads the same images at the same addresses.
 _LAST_AT: dict = {}
@@ -141,10 +173,24 @@ def _decode_tiles(raw: np.ndarray, wfmt, n: int, tile_bytes: int, daddr: int) ->
         t = int(np.argwhere(wide.any(axis=(1, 2)))[0, 0])
         raise SimulationError(f"tile at DRAM {daddr + t * tile_bytes:#x} has a scale byte wider "
                               f"than {wfmt.scale_bits} bits (not a {wfmt.name} tile)")
-    # each tile's element section is a whole number of bytes, so all sections form one bitstream
-    codes = unpack_bits(np.ascontiguousarray(tiles[:, nscale:]).reshape(-1), wfmt.element.bits, count * n * n)
-    elem = element_values(wfmt, codes, np.float32).reshape(count, n, n)
-    decoded = _decoded_tiles(elem, scale_values(wfmt, scale_codes))
+    bits = wfmt.element.bits
+    # each tile's element section is a whole number of bytes, so all sections form one bitstream, decoded
+    # a bounded number of tiles at a time (unpacking odd widths needs tens of bytes per element)
+    step = max(1, DECODE_CHUNK_ELEMENTS // (n * n)) if (n * n * bits) % 8 == 0 else count
+    elem = np.empty((count, n, n), np.float32)
+    live_in = np.empty(count, np.int64)
+    live_out = np.empty(count, np.int64)
+    for t0 in range(0, count, step):
+        part = tiles[t0:t0 + step, nscale:]
+        m = part.shape[0]
+        codes = unpack_bits(np.ascontiguousarray(part).reshape(-1), bits, m * n * n)
+        elem[t0:t0 + m] = element_values(wfmt, codes, np.float32).reshape(m, n, n)
+        nonzero = elem[t0:t0 + m] != 0                    # NaN and infinite elements count as non-zero
+        live_in[t0:t0 + m] = _live_extent(nonzero.any(axis=1))
+        live_out[t0:t0 + m] = _live_extent(nonzero.any(axis=2))
+    decoded = DecodedTiles(elem, scale_values(wfmt, scale_codes), live_in, live_out)
+    for a in decoded:
+        a.flags.writeable = False
     _TILE_CACHE[key] = decoded
     _tile_cache_size += decoded.nbytes
     while _tile_cache_size > TILE_CACHE_BYTES and len(_TILE_CACHE) > 1:
@@ -155,15 +201,37 @@ def _decode_tiles(raw: np.ndarray, wfmt, n: int, tile_bytes: int, daddr: int) ->
     return decoded
 
 
+def decoded_tile_nbytes(config: NPUConfig) -> int:
+    """Host bytes of one decoded weight tile: binary32 elements, binary64 scales, two extents."""
+    n = config.native_dim
+    return n * n * 4 + n * (n // get_format(config.weight_format).block_for(n)) * 8 + 16
+
+
+def chain_batch(ch: ChainOp, n: int, sub: int) -> int:
+    """Iterations of a chain executed together: its gathered inputs, block sums and outputs stay within
+    ``Machine.CHUNK_ELEMENTS`` elements (or one iteration, when a single one needs more)."""
+    if ch.mbase is not None:
+        per_iter = ch.k * n + ch.r * n + ch.k * sub * ch.r * n
+    else:
+        per_iter = ch.k * n * ch.r + ch.r * n
+    return max(1, Machine.CHUNK_ELEMENTS // per_iter)
+
+
+def batch_address_bytes(ch: ChainOp, iterations: int) -> int:
+    """Bytes of the address arrays (reads, MFU operands, writes) of ``iterations`` iterations of a chain."""
+    reads = ch.k * (1 if ch.mbase is not None else ch.r)
+    return 8 * iterations * (reads + (len(ch.mfu) + 1) * ch.r)
+
+
 class Machine:
     """Architectural state of one NPU and the functional semantics of its ops."""
 
-    def __init__(self, config: NPUConfig, dram_image: bytes | np.ndarray | None = None):
+    def __init__(self, config: NPUConfig, dram_image: bytes | np.ndarray | None = None, dram_extent: int = 0):
         self.config = config
         n = config.native_dim
         self.mfu_format = config.mfu_format
         self.dtype = get_format(config.mfu_format).dtype
-        self.dram = Dram(config.dram_bytes, dram_image)
+        self.dram = Dram(config.dram_bytes, dram_image, dram_extent)
         self.vmem = np.zeros((config.vrf_depth, n), self.dtype)
         # the MFU kernels read and write the vector memory as raw bits (16-bit formats) or as
         # binary32 values
@@ -188,23 +256,28 @@ class Machine:
         self._mrf_sets: list[DecodedTiles] = [zero]
         self._mrf_set = np.zeros(config.mrf_tiles, np.int64)
         self._mrf_index = np.zeros(config.mrf_tiles, np.int64)
+        #: Decoded tile bytes the MRF's sets may hold before they are compacted to the tiles slots refer to.
+        self._mrf_hold = 2 * config.mrf_tiles * decoded_tile_nbytes(config)
 
     # ----- DMA -------------------------------------------------------------------
+    def _vector_rows(self, f: dict):
+        """The vector-memory addresses of a transfer: a slice when its rows are contiguous, else an index array."""
+        rows, row_len, vstride = f["rows"], f["row_len"], f["vstride"]
+        if rows == 1 or vstride == row_len:
+            return slice(f["vaddr"], f["vaddr"] + rows * row_len)
+        return (f["vaddr"] + np.arange(rows)[:, None] * vstride + np.arange(row_len)[None, :]).reshape(-1)
+
     def v_load(self, f: dict) -> None:
-        """DRAM -> vector memory, row by row."""
-        vb = self.config.vector_bytes
-        rows = np.arange(f["rows"])
-        data = self.dram.read(f["daddr"] + rows * f["dstride"], f["row_len"] * vb)
-        vecs = data.reshape(-1).view(self.dtype).reshape(f["rows"], f["row_len"], self.config.native_dim)
-        vaddr = f["vaddr"] + rows[:, None] * f["vstride"] + np.arange(f["row_len"])[None, :]
-        self.vmem[vaddr.reshape(-1)] = vecs.reshape(-1, self.config.native_dim)
+        """DRAM -> vector memory, row by row (a later row wins where rows overlap)."""
+        n = self.config.native_dim
+        data = self.dram.rows(f["daddr"], f["rows"], f["dstride"], f["row_len"] * self.config.vector_bytes)
+        vecs = np.ascontiguousarray(data).reshape(-1).view(self.dtype).reshape(-1, n)
+        self.vmem[self._vector_rows(f)] = vecs
 
     def v_store(self, f: dict) -> None:
-        """Vector memory -> DRAM, row by row."""
-        rows = np.arange(f["rows"])
-        vaddr = f["vaddr"] + rows[:, None] * f["vstride"] + np.arange(f["row_len"])[None, :]
-        data = np.ascontiguousarray(self.vmem[vaddr.reshape(-1)]).view(np.uint8).reshape(f["rows"], -1)
-        self.dram.write(f["daddr"] + rows * f["dstride"], data)
+        """Vector memory -> DRAM, row by row (a later row wins where rows overlap)."""
+        data = np.ascontiguousarray(self.vmem[self._vector_rows(f)]).view(np.uint8).reshape(f["rows"], -1)
+        self.dram.write_rows(f["daddr"], f["dstride"], data)
 
     def m_load(self, f: dict) -> None:
         """DRAM packed tiles -> MRF (decoded once here; identical tile images decode from a cache)."""
@@ -216,18 +289,42 @@ class Machine:
         self._mrf_index[dst] = np.arange(count)
 
     def _mrf_set_id(self, tiles: DecodedTiles) -> int:
-        """Index of a decoded tile set in ``_mrf_sets``, added if new; sets no slot holds any more are dropped."""
+        """Index of a decoded tile set in ``_mrf_sets``, added if new; sets no slot holds any more are dropped.
+
+        When the sets hold more than twice the decoded size of the whole MRF
+        (sets of which only a few tiles are still in use), each set is cut
+        down to the tiles slots still refer to, so the decoded weights a run
+        holds stay below ``_mrf_hold`` plus the set being added.
+        """
         for i, known in enumerate(self._mrf_sets):
             if known is tiles:
                 return i
         if len(self._mrf_sets) >= self.MRF_SETS:
-            used = np.unique(self._mrf_set)
-            renumber = np.zeros(len(self._mrf_sets), np.int64)
-            renumber[used] = np.arange(used.size)
-            self._mrf_sets = [self._mrf_sets[i] for i in used]
-            self._mrf_set = renumber[self._mrf_set]
+            self._drop_unused_sets()
+        if sum(known.nbytes for known in self._mrf_sets) + tiles.nbytes > self._mrf_hold:
+            self._drop_unused_sets(compact=True)
         self._mrf_sets.append(tiles)
         return len(self._mrf_sets) - 1
+
+    def _drop_unused_sets(self, compact: bool = False) -> None:
+        """Drop the sets no MRF slot refers to; with ``compact``, cut each set down to the tiles slots refer to."""
+        used = np.unique(self._mrf_set)
+        renumber = np.zeros(len(self._mrf_sets), np.int64)
+        renumber[used] = np.arange(used.size)
+        sets = []
+        for s in used:
+            known = self._mrf_sets[s]
+            if compact:
+                slots = self._mrf_set == s
+                held, inverse = np.unique(self._mrf_index[slots], return_inverse=True)
+                if held.size < known.elem.shape[0]:
+                    known = DecodedTiles(*(np.ascontiguousarray(a[held]) for a in known))
+                    for a in known:
+                        a.flags.writeable = False
+                    self._mrf_index[slots] = inverse.reshape(-1)
+            sets.append(known)
+        self._mrf_sets = sets
+        self._mrf_set = renumber[self._mrf_set]
 
     def mrf_tiles(self, first: int, count: int) -> DecodedTiles:
         """The decoded tiles in MRF slots ``first .. first + count - 1``.
@@ -293,6 +390,10 @@ class Machine:
     CHUNK_ELEMENTS = 1 << 23
     #: Largest number of addresses the exact hazard analysis of one chain may build.
     HAZARD_ADDRESSES = 1 << 24
+    #: Largest size of the address arrays of one chain kept for later runs of the program.
+    BATCH_CACHE_BYTES = 1 << 26
+    #: Read addresses the hazard analysis checks at a time.
+    HAZARD_CHUNK = 1 << 20
 
     def _generators(self, ch: ChainOp):
         """(fields, rows, reduction, mnemonic, instruction index) of every read, then the write."""
@@ -303,7 +404,7 @@ class Machine:
         return reads, (ch.wr, True, False, "v_wr", ch.end_index - 1)
 
     def chain(self, ch: ChainOp) -> None:
-        """Execute one chain over all its iterations, in batches of whole iterations."""
+        """Execute one chain over all its iterations, in batches of whole iterations (see :func:`chain_batch`)."""
         ops, sources, tables = self._mfu_program(ch)
         scalars = self._mfu_scalars(ch)
         mfu = (self._fmt_code, ops, sources, scalars)
@@ -316,25 +417,33 @@ class Machine:
                 mfu_kernels.run_chain(self._reduction(ch, raddr), *mfu, operand_addr, self._vmem_load, tables, out)
             self._write(ch, waddr, out)
 
-    def _batches(self, ch: ChainOp) -> list:
-        """(read, MFU operand, write) addresses of each batch of iterations; checked and built on first use.
+    def _batches(self, ch: ChainOp):
+        """(read, MFU operand, write) addresses of each batch of iterations; checked on first use.
 
         They depend on the chain alone, so a program run again (a serving
-        session) reuses them from ``ch.derived``.
+        session) reuses them from ``ch.derived``, unless together they take
+        more than ``BATCH_CACHE_BYTES``: then each run builds them batch by
+        batch.
         """
         batches = ch.derived.get("batches")
         if batches is not None:
             return batches
-        n = self.config.native_dim
-        p = ch.iterations
-        self._check_hazards(ch)
+        if not ch.derived.get("hazards_checked"):
+            self._check_hazards(ch)
+            ch.derived["hazards_checked"] = True
         # iterations never read what other iterations of this chain write (checked above),
         # so batches of iterations may run one after another
+        step = chain_batch(ch, self.config.native_dim, self.config.native_dim // self.block)
+        gen = self._batch_addresses(ch, step)
+        if batch_address_bytes(ch, ch.iterations) > self.BATCH_CACHE_BYTES:
+            return gen
+        batches = ch.derived["batches"] = list(gen)
+        return batches
+
+    def _batch_addresses(self, ch: ChainOp, step: int):
         with_mv = ch.mbase is not None
-        per_iter = ch.k * n * (1 if with_mv else ch.r) + ch.r * n
-        step = max(1, self.CHUNK_ELEMENTS // per_iter)
+        p = ch.iterations
         _, sources, _ = self._mfu_program(ch)
-        batches = []
         for p0 in range(0, p, step):
             sl = slice(p0, min(p, p0 + step))
             raddr = self._addresses(ch, ch.rd, rows=not with_mv, reduction=True, iterations=sl)
@@ -344,9 +453,7 @@ class Machine:
                     operand_addr[o] = self._addresses(ch, self._operand_fields(op), rows=True, reduction=False,
                                                       iterations=sl).reshape(-1)
             waddr = self._addresses(ch, ch.wr, rows=True, reduction=False, iterations=sl).reshape(-1)
-            batches.append((raddr, operand_addr, waddr))
-        ch.derived["batches"] = batches
-        return batches
+            yield raddr, operand_addr, waddr
 
     def _reduction(self, ch: ChainOp, raddr: np.ndarray) -> np.ndarray:
         """A chain without the MVU: its binary32 input (iterations * r, N), the reduction of the vectors read."""
@@ -472,7 +579,12 @@ class Machine:
         return gemm
 
     def _check_hazards(self, ch: ChainOp) -> None:
-        """Reject a chain whose iterations write one vector twice, or write what a later iteration reads."""
+        """Reject a chain whose iterations write one vector twice, or write what a later iteration reads.
+
+        Memory stays bounded: a table over the vector memory records which
+        iteration writes each vector, and reads are checked a batch of
+        iterations at a time.
+        """
         reads, (wf, _, _, wname, windex) = self._generators(ch)
         wlo, whi = self._extent(ch, wf, rows=True, reduction=False)
         extents = [self._extent(ch, g[0], rows=g[1], reduction=g[2]) for g in reads]
@@ -481,31 +593,36 @@ class Machine:
         if writes > self.HAZARD_ADDRESSES:
             raise SimulationError(f"chain writes {writes:,} vectors, more than the simulator analyses in one "
                                   f"chain ({self.HAZARD_ADDRESSES:,}); split it", ch.index, mnemonic="chain")
-        waddr = self._addresses(ch, wf, rows=True, reduction=False).reshape(-1)
-        uniq, first = np.unique(waddr, return_index=True)
-        if uniq.size != waddr.size:
+        if writes > whi - wlo + 1:                    # more writes than vectors they reach: one is written twice
             raise SimulationError("two iterations write the same vector (write-after-write in one chain)",
                                   windex, mnemonic=wname)
-        write_iter = np.repeat(np.arange(ch.iterations), ch.r)
+        waddr = self._addresses(ch, wf, rows=True, reduction=False).reshape(-1) - wlo
+        writer = np.full(whi - wlo + 1, -1, np.int64)         # iteration writing each vector of the write range
+        writer[waddr] = np.repeat(np.arange(ch.iterations), ch.r)
+        if np.count_nonzero(writer >= 0) != waddr.size:
+            raise SimulationError("two iterations write the same vector (write-after-write in one chain)",
+                                  windex, mnemonic=wname)
+        del waddr
         for fields, rows, reduction, name, index in overlapping:
-            size = ch.iterations * (ch.r if rows else 1) * (ch.k if reduction else 1)
+            per_iter = (ch.r if rows else 1) * (ch.k if reduction else 1)
+            size = ch.iterations * per_iter
             if size > self.HAZARD_ADDRESSES:
                 raise SimulationError(f"{name} reads {size:,} vectors overlapping the chain's writes, more than "
                                       f"the simulator analyses in one chain; split it", index, mnemonic=name)
-            flat = self._addresses(ch, fields, rows=rows, reduction=reduction).reshape(ch.iterations, -1)
-            hit = np.isin(flat, uniq)
-            if not hit.any():
-                continue
-            it, col = np.nonzero(hit)
-            pos = np.searchsorted(uniq, flat[it, col])
-            first_writer = write_iter[first[pos]]
-            later = it > first_writer
-            if later.any():
-                bad = int(np.argmax(later))
-                raise SimulationError(
-                    f"iteration {int(it[bad])} reads vector {int(flat[it[bad], col[bad]])} that iteration "
-                    f"{int(first_writer[bad])} of the same chain wrote (read-after-write hazard)",
-                    index, mnemonic=name)
+            step = max(1, self.HAZARD_CHUNK // per_iter)
+            for p0 in range(0, ch.iterations, step):
+                sl = slice(p0, min(ch.iterations, p0 + step))
+                flat = self._addresses(ch, fields, rows=rows, reduction=reduction,
+                                       iterations=sl).reshape(sl.stop - sl.start, -1) - wlo
+                inside = (flat >= 0) & (flat < writer.size)
+                first_writer = np.where(inside, writer[np.where(inside, flat, 0)], -1)
+                later = (first_writer >= 0) & (first_writer < np.arange(sl.start, sl.stop)[:, None])
+                if later.any():
+                    it, col = np.unravel_index(int(np.argmax(later)), later.shape)
+                    raise SimulationError(
+                        f"iteration {sl.start + it} reads vector {int(flat[it, col]) + wlo} that iteration "
+                        f"{int(first_writer[it, col])} of the same chain wrote (read-after-write hazard)",
+                        index, mnemonic=name)
 
     # ----- dispatch -------------------------------------------------------------
     def execute(self, op) -> None:
@@ -517,6 +634,10 @@ class Machine:
                 raise
             name = getattr(op, "mnemonic", "chain")
             raise SimulationError(str(exc), op.index, mnemonic=name) from None
+        except MemoryError:
+            raise SimulationError("the host ran out of memory executing this instruction (lower the "
+                                  "simulate(memory_budget=...) so such programs are refused before they run)",
+                                  op.index, mnemonic=getattr(op, "mnemonic", "chain")) from None
 
     def _execute(self, op) -> None:
         if isinstance(op, ChainOp):

@@ -94,6 +94,8 @@ class SimProgram:
     ops: list
     instruction_count: int
     regions: list[tuple[str, int, int]] = field(default_factory=list)
+    #: (config, npu.sim.memory.Footprint) once computed: the run's working set depends on nothing else.
+    footprint: tuple | None = field(default=None, compare=False, repr=False)
 
 
 def build_program(instrs, config: NPUConfig, regions=None) -> SimProgram:
