@@ -26,7 +26,7 @@ import numpy as np
 from compiler.compile import PRECISIONS, compile_model
 from compiler.models import nets
 from compiler.models.photos import PHOTO_NAMES, load_photos
-from compiler.verify import _ort_with_outputs, verify_model
+from compiler.verify import ort_with_outputs, verify_model
 
 ALL_PRECISIONS = ["wide", "msfp12", "ms-fp9", "ms-fp8", "mxint8", "mxfp8", "mxfp6", "mxfp4"]
 
@@ -73,7 +73,7 @@ def measure(model_name: str = "efficientnet_lite0", precisions=ALL_PRECISIONS, p
     inputs = [(name, recipe.array(img)) for name, img in load_photos(PHOTO_NAMES[:photos])]
     feature = _features_tensor(model)
     logits_name = model.graph.output[0].name
-    session = _ort_with_outputs(model, [feature])
+    session = ort_with_outputs(model, [feature])
     ref = {name: dict(zip([o.name for o in session.get_outputs()], session.run(None, {"data": x})))
            for name, x in inputs}
     rows = []

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from npu.config import NPUConfig, load_config
+from npu.config import NPUConfig
 from npu.isa.encoding import encode_program
 from npu.npuz import ProgramFile, ProgramMetadata
 from npu.preprocess import MAX_SIDE, Preprocess
@@ -21,19 +21,8 @@ from .ir import Graph
 from .lower.codegen import Codegen, ConstPool, Generated, LayerInfo
 from .lower.plan import Plan, build_plan, check_counts, check_dram, place
 from .passes import run_machine_passes
-
-#: Named precisions: (weight format, activation format, MFU format).
-PRECISIONS: dict[str, tuple[str, str, str]] = {
-    "ms-fp8": ("ms-fp8", "ms-fp8", "fp16"),
-    "ms-fp9": ("ms-fp9", "ms-fp9", "fp16"),
-    "msfp12": ("msfp12", "msfp12", "fp16"),
-    "mxint8": ("mxint8", "mxint8", "fp16"),
-    "mxfp8": ("mxfp8_e4m3", "mxfp8_e4m3", "fp16"),
-    "mxfp6": ("mxfp6_e2m3", "mxfp6_e2m3", "fp16"),
-    "mxfp4": ("mxfp4_e2m1", "mxfp4_e2m1", "fp16"),
-    "wide": ("bfp24", "bfp24", "fp32"),
-}
-
+from .precision import (PRECISIONS, apply_layer_formats, config_for_layer_formats, layer_format_pair,  # noqa: F401
+                        read_precision_file, resolve_config)
 
 @dataclass
 class CompiledModel:
@@ -55,17 +44,6 @@ class CompiledModel:
         self.program.save(path)
 
 
-def resolve_config(config, precision: str | None) -> NPUConfig:
-    """A config (preset name, JSON path or NPUConfig) with ``precision`` applied."""
-    cfg = config if isinstance(config, NPUConfig) else load_config(config)
-    if precision is None:
-        return cfg
-    if precision not in PRECISIONS:
-        raise CompileError(f"precision {precision!r} unknown; choose one of {', '.join(PRECISIONS)}")
-    w, a, m = PRECISIONS[precision]
-    return cfg.replace(weight_format=w, activation_format=a, mfu_format=m)
-
-
 @dataclass
 class Compilation:
     """What the steps of :data:`STEPS` read and write, in the order they fill it."""
@@ -76,6 +54,10 @@ class Compilation:
     preprocess: dict | None = None
     labels: list[str] | None = None
     progress: Callable | None = None
+    layer_formats: dict | None = None
+    weight_rounding: str = "nearest"          # compiler.weight_rounding.METHODS
+    bias_correction: bool = False
+    calibration: list | None = None           # model inputs for gptq / bias correction
     timings: dict = field(default_factory=dict)
     graph: Graph | None = None
     plan: Plan | None = None
@@ -123,8 +105,27 @@ def step_import(c: Compilation) -> None:
     c.graph = import_onnx(c.model, c.timings, outputs=[c.cut_at] if c.cut_at else None)
 
 
+def _stage_progress(progress: Callable | None, stage: str) -> Callable | None:
+    """``progress(done, total)``, passing ``stage=`` too when ``progress`` takes it."""
+    if progress is None:
+        return None
+    import inspect
+
+    try:
+        params = inspect.signature(progress).parameters
+    except (TypeError, ValueError):
+        params = {}
+    if "stage" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return lambda done, total: progress(done, total, stage=stage)
+    return progress
+
+
 def step_machine_passes(c: Compilation) -> None:
-    """Rewrite the checked graph for the machine (input packing, separable max pooling)."""
+    """Rewrite the checked graph for the machine (input packing, separable max pooling, weight rounding)."""
+    apply_layer_formats(c.graph, c.config, c.layer_formats)     # before the passes: weight rounding reads them
+    c.graph.metadata["weight_rounding"] = {
+        "method": c.weight_rounding, "bias_correction": c.bias_correction, "calibration": c.calibration,
+        "progress": _stage_progress(c.progress, "rounding weights")}
     c.graph = run_machine_passes(c.graph, c.config, c.timings)
 
 
@@ -159,11 +160,22 @@ def step_program(c: Compilation) -> None:
         precision={"weight": cfg.weight_format, "activation": cfg.activation_format, "mfu": cfg.mfu_format},
         postprocess=dict(graph.metadata.get("postprocess", {})),
         layers=[vars(layer) for layer in gen.layers], weight_tiles=gen.weight_tiles,
+        layer_formats={layer.name: {"weight": layer.weight_format, "activation": layer.activation_format}
+                       for layer in gen.layers if layer.weight_format},
         preprocess=preprocess_recipe(graph, c.preprocess),
-        labels=[str(x) for x in labels] if labels is not None else None)
+        labels=[str(x) for x in labels] if labels is not None else None,
+        weight_rounding=_rounding_summary(graph))
     c.program = ProgramFile(cfg, encode_program(gen.instructions), gen.dram, gen.inputs, gen.outputs, gen.regions,
                             metadata, encode_program(gen.warm_instructions) if gen.warm_instructions else b"",
                             gen.warm_regions)
+
+
+def _rounding_summary(graph: Graph) -> dict:
+    """What the weight-rounding pass did, for the program's metadata (``ProgramMetadata.weight_rounding``)."""
+    done = graph.metadata.get("weight_rounding") or {}
+    return {"method": str(done.get("method", "nearest")), "bias_correction": bool(done.get("bias_correction")),
+            "calibration_inputs": int(done.get("calibration_inputs", 0)),
+            "repaired_blocks": int(done.get("repaired_blocks", 0))}
 
 
 Step = Callable[[Compilation], None]
@@ -179,17 +191,38 @@ STEPS: tuple[tuple[str, Step], ...] = (
 
 
 def compile_model(model, config="bw-s10", precision: str | None = None, *, progress=None, cut_at: str | None = None,
-                  preprocess: dict | None = None, labels: list[str] | None = None) -> CompiledModel:
+                  preprocess: dict | None = None, labels: list[str] | None = None,
+                  layer_formats: dict[str, str] | None = None, weight_rounding: str = "nearest",
+                  bias_correction: bool = False, calibration: list | None = None) -> CompiledModel:
     """Compile an ONNX model (path or ModelProto) for ``config`` at ``precision``.
 
     ``cut_at`` names a tensor that becomes the only output (a headless
     featurizer); ``preprocess`` (keys of ``npu.preprocess.Preprocess``) and
-    ``labels`` are stored in the program for the runtime.  ``progress(done,
-    total)`` is called as layers are generated.  Raises ModelLoadError for
+    ``labels`` are stored in the program for the runtime.  ``layer_formats``
+    maps a layer (node) name of the compiled graph -- a Conv keeps its ONNX
+    node's name -- to a precision of :data:`PRECISIONS` or a block-format
+    name: that layer multiplies in those formats (mixed precision), the
+    machine's ``extra_formats`` extended by the formats it needs.  ``progress(done,
+    total)`` is called as layers are generated (and, given a ``stage``
+    keyword parameter, with ``stage="rounding weights"`` as layers are
+    rounded first).  ``weight_rounding`` ("nearest", "mse" or "gptq") and
+    ``bias_correction`` choose how weights are rounded to their block format
+    (``compiler.weight_rounding``); ``calibration`` (model input arrays) is
+    the data gptq and bias correction need.  Raises ModelLoadError for
     unreadable files, UnsupportedModelError listing every unsupported
     construct, and CompileError when the model does not fit the machine.
     """
-    c = Compilation(model, resolve_config(config, precision), cut_at, preprocess, labels, progress)
+    cfg = config_for_layer_formats(resolve_config(config, precision), layer_formats)
+    from .weight_rounding import METHODS
+
+    if weight_rounding not in METHODS:
+        raise CompileError(f"weight rounding {weight_rounding!r} unknown; choose one of {', '.join(METHODS)}")
+    if (weight_rounding == "gptq" or bias_correction) and not calibration:
+        raise CompileError(f"weight rounding {weight_rounding!r}{' with bias correction' if bias_correction else ''}"
+                           f" needs calibration inputs (calibration=[model input arrays])")
+    c = Compilation(model, cfg, cut_at, preprocess, labels, progress, layer_formats=dict(layer_formats or {}),
+                    weight_rounding=weight_rounding, bias_correction=bool(bias_correction),
+                    calibration=list(calibration) if calibration is not None else None)
     for name, step in STEPS:
         t0 = time.perf_counter()
         step(c)

@@ -58,6 +58,10 @@ class Conv(Node):
     column (the strip-packed first layer, ``compiler.passes.pack_input``).
     ``model_macs`` keeps the model's own MAC count when such a rewrite
     changes the weight's shape.
+
+    ``weight_format`` / ``activation_format`` name the block formats its
+    chains multiply in (mixed precision, ``compile_model(layer_formats=...)``);
+    None means the machine's own pair (MVU format mode 0).
     """
 
     weight: np.ndarray = None
@@ -70,6 +74,8 @@ class Conv(Node):
     model_macs: int | None = None
     groups: int = 1
     clip_max: float | None = None
+    weight_format: str | None = None
+    activation_format: str | None = None
 
     @property
     def in_channels(self) -> int:

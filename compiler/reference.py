@@ -18,7 +18,7 @@ from npu.config import NPUConfig
 from npu.numerics import mfu
 from npu.numerics.dot import matvec
 from npu.numerics.formats import get_format
-from npu.numerics.quantize import quantize
+from npu.numerics.quantize import quantize, quantize_to_values
 
 from npu.hostio import input_tensor, windows
 from .ir import Add, Affine, Clip, Concat, Conv, Flatten, GlobalPool, Graph, Pad, Pool, Relu
@@ -33,6 +33,15 @@ def _padded(x: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
+def _block_values(x: np.ndarray, fmt, n: int) -> np.ndarray:
+    """The exact values (binary64) of the rows of ``x`` quantised to block format ``fmt``."""
+    q, scales = quantize_to_values(x, fmt, n)
+    block = fmt.block_for(n)
+    codes = scales.astype(np.int64)
+    scale = np.where(codes == fmt.scale_nan, np.nan, np.ldexp(1.0, codes - fmt.scale_bias))
+    return (q.reshape(*q.shape[:-1], -1, block).astype(np.float64) * scale[..., None]).reshape(q.shape)
+
+
 class ContractArithmetic:
     """The numerics contract: block-format MVU sums, then MFU operations rounded to the MFU format."""
 
@@ -43,9 +52,16 @@ class ContractArithmetic:
         self.wfmt = get_format(config.weight_format)
         self.xfmt = get_format(config.activation_format)
 
-    def product(self, w: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """MVU accumulators (binary32) of window rows times a weight matrix (output rows x K)."""
-        return matvec(quantize(w, self.wfmt, self.n), quantize(rows, self.xfmt, self.n), self.n)
+    def product(self, w: np.ndarray, rows: np.ndarray, wfmt=None, xfmt=None) -> np.ndarray:
+        """MVU accumulators (binary32) of window rows times a weight matrix (output rows x K), in the
+        formats ``wfmt`` / ``xfmt`` (default: the machine's own pair, MVU mode 0)."""
+        return matvec(quantize(w, wfmt or self.wfmt, self.n), quantize(rows, xfmt or self.xfmt, self.n), self.n)
+
+    def for_layer(self, nd: Conv):
+        """``product`` in the formats of one Conv (its own, or the machine's when it names none)."""
+        wfmt = get_format(nd.weight_format) if getattr(nd, "weight_format", None) else self.wfmt
+        xfmt = get_format(nd.activation_format) if getattr(nd, "activation_format", None) else self.xfmt
+        return lambda w, rows: self.product(w, rows, wfmt, xfmt)
 
     def accumulator(self, acc):
         """An MVU accumulator as an MFU value."""
@@ -85,6 +101,10 @@ class ExactArithmetic:
     def product(self, w: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Exact-ish (binary64) products of window rows times a weight matrix."""
         return rows.astype(np.float64) @ w.astype(np.float64).T
+
+    def for_layer(self, nd: Conv):
+        """``product`` for one Conv (no formats: the same for every layer)."""
+        return self.product
 
     def accumulator(self, acc):
         return np.asarray(acc, np.float64)
@@ -127,13 +147,14 @@ class Reference:
         return tuple(s) if len(s) == 3 else (s[0], 1, 1)
 
     def conv(self, nd: Conv, x: np.ndarray, residual: np.ndarray | None) -> np.ndarray:
-        """MVU products rounded to the MFU format, then bias, residual and ReLU in MFU arithmetic.
+        """MVU products (in the layer's own formats) rounded to the MFU format, then bias, residual and ReLU in
+        MFU arithmetic.
 
         Column phases are computed as one convolution with P*Cout outputs at
         every P-th output column, then interleaved.
         """
         ar = self.ar
-        acc = self._conv_sums(nd, x, ar.product)
+        acc = self._conv_sums(nd, x, ar.for_layer(nd))
         cout = nd.out_channels
         c, oh, ow = self._shape(nd.outputs[0])
         y = ar.accumulator(acc)
@@ -170,10 +191,16 @@ class Reference:
         acc = acc[:, :rows_out]
         return acc.reshape(oh, zw, phases, cout).reshape(oh, zw * phases, cout)[:, :ow].reshape(oh * ow, cout)
 
-    def _grouped(self, nd: Conv, windows: np.ndarray, product) -> np.ndarray:
-        """Sums of a grouped convolution: each output vector over the input vectors its groups touch."""
+    def _grouped(self, nd: Conv, windows: np.ndarray, product, shortcut: bool = True) -> np.ndarray:
+        """Sums of a grouped convolution: each output vector over the input vectors its groups touch.
+
+        ``shortcut`` computes a depthwise convolution's sums without its
+        matrix's zeros (the same bits, see ``_depthwise``).
+        """
         n = self.n
         cout, cin_g, kh, kw = nd.weight.shape
+        if shortcut and cin_g == 1 and nd.groups == cout and np.isfinite(windows).all():
+            return self._depthwise(nd, windows)
         cout_g = cout // nd.groups
         connected = np.zeros((cout, windows.shape[2]), bool)    # output channel -> input channels it reads
         for g in range(nd.groups):
@@ -192,6 +219,41 @@ class Reference:
                 acc = np.zeros((windows.shape[0], -(-cout // n) * n), part.dtype)
             acc[:, r * n:(r + 1) * n] = part
         return acc
+
+    def _depthwise(self, nd: Conv, windows: np.ndarray) -> np.ndarray:
+        """The sums of ``_grouped`` for a depthwise convolution, without multiplying the matrix's zeros.
+
+        Output channel o's row of an output vector's matrix holds one weight
+        per tap, each alone in its block (the others are zero), so each of
+        its block sums is that weight, quantised by itself, times the
+        quantised input element: one product, rounded once to binary32.
+        The zero blocks add +0.0 to an accumulator that is never -0.0, so
+        the accumulator is the binary32 sum of those products in tap order:
+        the same bits as the whole matrix product (finite inputs; the caller
+        checks).  In exact mode the products are summed in binary64.
+        """
+        n, ar = self.n, self.ar
+        cout, _, kh, kw = nd.weight.shape
+        taps = kh * kw
+        pixels, _, channels = windows.shape
+        w = np.ascontiguousarray(nd.weight.reshape(cout, taps).T, np.float32)          # (taps, cout)
+        x = windows[:, :, :cout]
+        if isinstance(ar, ExactArithmetic):
+            acc = np.einsum("ptc,tc->pc", x.astype(np.float64), w.astype(np.float64))
+        else:
+            wfmt = get_format(nd.weight_format) if nd.weight_format else ar.wfmt
+            xfmt = get_format(nd.activation_format) if nd.activation_format else ar.xfmt
+            alone = np.zeros((taps * cout, wfmt.block_for(n)), np.float32)
+            alone[:, 0] = w.ravel()
+            wq = _block_values(alone, wfmt, n)[:, 0].reshape(taps, cout)
+            xq = _block_values(np.ascontiguousarray(windows.reshape(pixels * taps, channels)), xfmt, n)
+            xq = xq.reshape(pixels, taps, channels)[:, :, :cout]
+            acc = np.zeros((pixels, cout), np.float32)
+            for t in range(taps):
+                acc += (xq[:, t, :] * wq[t][None, :]).astype(np.float32)
+        out = np.zeros((pixels, -(-cout // n) * n), acc.dtype)
+        out[:, :cout] = acc
+        return out
 
     def _activation(self, y, relu: bool, clip_max: float | None, clip_min: float | None = None):
         """The end of a chain: max with ``clip_min``, ReLU, then min with ``clip_max``."""

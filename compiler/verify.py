@@ -195,7 +195,8 @@ def _onnx_tensors(model: onnx.ModelProto) -> set[str]:
     return {o for n in model.graph.node for o in n.output if o}
 
 
-def _ort_with_outputs(model: onnx.ModelProto, names: list[str]):
+def ort_with_outputs(model: onnx.ModelProto, names: list[str]):
+    """An onnxruntime session (no graph optimisation) that also returns the tensors ``names``."""
     import onnxruntime as ort
 
     m = onnx.ModelProto()
@@ -262,7 +263,7 @@ def verify_model(model, config="bw-s10", precision: str = "wide", inputs: list[n
     tensors = [t for t in plan.views if onnx_name[t] in known and t not in graph.inputs]
     order = {t: i for i, t in enumerate(t for nd in graph.topological() for t in nd.outputs)}
     tensors.sort(key=lambda t: order.get(t, len(order)))
-    session = _ort_with_outputs(proto, [onnx_name[t] for t in tensors])
+    session = ort_with_outputs(proto, [onnx_name[t] for t in tensors])
     input_name = session.get_inputs()[0].name
     reference = Reference(graph, compiled.config)
     exact = Reference(graph, compiled.config, exact=True)

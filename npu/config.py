@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from npu.numerics.formats import block_formats, get_format, mfu_formats  # formats never import config
+from npu.numerics.pack import tile_nbytes  # nor does pack
 
 
 class ConfigError(ValueError):
@@ -23,6 +24,8 @@ class ConfigError(ValueError):
 MVU_FORMATS = tuple(f.name for f in block_formats())
 #: Formats the MFU computes in and the vector memories store: the MFU formats of npu.numerics.formats.
 MFU_FORMATS = tuple(f.name for f in mfu_formats())
+#: Most MVU format modes besides mode 0 (the ``fmt`` field of mv_mul and m_load is 3 bits).
+MAX_EXTRA_FORMATS = 7
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,22 @@ class NPUConfig:
     Sizes are in the machine's own units: the vector memory (activation buffer)
     holds ``vrf_depth`` native vectors of ``native_dim`` elements in the MFU
     format; the matrix register file holds ``mrf_tiles`` tiles of
-    ``native_dim x native_dim`` weights in the weight format.
+    ``native_dim x native_dim`` weights in the weight format (each slot
+    sized for the widest of the machine's MVU formats).
+
+    MVU format modes (mixed precision): a chain's ``mv_mul`` and the
+    ``m_load`` of its tiles select a mode with their ``fmt`` field.  Mode 0
+    is (``weight_format``, ``activation_format``); mode i >= 1 is
+    (``extra_formats[i-1]``, ``extra_formats[i-1]``) for weights and
+    activations both.  ``extra_formats`` holds at most 7 distinct block
+    formats, none repeated.
+
+    ``multiplier_bits`` is the width of the MVU's multipliers in element
+    significand bits (``BlockFormat.significand_bits``); None means the
+    widest significand among the machine's formats, so every mode runs at
+    full rate.  A chain whose formats have a significand w wider than
+    ``multiplier_bits`` takes ceil(w / multiplier_bits) passes: its MVU
+    cycles are multiplied by that (:meth:`mvu_passes`).
     """
 
     name: str
@@ -50,8 +68,12 @@ class NPUConfig:
     activation_format: str = "ms-fp9"
     mfu_format: str = "fp16"
     scalar_regs: int = 16    # scalar registers written by s_wr
+    extra_formats: tuple[str, ...] = ()   # block formats of MVU modes 1.. (weights and activations both)
+    multiplier_bits: int | None = None    # MVU multiplier width in significand bits (None: the widest format's)
 
     def __post_init__(self) -> None:
+        if isinstance(self.extra_formats, list):          # from JSON
+            object.__setattr__(self, "extra_formats", tuple(self.extra_formats))
         self.validate()
 
     # ----- derived quantities -------------------------------------------------
@@ -89,6 +111,54 @@ class NPUConfig:
     def vector_bytes(self) -> int:
         """Bytes of one native vector as stored in DRAM and the vector memory."""
         return self.native_dim * self.mfu_bytes
+
+    @property
+    def mvu_modes(self) -> tuple[tuple[str, str], ...]:
+        """(weight format, activation format) of each MVU mode: mode 0 the machine's pair, then the extras."""
+        return ((self.weight_format, self.activation_format),) + tuple((f, f) for f in self.extra_formats)
+
+    def mode_formats(self, mode: int) -> tuple[str, str]:
+        """(weight format, activation format) of MVU mode ``mode``; ConfigError if the machine has no such mode."""
+        modes = self.mvu_modes
+        if not 0 <= mode < len(modes):
+            raise ConfigError(f"config {self.name!r}: MVU format mode {mode} does not exist; modes are "
+                              f"0..{len(modes) - 1}")
+        return modes[mode]
+
+    def mode_of(self, weight_format: str, activation_format: str) -> int | None:
+        """The MVU mode of a (weight, activation) format pair, or None when the machine has none."""
+        w, a = get_format(weight_format).name, get_format(activation_format).name
+        for i, pair in enumerate(self.mvu_modes):
+            if pair == (w, a):
+                return i
+        return None
+
+    @property
+    def mvu_format_names(self) -> tuple[str, ...]:
+        """Every block format the MVU holds (weights or activations, any mode), without repeats, in mode order."""
+        out: list[str] = []
+        for pair in self.mvu_modes:
+            for f in pair:
+                if f not in out:
+                    out.append(f)
+        return tuple(out)
+
+    @property
+    def widest_weight_format(self) -> str:
+        """The weight format of the largest packed tile: the size of one MRF slot."""
+        return max((w for w, _ in self.mvu_modes), key=lambda f: tile_nbytes(f, self.native_dim))
+
+    @property
+    def effective_multiplier_bits(self) -> int:
+        """``multiplier_bits``, or (None) the widest significand among the machine's formats."""
+        if self.multiplier_bits is not None:
+            return self.multiplier_bits
+        return max(get_format(f).significand_bits for f in self.mvu_format_names)
+
+    def mvu_passes(self, mode: int = 0) -> int:
+        """Passes the MVU makes over a chain of mode ``mode``: ceil(widest significand / multiplier_bits)."""
+        bits = max(get_format(f).significand_bits for f in self.mode_formats(mode))
+        return -(-bits // self.effective_multiplier_bits)
 
     # ----- checks -------------------------------------------------------------
     def validate(self) -> None:
@@ -131,10 +201,38 @@ class NPUConfig:
                     f"config {self.name!r}: {name}={getattr(self, name)!r} has blocks of {block}, "
                     f"which must divide native_dim={self.native_dim}")
 
+        self._validate_modes()
+
+    def _validate_modes(self) -> None:
+        extras = self.extra_formats
+        if not isinstance(extras, tuple) or not all(isinstance(f, str) for f in extras):
+            raise ConfigError(f"config {self.name!r}: extra_formats must be a list of format names, got {extras!r:.80}")
+        if len(extras) > MAX_EXTRA_FORMATS:
+            raise ConfigError(f"config {self.name!r}: extra_formats has {len(extras)} formats; the 3-bit fmt field "
+                              f"allows at most {MAX_EXTRA_FORMATS}")
+        for i, value in enumerate(extras):
+            if value not in MVU_FORMATS:
+                raise ConfigError(
+                    f"config {self.name!r}: extra_formats[{i}]={value!r} is not an MVU format; "
+                    f"choose one of {', '.join(MVU_FORMATS)}")
+            block = get_format(value).block_for(self.native_dim)
+            if self.native_dim % block:
+                raise ConfigError(
+                    f"config {self.name!r}: extra_formats[{i}]={value!r} has blocks of {block}, "
+                    f"which must divide native_dim={self.native_dim}")
+            if value in extras[:i]:
+                raise ConfigError(f"config {self.name!r}: extra_formats[{i}]={value!r} is listed twice")
+        bits = self.multiplier_bits
+        if bits is not None and (not isinstance(bits, int) or isinstance(bits, bool) or not 1 <= bits <= 64):
+            raise ConfigError(f"config {self.name!r}: multiplier_bits must be an integer in [1, 64] or null, "
+                              f"got {bits!r}")
+
     # ----- (de)serialisation -------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of every field (JSON-ready)."""
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        out["extra_formats"] = list(self.extra_formats)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "NPUConfig":

@@ -333,7 +333,12 @@ class ProgramMetadata:
     ``postprocess`` maps an output to what the host applies to it
     ("softmax"); ``layers`` holds the compiler's per-layer report (name,
     kind, macs, tiles, weight_bytes, banded); ``preprocess`` is the image
-    recipe (``npu.preprocess.Preprocess``); ``labels`` the class names.
+    recipe (``npu.preprocess.Preprocess``); ``labels`` the class names;
+    ``layer_formats`` maps each layer that uses the MVU to its formats,
+    ``{"weight": ..., "activation": ...}`` (mixed precision);
+    ``weight_rounding`` says how the compiler rounded the weights
+    (``method`` nearest/mse/gptq, ``bias_correction``, ``calibration_inputs``,
+    ``repaired_blocks``; empty in older files: nearest).
     """
 
     model: str = ""
@@ -343,6 +348,8 @@ class ProgramMetadata:
     weight_tiles: int = 0
     preprocess: "Preprocess | None" = None
     labels: list | None = None
+    layer_formats: dict = field(default_factory=dict)
+    weight_rounding: dict = field(default_factory=dict)
 
     @property
     def macs(self) -> int:
@@ -370,6 +377,24 @@ class ProgramMetadata:
             if "macs" in layer:
                 _int(layer["macs"], f"layers[{i}].macs", 0)
         _int(data.get("weight_tiles", 0), "weight_tiles", 0)
+        layer_formats = data.get("layer_formats", {})
+        if not isinstance(layer_formats, dict):
+            raise SchemaError("layer_formats", "not an object")
+        for name, pair in layer_formats.items():
+            if (not isinstance(pair, dict) or set(pair) != {"weight", "activation"}
+                    or not all(isinstance(v, str) for v in pair.values())):
+                raise SchemaError(f"layer_formats[{name!r}]", 'not an object {"weight": name, "activation": name}')
+        rounding = data.get("weight_rounding", {})
+        if not isinstance(rounding, dict):
+            raise SchemaError("weight_rounding", "not an object")
+        _known_keys(rounding, ["method", "bias_correction", "calibration_inputs", "repaired_blocks"],
+                    "weight_rounding")
+        if rounding.get("method", "nearest") not in ("nearest", "mse", "gptq"):
+            raise SchemaError("weight_rounding.method", f"{rounding['method']!r} is none of nearest, mse, gptq")
+        if not isinstance(rounding.get("bias_correction", False), bool):
+            raise SchemaError("weight_rounding.bias_correction", "not true or false")
+        for key in ("calibration_inputs", "repaired_blocks"):
+            _int(rounding.get(key, 0), f"weight_rounding.{key}", 0)
         if data.get("preprocess") is not None:
             try:
                 data["preprocess"] = Preprocess.from_dict(data["preprocess"])

@@ -157,6 +157,47 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _precision_option(text: str | None) -> tuple[str | None, dict | None]:
+    """(precision, layer formats) of a ``--precision`` value: a precision name, or a JSON file
+    ``{"default": ..., "layers": {...}}`` (``compiler.compile.read_precision_file``)."""
+    from compiler.precision import PRECISIONS, read_precision_file
+
+    if text is None or text in PRECISIONS or not (text.endswith(".json") or Path(text).is_file()):
+        return text, None
+    return read_precision_file(text)
+
+
+#: File name endings ``--calibration`` reads as images.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def calibration_inputs(model, directory: str) -> list[np.ndarray]:
+    """The images of ``directory`` as model inputs, preprocessed with the recipe the program will carry."""
+    from compiler.compile import preprocess_recipe
+    from compiler.frontend import import_onnx
+    from npu.preprocess import ImageError
+
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise CliError(f"--calibration {directory}: no such directory")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise CliError(f"--calibration {directory}: no images ({', '.join(IMAGE_SUFFIXES)}) in the directory")
+    graph = import_onnx(model)
+    recipe = preprocess_recipe(graph)
+    hwc = graph.metadata.get("io_order", {}).get(graph.inputs[0]) == "hwc"
+    inputs = []
+    for path in files:
+        try:
+            x = recipe(path.read_bytes(), str(path))
+        except OSError as exc:
+            raise CliError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        except ImageError as exc:
+            raise CliError(f"--calibration: {exc}") from None
+        inputs.append(x.transpose(0, 2, 3, 1) if hwc else x)
+    return inputs
+
+
 def _cmd_compile(args: argparse.Namespace) -> int:
     import time
 
@@ -164,14 +205,22 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     from compiler.report import report_table
     from npu.sim import simulate
 
-    def progress(done: int, total: int) -> None:
+    def progress(done: int, total: int, stage: str = "generating code") -> None:
         if sys.stderr.isatty() or done == total:
-            print(f"\rgenerating code: layer {done}/{total}", end="\n" if done == total else "", file=sys.stderr)
+            print(f"\r{stage}: layer {done}/{total}", end="\n" if done == total else "", file=sys.stderr)
 
     t0 = time.perf_counter()
-    compiled = compile_model(args.model, args.config, args.precision, progress=progress)
-    seconds = time.perf_counter() - t0
+    if (args.weight_rounding == "gptq" or args.bias_correction) and not args.calibration:
+        raise CliError(f"--weight-rounding {args.weight_rounding}"
+                       f"{' with --bias-correction' if args.bias_correction else ''} needs --calibration DIR "
+                       f"(a directory of images)")
+    calibration = calibration_inputs(args.model, args.calibration) if args.calibration else None
     out = Path(args.output) if args.output else Path(args.model).with_suffix(".npuz")
+    precision, layer_formats = _precision_option(args.precision)
+    compiled = compile_model(args.model, args.config, precision, progress=progress, layer_formats=layer_formats,
+                             weight_rounding=args.weight_rounding, bias_correction=args.bias_correction,
+                             calibration=calibration)
+    seconds = time.perf_counter() - t0
     compiled.save(out)
     stats = simulate(compiled.program, compiled.config, dram=compiled.program.dram, mode="timing").stats
     print(report_table(compiled, stats))
@@ -191,7 +240,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         print(f"npu verify: {message}", file=sys.stderr, flush=True)
 
     say(f"compiling {args.model} for {args.config} at {args.precision}")
-    compiled = compile_model(args.model, args.config, args.precision)
+    precision, layer_formats = _precision_option(args.precision)
+    compiled = compile_model(args.model, args.config, precision, layer_formats=layer_formats)
     desc = compiled.program.inputs[0]
     recipe = compiled.program.metadata.preprocess
     inputs, names = [], []
@@ -304,8 +354,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("model", help="ONNX model file (external weight data beside it is read)")
     s.add_argument("--config", default=DEFAULT_PRESET, help=f"preset name or JSON file (default {DEFAULT_PRESET})")
     s.add_argument("--precision", help="ms-fp8, ms-fp9, msfp12, mxint8, mxfp8, mxfp6, mxfp4 or wide "
-                                       "(default: the config's formats)")
+                                       "(default: the config's formats), a JSON file of per-layer formats "
+                                       '{"default": "ms-fp9", "layers": {"conv1": "mxint8"}}')
     s.add_argument("-o", "--output", help="program file to write (default: MODEL with .npuz)")
+    s.add_argument("--weight-rounding", choices=("nearest", "mse", "gptq"), default="nearest",
+                   help="how weights are rounded to their block format: nearest (the machine's rule), mse (per "
+                        "block, the scale of least squared error) or gptq (error feedback on calibration data; "
+                        "needs --calibration)")
+    s.add_argument("--bias-correction", action="store_true", help="shift each bias by the mean error the rounded "
+                   "weights cause on the calibration data (needs --calibration)")
+    s.add_argument("--calibration", metavar="DIR", help="directory of images for gptq and bias correction, "
+                   "preprocessed with the program's recipe")
     s.set_defaults(func=_cmd_compile)
 
     s = sub.add_parser("verify", help="compile a model and compare every layer with onnxruntime; exit 1 if one "
@@ -313,7 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("model", help="ONNX model file")
     s.add_argument("--config", default=DEFAULT_PRESET, help=f"preset name or JSON file (default {DEFAULT_PRESET})")
     s.add_argument("--precision", default="wide", help="precision to check (default wide: every layer must match "
-                                                        "onnxruntime closely)")
+                                                        "onnxruntime closely), or a JSON file of per-layer formats "
+                                                        "as for npu compile")
     s.add_argument("--image", nargs="+", metavar="FILE", help="images to run, preprocessed with the program's "
                    "recipe (default: scikit-image's chelsea and coffee photographs)")
     s.set_defaults(func=_cmd_verify)

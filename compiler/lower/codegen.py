@@ -44,6 +44,10 @@ class LayerInfo:
     tiles: int
     weight_bytes: int
     banded: bool = False
+    weight_format: str = ""       # MVU layers: the formats its chains multiply in ("" for other layers)
+    activation_format: str = ""
+    weights: int = 0              # weight values of the layer (the model's, before padding to tiles)
+    mvu_reads: int = 0            # activation values the MVU reads (every chain's input vectors x N)
 
 
 @dataclass
@@ -289,7 +293,6 @@ class Codegen:
     def __init__(self, graph: Graph, plan: Plan, config: NPUConfig, consts: ConstPool, progress=None):
         self.g, self.plan, self.cfg = graph, plan, config
         self.n = config.native_dim
-        self.wfmt = get_format(config.weight_format)
         self.vec_bytes = self.n * mfu.mfu_format(config.mfu_format).bits // 8
         self.s = Streams()
         self.dram = DramImage()
@@ -341,11 +344,25 @@ class Codegen:
         outputs = self._outputs()
         _check_fields(self.s, {nd.name: nd for nd in plan.steps})
         instrs, regions = self.s.finish()
+        self._count_mvu_reads(instrs, regions)
         warm, warm_regions = self.s.finish(skip=frozenset({"weights"}))
         if self.ring.wrapped:
             warm, warm_regions = [], []          # the weights do not all fit: every run streams them
         return Generated(instrs, regions, warm, warm_regions, bytes(self.dram.buf), inputs, outputs, self.layers, self.tiles,
                          self.consts.size)
+
+    def _count_mvu_reads(self, instrs: list[Instruction], regions) -> None:
+        """Fill each layer's ``mvu_reads``: the input values of its mv_mul chains (n0*n1*k0*k1*c vectors of N)."""
+        by_name = {layer.name: layer for layer in self.layers}
+        for name, start, end in regions:
+            layer = by_name.get(name)
+            if layer is None or not layer.weight_format:
+                continue
+            for j in range(start, min(end + 1, len(instrs) - 2)):
+                ins = instrs[j]
+                if ins.spec.mnemonic == "chain" and instrs[j + 2].spec.mnemonic == "mv_mul":
+                    f = ins.fields
+                    layer.mvu_reads += f["n0"] * f["n1"] * f["k0"] * f["k1"] * f["c"] * self.n
 
     def _inputs(self) -> list[TensorDesc]:
         descs = []
@@ -553,8 +570,18 @@ class Codegen:
         bias = self.consts.addr.get((nd.name, "bias"))
         residual = self.plan.layout(nd.inputs[1]) if nd.residual else None
         c, oh, ow = self.plan.shapes[nd.outputs[0]]
+        wname = nd.weight_format or self.cfg.weight_format
+        aname = nd.activation_format or self.cfg.activation_format
+        fmt = self.cfg.mode_of(wname, aname)
+        if fmt is None:
+            raise CompileError(f"node {nd.name!r}: weights {wname} with activations {aname} is none of the MVU "
+                               f"format modes of {self.cfg.name} (extra_formats: "
+                               f"{', '.join(self.cfg.extra_formats) or 'none'})")
+        wfmt = get_format(wname)
         info = LayerInfo(nd.name, "Conv" if (kh, kw) != (1, 1) or oh * ow > 1 else "Dense",
-                         macs=nd.macs((oh, ow)), tiles=0, weight_bytes=0, banded=i in self.plan.band_rows)
+                         macs=nd.macs((oh, ow)), tiles=0, weight_bytes=0, banded=i in self.plan.band_rows,
+                         weight_format=wfmt.name, activation_format=get_format(aname).name,
+                         weights=int(nd.weight.size))
         self.layers.append(info)
         if nd.clip_max is not None:
             self._compute([make("s_wr", sreg=CLIP_MAX_SREG, value=_f32_bits(nd.clip_max))])
@@ -568,14 +595,14 @@ class Codegen:
                 continue
             for r0, r1, a, b in chunks:
                 w = _chunk_weight(nd, p, lane0, r0 * n, r1 * n, a * n, b * n)
-                image = pack_tiles(conv_matrix(w, b - a, r1 - r0, n), self.wfmt, n)
+                image = pack_tiles(conv_matrix(w, b - a, r1 - r0, n), wfmt, n)
                 lanes = self._lanes(nd, r0, r1) if lane0 else {}
 
                 def body(origin, out_base, rows, maddr, r0=r0, r1=r1, a=a, b=b, lanes=lanes, p=p, columns=columns):
                     ops = [make("chain", n0=rows, n1=columns, k0=kh, k1=kw, c=b - a, r=r1 - r0),
                            make("v_rd", base=origin + a, s_n0=nd.stride[0] * src.row_stride,
                                 s_n1=nd.stride[1] * src.stride, s_k0=src.row_stride, s_k1=src.stride),
-                           make("mv_mul", mbase=maddr)]
+                           make("mv_mul", mbase=maddr, fmt=fmt)]
                     if bias is not None:
                         ops.append(make("vv_add", base=bias + r0, s_r=1))
                     if residual is not None:
@@ -601,7 +628,7 @@ class Codegen:
             count = sum(ps.tiles for ps in wset)
             daddr = self.dram.add(b"".join(ps.image for ps in wset))
             maddr, wait = self.ring.alloc(count)
-            load = self.s.load([make("m_load", maddr=maddr, daddr=daddr, count=count)], after_compute=wait,
+            load = self.s.load([make("m_load", maddr=maddr, daddr=daddr, count=count, fmt=fmt)], after_compute=wait,
                                kind="weights")
             bodies, offset = [], maddr
             for ps in wset:

@@ -27,6 +27,7 @@ from .legality import check_legality
 from .lift import lift
 from .pack_input import pack_first_conv
 from .remove_identity import remove_identity
+from .round_weights import round_weights
 from .split_pool import split_max_pools
 
 Pass = Callable[[Graph], Graph]
@@ -54,6 +55,7 @@ PASSES: tuple[tuple[str, Pass], ...] = (
 MACHINE_PASSES: tuple[tuple[str, MachinePass], ...] = (
     ("pack_first_conv", pack_first_conv),      # a few-channel input packed into whole vectors by the host
     ("split_max_pools", split_max_pools),      # max pools as row and column passes that fit the MFUs
+    ("round_weights", round_weights),          # last: weights as their formats hold them (after every weight change)
 )
 
 

@@ -397,6 +397,8 @@ module npu_compute #(
                         OP_MV_MUL: begin
                             has_mvu <= 1'b1;
                             mbase <= ins[MV_MUL_MBASE_LSB +: 16];
+                            // one format pair, fixed by parameters: MVU format modes other than 0 are refused
+                            if (ins[MV_MUL_FMT_LSB +: MV_MUL_FMT_W] != 0) error <= 1'b1;
                         end
                         OP_V_WR: begin
                             wr_base <= ins[V_WR_BASE_LSB +: 20];

@@ -137,7 +137,9 @@ module npu_dma_load #(
                         left <= {16'd0, ins[M_LOAD_COUNT_LSB +: 16]} * (TILE_BITS / 8);
                         dstride <= 24'd0;
                         vstride <= 16'd0;
-                        if (ins[M_LOAD_DADDR_LSB +: 4] != 0) error <= 1'b1;
+                        // tiles of MVU format modes other than 0 are refused (one weight format, by parameter)
+                        if (ins[M_LOAD_DADDR_LSB +: 4] != 0 || ins[M_LOAD_FMT_LSB +: M_LOAD_FMT_W] != 0)
+                            error <= 1'b1;
                     end
                     state <= S_RUN;
                 end

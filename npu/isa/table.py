@@ -40,6 +40,7 @@ class Kind(str, Enum):
     ENUM = "enum"        # small named choice
     F32 = "f32"          # IEEE binary32 bit pattern
     LANE = "lane"        # element index within a native vector
+    MODE = "mode"        # MVU format mode: 0 .. len(config.extra_formats)
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,14 @@ def _count(name: str, width: int, doc: str) -> Field:
     return Field(name, width, Kind.COUNT, doc, default=1)
 
 
+#: Width of the ``fmt`` field of mv_mul and m_load: MVU format modes 0..7 (``NPUConfig.mvu_modes``).
+FMT_BITS = 3
+
+
+def _fmt(doc: str) -> Field:
+    return Field("fmt", FMT_BITS, Kind.MODE, doc, default=0)
+
+
 _OUT_STRIDES = (
     _stride("s_n0", "address step per iteration of output loop n0"),
     _stride("s_n1", "address step per iteration of output loop n1"),
@@ -172,6 +181,7 @@ INSTRUCTIONS: tuple[InstructionSpec, ...] = (
     ), "read the chain's input vectors from the vector memory"),
     InstructionSpec("mv_mul", 5, Queue.COMPUTE, (
         Field("mbase", 16, Kind.MADDR, "first tile of the row-major r x (k0*k1*c) tile matrix"),
+        _fmt("MVU format mode of the chain: its weight and activation formats (0: the machine's own pair)"),
     ), "multiply the gathered input by a matrix of tiles in the MRF"),
     _mfu_vv("vv_add", 6, "x + y"),
     _mfu_vv("vv_a_sub_b", 7, "x - y"),
@@ -195,6 +205,7 @@ INSTRUCTIONS: tuple[InstructionSpec, ...] = (
         Field("maddr", 16, Kind.MADDR, "first MRF tile written"),
         Field("daddr", 32, Kind.DADDR, "DRAM byte address of the first packed tile"),
         _count("count", 16, "tiles transferred (contiguous in DRAM and MRF)"),
+        _fmt("MVU format mode whose weight format the packed tiles are in (sets their byte size)"),
     ), "DMA packed weight tiles from DRAM into the matrix register file"),
     _mfu_vv("vv_min", 22, "min(x, y)"),
     _mfu_vs("vs_min", 23, "min(x, s)"),

@@ -73,6 +73,17 @@ class _Checker:
         else:
             self.errors.append(f"instruction {index}: {msg}")
 
+    def mode(self, index, name, fmt) -> bool:
+        """Whether ``fmt`` is one of the config's MVU format modes (an error naming the instruction if not)."""
+        if self.config is None:
+            return True
+        modes = len(self.config.mvu_modes)
+        if fmt >= modes:
+            self.err(index, f"{name}: field fmt={fmt} but {self.config.name} has MVU format modes 0..{modes - 1} "
+                            f"({', '.join(f'{i}={w}/{a}' for i, (w, a) in enumerate(self.config.mvu_modes))})")
+            return False
+        return True
+
     def vrange(self, index, name, field, lo, hi):
         if self.config is None:
             return
@@ -127,7 +138,10 @@ def _check_plain(ck: _Checker, i: int, ins) -> None:
         if f["maddr"] + f["count"] > cfg.mrf_tiles:
             ck.err(i, f"m_load: field maddr: tiles {f['maddr']}..{f['maddr'] + f['count'] - 1} outside the "
                       f"matrix register file 0..{cfg.mrf_tiles - 1}")
-        end = f["daddr"] + f["count"] * tile_nbytes(cfg.weight_format, cfg.native_dim)
+        if not ck.mode(i, name, f.get("fmt", 0)):
+            return
+        wfmt = cfg.mode_formats(f.get("fmt", 0))[0]
+        end = f["daddr"] + f["count"] * tile_nbytes(wfmt, cfg.native_dim)
         if end > cfg.dram_bytes:
             ck.err(i, f"m_load: field daddr: transfer ends at byte {end}, beyond DRAM of {cfg.dram_bytes} bytes")
 
@@ -179,6 +193,7 @@ def _check_chain(ck: _Checker, start: int, group) -> None:
             terms = [(f["s_n0"], n0), (f["s_n1"], n1), (f["s_k0"], k0), (f["s_k1"], k1), (1, c), (f["s_r"], r)]
             ck.vrange(k, nm, "base", *address_extent(f["base"], terms))
         elif nm == "mv_mul":
+            ck.mode(k, nm, f.get("fmt", 0))
             last = f["mbase"] + r * k0 * k1 * c - 1
             if last >= cfg.mrf_tiles:
                 ck.err(k, f"mv_mul: field mbase: tiles {f['mbase']}..{last} outside the matrix register file "

@@ -65,6 +65,15 @@ class ElementSpec:
         return ELEMENT_KIND_CODES[self.kind]
 
     @property
+    def significand_bits(self) -> int:
+        """Width of the element's significand, what an MVU multiplier must take in one pass.
+
+        Sign-magnitude and int elements: their magnitude bits (``bits - 1``);
+        minifloats: mantissa bits plus the implicit leading one.
+        """
+        return self.mbits + 1 if self.kind == "fp" else self.bits - 1
+
+    @property
     def quantum_min(self) -> float:
         """Smallest non-zero magnitude step of the element."""
         if self.kind == "fp":
@@ -107,6 +116,11 @@ class BlockFormat:
     def scale_emax(self) -> int:
         """Largest finite shared exponent (scale code all-ones minus one)."""
         return self.scale_nan - 1 - self.scale_bias
+
+    @property
+    def significand_bits(self) -> int:
+        """Significand bits of one element (:attr:`ElementSpec.significand_bits`): sets the MVU passes it needs."""
+        return self.element.significand_bits
 
     def bits_per_value(self, native_dim: int) -> float:
         """Storage bits per value, the scale amortised over its block."""

@@ -202,9 +202,29 @@ def _decode_tiles(raw: np.ndarray, wfmt, n: int, tile_bytes: int, daddr: int) ->
 
 
 def decoded_tile_nbytes(config: NPUConfig) -> int:
-    """Host bytes of one decoded weight tile: binary32 elements, binary64 scales, two extents."""
+    """Host bytes of one decoded weight tile: binary32 elements, binary64 scales, two extents (the largest
+    over the machine's MVU format modes)."""
     n = config.native_dim
-    return n * n * 4 + n * (n // get_format(config.weight_format).block_for(n)) * 8 + 16
+    per_row = max(n // get_format(w).block_for(n) for w, _ in config.mvu_modes)
+    return n * n * 4 + n * per_row * 8 + 16
+
+
+class MvuMode:
+    """What the MVU uses in one format mode: its formats, reduction block, GEMM plan and packed tile size."""
+
+    def __init__(self, config: NPUConfig, mode: int, mfu_dtype):
+        n = config.native_dim
+        w, a = config.mode_formats(mode)
+        self.index = mode
+        self.wfmt, self.xfmt = get_format(w), get_format(a)
+        self.block = reduction_block(self.wfmt, self.xfmt, n)
+        self.plan = gemm_plan(self.wfmt, self.xfmt, self.block)
+        self.quantum = self.wfmt.element.quantum_min * self.xfmt.element.quantum_min
+        self.weights_may_be_nonfinite = not elements_always_finite(self.wfmt)
+        self.int_pair = (np.dtype(mfu_dtype).itemsize == 2 and int_gemm.applicable(self.wfmt, self.xfmt, self.plan)
+                         and integers_gather(self.xfmt, int_gemm.ZERO_POINT))
+        self.tile_bytes = tile_nbytes(self.wfmt, n)
+        self.wscale_per_row = n // self.wfmt.block_for(n)
 
 
 def chain_batch(ch: ChainOp, n: int, sub: int) -> int:
@@ -240,22 +260,20 @@ class Machine:
         self._vmem_load = self.vmem if wide else self.vmem.view(np.uint16)
         self._vmem_bits = self.vmem.view(np.uint32 if wide else np.uint16)
         self.sregs = np.zeros(config.scalar_regs, np.float32)
-        self.wfmt = get_format(config.weight_format)
-        self.xfmt = get_format(config.activation_format)
-        self.block = reduction_block(self.wfmt, self.xfmt, n)
-        self.plan = gemm_plan(self.wfmt, self.xfmt, self.block)
-        self.quantum = self.wfmt.element.quantum_min * self.xfmt.element.quantum_min
-        self._weights_may_be_nonfinite = not elements_always_finite(self.wfmt)
-        self._int_pair = (self.dtype.itemsize == 2 and int_gemm.applicable(self.wfmt, self.xfmt, self.plan)
-                          and integers_gather(self.xfmt, int_gemm.ZERO_POINT))
-        self.tile_bytes = tile_nbytes(self.wfmt, n)
-        self._wscale_per_row = n // self.wfmt.block_for(n)
+        #: What the MVU uses in each format mode (``NPUConfig.mvu_modes``); mode 0's also as attributes.
+        self.modes = [MvuMode(config, m, self.dtype) for m in range(len(config.mvu_modes))]
+        mode0 = self.modes[0]
+        self.wfmt, self.xfmt, self.block, self.plan = mode0.wfmt, mode0.xfmt, mode0.block, mode0.plan
+        self.quantum, self.tile_bytes = mode0.quantum, mode0.tile_bytes
         # decoded MRF: slot t holds tile _mrf_index[t] of the decoded tile set _mrf_sets[_mrf_set[t]]
-        # (element values exact in binary32, scale values); set 0 is the all-zero tile of a fresh MRF
-        zero = _decoded_tiles(np.zeros((1, n, n), np.float32), np.ones((1, n, self._wscale_per_row)))
+        # (element values exact in binary32, scale values), loaded in MVU mode _mrf_mode[t]; set 0 is the
+        # all-zero tile of a fresh MRF (mode 0)
+        zero = _decoded_tiles(np.zeros((1, n, n), np.float32), np.ones((1, n, mode0.wscale_per_row)))
         self._mrf_sets: list[DecodedTiles] = [zero]
         self._mrf_set = np.zeros(config.mrf_tiles, np.int64)
         self._mrf_index = np.zeros(config.mrf_tiles, np.int64)
+        self._mrf_mode = np.zeros(config.mrf_tiles, np.int8)
+        self._mixed = len(self.modes) > 1
         #: Decoded tile bytes the MRF's sets may hold before they are compacted to the tiles slots refer to.
         self._mrf_hold = 2 * config.mrf_tiles * decoded_tile_nbytes(config)
 
@@ -282,11 +300,13 @@ class Machine:
     def m_load(self, f: dict) -> None:
         """DRAM packed tiles -> MRF (decoded once here; identical tile images decode from a cache)."""
         count = f["count"]
-        raw = self.dram.span(f["daddr"], count * self.tile_bytes)
-        tiles = _decode_tiles(raw, self.wfmt, self.config.native_dim, self.tile_bytes, f["daddr"])
+        mode = self.modes[f.get("fmt", 0)]
+        raw = self.dram.span(f["daddr"], count * mode.tile_bytes)
+        tiles = _decode_tiles(raw, mode.wfmt, self.config.native_dim, mode.tile_bytes, f["daddr"])
         dst = slice(f["maddr"], f["maddr"] + count)
         self._mrf_set[dst] = self._mrf_set_id(tiles)
         self._mrf_index[dst] = np.arange(count)
+        self._mrf_mode[dst] = mode.index
 
     def _mrf_set_id(self, tiles: DecodedTiles) -> int:
         """Index of a decoded tile set in ``_mrf_sets``, added if new; sets no slot holds any more are dropped.
@@ -348,6 +368,7 @@ class Machine:
         self._mrf_sets = list(other._mrf_sets)
         self._mrf_set = other._mrf_set.copy()
         self._mrf_index = other._mrf_index.copy()
+        self._mrf_mode = other._mrf_mode.copy()
 
     def s_wr(self, f: dict) -> None:
         """Write a scalar register (binary32 bit pattern)."""
@@ -433,7 +454,7 @@ class Machine:
             ch.derived["hazards_checked"] = True
         # iterations never read what other iterations of this chain write (checked above),
         # so batches of iterations may run one after another
-        step = chain_batch(ch, self.config.native_dim, self.config.native_dim // self.block)
+        step = chain_batch(ch, self.config.native_dim, self.config.native_dim // self.modes[ch.fmt].block)
         gen = self._batch_addresses(ch, step)
         if batch_address_bytes(ch, ch.iterations) > self.BATCH_CACHE_BYTES:
             return gen
@@ -509,43 +530,64 @@ class Machine:
         output rows past the last non-zero weight of every tile (channel
         padding) are left out of the GEMMs: their products are exact zeros.
         """
-        n, k, r, block = self.config.native_dim, ch.k, ch.r, self.block
+        mode = self.modes[ch.fmt]
+        n, k, r, block = self.config.native_dim, ch.k, ch.r, mode.block
         sub = n // block                                              # reduction blocks per vector
+        if self._mixed:
+            self._check_tile_modes(ch, r * k)
         tiles = self.mrf_tiles(ch.mbase, r * k)                       # tile rr * k + kk: (N out, N in)
         live_in = min(block, max(1, int(tiles.live_in.max()))) if sub == 1 else block
         live_out = max(1, int(tiles.live_out.max()))
-        ws = tiles.scale.reshape(r, k, n, self._wscale_per_row).transpose(0, 2, 1, 3).reshape(r * n, -1)
-        ws = np.repeat(ws, self.wfmt.block_for(n) // block, axis=1)                  # (r * N, k * sub)
+        ws = tiles.scale.reshape(r, k, n, mode.wscale_per_row).transpose(0, 2, 1, 3).reshape(r * n, -1)
+        ws = np.repeat(ws, mode.wfmt.block_for(n) // block, axis=1)                  # (r * N, k * sub)
         gemm = self._int_gemm(ch, tiles, live_in, live_out)
-        elems, xcodes = self._quantised_inputs(raddr, as_integers=gemm is not None)  # (k, M, N)
+        elems, xcodes = self._quantised_inputs(raddr, as_integers=gemm is not None, xfmt=mode.xfmt)  # (k, M, N)
         x = elems.reshape(k, -1, sub, block).transpose(0, 2, 1, 3)[..., :live_in]  # (k, sub, M, B')
-        xs = np.repeat(scale_values(self.xfmt, xcodes), self.xfmt.block_for(n) // block, axis=1)
+        xs = np.repeat(scale_values(mode.xfmt, xcodes), mode.xfmt.block_for(n) // block, axis=1)
         if gemm is not None:                                     # int32 sums (k * sub, M, r * live_out)
             sums = gemm(x.reshape(k * sub, -1, live_in))
-            return BlockSums.of(sums.reshape(k * sub, -1, r, live_out), xs * self.quantum, ws, block_major=True)
+            return BlockSums.of(sums.reshape(k * sub, -1, r, live_out), xs * mode.quantum, ws, block_major=True)
         w = tiles.elem.reshape(r, k, n, sub, block).transpose(0, 1, 3, 4, 2)       # (r, k, sub, B, N)
         # quantised activations are always finite (bad blocks get a NaN scale); weights decoded from
         # DRAM may hold Inf/NaN codes only in formats that have them
-        return matvec_block_sums(x, xs, w[..., :live_in, :live_out], ws, self.plan, self.quantum,
-                                 check_x=False, check_w=self._weights_may_be_nonfinite)
+        return matvec_block_sums(x, xs, w[..., :live_in, :live_out], ws, mode.plan, mode.quantum,
+                                 check_x=False, check_w=mode.weights_may_be_nonfinite)
 
-    def _quantised_inputs(self, raddr: np.ndarray, as_integers: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def _check_tile_modes(self, ch: ChainOp, count: int) -> None:
+        """SimulationError (naming mv_mul) unless every tile the chain multiplies was loaded in its mode.
+
+        Slots never loaded hold zero tiles of mode 0.
+        """
+        modes = self._mrf_mode[ch.mbase:ch.mbase + count]
+        bad = np.flatnonzero(modes != ch.fmt)
+        if bad.size:
+            slot = ch.mbase + int(bad[0])
+            w, a = self.config.mode_formats(ch.fmt)
+            raise SimulationError(
+                f"mv_mul fmt={ch.fmt} ({w}/{a}) multiplies MRF tile {slot}, which was loaded in mode "
+                f"{int(modes[bad[0]])} ({self.config.mode_formats(int(modes[bad[0]]))[0]}); a chain's tiles must "
+                f"be loaded (m_load fmt) in the chain's own mode", ch.index + 2, mnemonic="mv_mul")
+
+    def _quantised_inputs(self, raddr: np.ndarray, as_integers: bool = False,
+                          xfmt=None) -> tuple[np.ndarray, np.ndarray]:
         """Elements (k, M, N) and scale codes (M, k * blocks) of the MVU input vectors at ``raddr`` (M, k).
 
         Elements are exact values (binary32) or, with ``as_integers``, their
         integers plus the integer GEMM's zero point (uint8).  A vector's
         quantisation depends on that vector alone, so when the chain reads
         its vectors several times over (convolution taps), each vector of the
-        address range is quantised once and the results are gathered.
+        address range is quantised once and the results are gathered.  ``xfmt``
+        is the activation format (default: mode 0's).
         """
         n = self.config.native_dim
         m, k = raddr.shape
+        xfmt = self.xfmt if xfmt is None else xfmt
         if as_integers:
             def quantise(addr):
-                return gather_quantize_to_integers(self.vmem, addr, self.xfmt, n, int_gemm.ZERO_POINT)
+                return gather_quantize_to_integers(self.vmem, addr, xfmt, n, int_gemm.ZERO_POINT)
         else:
             def quantise(addr):
-                return gather_quantize_to_values(self.vmem, addr, self.xfmt, n)
+                return gather_quantize_to_values(self.vmem, addr, xfmt, n)
         lo, hi = int(raddr.min()), int(raddr.max())
         if raddr.size < 2 * (hi - lo + 1):                     # each vector read about once
             elems, codes = quantise(raddr.T.reshape(-1, 1))
@@ -562,7 +604,8 @@ class Machine:
         in ``ch.derived`` for the weights it was built from.
         """
         n, k, r = self.config.native_dim, ch.k, ch.r
-        if not self._int_pair or ch.iterations * k * r * n * n < int_gemm.MIN_MACS:
+        mode = self.modes[ch.fmt]
+        if not mode.int_pair or ch.iterations * k * r * n * n < int_gemm.MIN_MACS:
             return None
         owner = tiles.elem.base
         if owner is None:                                          # tiles copied from several loads
@@ -571,9 +614,9 @@ class Machine:
         known = ch.derived.get("int_gemm")
         if known is not None and known[0] == key and known[1]() is owner:
             return known[2]
-        sub, block = n // self.block, self.block
+        sub, block = n // mode.block, mode.block
         w = tiles.elem.reshape(r, k, n, sub, block).transpose(1, 3, 4, 0, 2)[:, :, :live_in, :, :live_out]
-        w = (w * (1.0 / self.wfmt.element.quantum_min)).astype(np.int8).reshape(k * sub, live_in, r * live_out)
+        w = (w * (1.0 / mode.wfmt.element.quantum_min)).astype(np.int8).reshape(k * sub, live_in, r * live_out)
         gemm = int_gemm.IntBlockGemm(w)
         ch.derived["int_gemm"] = (key, weakref.ref(owner), gemm)
         return gemm

@@ -11,7 +11,9 @@ upper bound of what :class:`npu.sim.machine.Machine` holds at once:
   reaches (``m_load``, ``v_load``, ``v_store``);
 * the vector memory: ``vrf_depth`` vectors in the MFU format;
 * the decoded weight tiles the matrix register file refers to (binary32
-  elements): at most twice the decoded size of the whole MRF;
+  elements): at most twice the decoded size of the whole MRF, each tile
+  counted at the size of the widest of the machine's MVU format modes
+  (``NPUConfig.mvu_modes``);
 * what the decoded program keeps for later runs: each chain's address
   arrays (at most ``Machine.BATCH_CACHE_BYTES`` per chain) and its
   integer GEMM's packed weights;
@@ -121,13 +123,16 @@ def footprint(prog: SimProgram, config: NPUConfig) -> Footprint:
 
     n = config.native_dim
     vb = config.vector_bytes
-    wfmt, xfmt = get_format(config.weight_format), get_format(config.activation_format)
-    tile_bytes = tile_nbytes(wfmt, n)
+    # per MVU format mode: packed tile bytes, weight scales per tile row, reduction blocks and activation
+    # blocks per vector; decoded tiles are sized for the widest mode (decoded_tile_nbytes)
+    modes = []
+    for w, a in config.mvu_modes:
+        wfmt, xfmt = get_format(w), get_format(a)
+        modes.append((tile_nbytes(wfmt, n), n // wfmt.block_for(n), n // reduction_block(wfmt, xfmt, n),
+                      n // xfmt.block_for(n)))
+    tile_bytes = modes[0][0]
     dec_tile = decoded_tile_nbytes(config)
     hold = 2 * config.mrf_tiles * dec_tile
-    per_row = n // wfmt.block_for(n)
-    sub = n // reduction_block(wfmt, xfmt, n)
-    x_blocks = n // xfmt.block_for(n)
     isz = config.mfu_bytes
     machine = config.vrf_depth * vb + 16 * config.mrf_tiles + dec_tile
     weights = kept = dram_extent = peak = 0
@@ -139,15 +144,17 @@ def footprint(prog: SimProgram, config: NPUConfig) -> Footprint:
             f = op.fields
             if op.mnemonic == "m_load":
                 count = f["count"]
-                dram_end = f["daddr"] + count * tile_bytes
+                m_tile_bytes, per_row = modes[f.get("fmt", 0)][:2]
+                dram_end = f["daddr"] + count * m_tile_bytes
                 decoding = min(count, max(1, DECODE_CHUNK_ELEMENTS // (n * n)))
                 added = count * dec_tile
                 transient = (decoding * n * n * _DECODE_BYTES_PER_ELEMENT
-                             + count * (2 * tile_bytes + n * per_row * 40 + 64) + added)
+                             + count * (2 * m_tile_bytes + n * per_row * 40 + 64) + added)
             else:
                 dram_end = f["daddr"] + (f["rows"] - 1) * f["dstride"] + f["row_len"] * vb
                 transient = f["rows"] * f["row_len"] * (vb + 24) + 16 * f["rows"]
         elif isinstance(op, ChainOp):
+            sub, x_blocks = modes[op.fmt][2:]
             transient, keep = _chain_memory(op, config, sub, x_blocks, isz, dec_tile, Machine, chain_batch,
                                             batch_address_bytes)
         queue = op.queue

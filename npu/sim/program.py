@@ -49,6 +49,7 @@ class ChainOp:
     wait: frozenset = frozenset()
     signal: frozenset = frozenset()
     queue: Queue = Queue.COMPUTE
+    fmt: int = 0                   # mv_mul's MVU format mode (NPUConfig.mvu_modes)
     #: What the functional model derives from the chain alone (checks, address arrays), kept for later runs.
     derived: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
@@ -126,12 +127,14 @@ def _chain(index: int, group) -> ChainOp:
     head, rd_ins, end = group[0], group[1], group[-1]
     f = head.fields
     mbase = None
+    fmt = 0
     mfu = []
     wr: dict = {}
     for offset, p in enumerate(group[2:-1], start=2):
         name = p.spec.mnemonic
         if name == "mv_mul":
             mbase = p.fields["mbase"]
+            fmt = p.fields.get("fmt", 0)
         elif name in MFU_SLOTS:
             pf = p.fields
             mfu.append(MfuOp(name, index + offset,
@@ -141,4 +144,5 @@ def _chain(index: int, group) -> ChainOp:
             wr = dict(p.fields)
     return ChainOp(index=index, end_index=index + len(group) - 1, n0=f["n0"], n1=f["n1"], k0=f["k0"],
                    k1=f["k1"], c=f["c"], r=f["r"], reduce=REDUCE_MODES[f["reduce"]], rd=dict(rd_ins.fields),
-                   mbase=mbase, mfu=tuple(mfu), wr=wr, wait=frozenset(head.wait), signal=frozenset(end.signal))
+                   mbase=mbase, mfu=tuple(mfu), wr=wr, wait=frozenset(head.wait), signal=frozenset(end.signal),
+                   fmt=fmt)

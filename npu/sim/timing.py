@@ -8,11 +8,13 @@ model applies ops, so results never depend on the timing mode.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
 from ..config import NPUConfig
 from ..isa.table import Queue
+from ..numerics.pack import tile_nbytes
 from .errors import CycleBudgetExceeded, SimulationError
 from .program import ChainOp, DmaOp, SimProgram
 
@@ -48,11 +50,18 @@ class OpCost:
     reads: int = 0
 
 
+@functools.lru_cache(maxsize=256)
+def _mode_costs(config: NPUConfig, mode: int) -> tuple[int, int]:
+    """(packed tile bytes, MVU passes) of MVU format mode ``mode`` on ``config``."""
+    return tile_nbytes(config.mode_formats(mode)[0], config.native_dim), config.mvu_passes(mode)
+
+
 def dma_bytes(op: DmaOp, config: NPUConfig, tile_bytes: int) -> int:
-    """Bytes a transfer moves."""
+    """Bytes a transfer moves (``tile_bytes``: a packed tile of mode 0; m_load's ``fmt`` selects another mode's)."""
     f = op.fields
     if op.mnemonic == "m_load":
-        return f["count"] * tile_bytes
+        fmt = f.get("fmt", 0)
+        return f["count"] * (tile_bytes if fmt == 0 else _mode_costs(config, fmt)[0])
     return f["rows"] * f["row_len"] * config.vector_bytes
 
 
@@ -69,7 +78,8 @@ def op_cost(op, config: NPUConfig, tile_bytes: int) -> OpCost:
         fill = DECODE_LATENCY + VRF_READ_LATENCY + MFU_LATENCY * mfus_used + WRITE_LATENCY
         if op.mbase is not None:
             tile_ops = op.iterations * op.r * op.k
-            mvu = math.ceil(tile_ops / config.tiles) * config.cycles_per_tile
+            # a format whose significand is wider than the multipliers takes several passes over each tile
+            mvu = math.ceil(tile_ops / config.tiles) * config.cycles_per_tile * _mode_costs(config, op.fmt)[1]
             steady = max(mvu, vectors)
             fill += mvu_latency(config)
             n = config.native_dim

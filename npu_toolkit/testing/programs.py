@@ -201,17 +201,20 @@ class Builder:
     def _mfu_dtype(self):
         return mfu.mfu_format(self.cfg.mfu_format).dtype
 
-    def tiles(self, w: np.ndarray) -> BlockTensor:
-        """Quantise a (R*N, K*N) weight matrix to the weight format (blocks along K)."""
-        return quantize(np.asarray(w, np.float32), self.cfg.weight_format, self.n)
+    def tiles(self, w: np.ndarray, fmt: int = 0) -> BlockTensor:
+        """Quantise a (R*N, K*N) weight matrix to the weight format of MVU mode ``fmt`` (blocks along K)."""
+        return quantize(np.asarray(w, np.float32), self.cfg.mode_formats(fmt)[0], self.n)
 
-    def load_weights(self, w: np.ndarray, name: str | None = None, maddr: int | None = None, **tokens) -> int:
-        """Quantise a (R*N, K*N) matrix, pack it as R x K tiles (row-major) and m_load them; the first tile."""
+    def load_weights(self, w: np.ndarray, name: str | None = None, maddr: int | None = None, fmt: int = 0,
+                     **tokens) -> int:
+        """Quantise a (R*N, K*N) matrix, pack it as R x K tiles (row-major) and m_load them; the first tile.
+
+        ``fmt`` is the MVU format mode the tiles are packed (and loaded) in."""
         n = self.n
         w = np.asarray(w, np.float32)
         rows, cols = w.shape
         assert rows % n == 0 and cols % n == 0, (rows, cols)
-        wq = self.tiles(w)
+        wq = self.tiles(w, fmt)
         r, k = rows // n, cols // n
         per_row = n // wq.block
         data = bytearray()
@@ -220,13 +223,14 @@ class Builder:
                 data += pack_block_tensor(BlockTensor(
                     wq.fmt, wq.block, wq.scales[rr * n:(rr + 1) * n, j * per_row:(j + 1) * per_row],
                     wq.codes[rr * n:(rr + 1) * n, j * n:(j + 1) * n]))
-        assert len(data) == r * k * tile_nbytes(self.cfg.weight_format, n)
+        assert len(data) == r * k * tile_nbytes(self.cfg.mode_formats(fmt)[0], n)
         if maddr is None:
             maddr = self.mtop
         self.mtop = max(self.mtop, maddr + r * k)
         assert self.mtop <= self.cfg.mrf_tiles
         daddr = self.put(bytes(data))
-        self.ops.append(_Op("m_load", dict(maddr=maddr, daddr=daddr, count=r * k), stream="load", **tokens))
+        fields = dict(maddr=maddr, daddr=daddr, count=r * k) | ({"fmt": fmt} if fmt else {})
+        self.ops.append(_Op("m_load", fields, stream="load", **tokens))
         if name:
             self.inputs[name] = w
             self.layout[name] = maddr
@@ -250,11 +254,11 @@ class Builder:
         self.ops.append(_Op("nop", {}, **tokens))
 
     def chain(self, *, rd: dict, wr: dict, n0=1, n1=1, k0=1, k1=1, c=1, r=1, reduce="none",
-              mbase: int | None = None, mfu_ops=(), **tokens) -> None:
-        """One chain.  ``mfu_ops``: mnemonics or (mnemonic, fields) pairs, in order."""
+              mbase: int | None = None, mfu_ops=(), fmt: int = 0, **tokens) -> None:
+        """One chain.  ``mfu_ops``: mnemonics or (mnemonic, fields) pairs, in order; ``fmt``: mv_mul's MVU mode."""
         body = [("v_rd", dict(rd))]
         if mbase is not None:
-            body.append(("mv_mul", dict(mbase=mbase)))
+            body.append(("mv_mul", dict(mbase=mbase) | ({"fmt": fmt} if fmt else {})))
         for op in mfu_ops:
             name, fields = (op, {}) if isinstance(op, str) else op
             body.append((name, dict(fields)))
