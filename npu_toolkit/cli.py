@@ -11,6 +11,9 @@ from npu import __version__
 from npu.config import DEFAULT_PRESET, PRESETS, ConfigError, NPUConfig, load_config
 from npu.sim.memory import DEFAULT_MEMORY_BUDGET
 
+#: The candidates of ``npu compile --precision auto`` (``compiler.auto_precision.DEFAULT_CANDIDATES``).
+AUTO_CANDIDATES = ("ms-fp9", "mxfp4", "mxfp6", "mxint8", "bfp24")
+
 
 class CliError(Exception):
     """A user-facing error: printed as one message, exit status 2."""
@@ -198,6 +201,29 @@ def calibration_inputs(model, directory: str) -> list[np.ndarray]:
     return inputs
 
 
+def _choose_precisions(args: argparse.Namespace, calibration: list, out: Path) -> tuple[str | None, dict]:
+    """``--precision auto``: choose per-layer formats, say what was chosen, save it beside the program."""
+    import json
+
+    from compiler.auto_precision import choose_precisions
+
+    def say(message: str) -> None:
+        if sys.stderr.isatty() or not message.startswith("sensitivity: layer"):
+            print(f"npu compile: {message}", file=sys.stderr, flush=True)
+
+    candidates = [c.strip() for c in args.candidates.split(",") if c.strip()]
+    choice = choose_precisions(args.model, args.config, calibration, target_cosine=args.target_cosine,
+                               candidates=candidates, progress=say)
+    path = out.with_suffix(".precision.json")
+    path.write_text(json.dumps(choice.as_json(), indent=1) + "\n")
+    say(f"chose {choice.default or 'per-layer formats'} with {len(choice.layers)} layer(s) in other formats: "
+        f"{choice.bits_per_value:.2f} bits/value (weights {choice.weight_bits:.2f}, activations "
+        f"{choice.activation_bits:.2f}); output cosine on the {len(calibration)} calibration image(s): min "
+        f"{min(choice.cosines):.4f}, mean {sum(choice.cosines) / len(choice.cosines):.4f} -> {path} (reuse it "
+        f"with --precision {path})")
+    return choice.default, choice.layers
+
+
 def _cmd_compile(args: argparse.Namespace) -> int:
     import time
 
@@ -210,13 +236,19 @@ def _cmd_compile(args: argparse.Namespace) -> int:
             print(f"\r{stage}: layer {done}/{total}", end="\n" if done == total else "", file=sys.stderr)
 
     t0 = time.perf_counter()
+    auto = args.precision == "auto"
+    if auto and not args.calibration:
+        raise CliError("--precision auto needs --calibration DIR (a directory of images)")
     if (args.weight_rounding == "gptq" or args.bias_correction) and not args.calibration:
         raise CliError(f"--weight-rounding {args.weight_rounding}"
                        f"{' with --bias-correction' if args.bias_correction else ''} needs --calibration DIR "
                        f"(a directory of images)")
     calibration = calibration_inputs(args.model, args.calibration) if args.calibration else None
     out = Path(args.output) if args.output else Path(args.model).with_suffix(".npuz")
-    precision, layer_formats = _precision_option(args.precision)
+    if auto:
+        precision, layer_formats = _choose_precisions(args, calibration, out)
+    else:
+        precision, layer_formats = _precision_option(args.precision)
     compiled = compile_model(args.model, args.config, precision, progress=progress, layer_formats=layer_formats,
                              weight_rounding=args.weight_rounding, bias_correction=args.bias_correction,
                              calibration=calibration)
@@ -355,7 +387,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", default=DEFAULT_PRESET, help=f"preset name or JSON file (default {DEFAULT_PRESET})")
     s.add_argument("--precision", help="ms-fp8, ms-fp9, msfp12, mxint8, mxfp8, mxfp6, mxfp4 or wide "
                                        "(default: the config's formats), a JSON file of per-layer formats "
-                                       '{"default": "ms-fp9", "layers": {"conv1": "mxint8"}}')
+                                       '{"default": "ms-fp9", "layers": {"conv1": "mxint8"}}, or auto: the '
+                                       "cheapest format per layer that keeps --target-cosine on --calibration")
+    s.add_argument("--target-cosine", type=float, default=0.99, help="with --precision auto: the least cosine "
+                   "of the output to onnxruntime's on every calibration image (default 0.99)")
+    s.add_argument("--candidates", default=",".join(AUTO_CANDIDATES), help="with --precision auto: precisions or "
+                   f"block formats a layer may take (default {','.join(AUTO_CANDIDATES)})")
     s.add_argument("-o", "--output", help="program file to write (default: MODEL with .npuz)")
     s.add_argument("--weight-rounding", choices=("nearest", "mse", "gptq"), default="nearest",
                    help="how weights are rounded to their block format: nearest (the machine's rule), mse (per "
@@ -363,8 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "needs --calibration)")
     s.add_argument("--bias-correction", action="store_true", help="shift each bias by the mean error the rounded "
                    "weights cause on the calibration data (needs --calibration)")
-    s.add_argument("--calibration", metavar="DIR", help="directory of images for gptq and bias correction, "
-                   "preprocessed with the program's recipe")
+    s.add_argument("--calibration", metavar="DIR", help="directory of images for --precision auto, gptq and bias "
+                   "correction, preprocessed with the program's recipe")
     s.set_defaults(func=_cmd_compile)
 
     s = sub.add_parser("verify", help="compile a model and compare every layer with onnxruntime; exit 1 if one "
