@@ -15,6 +15,7 @@ from onnx import numpy_helper, shape_inference
 from ..errors import ModelLoadError, Problem, UnsupportedModelError
 from ..ir import Graph, OnnxOp
 from ..limits import MAX_TENSOR_BYTES, MAX_TENSOR_ELEMENTS, elements, quote
+from .legacy import modernize
 
 MIN_OPSET = 7
 
@@ -265,8 +266,11 @@ def _light_model(model: onnx.ModelProto) -> onnx.ModelProto:
         (big if elements(t.dims) > _LIGHT_LIMIT or t.data_location == onnx.TensorProto.EXTERNAL
          else small).append(t)
     declared = {vi.name for vi in g.input}
+    # IR < 4 requires every initializer to be a graph input too; onnxruntime (and this compiler) accepts models
+    # whose tools left some out, so the checked copy lists them
+    listed = big if model.ir_version >= 4 else big + small
     inputs = list(g.input) + [onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
-                              for t in big if t.name not in declared]
+                              for t in listed if t.name not in declared]
     graph = onnx.helper.make_graph(g.node, g.name, inputs, g.output, small, value_info=g.value_info)
     light = onnx.helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
     return light
@@ -334,13 +338,17 @@ def load_onnx(source) -> Graph:
     graph.outputs = [vi.name for vi in g.output]
 
     names: set[str] = set()
+    tensors = {t for n in g.node for t in (*n.input, *n.output)} | init_names | {vi.name for vi in g.input}
     for i, n in enumerate(g.node):
         name = n.name or f"{n.op_type}_{i}"
         while name in names:
             name += "_"
         names.add(name)
         attrs = _attributes(n, name, where)
-        graph.add(OnnxOp(name, list(n.input), list(n.output), source=n.op_type, op_type=n.op_type, attrs=attrs,
-                         domain=n.domain, opset=opset, proto=n))
+        proto, node_opset, inputs = n, opset, list(n.input)
+        if n.domain in ("", "ai.onnx"):           # older opsets' attribute forms become the later input forms
+            proto, node_opset, inputs, attrs = modernize(n, name, opset, attrs, graph.constants, tensors)
+        graph.add(OnnxOp(name, inputs, list(n.output), source=n.op_type, op_type=n.op_type, attrs=attrs,
+                         domain=n.domain, opset=node_opset, proto=proto))
     return graph
 

@@ -23,7 +23,7 @@ def _foldable(graph: Graph, pad: Pad, consumer) -> bool:
 
 
 def fold_pad(graph: Graph) -> Graph:
-    """Add each Pad's padding to its only consumer's (a Conv, an average pool, a max pool of ReLU output)."""
+    """Add each Pad's padding to its only consumer's (a Conv, an average pool, a max pool of non-negative input)."""
     for node in list(graph.topological()):
         if not isinstance(node, Pad):
             continue
