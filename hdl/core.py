@@ -58,15 +58,46 @@ def block_parameters(fmt: BlockFormat) -> dict[str, int]:
     return params
 
 
-def core_parameters(config: NPUConfig) -> dict[str, int]:
-    """Verilog parameters of the core for ``config``; UnsupportedConfig if the RTL cannot build it."""
+#: Most MVU format modes the core holds (the 3-bit ``fmt`` field of ``mv_mul`` and ``m_load``).
+MAX_MODES = 8
+#: The block format descriptor fields passed per mode, packed 16 bits a mode (mode m in bits [16m +: 16]).
+MODE_FIELDS = ("KIND", "E_BITS", "M_BITS", "F_BITS", "EXP_BITS", "EXP_BIAS", "ELEM_SPECIAL", "SCALE_BITS",
+               "SCALE_BIAS", "EMAX")
+
+
+def mode_parameters(formats: list[BlockFormat]) -> dict[str, str]:
+    """Packed per-mode descriptors (``MODE_KIND``, ``MODE_E_BITS``, ...) of the MVU modes' block formats, from
+    :func:`block_parameters`: field f of mode m is bits [16m +: 16] (two's complement) of ``MODE_<f>``."""
+    out = {}
+    for field in MODE_FIELDS:
+        packed = 0
+        for m, fmt in enumerate(formats):
+            value = block_parameters(fmt).get(field, 0)
+            assert -(1 << 15) <= value < (1 << 15), (fmt.name, field, value)
+            packed |= (value & 0xFFFF) << (16 * m)
+        out[f"MODE_{field}"] = f"{16 * MAX_MODES}'h{packed:0{4 * MAX_MODES}x}"
+    return out
+
+
+def core_parameters(config: NPUConfig) -> dict[str, int | str]:
+    """Verilog parameters of the core for ``config``; UnsupportedConfig if the RTL cannot build it.
+
+    Every MVU format mode (mode 0 the machine's pair, then ``extra_formats``) gets its block format
+    descriptor in the packed ``MODE_*`` parameters; the modes must share one block size, one block per
+    native vector."""
     wf, af = get_format(config.weight_format), get_format(config.activation_format)
     problems = []
     if wf.name != af.name:
         problems.append(f"weights {wf.name} and activations {af.name} differ (one block format for both)")
-    if not isinstance(wf, BlockFormat) or wf.block_for(config.native_dim) != config.native_dim:
-        problems.append(f"{wf.name} (the RTL has block formats with one block per native vector: ms-fp8, "
-                        f"ms-fp9, bfp24 at any N; msfp12/msfp16 at N = 16; the MX formats at N = 32)")
+    formats = [wf] + [get_format(f) for f in config.extra_formats]
+    blocks = {f.name: (f.block_for(config.native_dim) if isinstance(f, BlockFormat) else None) for f in formats}
+    if len(set(blocks.values())) > 1:
+        problems.append("the MVU modes' formats do not share one block size (" +
+                        ", ".join(f"{name}: block {b}" for name, b in blocks.items()) + ")")
+    for f in formats:
+        if not isinstance(f, BlockFormat) or f.block_for(config.native_dim) != config.native_dim:
+            problems.append(f"{f.name} (the RTL has block formats with one block per native vector: ms-fp8, "
+                            f"ms-fp9, bfp24 at any N; msfp12/msfp16 at N = 16; the MX formats at N = 32)")
     if config.tiles > config.cycles_per_tile:
         problems.append(f"tiles={config.tiles} > native_dim/lanes={config.cycles_per_tile} (the tile engines "
                         f"are staggered by one cycle within one tile op)")
@@ -74,13 +105,16 @@ def core_parameters(config: NPUConfig) -> dict[str, int]:
         raise UnsupportedConfig(f"the RTL cannot build machine {config.name!r}: " + "; ".join(problems))
     return {"N": config.native_dim, "TILES": config.tiles, "LANES": config.lanes, "MFUS": config.mfus,
             "VRF_DEPTH": config.vrf_depth, "MRF_TILES": config.mrf_tiles, "FMT": get_format(config.mfu_format).code,
-            **block_parameters(wf)}
+            "MODES": len(formats), **mode_parameters(formats)}
 
 
 def build_dir(config: NPUConfig) -> Path:
-    """Where the core for ``config`` is compiled."""
+    """Where the core for ``config`` is compiled (named by its scalar parameters and its modes' formats)."""
     params = core_parameters(config)
-    return BUILD / ("core_" + "_".join(f"{k.lower()}{v}" for k, v in sorted(params.items())))
+    scalars = "_".join(f"{k.lower()}{v}" for k, v in sorted(params.items()) if not k.startswith("MODE_"))
+    names = [get_format(f).name for f in (config.weight_format, *config.extra_formats)]
+    modes = "-".join(n.replace("-", "").replace("_", "") for n in names)
+    return BUILD / f"core_{scalars}_{modes}"
 
 
 def runner_for(config: NPUConfig):

@@ -39,10 +39,10 @@ async def run_on_core(dut, words: bytes, image: bytes, limit: int = 50_000_000) 
     # the core counts its own cycles and stops counting at done; poll it every 256 cycles
     for _ in range(0, limit, 256):
         await ClockCycles(dut.clk, 256)
+        if int(dut.error.value):          # checked first: a short program may also have finished
+            return ram, "the core flagged an instruction or transfer it cannot execute"
         if int(dut.done.value):
             return ram, ""
-        if int(dut.error.value):
-            return ram, "the core flagged an instruction or transfer it cannot execute"
     return ram, f"no halt within {limit} cycles"
 
 

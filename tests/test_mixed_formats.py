@@ -369,19 +369,54 @@ def test_cli_reports_a_bad_precision_file(tmp_path, capsys):
     assert "ms-fp9" in PRECISIONS
 
 
-# ----- RTL: one format pair, fixed by parameters ---------------------------------------------------------------------
+# ----- RTL: every mode of a machine whose formats share one block size -----------------------------------------------
+#: Machines for the RTL: the modes' formats share the block size (= native_dim = 32 on tiny).
+RTL_MACHINES = {
+    "mx": TINY.replace(weight_format="mxfp6_e2m3", activation_format="mxfp6_e2m3",
+                       extra_formats=("mxint8", "mxfp4_e2m1")),
+    "bfp": TINY.replace(extra_formats=("bfp24",)),
+}
+
+
 @pytest.mark.rtl
-def test_the_rtl_runs_mode_zero_and_flags_other_modes():
+@pytest.mark.parametrize("machine, pairs", [("mx", [(0, 1), (1, 2), (2, 0), (2, 2)]), ("bfp", [(0, 1), (1, 0)])])
+def test_the_rtl_runs_every_mode_bit_exactly(machine, pairs):
     from hdl.core import run_program
     from hdl.toolchain import ToolchainError
 
-    cfg = TINY.replace(extra_formats=("ms-fp8",))
+    cfg = RTL_MACHINES[machine]
     rng = np.random.default_rng(7)
-    kernel, *_ = _two_layer_program(cfg, rng, (0, 0))
-    run = run_program(kernel.words, kernel.dram, cfg)
-    sim = kernel.run()
-    nbytes = kernel.out_bytes
-    assert run.dram[kernel.out_addr:kernel.out_addr + nbytes] == sim.dram(kernel.out_addr, nbytes)
-    mixed, *_ = _two_layer_program(cfg, rng, (0, 1))
+    for fmts in pairs:
+        kernel, *_ = _two_layer_program(cfg, rng, fmts)
+        run = run_program(kernel.words, kernel.dram, cfg)
+        sim = kernel.run()
+        nbytes = kernel.out_bytes
+        assert run.dram[kernel.out_addr:kernel.out_addr + nbytes] == sim.dram(kernel.out_addr, nbytes), fmts
+    # multiplying tiles loaded in another mode: the simulator's SimulationError is the core's error output
+    mixed, *_ = _two_layer_program(cfg, rng, (0, 1), load_fmts=(0, 0))
     with pytest.raises(ToolchainError, match="flagged an instruction"):
         run_program(mixed.words, mixed.dram, cfg)
+
+
+@pytest.mark.rtl
+def test_a_compiled_mixed_network_runs_on_the_rtl_like_on_the_simulator(tmp_path):
+    from runtime import Session
+
+    cfg = RTL_MACHINES["mx"]
+    compiled = compile_model(_small_net(), cfg, layer_formats={"conv1": "mxfp4_e2m1", "conv2": "mxint8"})
+    assert compiled.config == cfg
+    path = tmp_path / "mixed.npuz"
+    compiled.save(path)
+    x = _signal((1, 8, 10, 10), np.random.default_rng(5))
+    sim = Session(path).score_numpy_array(x)
+    rtl = Session(path, backend="rtl").score_numpy_array(x)
+    assert np.array_equal(_bits(np.asarray(rtl.output)), _bits(np.asarray(sim.output)))
+    assert abs(rtl.stats.cycles / sim.stats.cycles - 1) < 0.5
+
+
+def test_the_rtl_refuses_modes_with_different_block_sizes():
+    from hdl.core import UnsupportedConfig, core_parameters
+
+    cfg = PRESETS["tiny"].replace(native_dim=32, extra_formats=("msfp12",))
+    with pytest.raises(UnsupportedConfig, match=r"do not share one block size \(ms-fp9: block 32, msfp12: block 16\)"):
+        core_parameters(cfg)

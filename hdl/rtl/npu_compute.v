@@ -22,18 +22,21 @@ module npu_compute #(
     parameter integer MRF_TILES = 256,
     parameter integer IMEM_DEPTH = 4096,
     parameter integer FMT = 0,                // MFU format: 0 fp16, 1 bf16, 2 fp32
-    parameter integer KIND = 0,               // block format descriptor (npu_block_format.vh)
-    parameter integer E_BITS = 4,
-    parameter integer M_BITS = 3,
-    parameter integer F_BITS = 2,
-    parameter integer EXP_BITS = 0,
-    parameter integer EXP_BIAS = 0,
-    parameter integer ELEM_SPECIAL = 0,
-    parameter integer SCALE_BITS = 5,
-    parameter integer SCALE_BIAS = 15,
-    parameter integer EMAX = 0,
+    // MVU format modes (mixed precision): MODES of them, mode m's block format descriptor
+    // (npu_block_format.vh) in bits [16m +: 16] of each MODE_* vector
+    parameter integer MODES = 1,
+    parameter [127:0] MODE_KIND = 128'd0,
+    parameter [127:0] MODE_E_BITS = 128'd4,
+    parameter [127:0] MODE_M_BITS = 128'd3,
+    parameter [127:0] MODE_F_BITS = 128'd2,
+    parameter [127:0] MODE_EXP_BITS = 128'd0,
+    parameter [127:0] MODE_EXP_BIAS = 128'd0,
+    parameter [127:0] MODE_ELEM_SPECIAL = 128'd0,
+    parameter [127:0] MODE_SCALE_BITS = 128'd5,
+    parameter [127:0] MODE_SCALE_BIAS = 128'd15,
+    parameter [127:0] MODE_EMAX = 128'd0,
     parameter integer EW = (FMT == 2) ? 32 : 16,
-    parameter integer TILE_BITS = 8 * (N + N * N * E_BITS / 8)
+    parameter integer TILE_BITS = 8 * (N + N * N * 4 / 8)     // the widest packed tile among the modes
 ) (
     input  wire                      clk,
     input  wire                      rst,
@@ -60,7 +63,8 @@ module npu_compute #(
     output wire [EW*N-1:0]           vrf_rdata2,
     input  wire                      mrf_we,
     input  wire [$clog2(MRF_TILES)-1:0] mrf_addr,
-    input  wire [TILE_BITS-1:0]      mrf_wdata
+    input  wire [TILE_BITS-1:0]      mrf_wdata,
+    input  wire [2:0]                mrf_wmode      // the MVU format mode the tile was loaded in
 );
     /* verilator lint_off UNUSEDPARAM */
 `include "isa_defs.vh"
@@ -80,6 +84,7 @@ module npu_compute #(
     reg [127:0]         imem [0:IMEM_DEPTH-1];
     reg [VW-1:0]        vrf  [0:VRF_DEPTH-1];
     reg [TILE_BITS-1:0] mrf  [0:MRF_TILES-1];
+    reg [2:0]           mrf_mode [0:MRF_TILES-1];   // each slot's mode (never loaded: 0, as the register file starts)
     reg [31:0]          sregs [0:15];
 
     assign vrf_rdata = vrf[vrf_addr];
@@ -114,6 +119,7 @@ module npu_compute #(
     reg signed [31:0] rd_sn0, rd_sn1, rd_sk0, rd_sk1, rd_sr, wr_sn0, wr_sn1, wr_sr;
     reg [11:0] wr_lo, wr_hi;
     reg        has_mvu;
+    reg [2:0]  cmode;                          // the chain's MVU format mode (mv_mul fmt)
     reg [15:0] mbase;
     reg [5:0]  st_op [0:STAGES-1];
     reg [19:0] st_base [0:STAGES-1];
@@ -142,37 +148,81 @@ module npu_compute #(
     /* verilator lint_on UNUSEDSIGNAL */
     wire [VW-1:0]        x_vec = vrf[rd_addr[VA-1:0]];
     wire [TILE_BITS-1:0] tile = mrf[tile_index[$clog2(MRF_TILES)-1:0]];
+    wire [2:0]           tile_mode = mrf_mode[tile_index[$clog2(MRF_TILES)-1:0]];
     wire first_j = (jflat == 32'd0);
     wire last_j = (cc == cc_n - 1) && (j1 == k1 - 1) && (j0 == k0 - 1);
     wire last_row = (rr == r_n - 1) && (i1 == n1 - 1) && (i0 == n0 - 1);
     wire [35:0] row_idx = {i0, i1, rr};
 
-    // ---- MVU: input conversion and the tile engines -------------------------------------------------
-    wire [N*E_BITS-1:0]   x_codes;
-    wire [SCALE_BITS-1:0] x_scale;
-    npu_block_quantize #(.B(N), .FMT(FMT), .KIND(KIND), .E_BITS(E_BITS), .M_BITS(M_BITS), .F_BITS(F_BITS),
-                         .EXP_BITS(EXP_BITS), .EXP_BIAS(EXP_BIAS), .ELEM_SPECIAL(ELEM_SPECIAL), .SCALE_BITS(SCALE_BITS),
-                         .SCALE_BIAS(SCALE_BIAS), .EMAX(EMAX))
-        quantize (.x(x_vec), .codes(x_codes), .scale(x_scale));
+    // ---- MVU: input conversion and the tile engines, one set per format mode ---------------------------
+    // field m of a packed per-mode descriptor (16 bits, two's complement)
+    function automatic integer mode_field(input [127:0] v, input integer m);
+        reg [15:0] f;
+        begin
+            f = v[16 * m +: 16];
+            mode_field = {{16{f[15]}}, f};
+        end
+    endfunction
 
     wire issue_mvu = (state == S_RUN) && has_mvu && issuing && ({{(32 - PH_W){1'b0}}, ph} < TILES);
-    wire [TILES-1:0] eng_busy, eng_fin;
-    wire [32*N-1:0]  eng_p [0:TILES-1];
+    wire [TILES-1:0] mode_busy [0:MODES-1];
+    wire [TILES-1:0] mode_fin [0:MODES-1];
+    wire [32*N-1:0]  mode_p [0:MODES*TILES-1];
     reg              eng_first [0:TILES-1];
     reg              eng_last [0:TILES-1];
     reg  [35:0]      eng_idx [0:TILES-1];
 
-    genvar ge;
+    genvar gm, ge;
     generate
-        for (ge = 0; ge < TILES; ge = ge + 1) begin : engine
-            npu_tile_engine #(.N(N), .L(LANES), .KIND(KIND), .E_BITS(E_BITS), .M_BITS(M_BITS), .F_BITS(F_BITS),
-                              .EXP_BITS(EXP_BITS), .ELEM_SPECIAL(ELEM_SPECIAL), .SCALE_BITS(SCALE_BITS),
-                              .SCALE_BIAS(SCALE_BIAS), .TILE_BITS(TILE_BITS)) te (
-                .clk(clk), .rst(rst), .issue(issue_mvu && ({{(32 - PH_W){1'b0}}, ph} == ge)),
-                .x_codes(x_codes), .x_scale(x_scale), .tile(tile),
-                .busy(eng_busy[ge]), .finishing(eng_fin[ge]), .p(eng_p[ge]));
+        for (gm = 0; gm < MODES; gm = gm + 1) begin : mode
+            localparam integer KIND = mode_field(MODE_KIND, gm);
+            localparam integer E_BITS = mode_field(MODE_E_BITS, gm);
+            localparam integer M_BITS = mode_field(MODE_M_BITS, gm);
+            localparam integer F_BITS = mode_field(MODE_F_BITS, gm);
+            localparam integer EXP_BITS = mode_field(MODE_EXP_BITS, gm);
+            localparam integer EXP_BIAS = mode_field(MODE_EXP_BIAS, gm);
+            localparam integer ELEM_SPECIAL = mode_field(MODE_ELEM_SPECIAL, gm);
+            localparam integer SCALE_BITS = mode_field(MODE_SCALE_BITS, gm);
+            localparam integer SCALE_BIAS = mode_field(MODE_SCALE_BIAS, gm);
+            localparam integer EMAX = mode_field(MODE_EMAX, gm);
+            localparam integer TB = 8 * (N + N * N * E_BITS / 8);     // this mode's packed tile
+            wire [N*E_BITS-1:0]   x_codes;
+            wire [SCALE_BITS-1:0] x_scale;
+            wire [TILES-1:0]      busy_m, fin_m;
+            assign mode_busy[gm] = busy_m;
+            assign mode_fin[gm] = fin_m;
+            npu_block_quantize #(.B(N), .FMT(FMT), .KIND(KIND), .E_BITS(E_BITS), .M_BITS(M_BITS), .F_BITS(F_BITS),
+                                 .EXP_BITS(EXP_BITS), .EXP_BIAS(EXP_BIAS), .ELEM_SPECIAL(ELEM_SPECIAL),
+                                 .SCALE_BITS(SCALE_BITS), .SCALE_BIAS(SCALE_BIAS), .EMAX(EMAX))
+                quantize (.x(x_vec), .codes(x_codes), .scale(x_scale));
+            for (ge = 0; ge < TILES; ge = ge + 1) begin : engine
+                npu_tile_engine #(.N(N), .L(LANES), .KIND(KIND), .E_BITS(E_BITS), .M_BITS(M_BITS), .F_BITS(F_BITS),
+                                  .EXP_BITS(EXP_BITS), .ELEM_SPECIAL(ELEM_SPECIAL), .SCALE_BITS(SCALE_BITS),
+                                  .SCALE_BIAS(SCALE_BIAS), .TILE_BITS(TB)) te (
+                    .clk(clk), .rst(rst),
+                    .issue(issue_mvu && {29'd0, cmode} == gm && ({{(32 - PH_W){1'b0}}, ph} == ge)),
+                    .x_codes(x_codes), .x_scale(x_scale), .tile(tile[TB-1:0]),
+                    .busy(busy_m[ge]), .finishing(fin_m[ge]), .p(mode_p[gm * TILES + ge]));
+            end
         end
     endgenerate
+
+    // the engines of every mode, merged (only the chain's mode is ever issued to, and a chain drains
+    // before the next one starts)
+    reg [TILES-1:0] eng_busy, eng_fin;
+    reg [32*N-1:0]  eng_p [0:TILES-1];
+    integer em, et;
+    always @* begin
+        eng_busy = {TILES{1'b0}};
+        eng_fin = {TILES{1'b0}};
+        for (et = 0; et < TILES; et = et + 1) eng_p[et] = {32*N{1'b0}};
+        for (em = 0; em < MODES; em = em + 1) begin
+            eng_busy = eng_busy | mode_busy[em];
+            eng_fin = eng_fin | mode_fin[em];
+            for (et = 0; et < TILES; et = et + 1)
+                if (mode_fin[em][et]) eng_p[et] = mode_p[em * TILES + et];
+        end
+    end
 
     // the engine finishing this cycle (at most one: they are a cycle apart)
     reg [32*N-1:0] fin_p;
@@ -305,7 +355,10 @@ module npu_compute #(
     integer q;
     always @(posedge clk) begin
         if (imem_we) imem[imem_addr] <= imem_wdata;
-        if (mrf_we) mrf[mrf_addr] <= mrf_wdata;
+        if (mrf_we) begin
+            mrf[mrf_addr] <= mrf_wdata;
+            mrf_mode[mrf_addr] <= mrf_wmode;
+        end
         if (vrf_we) vrf[vrf_addr] <= vrf_wdata;            // back door, or the load DMA
         if (wv)
             for (q = 0; q < N; q = q + 1)
@@ -397,8 +450,9 @@ module npu_compute #(
                         OP_MV_MUL: begin
                             has_mvu <= 1'b1;
                             mbase <= ins[MV_MUL_MBASE_LSB +: 16];
-                            // one format pair, fixed by parameters: MVU format modes other than 0 are refused
-                            if (ins[MV_MUL_FMT_LSB +: MV_MUL_FMT_W] != 0) error <= 1'b1;
+                            cmode <= ins[MV_MUL_FMT_LSB +: 3];
+                            // an MVU format mode the machine does not have
+                            if ({29'd0, ins[MV_MUL_FMT_LSB +: 3]} >= MODES) error <= 1'b1;
                         end
                         OP_V_WR: begin
                             wr_base <= ins[V_WR_BASE_LSB +: 20];
@@ -433,6 +487,8 @@ module npu_compute #(
                     endcase
                 end
                 S_RUN: begin
+                    // a chain multiplying a tile loaded in another mode (the simulator's SimulationError)
+                    if (issue_mvu && tile_mode != cmode) error <= 1'b1;
                     ph <= ({{(32 - PH_W){1'b0}}, ph} == CPT - 1) ? {PH_W{1'b0}} : ph + 1'b1;
                     if (issue_mvu || read_now) begin
                         // advance the loops: reduction steps (j0, j1, cc), then rows (i0, i1, rr)

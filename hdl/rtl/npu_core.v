@@ -11,16 +11,19 @@ module npu_core #(
     parameter integer MRF_TILES = 256,
     parameter integer IMEM_DEPTH = 4096,
     parameter integer FMT = 0,
-    parameter integer KIND = 0,
-    parameter integer E_BITS = 4,
-    parameter integer M_BITS = 3,
-    parameter integer F_BITS = 2,
-    parameter integer EXP_BITS = 0,
-    parameter integer EXP_BIAS = 0,
-    parameter integer ELEM_SPECIAL = 0,
-    parameter integer SCALE_BITS = 5,
-    parameter integer SCALE_BIAS = 15,
-    parameter integer EMAX = 0
+    // MVU format modes (mixed precision, docs/architecture.md): MODES of them, mode m's block format
+    // descriptor (npu_block_format.vh) in bits [16m +: 16] of each MODE_* vector (hdl/core.py packs them)
+    parameter integer MODES = 1,
+    parameter [127:0] MODE_KIND = 128'd0,
+    parameter [127:0] MODE_E_BITS = 128'd4,
+    parameter [127:0] MODE_M_BITS = 128'd3,
+    parameter [127:0] MODE_F_BITS = 128'd2,
+    parameter [127:0] MODE_EXP_BITS = 128'd0,
+    parameter [127:0] MODE_EXP_BIAS = 128'd0,
+    parameter [127:0] MODE_ELEM_SPECIAL = 128'd0,
+    parameter [127:0] MODE_SCALE_BITS = 128'd5,
+    parameter [127:0] MODE_SCALE_BIAS = 128'd15,
+    parameter [127:0] MODE_EMAX = 128'd0
 ) (
     input  wire                 clk,
     input  wire                 rst,
@@ -64,7 +67,18 @@ module npu_core #(
     input  wire                 m_axi_bvalid,
     output wire                 m_axi_bready
 );
-    localparam integer TILE_BITS = 8 * (N + N * N * E_BITS / 8);
+    // the widest packed tile among the modes
+    function automatic integer max_tile_bits(input integer dummy);
+        integer m, b;
+        begin
+            max_tile_bits = dummy;
+            for (m = 0; m < MODES; m = m + 1) begin
+                b = 8 * (N + N * N * MODE_E_BITS[16 * m +: 16] / 8);
+                if (b > max_tile_bits) max_tile_bits = b;
+            end
+        end
+    endfunction
+    localparam integer TILE_BITS = max_tile_bits(0);
     localparam integer EW = (FMT == 2) ? 32 : 16;   // bits per vector element (the MFU format)
 
     // ---- token queues: counts of pushed-but-not-popped tokens --------------------------------------
@@ -91,29 +105,31 @@ module npu_core #(
     wire [EW*N-1:0] vrf_wdata, vrf_rdata2;
     wire [$clog2(MRF_TILES)-1:0] mrf_waddr;
     wire [TILE_BITS-1:0] mrf_wdata;
+    wire [2:0] mrf_wmode;
     reg running;
     /* verilator lint_off UNUSEDSIGNAL */
     wire [EW*N-1:0] vrf_rdata_unused;
     /* verilator lint_on UNUSEDSIGNAL */
 
     npu_compute #(.N(N), .TILES(TILES), .LANES(LANES), .MFUS(MFUS), .VRF_DEPTH(VRF_DEPTH), .MRF_TILES(MRF_TILES),
-                  .IMEM_DEPTH(IMEM_DEPTH), .FMT(FMT), .KIND(KIND), .E_BITS(E_BITS), .M_BITS(M_BITS), .F_BITS(F_BITS),
-                  .EXP_BITS(EXP_BITS), .EXP_BIAS(EXP_BIAS), .ELEM_SPECIAL(ELEM_SPECIAL), .SCALE_BITS(SCALE_BITS), .SCALE_BIAS(SCALE_BIAS),
-                  .EMAX(EMAX), .EW(EW), .TILE_BITS(TILE_BITS)) compute (
+                  .IMEM_DEPTH(IMEM_DEPTH), .FMT(FMT), .MODES(MODES), .MODE_KIND(MODE_KIND), .MODE_E_BITS(MODE_E_BITS),
+                  .MODE_M_BITS(MODE_M_BITS), .MODE_F_BITS(MODE_F_BITS), .MODE_EXP_BITS(MODE_EXP_BITS),
+                  .MODE_EXP_BIAS(MODE_EXP_BIAS), .MODE_ELEM_SPECIAL(MODE_ELEM_SPECIAL), .MODE_SCALE_BITS(MODE_SCALE_BITS),
+                  .MODE_SCALE_BIAS(MODE_SCALE_BIAS), .MODE_EMAX(MODE_EMAX), .EW(EW), .TILE_BITS(TILE_BITS)) compute (
         .clk(clk), .rst(rst), .start(start), .busy(busy), .error(c_error), .cycles(c_cycles),
         .l2c_ready(l2c != 0), .s2c_ready(s2c != 0), .pop_l2c(pop_l2c), .pop_s2c(pop_s2c),
         .push_c2l(push_c2l), .push_c2s(push_c2s),
         .imem_we(imem_we), .imem_addr(imem_addr), .imem_wdata(imem_wdata),
         .vrf_we(vrf_we), .vrf_addr(vrf_waddr), .vrf_wdata(vrf_wdata), .vrf_rdata(vrf_rdata_unused),
         .vrf_raddr2(vrf_raddr2), .vrf_rdata2(vrf_rdata2),
-        .mrf_we(mrf_we), .mrf_addr(mrf_waddr), .mrf_wdata(mrf_wdata));
+        .mrf_we(mrf_we), .mrf_addr(mrf_waddr), .mrf_wdata(mrf_wdata), .mrf_wmode(mrf_wmode));
 
     npu_dma_load #(.N(N), .EW(EW), .VRF_DEPTH(VRF_DEPTH), .MRF_TILES(MRF_TILES), .IMEM_DEPTH(IMEM_DEPTH),
-                   .TILE_BITS(TILE_BITS)) load (
+                   .TILE_BITS(TILE_BITS), .MODES(MODES), .MODE_E_BITS(MODE_E_BITS)) load (
         .clk(clk), .rst(rst), .start(start), .imem_we(imem_we), .imem_waddr(imem_addr), .imem_wdata(imem_wdata),
         .halted(l_halted), .error(l_error), .c2l_ready(c2l != 0), .pop_c2l(pop_c2l), .push_l2c(push_l2c),
         .vrf_we(vrf_we), .vrf_addr(vrf_waddr), .vrf_wdata(vrf_wdata),
-        .mrf_we(mrf_we), .mrf_addr(mrf_waddr), .mrf_wdata(mrf_wdata),
+        .mrf_we(mrf_we), .mrf_addr(mrf_waddr), .mrf_wdata(mrf_wdata), .mrf_wmode(mrf_wmode),
         .m_axi_araddr(m_axi_araddr), .m_axi_arlen(m_axi_arlen), .m_axi_arsize(m_axi_arsize),
         .m_axi_arburst(m_axi_arburst), .m_axi_arvalid(m_axi_arvalid), .m_axi_arready(m_axi_arready),
         .m_axi_rdata(m_axi_rdata), .m_axi_rresp(m_axi_rresp), .m_axi_rlast(m_axi_rlast),

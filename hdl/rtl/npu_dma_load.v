@@ -9,8 +9,10 @@ module npu_dma_load #(
     parameter integer VRF_DEPTH = 4096,
     parameter integer MRF_TILES = 256,
     parameter integer IMEM_DEPTH = 4096,
-    parameter integer TILE_BITS = 4352,
-    parameter integer ADDR_W = 32
+    parameter integer TILE_BITS = 4352,       // the widest packed tile among the MVU format modes
+    parameter integer ADDR_W = 32,
+    parameter integer MODES = 1,              // MVU format modes: element bits of mode m in MODE_E_BITS[16m +: 16]
+    parameter [127:0] MODE_E_BITS = 128'd4
 ) (
     input  wire                 clk,
     input  wire                 rst,
@@ -29,6 +31,7 @@ module npu_dma_load #(
     output reg                  mrf_we,
     output reg  [$clog2(MRF_TILES)-1:0] mrf_addr,
     output reg  [TILE_BITS-1:0] mrf_wdata,
+    output reg  [2:0]           mrf_wmode,        // the MVU format mode of the tile written
     // AXI4 read address / data
     output reg  [ADDR_W-1:0]    m_axi_araddr,
     output reg  [7:0]           m_axi_arlen,
@@ -48,7 +51,15 @@ module npu_dma_load #(
 `include "isa_defs.vh"
     /* verilator lint_on UNUSEDPARAM */
     localparam integer VEC_BEATS = EW * N / 128;          // 128-bit beats per vector
-    localparam integer TILE_BEATS = TILE_BITS / 128;
+    // packed tile size (bytes) of mode m: N scale bytes, then N x N element codes
+    function automatic [31:0] tile_bytes(input [2:0] m);
+        integer i;
+        begin
+            tile_bytes = 32'd0;
+            for (i = 0; i < MODES; i = i + 1)
+                if (m == i[2:0]) tile_bytes = N + N * N * MODE_E_BITS[16 * i +: 16] / 8;
+        end
+    endfunction
     localparam integer GW = TILE_BITS - 128;                // beats gathered before the last one
 
     assign m_axi_arsize = 3'd4;                             // 16-byte beats
@@ -63,6 +74,8 @@ module npu_dma_load #(
     localparam integer MAX_OUTSTANDING = 4;
     reg [2:0] state;
     reg is_tile;
+    reg [2:0]  tmode;                       // the m_load's MVU format mode
+    reg [11:0] tile_beats;                  // beats per tile in that mode
     reg [19:0] vrow_base;
     reg [31:0] dbase;
     reg [11:0] rows, row_vecs;              // rows, and vectors (or tiles) per row
@@ -78,9 +91,13 @@ module npu_dma_load #(
     // data side: where the next assembled vector or tile goes
     reg [11:0] r_row, r_vec;
     reg [19:0] vdst;
-    reg [6:0]  beat_fill;                   // beats gathered into the vector / tile being assembled
+    reg [11:0] beat_fill;                   // beats gathered into the vector / tile being assembled
     reg [GW-1:0] gather;
 
+    wire [2:0] m_fmt = ins[M_LOAD_FMT_LSB +: 3];
+    /* verilator lint_off UNUSEDSIGNAL */
+    wire [31:0] m_tile_bytes = tile_bytes(m_fmt);
+    /* verilator lint_on UNUSEDSIGNAL */
     wire [8:0] burst;
     npu_axi_burst plan (.addr(daddr), .left(left), .beats(burst));
     wire [31:0] burst_bytes = {19'd0, burst, 4'd0};
@@ -133,13 +150,14 @@ module npu_dma_load #(
                         daddr <= ins[M_LOAD_DADDR_LSB +: 32];
                         rows <= 12'd1;
                         row_vecs <= 12'hfff;                       // one row: the count ends it
-                        row_bytes <= {16'd0, ins[M_LOAD_COUNT_LSB +: 16]} * (TILE_BITS / 8);
-                        left <= {16'd0, ins[M_LOAD_COUNT_LSB +: 16]} * (TILE_BITS / 8);
+                        row_bytes <= {16'd0, ins[M_LOAD_COUNT_LSB +: 16]} * m_tile_bytes;
+                        left <= {16'd0, ins[M_LOAD_COUNT_LSB +: 16]} * m_tile_bytes;
+                        tmode <= m_fmt;
+                        tile_beats <= m_tile_bytes[15:4];
                         dstride <= 24'd0;
                         vstride <= 16'd0;
-                        // tiles of MVU format modes other than 0 are refused (one weight format, by parameter)
-                        if (ins[M_LOAD_DADDR_LSB +: 4] != 0 || ins[M_LOAD_FMT_LSB +: M_LOAD_FMT_W] != 0)
-                            error <= 1'b1;
+                        // tiles of an MVU format mode the machine does not have are refused
+                        if (ins[M_LOAD_DADDR_LSB +: 4] != 0 || {29'd0, m_fmt} >= MODES) error <= 1'b1;
                     end
                     state <= S_RUN;
                 end
@@ -167,13 +185,15 @@ module npu_dma_load #(
                 // data side: assemble beats into vectors or tiles, in request order
                 if (m_axi_rvalid) begin
                     gather <= {m_axi_rdata, gather[GW-1:128]};
-                    if ((!is_tile && {25'd0, beat_fill} == VEC_BEATS - 1) ||
-                        (is_tile && {25'd0, beat_fill} == TILE_BEATS - 1)) begin
+                    if ((!is_tile && {20'd0, beat_fill} == VEC_BEATS - 1) ||
+                        (is_tile && beat_fill == tile_beats - 12'd1)) begin
                         beat_fill <= 0;
                         if (is_tile) begin
                             mrf_we <= 1'b1;
                             mrf_addr <= vdst[$clog2(MRF_TILES)-1:0];
-                            mrf_wdata <= {m_axi_rdata, gather};
+                            mrf_wmode <= tmode;
+                            // a tile narrower than the widest sits in the top bits of the gathered beats
+                            mrf_wdata <= {m_axi_rdata, gather} >> (TILE_BITS - {20'd0, tile_beats} * 128);
                         end else begin
                             vrf_we <= 1'b1;
                             vrf_addr <= vdst[$clog2(VRF_DEPTH)-1:0];
