@@ -42,6 +42,8 @@ from .program import ChainOp, DmaOp, SimProgram
 DEFAULT_MEMORY_BUDGET = 2 << 30
 #: Bytes per weight element the decode of one chunk of tiles may use (odd widths unpack through bit planes).
 _DECODE_BYTES_PER_ELEMENT = 64
+#: Small arrays of a run not modelled one by one (registers, queues, statistics, format tables): 64 KiB.
+RUN_OVERHEAD = 64 << 10
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class OpMemory:
 class Footprint:
     """The working set of a program on a machine (full and functional modes), in bytes."""
 
-    machine: int                 #: the machine's memories: vector memory, MRF bookkeeping, the zero tile
+    machine: int                 #: the machine's memories: vector memory, MRF bookkeeping, the zero tile, RUN_OVERHEAD
     dram_extent: int             #: highest DRAM byte (exclusive) any transfer reaches
     weights_limit: int           #: most decoded tile bytes the MRF's sets hold (twice the decoded MRF)
     held: int                    #: decoded weights and kept arrays at the end, at most
@@ -134,7 +136,7 @@ def footprint(prog: SimProgram, config: NPUConfig) -> Footprint:
     dec_tile = decoded_tile_nbytes(config)
     hold = 2 * config.mrf_tiles * dec_tile
     isz = config.mfu_bytes
-    machine = config.vrf_depth * vb + 16 * config.mrf_tiles + dec_tile
+    machine = config.vrf_depth * vb + 16 * config.mrf_tiles + dec_tile + RUN_OVERHEAD
     weights = kept = dram_extent = peak = 0
     stream_cycles: dict = {}
     ops = []
