@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+
 from compiler.compile import PRECISIONS, compile_model
 from compiler.models import nets
 from compiler.models.photos import PHOTO_NAMES, load_photos
@@ -47,11 +48,6 @@ class PrecisionAccuracy:
     def worst_layers(self, k: int = 3) -> list[tuple[str, float]]:
         """The ``k`` tensors whose layers add the largest error of their own (lowest own cosine)."""
         return sorted(self.local_cosine.items(), key=lambda kv: kv[1])[:k]
-
-
-def _cosine(a, b) -> float:
-    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-300))
 
 
 def _features_tensor(model) -> str:

@@ -31,7 +31,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from compiler.auto_precision import DEFAULT_CANDIDATES, choose_from, measure_sensitivity
+
+from compiler.auto_precision import DEFAULT_CANDIDATES, choose_from, cosine, measure_sensitivity
 from compiler.compile import compile_model, resolve_config
 from compiler.models import nets
 from compiler.models.photos import PHOTO_NAMES, load_photos
@@ -69,11 +70,6 @@ class Point:
                 f"{self.activation_bits:.2f}), {self.cycles:>9,} cycles, logits cosine mean "
                 f"{np.mean(self.cosines):.4f} min {np.min(self.cosines):.4f}, top-1 {self.top1}/{n}, top-5 "
                 f"{self.top5}/{n}")
-
-
-def _cosine(a, b) -> float:
-    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-300))
 
 
 def _program_bits(compiled, native_dim: int) -> tuple[float, float, float]:
@@ -120,7 +116,7 @@ class Frontier:
         point = Point(label, kind, *_program_bits(compiled, self.config.native_dim), result.stats.total_cycles)
         for x, ref in zip(self.held_out, self.targets):
             y = next(iter(reference_outputs(compiled, {desc.name: x}).values())).ravel()
-            point.cosines.append(_cosine(y, ref))
+            point.cosines.append(cosine(y, ref))
             point.top1 += int(y.argmax() == ref.argmax())
             point.top5 += int(ref.argmax() in np.argsort(-y)[:5])
         point.layers = dict(compile_args.get("layer_formats") or {})

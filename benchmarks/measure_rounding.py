@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 
+from compiler.auto_precision import cosine
 from compiler.compile import PRECISIONS, Compilation, compile_model, resolve_config, step_import, \
     step_machine_passes
 from compiler.models import nets
@@ -29,11 +30,6 @@ from compiler.reference import Reference
 
 DEFAULT_PRECISIONS = ["ms-fp9", "msfp12", "mxfp4", "mxfp6", "mxfp8", "mxint8"]
 METHODS = ["nearest", "mse", "gptq"]
-
-
-def _cosine(a, b) -> float:
-    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-300))
 
 
 def split_photos(every: int) -> tuple[list[str], list[str]]:
@@ -58,7 +54,7 @@ def evaluate(model, imported, config: str, precision: str, method: str, bias_cor
     cosines, top1 = [], 0
     for x, want in tests:
         (y,) = ref.run({graph.inputs[0]: x}, [desc]).values()
-        cosines.append(_cosine(y, want))
+        cosines.append(cosine(y, want))
         top1 += int(np.argmax(y) == np.argmax(want))
     return cosines, top1, seconds
 

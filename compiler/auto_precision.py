@@ -73,7 +73,8 @@ def _bits(precision: str, native_dim: int) -> float:
     return get_format(layer_format_pair(precision)[0]).bits_per_value(native_dim)
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """The cosine of two arrays, in binary64 (0 for a zero array)."""
     a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-300))
 
@@ -103,7 +104,7 @@ class _Evaluator:
             for nd in self.order:
                 env[nd.outputs[0]] = self.reference.node(nd, [env[t] for t in nd.inputs])
             self.base.append(env)
-        return [_cosine(env[self.output], t) for env, t in zip(self.base, self.targets)]
+        return [cosine(env[self.output], t) for env, t in zip(self.base, self.targets)]
 
     def run_from(self, layer: Conv) -> list[float]:
         """Output cosines with only ``layer`` and what depends on it recomputed from the baseline."""
@@ -117,7 +118,7 @@ class _Evaluator:
             env = {}
             for nd in downstream:
                 env[nd.outputs[0]] = self.reference.node(nd, [env.get(t, base.get(t)) for t in nd.inputs])
-            out.append(_cosine(env.get(self.output, base[self.output]), target))
+            out.append(cosine(env.get(self.output, base[self.output]), target))
         return out
 
 
