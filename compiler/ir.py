@@ -52,6 +52,12 @@ class Conv(Node):
     when G = Cin).  With ``residual`` the second input tensor is added after
     the bias, then ReLU if ``relu``, then min(., ``clip_max``) if set (ReLU6).
 
+    ``dilation`` (dh, dw) spaces the kernel's taps: tap (ky, kx) of output
+    pixel (oy, ox) reads input row ``stride_h*oy + dh*ky - top`` and column
+    ``stride_w*ox + dw*kx - left`` (ONNX's ``dilations``), so the window
+    spans ``extent`` = (dh*(kh-1)+1, dw*(kw-1)+1) input pixels.  The weight
+    and the MAC count are those of the kh x kw kernel.
+
     With ``column_phases`` P > 1 the weight is (P*Cout, Cin, kh, kw): output
     column ``P*m + p`` is phase p's weights applied to the window at input
     column ``m`` (stride 1), so P neighbouring output columns share one input
@@ -76,6 +82,7 @@ class Conv(Node):
     clip_max: float | None = None
     weight_format: str | None = None
     activation_format: str | None = None
+    dilation: tuple[int, int] = (1, 1)
 
     @property
     def in_channels(self) -> int:
@@ -86,6 +93,11 @@ class Conv(Node):
     def kernel(self) -> tuple[int, int]:
         """(kh, kw)."""
         return tuple(self.weight.shape[2:])
+
+    @property
+    def extent(self) -> tuple[int, int]:
+        """(rows, columns) of input pixels one window spans: the kernel with its dilation, d*(k-1)+1."""
+        return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel, self.dilation))
 
     @property
     def out_channels(self) -> int:

@@ -33,6 +33,26 @@ def _padded(x: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
+def dilated_windows(x: np.ndarray, kernel, stride, pads, out_hw, dilation=(1, 1)) -> np.ndarray:
+    """(OH*OW, kh*kw, C) windows of a C x H x W array whose taps are ``dilation`` pixels apart.
+
+    Tap (ky, kx) of output pixel (oy, ox) reads row ``sy*oy + dy*ky - top``
+    and column ``sx*ox + dx*kx - left``; positions outside the array are
+    zero.  Dilation 1 is ``npu.hostio.windows``.
+    """
+    if tuple(dilation) == (1, 1):
+        return windows(x, kernel, stride, pads, out_hw)
+    (kh, kw), (sy, sx), (dy, dx), (oh, ow) = kernel, stride, dilation, out_hw
+    top, left = pads[0], pads[1]
+    c, h, w = x.shape
+    xp = np.zeros((c, max(h + top, (oh - 1) * sy + dy * (kh - 1) + 1),
+                   max(w + left, (ow - 1) * sx + dx * (kw - 1) + 1)), x.dtype)
+    xp[:, top:top + h, left:left + w] = x
+    taps = [xp[:, dy * ky:dy * ky + sy * (oh - 1) + 1:sy, dx * kx:dx * kx + sx * (ow - 1) + 1:sx]
+            for ky in range(kh) for kx in range(kw)]
+    return np.stack(taps).transpose(2, 3, 0, 1).reshape(oh * ow, kh * kw, c)
+
+
 def _block_values(x: np.ndarray, fmt, n: int) -> np.ndarray:
     """The exact values (binary64) of the rows of ``x`` quantised to block format ``fmt``."""
     q, scales = quantize_to_values(x, fmt, n)
@@ -182,7 +202,7 @@ class Reference:
         c, oh, ow = self._shape(nd.outputs[0])
         zw = -(-ow // phases)
         xv = _padded(x, n)
-        rows = windows(xv, (kh, kw), nd.stride, nd.pads, (oh, zw))          # (pixels, taps, channels)
+        rows = dilated_windows(xv, (kh, kw), nd.stride, nd.pads, (oh, zw), nd.dilation)   # (pixels, taps, C)
         if nd.groups == 1:
             w = conv_matrix(nd.weight, xv.shape[0] // n, -(-rows_out // n), n)
             acc = product(w, rows.reshape(oh * zw, -1))

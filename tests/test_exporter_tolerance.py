@@ -221,3 +221,38 @@ def test_an_older_unsqueeze_on_constants_folds():
     folded = fold_constants(graph)
     assert not any(getattr(n, "op_type", "") in ("Unsqueeze", "Squeeze", "Concat", "Pad", "Clip") and
                    all(folded.is_constant(t) for t in n.inputs) for n in folded.nodes())
+
+
+# --- ceil_mode max pooling (GoogLeNet's, SSD's pool3) ------------------------------------------------------------
+
+@pytest.mark.parametrize("side,kernel,stride,pad", [(75, 2, 2, 0), (8, 3, 2, 1), (13, 3, 2, 0), (5, 2, 2, 0),
+                                                    (7, 3, 3, 0), (8, 2, 1, 1)])
+def test_ceil_mode_max_pool_matches_onnxruntime(side, kernel, stride, pad):
+    """A ceil_mode MaxPool on non-negative input is a floor-mode pool with extra end padding (its last window
+    hangs over the edge); the output size and every value as onnxruntime has them."""
+    g = GraphBuilder("ceil_pool", seed=4, input_shape=(1, 3, side, side))
+    x = g.relu(g.conv(g.input_name, 3, 8, 3, bias=True))
+    y = g.op("MaxPool", [x], kernel_shape=[kernel] * 2, strides=[stride] * 2, pads=[pad] * 4, ceil_mode=1)
+    graph = helper.make_graph(g.nodes, "ceil_pool", [g.input], [helper.make_tensor_value_info(y, 1, ["n", "c", "h", "w"])],
+                              g.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    x_in = np.random.default_rng(side).standard_normal((1, 3, side, side)).astype(np.float32)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"data": x_in})[0]
+    assert want.shape[-1] == -(-(side + 2 * pad - kernel) // stride) + 1        # the ceil_mode size
+    report = verify_model(model, "tiny", "wide", [x_in])
+    assert report.ok and all(c.exact for c in report.layers)
+    assert report.layers[-1].shape == want.shape[1:] and report.layers[-1].cosine > 0.99999
+
+
+def test_ceil_mode_where_onnx_and_onnxruntime_disagree_is_refused_clearly():
+    """onnx's shape inference keeps a last window that starts past the input; onnxruntime drops it.  The compiler
+    sides with onnxruntime and says so instead of compiling a shape the model's own graph contradicts."""
+    g = GraphBuilder("ceil_pool", seed=4, input_shape=(1, 3, 13, 13))
+    x = g.relu(g.conv(g.input_name, 3, 8, 3, bias=True))
+    y = g.op("MaxPool", [x], kernel_shape=[2, 2], strides=[2, 2], pads=[1] * 4, ceil_mode=1)
+    graph = helper.make_graph(g.nodes, "ceil_pool", [g.input], [helper.make_tensor_value_info(y, 1, ["n", "c", "h", "w"])],
+                              g.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    with pytest.raises(UnsupportedModelError, match=r"shape inference gives the output 'maxpool1' shape \[1, 8, 8, 8\], "
+                                                    r"the compiler computes \[1, 8, 7, 7\]"):
+        compile_model(model, "tiny", "wide")

@@ -195,10 +195,10 @@ def test_every_problem_of_the_unsupported_model_is_reported_at_once():
 
 def test_a_group_count_that_does_not_divide_the_channels_is_reported_with_the_other_problems():
     nodes = [_node("Conv", ["data", "w1"], "grouped", group=3, pads=[1] * 4),
-             _node("Conv", ["grouped", "w2"], "dilated", dilations=[2, 2], pads=[2] * 4),
+             _node("MaxPool", ["grouped"], "dilated", kernel_shape=[3, 3], dilations=[2, 2], pads=[2] * 4),
              _node("LeakyRelu", ["dilated"], "leaky"),
-             _node("MaxPool", ["leaky"], "pool", kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)]
-    model = _model(nodes, [_w("w1", 4, 2, 3, 3), _w("w2", 4, 4, 3, 3)], ["N", 4, 4, 4], in_shape=("N", 4, 8, 8),
+             _node("AveragePool", ["leaky"], "pool", kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)]
+    model = _model(nodes, [_w("w1", 4, 2, 3, 3)], ["N", 4, 4, 4], in_shape=("N", 4, 8, 8),
                    outputs=("pool",))
     with pytest.raises(UnsupportedModelError) as info:
         import_onnx(model)

@@ -16,6 +16,7 @@ import numpy as np
 
 from npu.config import NPUConfig
 from npu.isa.encoding import Instruction, field_range, make
+from npu.isa.table import BY_MNEMONIC
 from npu.numerics import mfu
 from npu.numerics.formats import get_format
 from npu.numerics.pack import pack_floats
@@ -281,6 +282,25 @@ def _check_fields(streams: Streams, nodes: dict[str, Node]) -> None:
                                            f"instruction")
                     raise CompileError(f"{where}: {ins.mnemonic} field {name}={v} is outside [{lo}, {hi}] (a "
                                        f"compiler bug; please report it with the model)")
+
+
+def _tap_strides(nd: Conv, src: ActLayout) -> tuple[int, int]:
+    """(s_k0, s_k1) of a convolution's window read: its dilation times the input's row and pixel strides.
+
+    A dilated convolution is a tap stride of the read, nothing more; a
+    CompileError names the layer when a stride does not fit its field.
+    """
+    strides = []
+    for name, d, unit, what in (("s_k0", nd.dilation[0], src.row_stride, "rows"),
+                                ("s_k1", nd.dilation[1], src.stride, "pixels")):
+        top = next(hi for f, _lo, hi, _signed in _ranges(BY_MNEMONIC["v_rd"]) if f == name)
+        if d * unit > top:
+            raise CompileError(f"node {nd.name!r} (Conv): dilation {d} over input {what} of {unit} vectors needs "
+                               f"a tap stride {name}={d * unit} in its window read, beyond the instruction set's "
+                               f"largest stride {top}; use a smaller dilation, or an input with fewer channels or "
+                               f"a narrower (less padded) image")
+        strides.append(d * unit)
+    return strides[0], strides[1]
 
 
 def _f32_bits(x: float) -> int:
@@ -560,6 +580,7 @@ class Codegen:
         dst = self.plan.layout(nd.outputs[0])
         lane0 = self.plan.lane_offset(nd.outputs[0])
         kh, kw = nd.kernel
+        tap_rows, tap_cols = _tap_strides(nd, src)
         cout, phases = nd.out_channels, nd.column_phases
         if phases > 1 and lane0:
             raise CompileError(f"node {nd.name!r}: a convolution with column phases cannot write inside a vector "
@@ -601,7 +622,7 @@ class Codegen:
                 def body(origin, out_base, rows, maddr, r0=r0, r1=r1, a=a, b=b, lanes=lanes, p=p, columns=columns):
                     ops = [make("chain", n0=rows, n1=columns, k0=kh, k1=kw, c=b - a, r=r1 - r0),
                            make("v_rd", base=origin + a, s_n0=nd.stride[0] * src.row_stride,
-                                s_n1=nd.stride[1] * src.stride, s_k0=src.row_stride, s_k1=src.stride),
+                                s_n1=nd.stride[1] * src.stride, s_k0=tap_rows, s_k1=tap_cols),
                            make("mv_mul", mbase=maddr, fmt=fmt)]
                     if bias is not None:
                         ops.append(make("vv_add", base=bias + r0, s_r=1))
@@ -634,7 +655,7 @@ class Codegen:
             for ps in wset:
                 bodies.append(lambda origin, out_base, rows, ps=ps, m=offset: ps.body(origin, out_base, rows, m))
                 offset += ps.tiles
-            items = self._sweep(i, nd, src, dst, (kh, kw), nd.stride, nd.pads, bodies, after_load=load,
+            items = self._sweep(i, nd, src, dst, nd.extent, nd.stride, nd.pads, bodies, after_load=load,
                                 merge=k_set > 0)
             for it in items:
                 self.ring.use(maddr, count, it)
@@ -673,6 +694,10 @@ class Codegen:
     def _sweep(self, i: int, nd: Node, src: ActLayout, dst: ActLayout, kernel, stride, pads, bodies,
                after_load: int, merge: bool = False) -> list[int]:
         """Run each ``body(origin, out_base, rows)`` over all output rows, in bands if a tensor is spilled.
+
+        ``kernel`` is the input rows and columns one window spans (a dilated
+        convolution's ``extent``): a band loads the input rows its windows
+        reach.
 
         Banded, every body runs on a band before the band is stored, so bodies
         that write different columns or vectors of one output (column phases,

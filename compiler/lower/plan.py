@@ -285,7 +285,8 @@ def check_dram(plan: Plan, config: NPUConfig, const_vectors: int) -> None:
 
 
 def band_input_rows(rows: int, stride: int, kernel: int, padded_height: int) -> int:
-    """Input rows (border included) that ``rows`` output rows of a layer read."""
+    """Input rows (border included) that ``rows`` output rows of a layer read; ``kernel`` is the rows one
+    window spans (``Conv.extent`` for a dilated convolution)."""
     return min((rows - 1) * stride + kernel, padded_height)
 
 
@@ -303,7 +304,8 @@ def _band_rows(plan: Plan, step: int, config: NPUConfig) -> int:
 
 
 def _kernel(nd: Node) -> tuple[int, int]:
-    return tuple(nd.weight.shape[2:]) if isinstance(nd, Conv) else tuple(nd.kernel)
+    """Input rows and columns one window of ``nd`` spans (a dilated convolution's taps are spread over more)."""
+    return nd.extent if isinstance(nd, Conv) else tuple(nd.kernel)
 
 
 def _pinned(plan: Plan, st: Storage) -> str | None:

@@ -251,8 +251,8 @@ def caffe2_style(seed: int = 1) -> onnx.ModelProto:
 UNSUPPORTED_NODES = {
     "/pad/Pad": ("Pad", "reflect"),
     "/act/LeakyRelu": ("LeakyRelu", "LeakyRelu"),
-    "/dilated/Conv": ("Conv", "dilation"),
-    "/pool/MaxPool": ("MaxPool", "ceil_mode"),
+    "/dilated/MaxPool": ("MaxPool", "dilation"),
+    "/pool/AveragePool": ("AveragePool", "ceil_mode"),
     "/gate/Sigmoid": ("Sigmoid", "Sigmoid"),
 }
 
@@ -261,8 +261,8 @@ def unsupported_model(seed: int = 2) -> onnx.ModelProto:
     """A valid opset-17 CNN with several constructs the NPU cannot run, each in its own node.
 
     Mimics a MobileNet/DeepLab-flavoured torch export: a reflection ``Pad``
-    before a grouped convolution, a ``LeakyRelu``, a dilated convolution (``dilations=2``),
-    a 3x3/2 ``MaxPool`` with ``ceil_mode=1`` on a 32x32 map (16 outputs
+    before a grouped convolution, a ``LeakyRelu``, a dilated max pool (``dilations=2``),
+    a 3x3/2 ``AveragePool`` with ``ceil_mode=1`` on a 32x32 map (16 outputs
     instead of floor's 15) and a final ``Sigmoid``.  The nodes and what the
     compiler must say about them are in :data:`UNSUPPORTED_NODES`; the input
     size is static, so every problem can be found in one pass.
@@ -277,11 +277,11 @@ def unsupported_model(seed: int = 2) -> onnx.ModelProto:
         helper.make_node("Conv", ["rp", w.conv("grouped.weight", 8, 16, 3)], ["g"], name="/grouped/Conv",
                          kernel_shape=[3, 3], group=2),
         helper.make_node("LeakyRelu", ["g"], ["lr"], name="/act/LeakyRelu", alpha=0.1),
-        helper.make_node("Conv", ["lr", w.conv("dilated.weight", 16, 16, 3)], ["d"], name="/dilated/Conv",
-                         kernel_shape=[3, 3], pads=[2] * 4, dilations=[2, 2]),
+        helper.make_node("MaxPool", ["lr"], ["d"], name="/dilated/MaxPool", kernel_shape=[3, 3], pads=[2] * 4,
+                         dilations=[2, 2]),
         helper.make_node("Relu", ["d"], ["r2"], name="/relu_1/Relu"),
-        helper.make_node("MaxPool", ["r2"], ["p"], name="/pool/MaxPool", kernel_shape=[3, 3], strides=[2, 2],
-                         ceil_mode=1),
+        helper.make_node("AveragePool", ["r2"], ["p"], name="/pool/AveragePool", kernel_shape=[3, 3],
+                         strides=[2, 2], ceil_mode=1),
         helper.make_node("GlobalAveragePool", ["p"], ["gap"], name="/avgpool/GlobalAveragePool"),
         helper.make_node("Flatten", ["gap"], ["f"], name="/Flatten", axis=1),
         helper.make_node("Gemm", ["f", w.dense("fc.weight", NUM_CLASSES, 16), w.vector("fc.bias", NUM_CLASSES)],

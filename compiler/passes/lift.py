@@ -67,18 +67,30 @@ def _chw(graph: Graph, t: str) -> tuple[int, int, int]:
     return s
 
 
-def _spatial_attrs(node: OnnxOp, kernel: tuple[int, int], in_hw: tuple[int, int]):
+def _dilations(node: OnnxOp, dilatable: bool) -> tuple[int, int]:
+    """The ``dilations`` attribute as (dh, dw); only convolutions (``dilatable``) may space their taps."""
+    d = node.attrs.get("dilations", [1, 1])
+    if not dilatable:
+        if not isinstance(d, (list, tuple)) or any(x != 1 for x in d):
+            raise Unsupported(f"dilations {d!r} are not supported for pooling; only dilation 1")
+        return (1, 1)
+    return _ints(node, "dilations", [1, 1], 2, 1)
+
+
+def _spatial_attrs(node: OnnxOp, kernel: tuple[int, int], in_hw: tuple[int, int], dilatable: bool = False):
+    """(strides, pads, dilation) of a convolution or pooling node."""
     a = node.attrs
     if len(kernel) != 2 or min(kernel) < 1:
         raise Unsupported(f"kernel {list(kernel)}; a 2-d kernel of at least 1 x 1 is needed")
-    dilations = a.get("dilations", [1, 1])
-    if not isinstance(dilations, (list, tuple)) or any(d != 1 for d in dilations):
-        raise Unsupported(f"dilations {dilations!r} are not supported; only dilation 1")
+    dilation = _dilations(node, dilatable)
     strides = _ints(node, "strides", [1, 1], 2, 1)
     auto = a.get("auto_pad", "NOTSET")
     if auto in ("NOTSET", "VALID"):
         pads = _ints(node, "pads", [0, 0, 0, 0], 4, 0) if auto == "NOTSET" else (0, 0, 0, 0)
     elif auto in ("SAME_UPPER", "SAME_LOWER"):
+        if dilation != (1, 1):
+            raise Unsupported(f"auto_pad={auto} with dilations {list(dilation)} is not supported (onnxruntime "
+                              f"refuses it too); give the padding as explicit pads")
         pads_b, pads_e = [], []
         for k, s, n in zip(kernel, strides, in_hw):
             total = max((-(-n // s) - 1) * s + k - n, 0)
@@ -88,14 +100,26 @@ def _spatial_attrs(node: OnnxOp, kernel: tuple[int, int], in_hw: tuple[int, int]
         pads = (pads_b[0], pads_b[1], pads_e[0], pads_e[1])
     else:
         raise Unsupported(f"auto_pad={auto!r} is not an ONNX value")
-    return strides, pads
+    return strides, pads, dilation
 
 
-def _out_hw(in_hw, kernel, strides, pads, ceil=False):
+def _extent(kernel, dilation) -> tuple[int, int]:
+    """Input pixels a window spans per axis: d*(k-1)+1."""
+    return tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
+
+
+def _out_hw(in_hw, kernel, strides, pads, ceil=False, dilation=(1, 1)):
     out = []
+    extent = _extent(kernel, dilation)
     for i in range(2):
-        span = in_hw[i] + pads[i] + pads[i + 2] - kernel[i]
+        span = in_hw[i] + pads[i] + pads[i + 2] - extent[i]
         if span < 0:
+            padded = [in_hw[0] + pads[0] + pads[2], in_hw[1] + pads[1] + pads[3]]
+            if tuple(dilation) != (1, 1):
+                raise Unsupported(f"kernel {list(kernel)} with dilations {list(dilation)} spans "
+                                  f"{extent[0]}x{extent[1]} input pixels, more than the padded input "
+                                  f"{padded[0]}x{padded[1]} ({in_hw[0]}x{in_hw[1]} with pads {list(pads)}); "
+                                  f"use a smaller dilation or more padding")
             raise Unsupported(f"kernel {list(kernel)} is larger than the padded input {list(in_hw)}")
         out.append((-(-span // strides[i]) if ceil else span // strides[i]) + 1)
     return tuple(out)
@@ -118,10 +142,10 @@ def _conv(graph, n):
     if "kernel_shape" in n.attrs and (not isinstance(n.attrs["kernel_shape"], (list, tuple)) or
                                       tuple(n.attrs["kernel_shape"]) != kernel):
         raise Unsupported(f"kernel_shape {n.attrs['kernel_shape']!r} does not match the weight's {list(kernel)}")
-    strides, pads = _spatial_attrs(n, kernel, (h, w))
-    oh, ow = _out_hw((h, w), kernel, strides, pads)
+    strides, pads, dilation = _spatial_attrs(n, kernel, (h, w), dilatable=True)
+    oh, ow = _out_hw((h, w), kernel, strides, pads, dilation=dilation)
     return Conv(n.name, [n.inputs[0]], [n.outputs[0]], source="Conv", weight=weight, bias=bias,
-                stride=strides, pads=pads, groups=group), (weight.shape[0], oh, ow)
+                stride=strides, pads=pads, groups=group, dilation=dilation), (weight.shape[0], oh, ow)
 
 
 def _dense(graph, n, weight: np.ndarray, bias):
@@ -192,19 +216,35 @@ def _pool(graph, n):
         raise Unsupported("storage_order=1 is not supported")
     if len([o for o in n.outputs if o]) > 1:
         raise Unsupported("the Indices output of MaxPool is not supported")
-    strides, pads = _spatial_attrs(n, kernel, (h, w))
+    strides, pads, _ = _spatial_attrs(n, kernel, (h, w))
     ceil = bool(a.get("ceil_mode", 0))
-    out = _out_hw((h, w), kernel, strides, pads, ceil)
-    if ceil and out != _out_hw((h, w), kernel, strides, pads, False):
-        raise Unsupported("ceil_mode=1 changes the output size here; only floor rounding is supported "
-                          "(adjust the padding or use ceil_mode=0)")
     mode = "max" if n.op_type == "MaxPool" else "avg"
+    out = _out_hw((h, w), kernel, strides, pads, False)
+    if ceil:
+        pads = _ceil_pads((h, w), kernel, strides, pads)
+        if mode == "avg" and _out_hw((h, w), kernel, strides, pads, False) != out:
+            raise Unsupported("ceil_mode=1 changes the output size of this average pool; only floor rounding is "
+                              "supported here (adjust the padding or use ceil_mode=0)")
+        out = _out_hw((h, w), kernel, strides, pads, False)
     include = bool(a.get("count_include_pad", 0))
     if mode == "avg" and any(pads) and not include:
         raise Unsupported("average pooling with padding and count_include_pad=0 is not supported "
                           "(set count_include_pad=1 or remove the padding)")
     return Pool(n.name, [n.inputs[0]], [n.outputs[0]], source=n.op_type, mode=mode, kernel=kernel,
                 stride=strides, pads=pads), (c, *out)
+
+
+def _ceil_pads(in_hw, kernel, strides, pads) -> tuple[int, int, int, int]:
+    """The pads that give floor rounding ceil_mode's output size: the last window may hang over the end, unless
+    it would start past the input and its leading padding (onnxruntime and PyTorch drop that window)."""
+    ends = list(pads[2:])
+    for i in range(2):
+        span = in_hw[i] + pads[i] + pads[i + 2] - kernel[i]
+        out = -(-span // strides[i]) + 1
+        if (out - 1) * strides[i] >= in_hw[i] + pads[i]:
+            out -= 1
+        ends[i] += max((out - 1) * strides[i] + kernel[i] - (in_hw[i] + pads[i] + pads[i + 2]), 0)
+    return (pads[0], pads[1], ends[0], ends[1])
 
 
 def _global_pool(graph, n):

@@ -15,6 +15,10 @@ from the parameters recorded here, in one of two ways:
 * **im2col** (when a strip cannot hold two phases): each output pixel's
   kh*kw*C window values become the channels of one pixel and the
   convolution a 1x1.
+
+A dilated first convolution is left unpacked: the host's packings gather
+contiguous windows, and the convolution reads its spaced taps from the
+image as it is (``Conv.dilation``).
 """
 from __future__ import annotations
 
@@ -48,13 +52,14 @@ def strip_weights(weight: np.ndarray, stride_w: int, group: int) -> tuple[np.nda
 
 
 def pack_first_conv(graph: Graph, config: NPUConfig) -> Graph:
-    """Rewrite each input's only Conv to read strip- or im2col-packed input when the input has < N/4 channels."""
+    """Rewrite each input's only Conv to read strip- or im2col-packed input when the input has < N/4 channels
+    (undilated convolutions only)."""
     packing = graph.metadata.setdefault("input_packing", {})
     original = graph.metadata.setdefault("original_shapes", {})
     for t in graph.inputs:
         cons = graph.consumers(t)
         if len(cons) != 1 or not isinstance(cons[0], Conv) or cons[0].inputs[0] != t or cons[0].residual or \
-                cons[0].groups != 1:
+                cons[0].groups != 1 or cons[0].dilation != (1, 1):
             continue
         conv = cons[0]
         c, h, w = graph.shapes[t]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from npu.config import NPUConfig
-from npu.hostio import input_tensor, windows
+from npu.hostio import input_tensor
 from npu.npuz import TensorDesc, TensorLayout
 from npu.numerics.formats import get_format
 from npu.numerics.quantize import quantize_to_values
@@ -27,6 +27,7 @@ from npu.numerics.quantize import quantize_to_values
 from .. import weight_rounding as wr
 from ..errors import CompileError
 from ..ir import Conv, Graph
+from ..reference import dilated_windows
 
 
 def _wfmt(nd: Conv, config: NPUConfig):
@@ -61,7 +62,7 @@ def _machine_rows(ref, nd: Conv, x: np.ndarray, config: NPUConfig) -> np.ndarray
     x = x.reshape(ref._shape(nd.inputs[0]))
     xv = np.zeros((wr.padded_channels(x.shape[0], n), *x.shape[1:]), np.float32)
     xv[:x.shape[0]] = x
-    rows = windows(xv, (kh, kw), nd.stride, nd.pads, (oh, zw)).reshape(oh * zw, -1)
+    rows = dilated_windows(xv, (kh, kw), nd.stride, nd.pads, (oh, zw), nd.dilation).reshape(oh * zw, -1)
     fmt = _xfmt(nd, config)
     q, scales = quantize_to_values(np.ascontiguousarray(rows, np.float32), fmt, n)
     scale = np.ldexp(1.0, scales.astype(np.int64) - fmt.scale_bias)
