@@ -58,6 +58,7 @@ class Compilation:
     weight_rounding: str = "nearest"          # compiler.weight_rounding.METHODS
     bias_correction: bool = False
     calibration: list | None = None           # model inputs for gptq / bias correction
+    image_input: bool = True                  # False: a segment fed by another segment (no image recipe)
     timings: dict = field(default_factory=dict)
     graph: Graph | None = None
     plan: Plan | None = None
@@ -98,6 +99,24 @@ def preprocess_recipe(graph: Graph, given: dict | None = None) -> Preprocess:
         except (TypeError, ValueError) as exc:
             raise CompileError(f"{graph.name}: {where}: {exc}") from None
     return recipe
+
+
+def detection_config(graph: Graph, outputs: list[str]):
+    """The model's SSD detection settings (``metadata_props['detection']``), checked against its outputs, or None."""
+    from npu.detection import SSDConfig
+
+    data = _model_prop(graph, "detection")
+    if data is None:
+        return None
+    try:
+        cfg = SSDConfig.from_dict(data)
+    except (TypeError, ValueError) as exc:
+        raise CompileError(f"{graph.name}: the model's metadata_props['detection']: {exc}") from None
+    missing = [t for t in cfg.output_names if t not in outputs]
+    if missing:
+        raise CompileError(f"{graph.name}: the detection settings name head outputs {', '.join(missing)}, which the "
+                           f"model does not have (its outputs: {', '.join(outputs)})")
+    return cfg
 
 
 def step_import(c: Compilation) -> None:
@@ -162,9 +181,10 @@ def step_program(c: Compilation) -> None:
         layers=[vars(layer) for layer in gen.layers], weight_tiles=gen.weight_tiles,
         layer_formats={layer.name: {"weight": layer.weight_format, "activation": layer.activation_format}
                        for layer in gen.layers if layer.weight_format},
-        preprocess=preprocess_recipe(graph, c.preprocess),
+        preprocess=preprocess_recipe(graph, c.preprocess) if c.image_input else None,
         labels=[str(x) for x in labels] if labels is not None else None,
-        weight_rounding=_rounding_summary(graph))
+        weight_rounding=_rounding_summary(graph),
+        detection=detection_config(graph, [d.name for d in gen.outputs]) if c.image_input else None)
     c.program = ProgramFile(cfg, encode_program(gen.instructions), gen.dram, gen.inputs, gen.outputs, gen.regions,
                             metadata, encode_program(gen.warm_instructions) if gen.warm_instructions else b"",
                             gen.warm_regions)
@@ -193,7 +213,8 @@ STEPS: tuple[tuple[str, Step], ...] = (
 def compile_model(model, config="bw-s10", precision: str | None = None, *, progress=None, cut_at: str | None = None,
                   preprocess: dict | None = None, labels: list[str] | None = None,
                   layer_formats: dict[str, str] | None = None, weight_rounding: str = "nearest",
-                  bias_correction: bool = False, calibration: list | None = None) -> CompiledModel:
+                  bias_correction: bool = False, calibration: list | None = None,
+                  image_input: bool = True) -> CompiledModel:
     """Compile an ONNX model (path or ModelProto) for ``config`` at ``precision``.
 
     ``cut_at`` names a tensor that becomes the only output (a headless
@@ -208,7 +229,9 @@ def compile_model(model, config="bw-s10", precision: str | None = None, *, progr
     rounded first).  ``weight_rounding`` ("nearest", "mse" or "gptq") and
     ``bias_correction`` choose how weights are rounded to their block format
     (``compiler.weight_rounding``); ``calibration`` (model input arrays) is
-    the data gptq and bias correction need.  Raises ModelLoadError for
+    the data gptq and bias correction need.  ``image_input=False`` stores no
+    image recipe (a segment of a host-fallback program fed by another
+    segment, ``compiler.partition``).  Raises ModelLoadError for
     unreadable files, UnsupportedModelError listing every unsupported
     construct, and CompileError when the model does not fit the machine.
     """
@@ -222,7 +245,7 @@ def compile_model(model, config="bw-s10", precision: str | None = None, *, progr
                            f" needs calibration inputs (calibration=[model input arrays])")
     c = Compilation(model, cfg, cut_at, preprocess, labels, progress, layer_formats=dict(layer_formats or {}),
                     weight_rounding=weight_rounding, bias_correction=bool(bias_correction),
-                    calibration=list(calibration) if calibration is not None else None)
+                    calibration=list(calibration) if calibration is not None else None, image_input=image_input)
     for name, step in STEPS:
         t0 = time.perf_counter()
         step(c)

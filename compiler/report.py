@@ -93,3 +93,90 @@ def report_table(compiled, stats) -> str:
         lines.append(f"latency {stats.latency_us:,.1f} us at {cfg.clock_mhz:g} MHz; DRAM read "
                      f"{stats.dram_read_bytes / 1e6:,.1f} MB, written {stats.dram_write_bytes / 1e6:,.1f} MB")
     return "\n".join(lines)
+
+
+def host_macs(model) -> int:
+    """Multiply-accumulates of an ONNX model's Conv, ConvTranspose, Gemm and MatMul nodes (batch 1), from its shapes."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    shapes = {}
+    for vi in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
+        dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+        shapes[vi.name] = dims
+    for t in inferred.graph.initializer:
+        shapes[t.name] = list(t.dims)
+    total = 0
+    for n in inferred.graph.node:
+        out = shapes.get(n.output[0]) if n.output else None
+        if not out:
+            continue
+        size = 1
+        for d in out:
+            size *= max(int(d), 1)
+        if n.op_type in ("Conv", "ConvTranspose") and len(n.input) > 1 and shapes.get(n.input[1]):
+            w = shapes[n.input[1]]
+            per = 1
+            for d in w[1:]:
+                per *= max(int(d), 1)
+            total += size * per
+        elif n.op_type in ("Gemm", "MatMul") and shapes.get(n.input[0]):
+            a = shapes[n.input[0]]
+            trans = any(attr.name == "transA" and attr.i for attr in n.attribute)
+            k = a[0] if n.op_type == "Gemm" and trans else a[-1]
+            total += size * max(int(k), 1)
+    return total
+
+
+def measure_host_seconds(model, repeats: int = 3) -> float:
+    """The median wall time of one onnxruntime run of an ONNX model on zero inputs, on this machine."""
+    import time
+
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString() if isinstance(model, onnx.ModelProto) else model,
+                                   providers=["CPUExecutionProvider"])
+    types = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(double)": np.float64}
+    feeds = {i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], types.get(i.type, np.float32))
+             for i in session.get_inputs()}
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        session.run(None, feeds)
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def split_table(segmented, npu_stats: dict, host_seconds: dict) -> str:
+    """The split of a host-fallback program: per segment its side, operators, MACs and time.
+
+    ``npu_stats`` maps an NPU segment to its simulated run's statistics
+    (``latency_us``); ``host_seconds`` maps a host segment to its measured
+    onnxruntime time on this machine.  Then the totals per side, and every
+    operator that runs on the host with the reason.
+    """
+    rows = [f"{'segment':<10} {'side':<5} {'operators':>9} {'MACs':>16} {'time (us)':>11}  first operators"]
+    totals = {"npu": [0, 0, 0.0], "host": [0, 0, 0.0]}
+    for seg in segmented.program.segments:
+        if seg.kind == "npu":
+            macs = seg.program.metadata.macs
+            us = npu_stats[seg.name].latency_us if seg.name in npu_stats else 0.0
+        else:
+            macs = host_macs(segmented.models[seg.name])
+            us = host_seconds.get(seg.name, 0.0) * 1e6
+        t = totals[seg.kind]
+        t[0] += len(seg.nodes)
+        t[1] += macs
+        t[2] += us
+        names = ", ".join(n.split(" ", 1)[-1] for n in seg.nodes[:4]) + (", ..." if len(seg.nodes) > 4 else "")
+        rows.append(f"{seg.name:<10} {seg.kind:<5} {len(seg.nodes):>9} {macs:>16,} {us:>11,.1f}  {names}")
+    all_macs = sum(t[1] for t in totals.values()) or 1
+    for side, label in (("npu", "NPU (simulated)"), ("host", "host (onnxruntime, measured here)")):
+        t = totals[side]
+        rows.append(f"{'total':<10} {side:<5} {t[0]:>9} {t[1]:>16,} {t[2]:>11,.1f}  {label}: "
+                    f"{t[1] / all_macs:.1%} of the MACs")
+    rows.append("operators on the host, and why:")
+    rows += [f"  {p['node']} ({p['op']}): {p['reason']}" for p in segmented.host_ops]
+    return "\n".join(rows)

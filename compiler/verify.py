@@ -243,7 +243,8 @@ def verify_model(model, config="bw-s10", precision: str = "wide", inputs: list[n
     """Compile ``model`` (path or ModelProto) and compare every tensor the program materialises with onnxruntime.
 
     ``inputs`` are (1, C, H, W) float32 arrays for the model's input (already
-    preprocessed); by default one seeded normal array.  ``progress(message)``
+    preprocessed), or for a model of several inputs dicts {input name:
+    array}; by default one seeded normal array per input.  ``progress(message)``
     is called before each long step.
     """
     proto, where = _read(model)
@@ -252,11 +253,10 @@ def verify_model(model, config="bw-s10", precision: str = "wide", inputs: list[n
         say("compiling")
         compiled = compile_model(proto, config, precision)
     graph, plan, program = compiled.graph, compiled.plan, compiled.program
-    if len(program.inputs) != 1:
-        raise CompileError(f"{where}: verify takes models with one input; this one has {len(program.inputs)}")
-    desc = program.inputs[0]
+    descs = {d.name: d for d in program.inputs}
     if inputs is None:
-        inputs = [np.random.default_rng(0).standard_normal((1, *desc.shape)).astype(np.float32)]
+        rng = np.random.default_rng(0)
+        inputs = [{n: rng.standard_normal((1, *d.shape)).astype(np.float32) for n, d in descs.items()}]
     renamed = graph.metadata.get("renamed", {})       # IR tensor -> the ONNX tensor holding its value
     known = _onnx_tensors(proto)
     onnx_name = {t: renamed.get(t, t) for t in plan.views}
@@ -264,23 +264,30 @@ def verify_model(model, config="bw-s10", precision: str = "wide", inputs: list[n
     order = {t: i for i, t in enumerate(t for nd in graph.topological() for t in nd.outputs)}
     tensors.sort(key=lambda t: order.get(t, len(order)))
     session = ort_with_outputs(proto, [onnx_name[t] for t in tensors])
-    input_name = session.get_inputs()[0].name
     reference = Reference(graph, compiled.config)
     exact = Reference(graph, compiled.config, exact=True)
     checks: dict[str, LayerCheck] = {}
     producer = {t: nd.name for nd in graph.topological() for t in nd.outputs}
-    for k, x in enumerate(inputs):
-        x = np.asarray(x, np.float32).reshape(1, *desc.shape)
+    for k, item in enumerate(inputs):
+        if not isinstance(item, dict):
+            if len(descs) != 1:
+                raise CompileError(f"{where}: the model has {len(descs)} inputs; give each input as a dict "
+                                   f"{{name: array}}")
+            item = {next(iter(descs)): item}
+        if set(item) != set(descs):
+            raise CompileError(f"{where}: input {k} gives {sorted(item)}; the model takes {sorted(descs)}")
+        feeds = {n: np.asarray(x, np.float32).reshape(1, *descs[n].shape) for n, x in item.items()}
         say(f"input {k + 1}/{len(inputs)}: onnxruntime")
-        ort_values = dict(zip([o.name for o in session.get_outputs()], session.run(None, {input_name: x})))
+        ort_values = dict(zip([o.name for o in session.get_outputs()],
+                              session.run(None, {i.name: feeds[i.name] for i in session.get_inputs()})))
         say(f"input {k + 1}/{len(inputs)}: numerics-contract evaluation")
-        expected = reference.tensors({desc.name: x}, program.inputs)
+        expected = reference.tensors(feeds, program.inputs)
         ort_ir = {t: np.asarray(ort_values[onnx_name[t]], np.float32).reshape(plan.shapes[t] if len(
             graph.shapes[t]) == 3 else graph.shapes[t]) for t in tensors}
-        local, graph_err = _local_errors(graph, reference, exact, {desc.name: x}, program.inputs, ort_ir)
+        local, graph_err = _local_errors(graph, reference, exact, feeds, program.inputs, ort_ir)
         say(f"input {k + 1}/{len(inputs)}: simulation")
         recorder = _Recorder(compiled, tensors)
-        result = simulate(program, program.config, dram=dram_image_with_inputs(program, {desc.name: x}),
+        result = simulate(program, program.config, dram=dram_image_with_inputs(program, feeds),
                           mode="functional", observe=recorder.observe)
         got = recorder.finish(result)
         for t in tensors:
@@ -316,3 +323,67 @@ def verify_model(model, config="bw-s10", precision: str = "wide", inputs: list[n
         c.departs, c.why = bool(why), "; ".join(why)
         report.layers.append(c)
     return report
+
+
+@dataclass
+class SegmentedVerifyReport:
+    """Every NPU segment of a host-fallback program checked layer by layer, on onnxruntime's values of its inputs."""
+
+    model: str
+    segments: list[tuple[str, VerifyReport]]
+    host_ops: list[dict]
+
+    @property
+    def ok(self) -> bool:
+        """Whether every layer of every NPU segment meets its expectation."""
+        return all(r.ok for _, r in self.segments)
+
+    @property
+    def layers(self) -> list[LayerCheck]:
+        """Every checked layer, in program order."""
+        return [c for _, r in self.segments for c in r.layers]
+
+    def table(self) -> str:
+        """Each NPU segment's table, then what ran on the host and why."""
+        parts = []
+        for name, report in self.segments:
+            parts.append(f"== {name} (NPU) ==\n{report.table()}")
+        ops = "\n".join(f"  {p['node']} ({p['op']}): {p['reason']}" for p in self.host_ops)
+        parts.append(f"on the host (onnxruntime), not checked against the numerics contract:\n{ops}")
+        verdict = "every NPU layer meets its expectation" if self.ok else "some NPU layer departs (see above)"
+        parts.append(f"{self.model}: {len(self.segments)} NPU segment(s), {len(self.host_ops)} host operator(s): "
+                     f"{verdict}")
+        return "\n".join(parts)
+
+
+def verify_segmented(model, segmented, precision: str = "wide", inputs: list[np.ndarray] | None = None, *,
+                     progress=None) -> SegmentedVerifyReport:
+    """Check each NPU segment of ``segmented`` (``compiler.partition.SegmentedModel``) with :func:`verify_model`.
+
+    onnxruntime runs the whole model on ``inputs`` (the model's own inputs,
+    as for :func:`verify_model`); each NPU segment is fed onnxruntime's
+    values of its input tensors, so every layer is compared where it stands.
+    """
+    proto, _ = _read(model)
+    say = progress or (lambda _msg: None)
+    program = segmented.program
+    crossing = sorted({t for s in program.segments if s.kind == "npu" for t in s.inputs})
+    session = ort_with_outputs(proto, crossing)
+    names = [o.name for o in session.get_outputs()]
+    feeds_in = [i.name for i in session.get_inputs()]
+    if inputs is None:
+        rng = np.random.default_rng(0)
+        inputs = [rng.standard_normal(program.inputs[0].shape).astype(np.float32)]
+    per_segment: dict[str, list[dict]] = {s.name: [] for s in program.npu_segments}
+    for x in inputs:
+        values = dict(zip(names, session.run(None, {feeds_in[0]: np.asarray(x, np.float32)})))
+        values[feeds_in[0]] = np.asarray(x, np.float32)
+        for s in program.npu_segments:
+            per_segment[s.name].append({t: values[t] for t in s.inputs})
+    reports = []
+    for s in program.npu_segments:
+        say(f"{s.name}: checking {len(s.nodes)} operator(s)")
+        report = verify_model(segmented.models[s.name], precision=precision, inputs=per_segment[s.name],
+                              compiled=segmented.compiled[s.name], progress=progress)
+        reports.append((s.name, report))
+    return SegmentedVerifyReport(program.metadata.model, reports, list(program.host_ops))

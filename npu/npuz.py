@@ -45,9 +45,12 @@ from .config import ConfigError, NPUConfig
 from .isa.encoding import MAX_INSTRUCTIONS
 
 if TYPE_CHECKING:
+    from .detection import SSDConfig
     from .preprocess import Preprocess
 
 FORMAT = "npuz"
+#: The format name of a program split into NPU and host segments (``npu.segments``), in the same kind of archive.
+SEGMENTED_FORMAT = "npuz-segments"
 #: Version 3 added the header's own checksum and the part sizes; older files must be recompiled.
 VERSION = 3
 PARTS = ("program.bin", "dram.bin")
@@ -338,7 +341,9 @@ class ProgramMetadata:
     ``{"weight": ..., "activation": ...}`` (mixed precision);
     ``weight_rounding`` says how the compiler rounded the weights
     (``method`` nearest/mse/gptq, ``bias_correction``, ``calibration_inputs``,
-    ``repaired_blocks``; empty in older files: nearest).
+    ``repaired_blocks``; empty in older files: nearest); ``detection`` is
+    the SSD prior configuration and detection settings of a detector
+    (``npu.detection.SSDConfig``), whose head outputs the host decodes.
     """
 
     model: str = ""
@@ -350,6 +355,7 @@ class ProgramMetadata:
     labels: list | None = None
     layer_formats: dict = field(default_factory=dict)
     weight_rounding: dict = field(default_factory=dict)
+    detection: "SSDConfig | None" = None
 
     @property
     def macs(self) -> int:
@@ -400,6 +406,13 @@ class ProgramMetadata:
                 data["preprocess"] = Preprocess.from_dict(data["preprocess"])
             except (TypeError, ValueError) as exc:
                 raise SchemaError("preprocess", str(exc)) from None
+        if data.get("detection") is not None:
+            from .detection import SSDConfig
+
+            try:
+                data["detection"] = SSDConfig.from_dict(data["detection"])
+            except (TypeError, ValueError) as exc:
+                raise SchemaError("detection", str(exc)) from None
         labels = data.get("labels")
         if labels is not None:
             if not isinstance(labels, list) or not all(isinstance(x, (str, int, float)) for x in labels):
@@ -411,6 +424,7 @@ class ProgramMetadata:
         """The header's JSON form."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["preprocess"] = self.preprocess.to_dict() if self.preprocess is not None else None
+        out["detection"] = self.detection.to_dict() if self.detection is not None else None
         return out
 
 
@@ -474,15 +488,40 @@ class ProgramFile:
             self.check()
         except SchemaError as exc:
             raise ProgramFileError(f"{path}: not saved: header field {exc}") from None
+        try:
+            data = self.to_bytes()
+        except SchemaError as exc:
+            raise ProgramFileError(f"{path}: not saved: header field {exc}") from None
+        write_atomically(path, data)
+
+    def to_bytes(self) -> bytes:
+        """The program file's bytes (what :meth:`save` writes); SchemaError if its tables are inconsistent."""
+        self.check()
         header = self.header()
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             zf.writestr("header.json", json.dumps(header, indent=1))
             for name, data in self.parts().items():
                 zf.writestr(name, data)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(buf.getvalue())
-        tmp.replace(path)
+        return buf.getvalue()
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary name, so a partial file never replaces a good one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def check_header_digest(header: dict, fail) -> None:
+    """Raise ``fail(...)`` unless the header's ``header_sha256`` is the digest of the rest of it."""
+    digest = header.get("header_sha256")
+    try:
+        ok = isinstance(digest, str) and header_digest(header) == digest
+    except (ValueError, RecursionError):
+        ok = False
+    if not ok:
+        raise fail("header.json checksum mismatch (header_sha256): the header was changed or is corrupt")
 
 
 def header_digest(header: dict) -> str:
@@ -539,31 +578,30 @@ def load_program(path: str | Path, config: NPUConfig | None = None, *,
     ``max_dram_bytes`` bounds the DRAM image).
     """
     path = Path(path)
+    with open_program_file(path) as fp:
+        return _load(fp, path, config, max_dram_bytes)
+
+
+def open_program_file(path: Path):
+    """``path`` opened for reading; ProgramFileError if it is missing or unreadable."""
     try:
-        fp = open(path, "rb")
+        return open(path, "rb")
     except FileNotFoundError:
         raise ProgramFileError(f"{path}: no such program file") from None
     except OSError as exc:
         raise ProgramFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    with fp:
-        return _load(fp, path, config, max_dram_bytes)
 
 
 def _load(fp, path: Path, config: NPUConfig | None, max_dram_bytes: int) -> ProgramFile:
     def fail(message: str) -> ProgramFileError:
         return ProgramFileError(f"{path}: {message}")
 
-    _check_directory(fp, fail)
-    try:
-        zf = zipfile.ZipFile(fp)
-    except Exception:                 # the archive parser's errors are not documented: any is "not an archive"
-        raise fail("not a .npuz program file (not a ZIP archive, or truncated)") from None
+    zf, by_name = open_archive(fp, fail)
     with zf:
-        infos = zf.infolist()
-        names = [i.filename for i in infos]
-        for name in sorted(set(names)):
-            if names.count(name) > 1:
-                raise fail(f"the archive holds {name} {names.count(name)} times")
+        names = list(by_name)
+        if SEGMENTED_FORMAT.encode() in _peek_header(zf, names):
+            _parse_header(_read_member(zf, zf.getinfo("header.json"), MAX_HEADER_BYTES,
+                                       "the limit (npu.npuz.MAX_HEADER_BYTES)", fail), fail)
         unknown = sorted(set(names) - set(MEMBERS))
         if unknown:
             raise fail(f"unexpected archive member(s) {', '.join(unknown)} (a program file holds "
@@ -571,13 +609,6 @@ def _load(fp, path: Path, config: NPUConfig | None, max_dram_bytes: int) -> Prog
         missing = [n for n in ("header.json",) + PARTS if n not in names]
         if missing:
             raise fail(f"program file lacks {', '.join(missing)}")
-        by_name = {i.filename: i for i in infos}
-        for info in infos:
-            if info.flag_bits & 0x1:
-                raise fail(f"archive member {info.filename} is encrypted")
-            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-                raise fail(f"archive member {info.filename} uses compression method {info.compress_type}; program "
-                           f"files use deflate")
         raw = _read_member(zf, by_name["header.json"], MAX_HEADER_BYTES, "the limit (npu.npuz.MAX_HEADER_BYTES)",
                            fail)
         header = _parse_header(raw, fail)
@@ -635,6 +666,17 @@ def _load(fp, path: Path, config: NPUConfig | None, max_dram_bytes: int) -> Prog
                        warm_regions=warm_regions)
 
 
+def _peek_header(zf: zipfile.ZipFile, names: list[str]) -> bytes:
+    """The header's first bytes (to name a segmented program before its members are judged), or b""."""
+    if "header.json" not in names or zf.getinfo("header.json").file_size > MAX_HEADER_BYTES:
+        return b""
+    try:
+        with zf.open("header.json") as f:
+            return f.read(256)
+    except Exception:            # a corrupt member is reported by the full checks that follow
+        return b""
+
+
 def _config(value, fail) -> NPUConfig:
     """The header's machine configuration (NPUConfig checks every field but the name's type: checked here)."""
     if isinstance(value, dict) and not isinstance(value.get("name"), str):
@@ -675,19 +717,16 @@ def _parse_header(raw: bytes, fail) -> dict:
         raise fail(f"header.json is not valid JSON ({type(exc).__name__})") from None
     if not isinstance(header, dict):
         raise fail("header is not a JSON object")
+    if header.get("format") == SEGMENTED_FORMAT:
+        raise fail("a program of NPU and host segments (compiled with host fallback): open it with "
+                   "npu.segments.open_program, or score it with runtime.Session")
     if header.get("format") != FORMAT:
         raise fail(f"not a {FORMAT} program file (header format {_short(header.get('format'))})")
     version = header.get("version")
     if version != VERSION or isinstance(version, bool):
         raise fail(f"program file version {_short(version)}; this toolkit reads version {VERSION} "
                    f"(recompile the model)")
-    digest = header.get("header_sha256")
-    try:
-        ok = isinstance(digest, str) and header_digest(header) == digest
-    except (ValueError, RecursionError):
-        ok = False
-    if not ok:
-        raise fail("header.json checksum mismatch (header_sha256): the header was changed or is corrupt")
+    check_header_digest(header, fail)
     unknown = sorted(set(header) - set(HEADER_KEYS))
     missing = [k for k in HEADER_KEYS if k not in header]
     if unknown:
@@ -702,7 +741,34 @@ def _short(value) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _check_directory(fp, fail) -> None:
+def open_archive(fp, fail, max_members: int = MAX_ARCHIVE_MEMBERS,
+                 what: str = "a program file") -> tuple[zipfile.ZipFile, dict[str, zipfile.ZipInfo]]:
+    """The ZIP archive in ``fp`` and its members by name, once its directory is bounded, no member appears twice,
+    none is encrypted and each is stored or deflated (``fail(message)`` makes the error)."""
+    _check_directory(fp, fail, max_members, what)
+    try:
+        zf = zipfile.ZipFile(fp)
+    except Exception:                 # the archive parser's errors are not documented: any is "not an archive"
+        raise fail("not a .npuz program file (not a ZIP archive, or truncated)") from None
+    infos = zf.infolist()
+    names = [i.filename for i in infos]
+    try:
+        for name in sorted(set(names)):
+            if names.count(name) > 1:
+                raise fail(f"the archive holds {name} {names.count(name)} times")
+        for info in infos:
+            if info.flag_bits & 0x1:
+                raise fail(f"archive member {info.filename} is encrypted")
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                raise fail(f"archive member {info.filename} uses compression method {info.compress_type}; program "
+                           f"files use deflate")
+    except ProgramFileError:
+        zf.close()
+        raise
+    return zf, {i.filename: i for i in infos}
+
+
+def _check_directory(fp, fail, max_members: int = MAX_ARCHIVE_MEMBERS, what: str = "a program file") -> None:
     """Bound the archive's central directory (what the ZIP reader allocates first) before it is parsed."""
     try:
         end = zipfile._EndRecData(fp)
@@ -711,9 +777,10 @@ def _check_directory(fp, fail) -> None:
     if end is None:
         raise fail("not a .npuz program file (not a ZIP archive, or truncated)")
     entries, size = end[zipfile._ECD_ENTRIES_TOTAL], end[zipfile._ECD_SIZE]
-    if entries > MAX_ARCHIVE_MEMBERS or size > MAX_DIRECTORY_BYTES:
-        raise fail(f"the archive's directory lists {entries:,} members in {size:,} bytes; a program file has at "
-                   f"most {MAX_ARCHIVE_MEMBERS} in {MAX_DIRECTORY_BYTES:,} (npu.npuz.MAX_ARCHIVE_MEMBERS)")
+    if entries > max_members or size > MAX_DIRECTORY_BYTES:
+        raise fail(f"the archive's directory lists {entries:,} members in {size:,} bytes; {what} has at most "
+                   f"{max_members} in {MAX_DIRECTORY_BYTES:,} (npu.npuz.MAX_ARCHIVE_MEMBERS, "
+                   f"npu.segments.MAX_SEGMENTS)")
     fp.seek(0)
 
 

@@ -228,6 +228,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     import time
 
     from compiler.compile import compile_model
+    from compiler.partition import SegmentedModel, compile_with_host_fallback
     from compiler.report import report_table
     from npu.sim import simulate
 
@@ -249,11 +250,14 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         precision, layer_formats = _choose_precisions(args, calibration, out)
     else:
         precision, layer_formats = _precision_option(args.precision)
-    compiled = compile_model(args.model, args.config, precision, progress=progress, layer_formats=layer_formats,
-                             weight_rounding=args.weight_rounding, bias_correction=args.bias_correction,
-                             calibration=calibration)
+    compile_fn = compile_model if args.no_host_fallback else compile_with_host_fallback
+    compiled = compile_fn(args.model, args.config, precision, progress=progress, layer_formats=layer_formats,
+                          weight_rounding=args.weight_rounding, bias_correction=args.bias_correction,
+                          calibration=calibration)
     seconds = time.perf_counter() - t0
     compiled.save(out)
+    if isinstance(compiled, SegmentedModel):
+        return _report_segmented(args, compiled, seconds, out)
     stats = simulate(compiled.program, compiled.config, dram=compiled.program.dram, mode="timing").stats
     print(report_table(compiled, stats))
     cfg = compiled.config
@@ -263,18 +267,46 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_segmented(args: argparse.Namespace, compiled, seconds: float, out: Path) -> int:
+    """The compile report of a host-fallback program: each NPU segment's layers, then the split."""
+    from compiler.report import measure_host_seconds, report_table, split_table
+    from npu.sim import simulate
+
+    stats, host = {}, {}
+    for seg in compiled.program.segments:
+        if seg.kind == "npu":
+            stats[seg.name] = simulate(seg.program, seg.program.config, dram=seg.program.dram, mode="timing").stats
+            print(f"== {seg.name} (NPU) ==")
+            print(report_table(compiled.compiled[seg.name], stats[seg.name]))
+        else:
+            host[seg.name] = measure_host_seconds(compiled.models[seg.name])
+    print("== split between the NPU and the host ==")
+    print(split_table(compiled, stats, host))
+    cfg = compiled.config
+    npu = compiled.program.npu_segments
+    print(f"{args.model}: compiled in {seconds:.2f} s for {cfg.name} (weights {cfg.weight_format}, activations "
+          f"{cfg.activation_format}, MFU {cfg.mfu_format}) with host fallback: {len(npu)} NPU and "
+          f"{len(compiled.program.segments) - len(npu)} host segment(s) -> {out} (--no-host-fallback refuses "
+          f"instead)")
+    return 0
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
     from compiler.compile import compile_model
-    from compiler.verify import verify_model
+    from compiler.partition import SegmentedModel, compile_with_host_fallback
+    from compiler.verify import verify_model, verify_segmented
     from npu.preprocess import ImageError
+    from runtime.session import model_io
 
     def say(message: str) -> None:
         print(f"npu verify: {message}", file=sys.stderr, flush=True)
 
     say(f"compiling {args.model} for {args.config} at {args.precision}")
     precision, layer_formats = _precision_option(args.precision)
-    compiled = compile_model(args.model, args.config, precision, layer_formats=layer_formats)
-    desc = compiled.program.inputs[0]
+    compile_fn = compile_model if args.no_host_fallback else compile_with_host_fallback
+    compiled = compile_fn(args.model, args.config, precision, layer_formats=layer_formats)
+    desc = model_io(compiled.program)[0][0]
+    hwc = desc.order == "hwc"
     recipe = compiled.program.metadata.preprocess
     inputs, names = [], []
     if args.image:
@@ -285,7 +317,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
                 raise CliError(f"{path}: cannot read: {exc.strerror or exc}") from None
             try:
                 x = recipe(data, path)
-                inputs.append(x.transpose(0, 2, 3, 1) if desc.params.order == "hwc" else x)
+                inputs.append(x.transpose(0, 2, 3, 1) if hwc else x)
             except ImageError as exc:
                 raise CliError(str(exc)) from None
             names.append(path)
@@ -293,8 +325,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         from compiler.models.photos import MissingPhotosError, load_photos
 
         try:
-            hwc = desc.params.order == "hwc"
-            if desc.shape[-1 if hwc else 0] != 3:
+            if desc.shape[-1 if hwc else 0] != 3 or recipe is None:
                 raise MissingPhotosError("not an RGB model")
             for name, photo in load_photos(["chelsea", "coffee"]):
                 x = recipe.array(photo)
@@ -306,7 +337,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     if inputs and tuple(inputs[0].shape[1:]) != tuple(desc.shape):
         raise CliError(f"the images become {list(inputs[0].shape)} tensors; the model takes {[1, *desc.shape]}")
     say(f"inputs: {', '.join(names)}")
-    report = verify_model(args.model, compiled.config, args.precision, inputs, compiled=compiled, progress=say)
+    if isinstance(compiled, SegmentedModel):
+        say(f"host fallback: {len(compiled.host_ops)} operator(s) run on the host; checking each NPU segment")
+        report = verify_segmented(args.model, compiled, args.precision, inputs, progress=say)
+    else:
+        report = verify_model(args.model, compiled.config, args.precision, inputs, compiled=compiled, progress=say)
     print(report.table())
     return 0 if report.ok else 1
 
@@ -345,8 +380,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from compiler.models.nets import DETECTORS
+
     from .demo import run_demo
 
+    if args.model in DETECTORS:
+        from .demo_detect import run_detection_demo
+
+        return run_detection_demo(args.config, args.model, args.precision, args.out)
     return run_demo(args.config, args.model, args.precision, args.out)
 
 
@@ -360,7 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "simulator, beside onnxruntime (embedded defaults)")
     s.add_argument("--config", default=DEFAULT_PRESET, help="preset name or JSON file")
     s.add_argument("--model", default="efficientnet_lite0", help="network: efficientnet_lite0 (trained) or a seeded "
-                   "reference network such as resnet50 (python -m compiler.models --help)")
+                   "reference network such as resnet50 (python -m compiler.models --help); ssd-vgg (or ssd-small) "
+                   "detects objects and draws the boxes on a photograph")
     s.add_argument("--precision", help="numeric precision (see npu compile --help; default mxint8 for the trained "
                                        "network, ms-fp9 for seeded ones)")
     s.add_argument("--out", default="demo_out", help="directory for the program, trace and chart")
@@ -402,6 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "weights cause on the calibration data (needs --calibration)")
     s.add_argument("--calibration", metavar="DIR", help="directory of images for --precision auto, gptq and bias "
                    "correction, preprocessed with the program's recipe")
+    s.add_argument("--no-host-fallback", action="store_true", help="refuse a model with operators the NPU does "
+                   "not run, instead of running them on the host (onnxruntime) between NPU segments")
     s.set_defaults(func=_cmd_compile)
 
     s = sub.add_parser("verify", help="compile a model and compare every layer with onnxruntime; exit 1 if one "
@@ -413,6 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "as for npu compile")
     s.add_argument("--image", nargs="+", metavar="FILE", help="images to run, preprocessed with the program's "
                    "recipe (default: scikit-image's chelsea and coffee photographs)")
+    s.add_argument("--no-host-fallback", action="store_true", help="refuse a model with operators the NPU does "
+                   "not run (by default they run on the host and each NPU segment is checked)")
     s.set_defaults(func=_cmd_verify)
 
     s = sub.add_parser("serve", help="serve a program over KServe v2 (HTTP and gRPC) on simulator workers",

@@ -23,11 +23,12 @@ class RunStats:
     latency_us: float
     mac_utilisation: float     # the model's MACs / (cycles x peak MACs per cycle), as the compile report counts
     warm: bool                 # the weights were already resident in the MRF
+    host_us: float = 0.0       # wall time of the host segments of a host-fallback program (runtime.segments)
 
     def to_dict(self) -> dict:
         """JSON form."""
         return {"cycles": self.cycles, "latency_us": self.latency_us, "mac_utilisation": self.mac_utilisation,
-                "warm": self.warm}
+                "warm": self.warm, "host_us": self.host_us}
 
 
 def model_macs(program) -> int:
@@ -59,6 +60,7 @@ class SimBackend:
         self.macs = model_macs(program)
         self._resident = None
         self._lock = threading.Lock()
+        self.keep_resident = True     # False: every run loads its weights (the MRF is shared with other programs)
 
     def run(self, feeds):
         """Simulate one inference (full mode: arithmetic and timing)."""
@@ -69,7 +71,7 @@ class SimBackend:
             else:
                 outs, result = run_on_simulator(self.program, feeds)
                 warm = False
-                if self.program.warm() is not None:
+                if self.keep_resident and self.program.warm() is not None:
                     self._resident = result
         st = result.stats
         util = mac_utilisation(self.macs, st.total_cycles, self.program.config)

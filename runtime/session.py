@@ -7,19 +7,27 @@ from typing import Iterable
 
 import numpy as np
 
-from npu.npuz import ProgramFile, load_program
+from npu.detection import Detection, SSDConfig, detect
+from npu.npuz import ProgramFile
+from npu.segments import SegmentedProgram, open_program
 from npu.preprocess import ImageError, Preprocess
 
 from .backends import RunStats, make_backend
 from .heads import softmax, topk
 
 
+#: The outputs a detection program adds to its head tensors: boxes (1, K, 4) as x1, y1, x2, y2 fractions of the
+#: input image, scores (1, K) and class indices (1, K), K detections highest score first.
+DETECTION_OUTPUTS = {"detection_boxes": (-1, 4), "detection_scores": (-1,), "detection_classes": (-1,)}
+
+
 @dataclass
 class ScoreResult:
-    """Named outputs (batch dimension 1 first) and what the run cost."""
+    """Named outputs (batch dimension 1 first) and what the run cost; a detector's decoded ``detections`` too."""
 
     outputs: dict[str, np.ndarray]
     stats: RunStats
+    detections: list[Detection] | None = None
 
     @property
     def output(self) -> np.ndarray:
@@ -29,20 +37,57 @@ class ScoreResult:
         return next(iter(self.outputs.values()))
 
 
-class Session:
-    """A compiled program loaded once and scored many times on one backend."""
+@dataclass(frozen=True)
+class TensorIO:
+    """A model input or output as a caller sees it: name, shape without the batch dimension, array order."""
 
-    def __init__(self, program: "ProgramFile | str | Path", backend: str = "sim"):
-        self.program = program if isinstance(program, ProgramFile) else load_program(program)
-        if len(self.program.inputs) != 1:
+    name: str
+    shape: tuple[int, ...]
+    order: str = "chw"           # "hwc": an image input is N x H x W x C
+
+
+def model_io(program: "ProgramFile | SegmentedProgram") -> tuple[list[TensorIO], list[TensorIO]]:
+    """The inputs and outputs a program takes and gives, for a plain or a segmented (host-fallback) program."""
+    if isinstance(program, SegmentedProgram):
+        inputs = [TensorIO(t.name, tuple(t.shape[1:]), t.order) for t in program.inputs]
+        outputs = [TensorIO(t.name, tuple(t.shape[1:])) for t in program.outputs]
+    else:
+        inputs = [TensorIO(d.name, tuple(d.shape), d.params.order) for d in program.inputs]
+        outputs = [TensorIO(d.name, tuple(d.shape), d.params.order) for d in program.outputs]
+    if program.metadata.detection is not None:
+        outputs += [TensorIO(name, shape) for name, shape in DETECTION_OUTPUTS.items()]
+    return inputs, outputs
+
+
+def open_session_backend(program: "ProgramFile | SegmentedProgram", backend: str):
+    """The backend that runs ``program``: ``backend`` itself, or segments on it and onnxruntime."""
+    if isinstance(program, SegmentedProgram):
+        from .segments import SegmentedBackend
+
+        return SegmentedBackend(program, backend)
+    return make_backend(backend, program)
+
+
+class Session:
+    """A compiled program loaded once and scored many times on one backend.
+
+    ``program`` is a plain program or a segmented one (compiled with host
+    fallback: its host segments run on onnxruntime between the NPU ones).
+    """
+
+    def __init__(self, program: "ProgramFile | SegmentedProgram | str | Path", backend: str = "sim"):
+        self.program = program if isinstance(program, (ProgramFile, SegmentedProgram)) else open_program(program)
+        inputs, self.outputs = model_io(self.program)
+        if len(inputs) != 1:
             raise ValueError("sessions serve programs with exactly one input")
-        self.backend = make_backend(backend, self.program)
-        self.input = self.program.inputs[0]
+        self.backend = open_session_backend(self.program, backend)
+        self.input = inputs[0]
         meta = self.program.metadata
-        side = self.input.shape[1] if self.input.params.order == "hwc" else self.input.shape[-1]
+        side = self.input.shape[1] if self.input.order == "hwc" else self.input.shape[-1]
         self.preprocess: Preprocess = meta.preprocess or Preprocess.for_input(side)
         self.labels: list[str] | None = meta.labels
         self.postprocess: dict = meta.postprocess
+        self.detection: SSDConfig | None = meta.detection
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -63,12 +108,18 @@ class Session:
             if self.postprocess.get(name) == "softmax":
                 y = softmax(y)
             result[name] = y
-        return ScoreResult(result, stats)
+        if self.detection is None:
+            return ScoreResult(result, stats)
+        found = detect(result, self.detection)
+        result["detection_boxes"] = np.array([d.box for d in found], np.float32).reshape(1, -1, 4)
+        result["detection_scores"] = np.array([d.score for d in found], np.float32).reshape(1, -1)
+        result["detection_classes"] = np.array([d.label for d in found], np.float32).reshape(1, -1)
+        return ScoreResult(result, stats, found)
 
     def image_tensor(self, data: bytes, source: str = "image") -> np.ndarray:
         """The model input for encoded image bytes: the program's preprocessing, in the model's array order."""
         x = self.preprocess(bytes(data), source)
-        return x.transpose(0, 2, 3, 1) if self.input.params.order == "hwc" else x
+        return x.transpose(0, 2, 3, 1) if self.input.order == "hwc" else x
 
     def score_image(self, data: bytes, source: str = "image") -> ScoreResult:
         """Score encoded image bytes (JPEG, PNG, ...) after the program's preprocessing."""

@@ -352,11 +352,13 @@ def test_the_model_input_may_only_be_the_first_tensor_of_a_concatenation():
                             [1, 3, 4, 4], [1, 8, 4, 4]), "tiny", "wide")
 
 
-def test_verify_reads_a_concatenation_of_the_input_alone_and_refuses_several_inputs():
+def test_verify_reads_a_concatenation_of_the_input_alone_and_checks_several_inputs():
     _verified(_onnx([_n("Concat", ["data"], "c", axis=1), _n("Relu", ["c"], "y")], {}, [1, 4, 3, 3], [1, 4, 3, 3]))
     graph = helper.make_graph([_n("Add", ["data", "other"], "y")], "two",
                               [helper.make_tensor_value_info(t, TensorProto.FLOAT, [1, 4, 3, 3]) for t in ("data", "other")],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 3, 3])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
-    with pytest.raises(CompileError, match="verify takes models with one input; this one has 2"):
-        verify_model(model, "tiny", "wide")
+    report = verify_model(model, "tiny", "wide")            # one seeded array per input
+    assert report.ok and [c.tensor for c in report.layers] == ["y"] and report.layers[0].exact
+    with pytest.raises(CompileError, match="give each input as a dict"):
+        verify_model(model, "tiny", "wide", [np.zeros((1, 4, 3, 3), np.float32)])

@@ -288,6 +288,19 @@ def _shape(vi: onnx.ValueInfoProto) -> tuple[int, ...] | None:
     return tuple(dims)
 
 
+def node_names(g: onnx.GraphProto) -> list[str]:
+    """The IR's name for each node of ``g``, in order: its own name, else ``<op_type>_<index>``; unique."""
+    names: list[str] = []
+    taken: set[str] = set()
+    for i, n in enumerate(g.node):
+        name = n.name or f"{n.op_type}_{i}"
+        while name in taken:
+            name += "_"
+        taken.add(name)
+        names.append(name)
+    return names
+
+
 def load_onnx(source) -> Graph:
     """The model at ``source`` (path or ModelProto) as an IR graph of OnnxOp nodes with inferred shapes.
 
@@ -325,6 +338,8 @@ def load_onnx(source) -> Graph:
         s = _shape(vi)
         if s is not None:
             graph.shapes[vi.name] = s
+        if vi.type.tensor_type.elem_type:
+            graph.metadata.setdefault("elem_types", {})[vi.name] = vi.type.tensor_type.elem_type
     for vi in light.graph.input:
         if vi.name in init_names:
             continue                       # old exporters list initializers as inputs too
@@ -337,13 +352,8 @@ def load_onnx(source) -> Graph:
         raise ModelLoadError(f"{where}: the model has no non-constant input")
     graph.outputs = [vi.name for vi in g.output]
 
-    names: set[str] = set()
     tensors = {t for n in g.node for t in (*n.input, *n.output)} | init_names | {vi.name for vi in g.input}
-    for i, n in enumerate(g.node):
-        name = n.name or f"{n.op_type}_{i}"
-        while name in names:
-            name += "_"
-        names.add(name)
+    for n, name in zip(g.node, node_names(g)):
         attrs = _attributes(n, name, where)
         proto, node_opset, inputs = n, opset, list(n.input)
         if n.domain in ("", "ai.onnx"):           # older opsets' attribute forms become the later input forms

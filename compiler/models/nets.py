@@ -210,8 +210,26 @@ def efficientnet_lite0(seed: int = 0, opset: int = 13, headless: bool = False) -
     return trained(seed=seed, opset=opset, headless=headless)
 
 
+def ssd_vgg(seed: int = 0, num_classes: int = 21, opset: int = 13, headless: bool = False) -> onnx.ModelProto:
+    """SSD300 with a VGG-16 backbone: 12 raw head outputs (see :func:`compiler.models.ssd.ssd300_vgg16`)."""
+    from .ssd import ssd300_vgg16                                   # on use: that module imports this one
+
+    return ssd300_vgg16(seed=seed, num_classes=num_classes, opset=opset, headless=headless)
+
+
+def ssd_small(seed: int = 0, num_classes: int = 21, opset: int = 13, headless: bool = False) -> onnx.ModelProto:
+    """A small SSD on (1, 3, 100, 100): 8 raw head outputs (see :func:`compiler.models.ssd.ssd_small`)."""
+    from .ssd import ssd_small as build
+
+    return build(seed=seed, num_classes=num_classes, opset=opset, headless=headless)
+
+
 MODELS = {"resnet50": resnet50, "resnet152": resnet152, "resnet_small": resnet_small, "vgg16": vgg16,
           "vgg_small": vgg_small, "densenet121": densenet121, "densenet_small": densenet_small,
-          "mobile_small": mobile_small, "efficientnet_lite0": efficientnet_lite0}
+          "mobile_small": mobile_small, "efficientnet_lite0": efficientnet_lite0,
+          "ssd-vgg": ssd_vgg, "ssd-small": ssd_small}
+#: The MODELS that are detectors (several raw head outputs, decoded on the host by ``npu.detection``), not
+#: classifiers.
+DETECTORS = {"ssd-vgg", "ssd-small"}
 #: The MODELS with trained (not seeded) weights.
 TRAINED = {"efficientnet_lite0"}

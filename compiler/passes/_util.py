@@ -30,13 +30,47 @@ def _non_negative_if(graph: Graph, node: Node) -> list[str] | bool:
         return node.lo is not None and node.lo >= 0
     if isinstance(node, (Pool, GlobalPool, Concat, Add, Pad, Identity, Flatten)):
         return [t for t in node.inputs if t]
-    if isinstance(node, OnnxOp) and node.op_type in _PASS_THROUGH and node.inputs and node.inputs[0]:
-        return [node.inputs[0]]
+    if isinstance(node, OnnxOp):
+        return _onnx_rule(node)
     return False
 
 
 #: ONNX operators (still untyped) whose output is non-negative wherever their data input is.
-_PASS_THROUGH = {"Identity", "Dropout", "Flatten", "Reshape", "Squeeze", "Unsqueeze"}
+_PASS_THROUGH = {"Identity", "Dropout", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "MaxPool", "AveragePool",
+                 "GlobalAveragePool", "GlobalMaxPool"}
+#: ONNX operators whose output is never negative.
+_NEVER_NEGATIVE = {"Relu", "Softmax", "Sigmoid"}
+
+
+def _onnx_rule(node: OnnxOp) -> list[str] | bool:
+    """The rule for an untyped ONNX operator (the graph host fallback partitions is still untyped)."""
+    if node.op_type in _NEVER_NEGATIVE:
+        return True
+    if node.op_type == "Concat":
+        return [t for t in node.inputs if t]
+    if node.op_type == "LRN":             # x times a positive factor when bias > 0 and alpha >= 0
+        bias, alpha = node.attrs.get("bias", 1.0), node.attrs.get("alpha", 1e-4)
+        ok = isinstance(bias, float) and isinstance(alpha, float) and bias > 0 and alpha >= 0
+        return [node.inputs[0]] if ok and node.inputs and node.inputs[0] else False
+    if node.op_type in _PASS_THROUGH and node.inputs and node.inputs[0]:
+        return [node.inputs[0]]
+    return False
+
+
+#: The model property (JSON list) naming graph inputs known to be non-negative: host fallback sets it on an NPU
+#: segment whose input is, in the whole model, non-negative (e.g. a ReLU's output through a host operator).
+NON_NEGATIVE_INPUTS = "npu.non_negative_inputs"
+
+
+def _given_non_negative(graph: Graph) -> set[str]:
+    import json
+
+    text = graph.metadata.get("model_props", {}).get(NON_NEGATIVE_INPUTS)
+    try:
+        names = json.loads(text) if text else []
+    except ValueError:
+        return set()
+    return {t for t in names if isinstance(t, str) and t in graph.inputs} if isinstance(names, list) else set()
 
 
 def non_negative(graph: Graph, tensor: str) -> bool:
@@ -46,9 +80,12 @@ def non_negative(graph: Graph, tensor: str) -> bool:
     node with ``relu`` set) and of a Clip with lower bound >= 0, and carries
     through max, average and global pooling, Concat, the Add of non-negative
     tensors, zero Pad, Identity/Dropout, Flatten and Reshape when all their
-    inputs have it.  Constants and graph inputs do not have it.
+    inputs have it (and, before typing, ONNX's Softmax, Sigmoid and LRN).
+    Constants do not have it; graph inputs only when the model names them
+    in ``metadata_props[NON_NEGATIVE_INPUTS]`` (an NPU segment of host
+    fallback, ``compiler.partition``).
     """
-    memo: dict[str, bool] = {}
+    memo: dict[str, bool] = dict.fromkeys(_given_non_negative(graph), True)
     expanded: set[str] = set()
     stack = [tensor]
     while stack:

@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from npu.npuz import load_program
+from npu.segments import open_program
 
+from ..session import model_io
 from .limits import Limits
 from .workers import (BadRequest, Overloaded, RequestTimeout, Ticket, Unavailable, WorkerCrashed, WorkerPool,
                       check_timeout, score)
@@ -179,17 +180,18 @@ class InferenceService:
                  queue_size: int = 64, timeout: float = 60.0, max_batch: int = 1, backend: str = "sim",
                  handler=score, limits: Limits | None = None):
         self.path = Path(program_path)
-        self.program = load_program(self.path)
+        self.program = open_program(self.path)
         self.name = name or self.path.stem
         self.version = "1"
         self.timeout = check_timeout(timeout, "the server's timeout")
         self.limits = limits or Limits()
-        if len(self.program.inputs) != 1:
+        inputs, self.outputs = model_io(self.program)
+        if len(inputs) != 1:
             raise ValueError(f"{self.path}: the server serves programs with exactly one input")
-        self.input = self.program.inputs[0]
+        self.input = inputs[0]
         self.input_shape = [1, *self.input.shape]
         self.input_elements = element_count(self.input_shape)
-        self.output_names = [d.name for d in self.program.outputs]
+        self.output_names = [d.name for d in self.outputs]
         self.max_json = self.limits.json_limit(self.input_elements)
         self.registry = CollectorRegistry()
         self.m_requests = Counter("npu_requests", "Inference requests by outcome, and every request refused "
@@ -232,7 +234,7 @@ class InferenceService:
             "name": self.name, "versions": [self.version], "platform": "npu-sim",
             "inputs": [{"name": self.input.name, "datatype": "FP32", "shape": list(self.input_shape)},
                        {"name": IMAGE_INPUT, "datatype": "BYTES", "shape": [1]}],
-            "outputs": [{"name": d.name, "datatype": "FP32", "shape": [1, *d.shape]} for d in self.program.outputs],
+            "outputs": [{"name": d.name, "datatype": "FP32", "shape": [1, *d.shape]} for d in self.outputs],
         }
 
     def metrics(self) -> bytes:
