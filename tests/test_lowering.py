@@ -341,15 +341,16 @@ def test_reading_a_tensor_whose_vectors_another_tensor_shares_is_a_compile_error
         compile_model(model, "tiny", "wide")
 
 
-def test_the_model_input_may_only_be_the_first_tensor_of_a_concatenation():
-    """The host writes an input from lane 0: after other channels it landed on theirs."""
+def test_the_model_input_after_other_channels_of_a_concatenation_is_copied_into_place():
+    """The host writes an input from lane 0: after other channels it would land on theirs, so an identity 1x1
+    convolution (compiler/passes/align_concat.py) copies it to its channels."""
     conv = _n("Conv", ["data", "w"], "c")
-    _verified(_onnx([conv, _n("Concat", ["data", "c"], "y", axis=1)], {"w": _rand(5, 3, 1, 1)}, [1, 3, 4, 4],
-                    [1, 8, 4, 4]))
-    with pytest.raises(CompileError, match=r"the model's input 'data' is concatenated after other tensors \(at channel "
-                                           r"5\); an input can only be the first tensor of a concatenation"):
-        compile_model(_onnx([conv, _n("Concat", ["c", "data"], "y", axis=1)], {"w": _rand(5, 3, 1, 1)},
-                            [1, 3, 4, 4], [1, 8, 4, 4]), "tiny", "wide")
+    first = _verified(_onnx([conv, _n("Concat", ["data", "c"], "y", axis=1)], {"w": _rand(5, 3, 1, 1)}, [1, 3, 4, 4],
+                            [1, 8, 4, 4]))
+    assert not [nd for nd in first.graph.nodes() if nd.source == "Concat (alignment)"]
+    after = _verified(_onnx([conv, _n("Concat", ["c", "data"], "y", axis=1)], {"w": _rand(5, 3, 1, 1)},
+                            [1, 3, 4, 4], [1, 8, 4, 4]))
+    assert [nd.inputs for nd in after.graph.nodes() if nd.source == "Concat (alignment)"] == [["data"]]
 
 
 def test_verify_reads_a_concatenation_of_the_input_alone_and_checks_several_inputs():

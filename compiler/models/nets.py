@@ -224,10 +224,28 @@ def ssd_small(seed: int = 0, num_classes: int = 21, opset: int = 13, headless: b
     return build(seed=seed, num_classes=num_classes, opset=opset, headless=headless)
 
 
+def _classic(name: str):
+    """The MODELS entry of the Caffe2-era zoo network ``name`` of :mod:`compiler.models.classic` (imported on use):
+    ``(seed=0, headless=False, size="full", opset=None, **options)``."""
+    def build(seed: int = 0, headless: bool = False, size: str = "full", opset: int | None = None,
+              **options) -> onnx.ModelProto:
+        from .classic import NETWORKS
+
+        return NETWORKS[name](size=size, seed=seed, opset=opset, headless=headless, **options)
+
+    build.__name__ = build.__qualname__ = name.replace("-", "_")
+    build.__doc__ = f"The ONNX model zoo's {name} in its Caffe2-era form (see :mod:`compiler.models.classic`)."
+    return build
+
+
 MODELS = {"resnet50": resnet50, "resnet152": resnet152, "resnet_small": resnet_small, "vgg16": vgg16,
           "vgg_small": vgg_small, "densenet121": densenet121, "densenet_small": densenet_small,
           "mobile_small": mobile_small, "efficientnet_lite0": efficientnet_lite0,
           "ssd-vgg": ssd_vgg, "ssd-small": ssd_small}
+#: The ONNX model zoo's classic ImageNet CNNs as the Caffe2 converter wrote them (:mod:`compiler.models.classic`).
+CLASSIC = ("alexnet", "zfnet512", "googlenet", "shufflenet", "inception_v2", "densenet121-caffe2", "vgg19-caffe2",
+           "resnet50-caffe2", "squeezenet")
+MODELS.update({name: _classic(name) for name in CLASSIC})
 #: The MODELS that are detectors (several raw head outputs, decoded on the host by ``npu.detection``), not
 #: classifiers.
 DETECTORS = {"ssd-vgg", "ssd-small"}

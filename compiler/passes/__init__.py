@@ -13,6 +13,7 @@ from typing import Callable
 from npu.config import NPUConfig
 
 from ..ir import Graph
+from .align_concat import align_concat_inputs
 from .dead_code import remove_dead_nodes
 from .fold_affine import fold_affine
 from .fold_constants import fold_constants
@@ -55,6 +56,7 @@ PASSES: tuple[tuple[str, Pass], ...] = (
 MACHINE_PASSES: tuple[tuple[str, MachinePass], ...] = (
     ("pack_first_conv", pack_first_conv),      # a few-channel input packed into whole vectors by the host
     ("split_max_pools", split_max_pools),      # max pools as row and column passes that fit the MFUs
+    ("align_concat_inputs", align_concat_inputs),   # a pool or input starting inside a vector: via the MVU
     ("round_weights", round_weights),          # last: weights as their formats hold them (after every weight change)
 )
 
