@@ -57,7 +57,7 @@ def _draw(x: np.ndarray, recipe, detections, labels, path: Path, title: str) -> 
         ax.text(x1, y1, f"{name} {d.score:.2f}", color="white", fontsize=7, va="bottom",
                 bbox=dict(facecolor=colours(i % 10), alpha=0.8, pad=1, lw=0))
     ax.set_axis_off()
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=9, pad=16)
     fig.text(0.5, 0.02, "SEEDED (UNTRAINED) WEIGHTS: these boxes and classes mean nothing;\nthey show the "
              "pipeline (NPU heads -> host priors, decoding, NMS), not a detector", ha="center", fontsize=9,
              color="darkred")
@@ -116,6 +116,10 @@ def run_detection_demo(config: str = "bw-s10", model: str = "ssd-vgg", precision
                 f"{' '.join(f'{v:.3f}' for v in a.box):<26}") if a else " " * 48
         right = f"{(labels[b.label] if labels else b.label)!s:<18} {b.score:6.3f}" if b else ""
         print(f"{i + 1:>3} {left} | {right}")
+    top = result.detections[:DRAWN]
+    agree = sum(any(b.label == a.label and max(abs(u - v) for u, v in zip(a.box, b.box)) <= 0.01 for b in theirs)
+                for a in top)
+    print(f"{agree} of the NPU's top {len(top)} are among onnxruntime's detections (same class, box within 0.01)")
     picture = out / f"{model}.detections.png"
     _draw(x, session.preprocess, result.detections, labels, picture,
           f"{model} on {compiled.config.name} ({precision}): the NPU's top {DRAWN} detections on '{PHOTO}'")

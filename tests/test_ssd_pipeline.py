@@ -131,6 +131,7 @@ def test_detection_demo_draws_the_boxes(tmp_path, capsys):
     assert main(["demo", "--model", "ssd-small", "--config", "tiny", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "on the host: Add, Div, Pow, ReduceSum, Sqrt" in out and "detections from the NPU's heads" in out
+    assert "are among onnxruntime's detections" in out
     png = tmp_path / "ssd-small.detections.png"
     assert png.stat().st_size > 10_000
     from PIL import Image
