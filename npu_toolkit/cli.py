@@ -391,6 +391,30 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.config, args.model, args.precision, args.out)
 
 
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from runtime.batch import BatchError, BatchFailed, run_batch
+
+    from .progress import BatchProgress
+
+    progress = BatchProgress()
+    end_bar = progress.end
+
+    try:
+        report = run_batch(args.program, args.inputs, args.out, head=args.head, scheduler=args.scheduler,
+                           workers=args.workers, chunk_size=args.chunk_size, chip=args.chip, stride=args.stride,
+                           edge=args.edge, features=args.features, progress=progress)
+    except BatchFailed as exc:
+        end_bar()
+        print(exc.report.table())
+        raise CliError(str(exc)) from None
+    except BatchError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        end_bar()
+    print(report.table())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``npu`` command."""
     p = argparse.ArgumentParser(prog="npu", description="Brainwave-style NPU toolkit")
@@ -497,6 +521,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--name", help="model name (default: the program file's stem)")
     s.set_defaults(func=_cmd_serve)
 
+    from .landcover_cli import add_parser as add_landcover
+
+    add_landcover(sub)
+
+    s = sub.add_parser("batch", help="score every chip of aerial rasters with a featurizer program (and a head) on "
+                                     "a Dask cluster; Parquet parts, resumable")
+    s.add_argument("program", help="featurizer program (.npuz, plain or segmented) of 3-channel images")
+    s.add_argument("inputs", nargs="+", metavar="INPUT", help="rasters (GeoTIFF, PNG, JPEG, ...) cut into chips")
+    s.add_argument("--out", required=True, metavar="DIR", help="output directory: job.json, manifest.json, "
+                   "parts/*.parquet; run again with the same arguments to finish an interrupted job")
+    s.add_argument("--head", metavar="HEAD.npz", help="classifier head (arrays weight, bias, labels); without it "
+                   "the program's output vectors are written")
+    s.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler (tcp://host:port); default: a local "
+                   "cluster of --workers processes (the workers need the files on a shared filesystem)")
+    s.add_argument("--workers", type=int, default=2, help="local worker processes (default 2)")
+    s.add_argument("--chunk-size", type=int, default=32, help="chips per task (default 32)")
+    s.add_argument("--chip", type=int, default=224, help="chip side in pixels (default 224)")
+    s.add_argument("--stride", type=int, help="pixels between chips (default: the chip side)")
+    s.add_argument("--edge", choices=("pad", "drop", "shift"), default="pad", help="partial chips at the right and "
+                   "bottom edges: pad with zeros (default), drop them, or shift them inward")
+    s.add_argument("--features", action="store_true", help="also write the program's output vector of each chip")
+    s.set_defaults(func=_cmd_batch)
+
     s = sub.add_parser("presets", help="list machine presets, or print one as JSON")
     s.add_argument("--show", metavar="NAME", help="print this preset (or JSON file) as JSON")
     s.set_defaults(func=_cmd_presets)
@@ -519,6 +566,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _runtime_errors():
+    """The runtime's user-facing error types of batch and land-cover work (imagery, heads, batch jobs)."""
+    from runtime.batch import BatchError
+    from runtime.heads import HeadFileError
+    from runtime.imagery import ImageryError
+
+    from .landcover_cli import LandcoverError
+
+    return BatchError, HeadFileError, ImageryError, LandcoverError
+
+
 def _compiler_errors():
     """The compiler's user-facing error types (bad model files, unsupported models, models that do not fit)."""
     from compiler.errors import USER_ERRORS
@@ -535,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     user_errors = (CliError, ConfigError, IsaError, FormatError, SimulationError, ProgramFileError,
-                   *_compiler_errors())
+                   *_compiler_errors(), *_runtime_errors())
     try:
         return args.func(args)
     except user_errors as exc:
