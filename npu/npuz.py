@@ -513,6 +513,57 @@ def write_atomically(path: Path, data: bytes) -> None:
     tmp.replace(path)
 
 
+def parse_archive_header(raw: bytes, fail, fmt: str, version: int, keys, what: str, hint: str = "") -> dict:
+    """The ``header.json`` of an archive of format ``fmt`` (a segmented program, a pipeline), checked: valid UTF-8
+    JSON, the format and ``version``, the header's own checksum, exactly ``keys``.  ``what`` names the kind of
+    file in messages; ``hint`` follows a version mismatch."""
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise fail(f"header.json is not valid UTF-8 JSON ({type(exc).__name__})") from None
+    if not isinstance(header, dict) or header.get("format") != fmt:
+        raise fail(f"not a {what} (header format "
+                   f"{_short(header.get('format') if isinstance(header, dict) else header)})")
+    if header.get("version") != version or isinstance(header.get("version"), bool):
+        raise fail(f"{what} version {_short(header.get('version'))}; this toolkit reads version {version}{hint}")
+    check_header_digest(header, fail)
+    unknown = sorted(set(header) - set(keys))
+    missing = [k for k in keys if k not in header]
+    if unknown or missing:
+        raise fail(f"header keys: unknown {', '.join(unknown) or 'none'}; missing {', '.join(missing) or 'none'}")
+    return header
+
+
+def read_listed_members(zf: zipfile.ZipFile, by_name: dict, header: dict, limits: dict[str, int], fail,
+                        table: str = "the header") -> dict[str, bytes]:
+    """The bytes of exactly the members ``limits`` names (member -> largest size), each checked against the
+    header's ``sizes`` and ``sha256`` tables before and after it is read."""
+    expected = set(limits)
+    unknown = sorted(set(by_name) - expected - {"header.json"})
+    missing = sorted(expected - set(by_name))
+    if unknown or missing:
+        raise fail(f"the archive's members do not match {table} (unexpected: {', '.join(unknown) or 'none'}; "
+                   f"missing: {', '.join(missing) or 'none'})")
+    sums, sizes = header["sha256"], header["sizes"]
+    for key, tab in (("sha256", sums), ("sizes", sizes)):
+        if not isinstance(tab, dict) or sorted(tab) != sorted(expected):
+            raise fail(f"header field {key}: must list exactly the members {', '.join(sorted(expected))}")
+    data = {}
+    for member in sorted(expected):
+        try:
+            size = _int(sizes[member], f"sizes.{member}", 0, limits[member])
+        except SchemaError as exc:
+            raise fail(f"header field {exc}") from None
+        if by_name[member].file_size != size:
+            raise fail(f"archive member {member} declares {by_name[member].file_size:,} bytes, the header "
+                       f"{size:,}: the file is corrupt")
+        raw = _read_member(zf, by_name[member], size, f"the limit for {member}", fail)
+        if not isinstance(sums[member], str) or hashlib.sha256(raw).hexdigest() != sums[member]:
+            raise fail(f"checksum mismatch in {member}: the file is corrupt")
+        data[member] = raw
+    return data
+
+
 def check_header_digest(header: dict, fail) -> None:
     """Raise ``fail(...)`` unless the header's ``header_sha256`` is the digest of the rest of it."""
     digest = header.get("header_sha256")

@@ -36,8 +36,9 @@ from pathlib import Path
 from .config import NPUConfig
 from .npuz import (MAX_DRAM_IMAGE_BYTES, MAX_HEADER_BYTES, MAX_PROGRAM_BYTES,
                    MAX_TENSOR_ELEMENTS, SEGMENTED_FORMAT, ProgramFile, ProgramFileError, ProgramMetadata,
-                   SchemaError, _config, _int, _ints, _known_keys, _load, _read_member, _short,
-                   _str, check_header_digest, header_digest, open_archive, open_program_file, write_atomically)
+                   SchemaError, _config, _ints, _known_keys, _load, _read_member, _short,
+                   _str, header_digest, open_archive, open_program_file, parse_archive_header, read_listed_members,
+                   write_atomically)
 
 FORMAT = SEGMENTED_FORMAT
 VERSION = 1
@@ -232,8 +233,9 @@ def _elements(shape) -> int:
     return n
 
 
-def is_segmented(path: str | Path) -> bool:
-    """Whether ``path`` holds a segmented program (False for a plain ``.npuz`` or anything unreadable)."""
+def is_segmented(path: "str | Path | io.BytesIO") -> bool:
+    """Whether ``path`` (or a binary file object) holds a segmented program (False for a plain ``.npuz`` or
+    anything unreadable)."""
     try:
         with zipfile.ZipFile(path) as zf:
             info = zf.getinfo("header.json")
@@ -253,6 +255,18 @@ def open_program(path: str | Path, config: NPUConfig | None = None, *,
     if is_segmented(path):
         return load_segmented(path, config, max_dram_bytes=max_dram_bytes)
     return load_program(path, config, max_dram_bytes=max_dram_bytes)
+
+
+def load_program_bytes(data: bytes, where: str = "<bytes>", config: NPUConfig | None = None, *,
+                       max_dram_bytes: int = MAX_DRAM_IMAGE_BYTES) -> "ProgramFile | SegmentedProgram":
+    """:func:`open_program` for a program file's bytes (e.g. one embedded in a pipeline file), with every check of
+    the file loaders; ``where`` names it in errors."""
+    fp = io.BytesIO(bytes(data))
+    if is_segmented(fp):
+        fp.seek(0)
+        return _load_segmented(fp, Path(where), config, max_dram_bytes)
+    fp.seek(0)
+    return _load(fp, Path(where), config, max_dram_bytes)
 
 
 def load_segmented(path: str | Path, config: NPUConfig | None = None, *,
@@ -281,30 +295,13 @@ def _load_segmented(fp, path: Path, config: NPUConfig | None, max_dram_bytes: in
             table = _segment_table(header)
         except SchemaError as exc:
             raise fail(f"header field {exc}") from None
-        expected = {f"{name}.{'npuz' if kind == 'npu' else 'onnx'}" for kind, name, *_ in table}
-        unknown = sorted(set(by_name) - expected - {"header.json"})
-        missing = sorted(expected - set(by_name))
-        if unknown or missing:
-            raise fail(f"the archive's members do not match the segment table (unexpected: "
-                       f"{', '.join(unknown) or 'none'}; missing: {', '.join(missing) or 'none'})")
-        sums, sizes = header["sha256"], header["sizes"]
-        for key, tab in (("sha256", sums), ("sizes", sizes)):
-            if not isinstance(tab, dict) or sorted(tab) != sorted(expected):
-                raise fail(f"header field {key}: must list exactly the members {', '.join(sorted(expected))}")
+        limits = {f"{name}.{'npuz' if kind == 'npu' else 'onnx'}":
+                  MAX_NPU_SEGMENT_BYTES if kind == "npu" else MAX_HOST_SEGMENT_BYTES for kind, name, *_ in table}
+        members = read_listed_members(zf, by_name, header, limits, fail, "the segment table")
         segments = []
         for kind, name, inputs, outputs, nodes in table:
             member = f"{name}.{'npuz' if kind == 'npu' else 'onnx'}"
-            limit = MAX_NPU_SEGMENT_BYTES if kind == "npu" else MAX_HOST_SEGMENT_BYTES
-            try:
-                size = _int(sizes[member], f"sizes.{member}", 0, limit)
-            except SchemaError as exc:
-                raise fail(f"header field {exc}") from None
-            if by_name[member].file_size != size:
-                raise fail(f"archive member {member} declares {by_name[member].file_size:,} bytes, the header "
-                           f"{size:,}: the file is corrupt")
-            data = _read_member(zf, by_name[member], size, f"the limit for a {kind} segment", fail)
-            if not isinstance(sums[member], str) or hashlib.sha256(data).hexdigest() != sums[member]:
-                raise fail(f"checksum mismatch in {member}: the file is corrupt")
+            data = members[member]
             if kind == "npu":
                 program = _load(io.BytesIO(data), Path(f"{path}!{member}"), file_config, max_dram_bytes)
                 segments.append(Segment(kind, name, inputs, outputs, program=program, nodes=nodes))
@@ -327,22 +324,7 @@ def _load_segmented(fp, path: Path, config: NPUConfig | None, max_dram_bytes: in
 
 
 def _parse_header(raw: bytes, fail) -> dict:
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise fail(f"header.json is not valid UTF-8 JSON ({type(exc).__name__})") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise fail(f"not a segmented program file (header format "
-                   f"{_short(header.get('format') if isinstance(header, dict) else header)})")
-    if header.get("version") != VERSION or isinstance(header.get("version"), bool):
-        raise fail(f"segmented program file version {_short(header.get('version'))}; this toolkit reads version "
-                   f"{VERSION} (recompile the model)")
-    check_header_digest(header, fail)
-    unknown = sorted(set(header) - set(HEADER_KEYS))
-    missing = [k for k in HEADER_KEYS if k not in header]
-    if unknown or missing:
-        raise fail(f"header keys: unknown {', '.join(unknown) or 'none'}; missing {', '.join(missing) or 'none'}")
-    return header
+    return parse_archive_header(raw, fail, FORMAT, VERSION, HEADER_KEYS, "segmented program file", " (recompile the model)")
 
 
 def _list(value, name: str) -> list:

@@ -352,8 +352,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from runtime.server import Limits, ListenError, serve_forever
     from runtime.server.limits import MiB
 
-    if not Path(args.program).is_file():
-        raise CliError(f"{args.program}: no such program file")
+    if not (Path(args.program).is_file() or Path(args.program).is_dir()):
+        raise CliError(f"{args.program}: no such program file or model repository directory")
+    if Path(args.program).is_dir() and args.name:
+        raise CliError("--name names the model of a single program file; a repository's models are named by "
+                       "their directories")
+    if args.worker_memory is not None and not args.worker_memory > 0:
+        raise CliError(f"--worker-memory must be a positive number of MiB, not {args.worker_memory:g}")
     token = None
     if args.token_file:
         try:
@@ -374,7 +379,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                                 grpc_calls=args.grpc_calls)
         return serve_forever(args.program, host=args.host, http_port=args.port, grpc_port=args.grpc_port,
                              workers=args.workers, queue_size=args.queue, timeout=args.timeout, name=args.name,
-                             limits=limits, token=token, certfile=args.tls_cert, keyfile=args.tls_key)
+                             limits=limits, token=token, certfile=args.tls_cert, keyfile=args.tls_key,
+                             **({} if args.worker_memory is None else {"worker_memory": mib(args.worker_memory)}))
     except (ListenError, ValueError, RuntimeError) as exc:   # a port in use, a bad limit, workers that cannot start
         raise CliError(str(exc)) from None
 
@@ -412,6 +418,73 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     finally:
         end_bar()
     print(report.table())
+    return 0
+
+
+def _cmd_pipeline_create(args: argparse.Namespace) -> int:
+    import json
+
+    from npu.preprocess import Preprocess
+    from runtime.pipelines import create_pipeline
+
+    labels = None
+    if args.labels:
+        labels = [line.strip() for line in _read_text(args.labels).splitlines() if line.strip()]
+    preprocess = None
+    if args.preprocess:
+        try:
+            preprocess = Preprocess.from_dict(json.loads(_read_text(args.preprocess)))
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise CliError(f"--preprocess {args.preprocess}: not a preprocessing recipe: {exc}") from None
+    name = args.name if args.name is not None else Path(args.output).stem
+    pipe = create_pipeline(args.program, args.head, labels, args.version, name, preprocess)
+    pipe.save(args.output)
+    print(f"wrote {args.output}: {_pipeline_summary(pipe)}")
+    return 0
+
+
+def _pipeline_summary(pipe) -> str:
+    from runtime.session import model_io
+
+    program = pipe.program()
+    kind = type(program).__name__
+    _, outputs = model_io(program)
+    head = {"none": "no head", "arrays": "arrays head (head.npz)", "onnx": "ONNX head (head.onnx)"}[pipe.head_kind]
+    classes = len(pipe.labels) if pipe.labels is not None else "unlabelled"
+    return (f"pipeline {pipe.name!r} version {pipe.version!r}: {kind} ({program.metadata.model or 'model'}, "
+            f"output {', '.join(f'{o.name} {list(o.shape)}' for o in outputs)}), {head}, {classes} labels")
+
+
+def _cmd_pipeline_show(args: argparse.Namespace) -> int:
+    import json
+
+    from npu.pipeline import load_pipeline
+    from runtime.pipelines import check_pipeline, head_classes, head_features
+    from runtime.session import model_io
+
+    pipe = load_pipeline(args.file)
+    head = check_pipeline(pipe, args.file)
+    program = pipe.program()
+    inputs, outputs = model_io(program)
+    meta = program.metadata
+    print(f"pipeline: {pipe.name or '(unnamed)'}  version: {pipe.version or '(none)'}")
+    print(f"program: {type(program).__name__} for machine {program.config.name!r}, model "
+          f"{meta.model or '(unnamed)'}, {len(pipe.program_bytes):,} bytes")
+    print(f"  input:  {', '.join(f'{t.name} {list(t.shape)} {t.order}' for t in inputs)}")
+    print(f"  output: {', '.join(f'{t.name} {list(t.shape)}' for t in outputs)}")
+    if head is None:
+        print("head: none (scores are the program's outputs)")
+    else:
+        print(f"head: {pipe.head_kind} ({type(head).__name__}), {head_features(head)} features -> "
+              f"{head_classes(head)} classes, {len(pipe.head_bytes):,} bytes")
+    recipe = pipe.preprocess or meta.preprocess
+    source = "pipeline" if pipe.preprocess is not None else "program" if meta.preprocess is not None else "default"
+    print(f"preprocess ({source}): {json.dumps(recipe.to_dict()) if recipe is not None else 'for the input size'}")
+    if pipe.labels is None:
+        print("labels: none")
+    else:
+        shown = ", ".join(pipe.labels[:10]) + (", ..." if len(pipe.labels) > 10 else "")
+        print(f"labels ({len(pipe.labels)}): {shown}")
     return 0
 
 
@@ -485,11 +558,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "not run (by default they run on the host and each NPU segment is checked)")
     s.set_defaults(func=_cmd_verify)
 
-    s = sub.add_parser("serve", help="serve a program over KServe v2 (HTTP and gRPC) on simulator workers",
-                       description="Serve a compiled program over KServe v2 HTTP and gRPC. Listens on 127.0.0.1 "
-                                   "only unless --host says otherwise; docs/architecture.md 'Limits and safe "
-                                   "serving' lists every limit.")
-    s.add_argument("program", help="compiled program (.npuz)")
+    s = sub.add_parser("serve", help="serve a program or a model repository over KServe v2 (HTTP and gRPC) on "
+                                     "simulator workers",
+                       description="Serve a compiled program, or every program and pipeline of a model repository "
+                                   "directory (REPO/NAME/VERSION/<file>.npuz|.npup; the highest VERSION is the "
+                                   "default; load and unload with Triton's repository extension), over KServe v2 "
+                                   "HTTP and gRPC. Listens on 127.0.0.1 only unless --host says otherwise; "
+                                   "docs/architecture.md 'Limits and safe serving' lists every limit.")
+    s.add_argument("program", help="compiled program (.npuz) or pipeline (.npup), or a model repository directory")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only; "
                    "0.0.0.0 or :: for every interface, then use --token-file and TLS)")
     s.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
@@ -518,6 +594,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backlog", type=int, help="listen backlog of the HTTP socket (default 1024)")
     s.add_argument("--grpc-calls", type=int, help="gRPC calls in progress at once; more get RESOURCE_EXHAUSTED "
                    "(default: queue + workers + 4)")
+    s.add_argument("--worker-memory", type=float, metavar="MiB", help="programs each simulator worker keeps "
+                   "loaded, by their estimated size; the least recently used are evicted (default 2048)")
     s.add_argument("--name", help="model name (default: the program file's stem)")
     s.set_defaults(func=_cmd_serve)
 
@@ -543,6 +621,26 @@ def build_parser() -> argparse.ArgumentParser:
                    "bottom edges: pad with zeros (default), drop them, or shift them inward")
     s.add_argument("--features", action="store_true", help="also write the program's output vector of each chip")
     s.set_defaults(func=_cmd_batch)
+
+    s = sub.add_parser("pipeline", help="pipeline files (.npup): a program, a host head, labels and a version in "
+                                        "one checksummed file that runtime.Session scores")
+    pipe_sub = s.add_subparsers(dest="pipeline_command", required=True, metavar="ACTION")
+    s = pipe_sub.add_parser("create", help="bundle a program file and an optional head into a pipeline file")
+    s.add_argument("--program", required=True, help="compiled program (.npuz, plain or segmented)")
+    s.add_argument("--head", metavar="HEAD.npz|HEAD.onnx", help="host head: arrays written by save_head (.npz), "
+                   "or an ONNX model (default-domain operators, weights inside the file); its feature count must "
+                   "be the program's output size")
+    s.add_argument("--labels", metavar="FILE", help="class names, one a line (default: the head's, or without a "
+                   "head the program's)")
+    s.add_argument("--version", default="", help="the pipeline's version string")
+    s.add_argument("--name", help="the pipeline's name (default: the output file's stem)")
+    s.add_argument("--preprocess", metavar="JSON", help="preprocessing recipe overriding the program's "
+                   "(npu.preprocess.Preprocess fields)")
+    s.add_argument("-o", "--output", required=True, help="pipeline file to write (.npup)")
+    s.set_defaults(func=_cmd_pipeline_create)
+    s = pipe_sub.add_parser("show", help="print what a pipeline file holds (after every check)")
+    s.add_argument("file", help="pipeline file (.npup)")
+    s.set_defaults(func=_cmd_pipeline_show)
 
     s = sub.add_parser("presets", help="list machine presets, or print one as JSON")
     s.add_argument("--show", metavar="NAME", help="print this preset (or JSON file) as JSON")

@@ -144,6 +144,11 @@ def load_head(path) -> "DenseHead | MlpHead":
             arrays = {k: data[k] for k in data.files}
     except (OSError, ValueError, EOFError) as exc:
         raise HeadFileError(f"{path}: not a head file (a NumPy .npz of arrays): {exc}") from None
+    return head_from_arrays(arrays, str(path))
+
+
+def head_from_arrays(arrays: dict, path: str = "head") -> "DenseHead | MlpHead":
+    """The head that :func:`save_head`'s arrays describe (HeadFileError naming ``path`` and the fault)."""
     count = 0
     while f"w{count}" in arrays and count <= MAX_HEAD_LAYERS:
         count += 1

@@ -38,30 +38,40 @@ def _tensors(graph: onnx.GraphProto):
                 yield from _tensors(sub)
 
 
+def parse_checked_onnx(data: bytes, name: str, what: str = "a host segment",
+                       error: type[Exception] = None) -> onnx.ModelProto:
+    """ONNX bytes parsed (never run) and checked for what onnxruntime must not see: tensors naming external data
+    (onnxruntime would read files), operators outside the default domain; then onnx's checker.  ``error(message)`` is raised, naming
+    ``name`` and the fault (default HostSegmentError); ``what`` says what holds the weights."""
+    error = error or HostSegmentError
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception as exc:          # protobuf's DecodeError and friends
+        raise error(f"{name}: not an ONNX model ({type(exc).__name__})") from None
+    for t in _tensors(model.graph):
+        if t.data_location == onnx.TensorProto.EXTERNAL or t.external_data:
+            raise error(f"{name}: tensor {t.name!r} refers to external data; {what} holds its weights inside "
+                        f"the file")
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            raise error(f"{name}: operator {node.domain}.{node.op_type} ({node.name!r}) is outside the default "
+                        f"ONNX domain")
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise error(f"{name}: not valid ONNX: {str(exc).splitlines()[0]}") from None
+    return model
+
+
 def check_host_model(seg: Segment, where: str = "") -> onnx.ModelProto:
     """The host segment's ONNX model, checked (HostSegmentError naming the segment and the fault)."""
     name = f"{where}{seg.name}"
-    try:
-        model = onnx.load_model_from_string(seg.onnx)
-    except Exception as exc:          # protobuf's DecodeError and friends
-        raise HostSegmentError(f"{name}: not an ONNX model ({type(exc).__name__})") from None
-    for t in _tensors(model.graph):
-        if t.data_location == onnx.TensorProto.EXTERNAL or t.external_data:
-            raise HostSegmentError(f"{name}: tensor {t.name!r} refers to external data; a host segment holds its "
-                                   f"weights inside the program file")
-    for node in model.graph.node:
-        if node.domain not in ("", "ai.onnx"):
-            raise HostSegmentError(f"{name}: operator {node.domain}.{node.op_type} ({node.name!r}) is outside the "
-                                   f"default ONNX domain")
+    model = parse_checked_onnx(seg.onnx, name)
     ins = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
     outs = [o.name for o in model.graph.output]
     if sorted(ins) != sorted(seg.inputs) or sorted(outs) != sorted(seg.outputs):
         raise HostSegmentError(f"{name}: the model reads {ins} and writes {outs}; the segment table says "
                                f"{seg.inputs} and {seg.outputs}")
-    try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as exc:
-        raise HostSegmentError(f"{name}: not valid ONNX: {str(exc).splitlines()[0]}") from None
     return model
 
 

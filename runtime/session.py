@@ -8,8 +8,9 @@ from typing import Iterable
 import numpy as np
 
 from npu.detection import Detection, SSDConfig, detect
+from npu.pipeline import PipelineFile
 from npu.npuz import ProgramFile
-from npu.segments import SegmentedProgram, open_program
+from npu.segments import SegmentedProgram
 from npu.preprocess import ImageError, Preprocess
 
 from .backends import RunStats, make_backend
@@ -72,14 +73,19 @@ class Session:
     """A compiled program loaded once and scored many times on one backend.
 
     ``program`` is a plain program or a segmented one (compiled with host
-    fallback: its host segments run on onnxruntime between the NPU ones).
+    fallback: its host segments run on onnxruntime between the NPU ones), or a
+    pipeline file (``.npup``, ``npu.pipeline``): with a head its one output is
+    ``"probabilities"`` (runtime.pipelines), its labels the pipeline's.
     """
 
-    def __init__(self, program: "ProgramFile | SegmentedProgram | str | Path", backend: str = "sim"):
-        self.program = program if isinstance(program, (ProgramFile, SegmentedProgram)) else open_program(program)
+    def __init__(self, program: "ProgramFile | SegmentedProgram | PipelineFile | str | Path", backend: str = "sim"):
+        from .pipelines import open_scorable
+
+        self.program, self.pipeline = open_scorable(program)
         inputs, self.outputs = model_io(self.program)
         if len(inputs) != 1:
             raise ValueError("sessions serve programs with exactly one input")
+        head = None if self.pipeline is None else self._pipeline_head(program)
         self.backend = open_session_backend(self.program, backend)
         self.input = inputs[0]
         meta = self.program.metadata
@@ -88,6 +94,21 @@ class Session:
         self.labels: list[str] | None = meta.labels
         self.postprocess: dict = meta.postprocess
         self.detection: SSDConfig | None = meta.detection
+        if self.pipeline is not None:        # a pipeline file (.npup): its recipe, labels and head
+            self.preprocess = self.pipeline.preprocess or self.preprocess
+            self.labels = self.pipeline.labels
+        if head is not None:
+            from .pipelines import PROBABILITIES, HeadBackend, head_classes
+
+            self.backend = HeadBackend(self.backend, head, self.outputs[0].name, self.postprocess)
+            self.outputs = [TensorIO(PROBABILITIES, (head_classes(head),))]
+            self.postprocess = {}
+
+    def _pipeline_head(self, source):
+        from .pipelines import check_pipeline
+
+        where = str(source) if isinstance(source, (str, Path)) else self.pipeline.name or "pipeline"
+        return check_pipeline(self.pipeline, where)
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -1,4 +1,7 @@
-"""``npu serve``: a compiled program behind the Open Inference Protocol (KServe v2), HTTP and gRPC.
+"""``npu serve``: compiled programs behind the Open Inference Protocol (KServe v2), HTTP and gRPC.
+
+Serves one program file, or a model repository directory ``ROOT/NAME/VERSION/<file>.npuz|.npup`` (Triton's
+layout, with its repository extension: index, load, unload) on one pool of simulator workers.
 
 Safe by default: both endpoints listen on loopback (127.0.0.1) unless a host is
 given; ``token`` turns on bearer-token authentication and ``certfile`` /
@@ -14,15 +17,17 @@ from .grpc_service import GrpcServer
 from .http import HttpServer
 from .limits import Limits
 from .net import ListenError, Security, address, is_loopback, listen_socket
-from .service import InferenceService, NonFiniteOutput
+from .service import InferenceService, ModelVersion, NonFiniteOutput, NotFound, NotLoaded
 from .workers import (BadRequest, Overloaded, RequestTimeout, Unavailable, WorkerCrashed, WorkerPool, check_timeout,
                       score)
 
 DEFAULT_HOST = "127.0.0.1"
+#: ``--worker-memory`` default: the Sessions one simulator worker keeps loaded (estimated sizes): 2 GiB.
+DEFAULT_WORKER_MEMORY = 2048 << 20
 
 
 class Server:
-    """An InferenceService with its HTTP and gRPC endpoints.
+    """An InferenceService (a program file or a model repository directory) with its HTTP and gRPC endpoints.
 
     Both ports are bound before the simulator workers start: a port in use raises ListenError (an OSError
     naming host:port) at once.  ``handler(session, kind, payload)`` answers each request in the workers
@@ -32,7 +37,8 @@ class Server:
     def __init__(self, program_path, *, host: str = DEFAULT_HOST, http_port: int = 8000, grpc_port: int = 8001,
                  workers: int = 2, queue_size: int = 64, timeout: float = 60.0, name: str | None = None,
                  max_body: int | None = None, limits: Limits | None = None, token: str | None = None,
-                 certfile: str | None = None, keyfile: str | None = None, handler=score):
+                 certfile: str | None = None, keyfile: str | None = None, handler=score,
+                 worker_memory: int | None = DEFAULT_WORKER_MEMORY):
         check_timeout(timeout, "timeout")
         if workers < 1 or queue_size < 1:
             raise ValueError(f"workers and queue_size must be at least 1 (got {workers}, {queue_size})")
@@ -45,7 +51,8 @@ class Server:
             self.grpc = GrpcServer(host, grpc_port, limits=self.limits, security=self.security,
                                    calls=self.limits.grpc_call_limit(queue_size, workers))
             self.service = InferenceService(program_path, name=name, workers=workers, queue_size=queue_size,
-                                            timeout=timeout, handler=handler, limits=self.limits)
+                                            timeout=timeout, handler=handler, limits=self.limits,
+                                            worker_memory=worker_memory)
         except BaseException:
             sock.close()
             if self.grpc is not None:
@@ -93,7 +100,9 @@ def serve_forever(program_path, **kwargs) -> int:
     server.start()
     auth = "token auth" if server.security.token else "no auth"
     tls = "TLS" if server.security.tls else "no TLS"
-    print(f"npu serve: model {s.name!r} ready; HTTP on :{server.http.port}, gRPC on :{server.grpc.port} "
+    what = (f"model {s.name!r}" if s.single else
+            f"model repository {program_path} ({s.served()})")
+    print(f"npu serve: {what} ready; HTTP on :{server.http.port}, gRPC on :{server.grpc.port} "
           f"(KServe v2) at {address(host, server.http.port)}, {address(host, server.grpc.port)}; {auth}, {tls}; "
           f"metrics at {server.scheme}://{address(host, server.http.port)}/metrics", file=sys.stderr, flush=True)
     done.wait()
@@ -102,5 +111,6 @@ def serve_forever(program_path, **kwargs) -> int:
     return 0
 
 
-__all__ = ["BadRequest", "InferenceService", "Limits", "ListenError", "NonFiniteOutput", "Overloaded",
+__all__ = ["BadRequest", "InferenceService", "Limits", "ListenError", "ModelVersion", "NonFiniteOutput", "NotFound",
+           "NotLoaded", "Overloaded",
            "RequestTimeout", "Server", "Unavailable", "WorkerCrashed", "WorkerPool", "serve_forever"]

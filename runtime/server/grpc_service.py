@@ -13,14 +13,14 @@ import grpc
 import numpy as np
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from .http import _decode_bytes_tensor
+from .http import _decode_bytes_tensor, check_repository_parameters
 from .limits import Limits
 from .net import ListenError, Security, address
-from .service import (DATATYPES, InferenceService, NotFound, TensorIn, check_output_parameters, check_parameters,
-                      shape_of, status_of)
+from .service import (DATATYPES, InferenceService, ModelVersion, NotFound, NotLoaded, TensorIn,
+                      check_output_parameters, check_parameters, shape_of, status_of)
 from .workers import BadRequest, Overloaded, RequestTimeout, Unavailable, WorkerCrashed
 
-_CODES = ((NotFound, grpc.StatusCode.NOT_FOUND), (BadRequest, grpc.StatusCode.INVALID_ARGUMENT),
+_CODES = ((NotLoaded, grpc.StatusCode.UNAVAILABLE), (NotFound, grpc.StatusCode.NOT_FOUND), (BadRequest, grpc.StatusCode.INVALID_ARGUMENT),
           (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED), (Unavailable, grpc.StatusCode.UNAVAILABLE),
           (RequestTimeout, grpc.StatusCode.DEADLINE_EXCEEDED), (WorkerCrashed, grpc.StatusCode.INTERNAL))
 #: Methods answered without the access token (liveness and readiness probes).
@@ -38,7 +38,7 @@ def _parameters(params, where: str) -> dict:
     return out
 
 
-def _tensor(service: InferenceService, spec, raw: bytes | None) -> TensorIn:
+def _tensor(service: ModelVersion, spec, raw: bytes | None) -> TensorIn:
     """One input, checked against the model before its data is converted."""
     name, dtype = spec.name, spec.datatype
     where = f"input {name!r}"
@@ -93,26 +93,49 @@ class NpuInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
 
     def ModelReady(self, request, context):
         try:
-            self.service.check_model(request.name, request.version)
-        except NotFound:
+            self.service.resolve(request.name, request.version)
+        except NotFound:                           # unknown, or not loaded now
             return service_pb2.ModelReadyResponse(ready=False)
-        return service_pb2.ModelReadyResponse(ready=self.service.ready())
+        return service_pb2.ModelReadyResponse(ready=self.service.model_ready(request.name, request.version))
 
     def ServerMetadata(self, request, context):
-        return service_pb2.ServerMetadataResponse(name="npu-serve", version="1", extensions=["binary_tensor_data"])
+        return service_pb2.ServerMetadataResponse(name="npu-serve", version="1",
+                                                  extensions=["binary_tensor_data", "model_repository"])
+
+    def _repository_name(self, request, context) -> None:
+        if request.repository_name:
+            self._abort(context, BadRequest(f"repository {request.repository_name[:100]!r}: this server has one "
+                                            f"model repository; leave repository_name empty"))
 
     def RepositoryIndex(self, request, context):
-        entry = service_pb2.RepositoryIndexResponse.ModelIndex(name=self.service.name, version=self.service.version,
-                                                               state="READY" if self.service.ready() else "LOADING")
-        return service_pb2.RepositoryIndexResponse(models=[entry])
+        self._repository_name(request, context)
+        rows = self.service.index(ready=request.ready)
+        entry = service_pb2.RepositoryIndexResponse.ModelIndex
+        return service_pb2.RepositoryIndexResponse(models=[entry(**r) for r in rows])
+
+    def _load_or_unload(self, request, context, action: str) -> None:
+        self._repository_name(request, context)
+        try:
+            check_repository_parameters(_parameters(request.parameters, action), action)
+            (self.service.load if action == "load" else self.service.unload)(request.model_name)
+        except Exception as exc:
+            self.service.count(status_of(exc), request.model_name)
+            self._abort(context, exc)
+
+    def RepositoryModelLoad(self, request, context):
+        self._load_or_unload(request, context, "load")
+        return service_pb2.RepositoryModelLoadResponse()
+
+    def RepositoryModelUnload(self, request, context):
+        self._load_or_unload(request, context, "unload")
+        return service_pb2.RepositoryModelUnloadResponse()
 
     def ModelMetadata(self, request, context):
         try:
-            self.service.check_model(request.name, request.version)
+            meta = self.service.metadata(request.name, request.version)
         except NotFound as exc:
-            self.service.count("not_found")
+            self.service.count(status_of(exc), request.name)
             self._abort(context, exc)
-        meta = self.service.metadata()
         tm = service_pb2.ModelMetadataResponse.TensorMetadata
         return service_pb2.ModelMetadataResponse(
             name=meta["name"], versions=meta["versions"], platform=meta["platform"],
@@ -124,7 +147,7 @@ class NpuInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         t0 = time.monotonic()
         status = "error"
         try:
-            service.check_model(request.model_name, request.model_version)
+            model = service.resolve(request.model_name, request.model_version)
             params = check_parameters(_parameters(request.parameters, "request"))
             ticket = service.admit()                    # a queue place before the tensors are converted
             with ticket:
@@ -132,9 +155,9 @@ class NpuInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
                 if raws and len(raws) != len(request.inputs):
                     raise BadRequest(f"{len(raws)} raw input contents for {len(request.inputs)} inputs")
                 if len(request.inputs) != 1:
-                    raise BadRequest(f"expected exactly one input ({service.input.name!r} FP32 or 'images' BYTES), "
+                    raise BadRequest(f"expected exactly one input ({model.input.name!r} FP32 or 'images' BYTES), "
                                      f"got {len(request.inputs)}")
-                tensors = [_tensor(service, spec, raws[i] if raws else None) for i, spec in enumerate(request.inputs)]
+                tensors = [_tensor(model, spec, raws[i] if raws else None) for i, spec in enumerate(request.inputs)]
                 for o in request.outputs:
                     check_output_parameters(_parameters(o.parameters, f"output {o.name!r}") or None, o.name)
                 requested = [o.name for o in request.outputs] or None
@@ -153,8 +176,8 @@ class NpuInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
             status = status_of(exc)
             self._abort(context, exc)
         finally:
-            service.record(status, t0)
-        resp = service_pb2.ModelInferResponse(model_name=service.name, model_version=service.version,
+            service.record(status, t0, request.model_name)
+        resp = service_pb2.ModelInferResponse(model_name=pending.model.name, model_version=pending.model.version,
                                               id=request.id)
         for name, arr in result.outputs.items():
             out = resp.outputs.add()

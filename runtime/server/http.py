@@ -29,12 +29,15 @@ import numpy as np
 
 from .limits import Limits
 from .net import Security
-from .service import (ANSWER_GRACE, DATATYPES, InferenceService, NotFound, TensorIn, check_output_parameters,
-                      check_parameters, shape_of, status_of)
+from .service import (ANSWER_GRACE, DATATYPES, InferenceService, ModelVersion, NotFound, NotLoaded, TensorIn,
+                      check_output_parameters, check_parameters, shape_of, status_of)
 from .workers import BadRequest, Overloaded, RequestTimeout, Unavailable, WorkerCrashed
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 _MODEL = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/infer|/config|/stats)?$")
+_REPOSITORY = re.compile(r"^/v2/repository/models/([^/]+)/(load|unload)$")
+#: The largest body of a repository request (index, load, unload: a few parameters).
+REPOSITORY_BODY = 64 * 1024
 #: Paths answered without the access token (liveness and readiness probes).
 OPEN_PATHS = ("/v2/health/live", "/v2/health/ready")
 #: An early refusal reads and drops a body up to this many times ``max_body`` (so the client, still sending,
@@ -144,7 +147,7 @@ class InferRequest:
         self.binary: dict = binary            # output name -> binary_data
 
 
-def parse_infer_body(service: InferenceService, body, header_length: int | None) -> InferRequest:
+def parse_infer_body(service: ModelVersion, body, header_length: int | None) -> InferRequest:
     """The JSON request and its input tensors (binary extension or JSON data), checked against the model
     before any input's data is converted."""
     if header_length is not None and header_length > len(body):
@@ -217,7 +220,7 @@ def parse_infer_body(service: InferenceService, body, header_length: int | None)
     return InferRequest(tensors, params, req_id, requested or None, binary)
 
 
-def encode_infer_response(service: InferenceService, parsed: InferRequest,
+def encode_infer_response(service: ModelVersion, parsed: InferRequest,
                           outputs: dict[str, np.ndarray]) -> tuple[bytes, int | None]:
     """The response body and, when any output is binary, the JSON part's length (never NaN or Infinity)."""
     binary_default = parsed.params.get("binary_data_output", False)
@@ -238,6 +241,20 @@ def encode_infer_response(service: InferenceService, parsed: InferRequest,
     if not blobs:
         return head, None
     return head + b"".join(blobs), len(head)
+
+
+def check_repository_parameters(params: dict, action: str) -> None:
+    """A load / unload request's parameters: ``unload_dependents`` (unload; there are no dependents) is accepted;
+    a model configuration or files sent with a load are refused (the server loads what the repository holds)."""
+    for key, value in params.items():
+        if action == "unload" and key == "unload_dependents":
+            if not isinstance(value, bool):
+                raise BadRequest(f"parameter 'unload_dependents' must be true or false, not {value!r}")
+            continue
+        if action == "load" and (key == "config" or key.startswith("file:")):
+            raise BadRequest(f"parameter {key!r}: this server loads models from its repository only; put the "
+                             f"program file in the repository and load it by name")
+        raise BadRequest(f"parameter {key!r} is not supported for {action}")
 
 
 class Response:
@@ -272,6 +289,7 @@ class _Request:
         self.has_body = te is not None or bool(self.length)
         self.body_done = not self.has_body
         self.no_drain = False          # answer at once and close (the client is too slow to wait for)
+        self.model: str | None = None  # the model it names (metrics label)
 
 
 class App:
@@ -301,14 +319,14 @@ class App:
         except ClientGone:
             return                     # nobody to answer; counted where it was noticed
         except HttpError as exc:
-            self.service.count(exc.label)
+            self.service.count(exc.label, req.model)
             resp = _error(exc.status, str(exc), exc.headers)
         except (NotFound, BadRequest, Overloaded, Unavailable) as exc:     # refused before inference
-            self.service.count(status_of(exc))
+            self.service.count(status_of(exc), req.model)
             resp = self._error_for(exc)
         except Exception as exc:       # never let one request take the server down
             log.error("npu serve: internal error on %s %s", req.method, req.path, exc_info=True)
-            self.service.count("error")
+            self.service.count("error", req.model)
             resp = _error(500, f"internal error: {type(exc).__name__}: {exc}")
         if req.no_drain and not req.body_done:
             resp.close = True
@@ -388,26 +406,76 @@ class App:
             if path == "/v2/health/ready":
                 return Response(200 if service.ready() else 503)
             if path == "/v2":
-                return _json(200, {"name": "npu-serve", "version": "1", "extensions": ["binary_tensor_data"]})
+                return _json(200, {"name": "npu-serve", "version": "1",
+                                   "extensions": ["binary_tensor_data", "model_repository"]})
             if path == "/metrics":
                 return Response(200, service.metrics(), "text/plain; version=0.0.4")
+        if path.startswith("/v2/repository/"):
+            return await self._repository(req)
         m = _MODEL.match(path)
         if not m:
             raise HttpError(404, f"no endpoint {method} {path}", "not_found")
         name, version, action = m.group(1), m.group(2), m.group(3)
-        service.check_model(name, version)
-        if method in ("GET", "HEAD") and action is None:
-            return _json(200, service.metadata())
+        req.model = name
         if method in ("GET", "HEAD") and action == "/ready":
-            return Response(200 if service.ready() else 503)
+            try:
+                service.resolve(name, version)
+            except NotLoaded:                          # known, not loaded now: not ready (unknown: 404)
+                return Response(503)
+            return Response(200 if service.model_ready(name, version) else 503)
+        service.resolve(name, version)
+        if method in ("GET", "HEAD") and action is None:
+            return _json(200, service.metadata(name, version))
         if method == "POST" and action == "/infer":
             return await self._infer(req, name, version)
         if action in (None, "/ready", "/infer"):
             raise HttpError(405, f"no endpoint {method} {path}", "method_not_allowed")
         raise HttpError(404, f"no endpoint {method} {path}", "not_found")
 
+    async def _repository(self, req: _Request) -> Response:
+        """Triton's model repository extension: POST /v2/repository/index, .../models/NAME/load and /unload."""
+        path = req.path
+        m = _REPOSITORY.match(path)
+        if path != "/v2/repository/index" and not m:
+            raise HttpError(404, f"no endpoint {req.method} {path}", "not_found")
+        if req.method != "POST":
+            raise HttpError(405, f"no endpoint {req.method} {path} (use POST)", "method_not_allowed")
+        if req.has_body and req.length is None:
+            raise HttpError(411, "Content-Length is required", "length_required")
+        if (req.length or 0) > REPOSITORY_BODY:
+            raise HttpError(413, f"a repository request body of {req.length} bytes exceeds {REPOSITORY_BODY}",
+                            "too_large")
+        body = await self._read_body(req) if req.length else b""
+        try:
+            doc = json.loads(body) if body.strip() else {}
+        except (ValueError, RecursionError):
+            raise BadRequest("the request body is not valid JSON") from None
+        if not isinstance(doc, dict):
+            raise BadRequest("the request body must be a JSON object")
+        params = doc.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise BadRequest("'parameters' must be an object")
+        loop = asyncio.get_running_loop()
+        if m is None:
+            unknown = set(doc) - {"ready"}
+            if unknown:
+                raise BadRequest(f"unknown field(s) {', '.join(sorted(map(repr, unknown)))} (only 'ready')")
+            ready = doc.get("ready", False)
+            if not isinstance(ready, bool):
+                raise BadRequest(f"'ready' must be true or false, not {ready!r}")
+            return _json(200, await loop.run_in_executor(None, self.service.index, ready))
+        name, action = m.group(1), m.group(2)
+        req.model = name
+        check_repository_parameters(params, action)
+        if action == "load":
+            await loop.run_in_executor(None, self.service.load, name)
+        else:
+            await loop.run_in_executor(None, self.service.unload, name)
+        return Response(200)
+
     async def _infer(self, req: _Request, name: str, version: str | None) -> Response:
         service, limits = self.service, self.limits
+        model = service.resolve(name, version)
         t0 = time.monotonic()
         if req.length is None:
             raise HttpError(411, "Content-Length is required", "length_required")
@@ -423,8 +491,8 @@ class App:
                                      f"Content-Length {n}")
             header_length = int(hl)
         json_len = n if header_length is None else header_length
-        if json_len > service.max_json:
-            raise HttpError(413, f"the JSON part of {json_len} bytes exceeds the limit of {service.max_json} "
+        if json_len > model.max_json:
+            raise HttpError(413, f"the JSON part of {json_len} bytes exceeds the limit of {model.max_json} "
                                  f"(--max-json); send large tensors with the binary tensor extension", "too_large")
         service.pool.check_room()                 # a full queue or a closing server: 503 before reading
         status = "error"
@@ -440,7 +508,7 @@ class App:
                 loop = asyncio.get_running_loop()
 
                 def parse_and_queue(data):
-                    parsed = parse_infer_body(service, data, header_length)
+                    parsed = parse_infer_body(model, data, header_length)
                     pending = service.begin(ticket, name, version, parsed.tensors, parsed.requested,
                                             parsed.params.get("timeout"))
                     parsed.tensors = None        # views of the body: let it go
@@ -452,7 +520,7 @@ class App:
             reserved = 0
             result = await self._await_answer(req, pending)
             out = service.end(pending, result)
-            payload, json_len = encode_infer_response(service, parsed, out.outputs)
+            payload, json_len = encode_infer_response(pending.model, parsed, out.outputs)
             status = "ok"
             if json_len is None:
                 return Response(200, payload)
@@ -471,7 +539,7 @@ class App:
         finally:
             self.body_memory -= reserved
             if status != "incomplete" or req.body_done:
-                service.record(status, t0)
+                service.record(status, t0, name)
 
     async def _await_answer(self, req: _Request, pending):
         """The worker's answer; gives up at the deadline (+ grace) and drops the request if the client leaves."""

@@ -15,7 +15,9 @@ NaN).
 """
 from __future__ import annotations
 
+import logging
 import math
+import threading
 import time
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -25,12 +27,12 @@ from pathlib import Path
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from npu.segments import open_program
+from .limits import MiB, Limits
+from .repository import model_names, model_versions, name_problem, size_estimate
+from .workers import (BadRequest, ModelSpec, Overloaded, RequestTimeout, Ticket, Unavailable, WorkerCrashed,
+                      WorkerPool, check_timeout, file_checksum, score)
 
-from ..session import model_io
-from .limits import Limits
-from .workers import (BadRequest, Overloaded, RequestTimeout, Ticket, Unavailable, WorkerCrashed, WorkerPool,
-                      check_timeout, score)
+log = logging.getLogger("npu.serve")
 
 IMAGE_INPUT = "images"
 #: KServe v2 datatype -> numpy dtype for the tensors this server accepts or returns.
@@ -42,7 +44,12 @@ ANSWER_GRACE = 10.0
 
 
 class NotFound(LookupError):
-    """An unknown model or version."""
+    """An unknown model or version (404 / NOT_FOUND)."""
+
+
+class NotLoaded(NotFound):
+    """A model (version) of the repository that is not loaded now: unloaded, or failed to load
+    (404 / UNAVAILABLE)."""
 
 
 class NonFiniteOutput(BadRequest):
@@ -69,16 +76,17 @@ class InferResult:
 
 @dataclass
 class Pending:
-    """A queued request: its future, deadline, and what to answer."""
+    """A queued request: its future, deadline, what to answer, and the model version it runs on."""
 
     future: Future
     deadline: float
     requested: list[str] | None
     started: float
+    model: "ModelVersion | None" = None
 
 
 #: Exception type -> the ``status`` label of npu_requests_total (checked in order: subclasses first).
-STATUS_OF = ((NotFound, "not_found"), (NonFiniteOutput, "non_finite_output"), (BadRequest, "bad_request"),
+STATUS_OF = ((NotLoaded, "not_loaded"), (NotFound, "not_found"), (NonFiniteOutput, "non_finite_output"), (BadRequest, "bad_request"),
              (Overloaded, "overloaded"), (Unavailable, "unavailable"), (RequestTimeout, "timeout"),
              (WorkerCrashed, "worker_crashed"))
 
@@ -173,77 +181,48 @@ def check_output_parameters(params, name: str) -> bool:
     return _bool_parameter(params, "binary_data", where)
 
 
-class InferenceService:
-    """One compiled program served by a pool of simulator workers (``handler``: see WorkerPool)."""
+def describe(path: Path):
+    """(program or None, inputs, outputs) of a program (``.npuz``) or pipeline (``.npup``) file, read here."""
+    from ..session import model_io
 
-    def __init__(self, program_path: str | Path, *, name: str | None = None, workers: int = 2,
-                 queue_size: int = 64, timeout: float = 60.0, max_batch: int = 1, backend: str = "sim",
-                 handler=score, limits: Limits | None = None):
-        self.path = Path(program_path)
-        self.program = open_program(self.path)
-        self.name = name or self.path.stem
-        self.version = "1"
-        self.timeout = check_timeout(timeout, "the server's timeout")
-        self.limits = limits or Limits()
-        inputs, self.outputs = model_io(self.program)
+    if path.suffix == ".npup":                  # a pipeline: what its Session takes and gives
+        from ..session import Session
+
+        session = Session(path)
+        return session.program, [session.input], list(session.outputs)
+    from npu.segments import open_program
+
+    program = open_program(path)
+    inputs, outputs = model_io(program)
+    return program, inputs, outputs
+
+
+class ModelVersion:
+    """One version of a model, loaded (read and checked) in the server process: its file, checksum, inputs and
+    outputs, and how a request for it is checked.  Immutable once made: a reload makes a new one."""
+
+    def __init__(self, name: str, version: str, path: str | Path, limits: Limits):
+        self.name, self.version, self.path = name, str(version), Path(path)
+        self.checksum = file_checksum(self.path)
+        program, inputs, self.outputs = describe(self.path)
         if len(inputs) != 1:
             raise ValueError(f"{self.path}: the server serves programs with exactly one input")
         self.input = inputs[0]
         self.input_shape = [1, *self.input.shape]
         self.input_elements = element_count(self.input_shape)
         self.output_names = [d.name for d in self.outputs]
-        self.max_json = self.limits.json_limit(self.input_elements)
-        self.registry = CollectorRegistry()
-        self.m_requests = Counter("npu_requests", "Inference requests by outcome, and every request refused "
-                                  "before it reached the queue (bad, unknown, too large, unauthenticated)",
-                                  ["model", "status"], registry=self.registry)
-        self.m_latency = Histogram("npu_request_latency_seconds", "Request latency (queue + simulation)",
-                                   ["model"], registry=self.registry,
-                                   buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
-        self.m_queue = Gauge("npu_queue_depth", "Requests waiting for a worker", ["model"], registry=self.registry)
-        self.m_cycles = Counter("npu_simulated_cycles", "Simulated NPU cycles of answered requests", ["model"],
-                                registry=self.registry)
-        self.m_restarts = Gauge("npu_worker_restarts", "Simulator workers replaced after a crash or timeout",
-                                ["model"], registry=self.registry)
-        self.m_ready = Gauge("npu_workers_ready", "Simulator workers loaded, alive and fed", ["model"],
-                             registry=self.registry)
-        self.m_queue.labels(self.name).set_function(lambda: self.pool.depth)
-        self.m_restarts.labels(self.name).set_function(lambda: self.pool.restarts)
-        self.m_ready.labels(self.name).set_function(lambda: self.pool.healthy())
-        self.pool = WorkerPool(self.path, workers=workers, queue_size=queue_size, backend=backend,
-                               handler=handler)
+        self.max_json = limits.json_limit(self.input_elements)
+        self.size = size_estimate(program, self.path)
+        self.spec = ModelSpec(name, self.version, self.checksum, str(self.path), self.size)
 
-    # --- readiness and metadata -----------------------------------------------------------------
-    def ready(self, timeout: float | None = 0) -> bool:
-        """With ``timeout`` 0: whether a request can complete now (a worker loaded, alive and fed; not shutting
-        down).  Otherwise wait up to ``timeout`` seconds for every worker to load the program."""
-        if timeout == 0:
-            return self.pool.ready()
-        return self.pool.wait_ready(timeout) and self.pool.ready()
-
-    def check_model(self, name: str, version: str | None = None) -> None:
-        """Raise NotFound unless ``name`` (and ``version``) is served here."""
-        if name != self.name:
-            raise NotFound(f"unknown model {name!r}; this server serves {self.name!r}")
-        if version not in (None, "", self.version):
-            raise NotFound(f"model {name!r} has no version {version!r} (only {self.version!r})")
-
-    def metadata(self) -> dict:
+    def metadata(self, versions: list[str]) -> dict:
         """KServe v2 model metadata."""
         return {
-            "name": self.name, "versions": [self.version], "platform": "npu-sim",
+            "name": self.name, "versions": versions, "platform": "npu-sim",
             "inputs": [{"name": self.input.name, "datatype": "FP32", "shape": list(self.input_shape)},
                        {"name": IMAGE_INPUT, "datatype": "BYTES", "shape": [1]}],
             "outputs": [{"name": d.name, "datatype": "FP32", "shape": [1, *d.shape]} for d in self.outputs],
         }
-
-    def metrics(self) -> bytes:
-        """Prometheus text exposition of the service's metrics."""
-        return generate_latest(self.registry)
-
-    def count(self, status: str) -> None:
-        """Count a request refused outside ``infer`` (bad JSON, unknown endpoint, too large, ...)."""
-        self.m_requests.labels(self.name, status).inc()
 
     # --- request checking ---------------------------------------------------------------------
     def check_input(self, name, datatype, shape) -> int:
@@ -278,7 +257,8 @@ class InferenceService:
                 raise BadRequest(f"unknown output {r!r}; the model has {', '.join(sorted(self.output_names))}")
         return list(requested)
 
-    def _job(self, inputs: list[TensorIn]) -> tuple[str, object]:
+    def job(self, inputs: list[TensorIn]) -> tuple[str, object]:
+        """(kind, payload) for the workers from the request's inputs, checked."""
         if len(inputs) != 1:
             raise BadRequest(f"expected exactly one input ({self.input.name!r} FP32 or {IMAGE_INPUT!r} BYTES), "
                              f"got {len(inputs)}")
@@ -313,6 +293,277 @@ class InferenceService:
                              f"or beyond the FP32 range) of {arr.size}; send finite numbers")
         return "tensor", arr
 
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model as last loaded: its servable versions, the versions that failed (version -> reason), and whether
+    it has been unloaded since.  Replaced whole by each load."""
+
+    versions: dict
+    failed: dict
+    unloaded: bool = False
+    reason: str = ""
+
+    def default(self) -> "ModelVersion | None":
+        """The highest servable version."""
+        return self.versions[max(self.versions, key=int)] if self.versions else None
+
+    def ready_versions(self) -> list[str]:
+        return [] if self.unloaded else sorted(self.versions, key=int)
+
+
+class InferenceService:
+    """The models of a repository directory (``ROOT/NAME/VERSION/<file>``), or one program file (a repository of
+    one model, version 1), served by one pool of simulator workers (``handler``: see WorkerPool).
+
+    ``load(name)`` (re)reads a model's versions and swaps them in whole; ``unload(name)`` stops new requests for
+    it.  Requests already admitted carry their version's file and checksum to the workers, so neither drops
+    nor changes them.  Each worker keeps its Sessions in an LRU within ``worker_memory`` bytes.
+    """
+
+    def __init__(self, program_path: str | Path, *, name: str | None = None, workers: int = 2,
+                 queue_size: int = 64, timeout: float = 60.0, max_batch: int = 1, backend: str = "sim",
+                 handler=score, limits: Limits | None = None, worker_memory: int | None = None):
+        self.path = Path(program_path)
+        self.timeout = check_timeout(timeout, "the server's timeout")
+        self.limits = limits or Limits()
+        self.worker_memory = worker_memory
+        self.entries: dict[str, ModelEntry] = {}
+        self._loading = threading.Lock()             # one load / unload at a time
+        preload = None
+        if self.path.is_dir():
+            self.root: Path | None = self.path
+            self.name = name or ""                    # the label of server-wide metrics
+            self.version = None
+            for n in model_names(self.root):
+                try:
+                    self.load(n)
+                except (NotFound, BadRequest) as exc:
+                    log.warning("npu serve: %s", exc)
+        else:
+            self.root = None
+            self.name = name or self.path.stem
+            self.version = "1"
+            mv = ModelVersion(self.name, "1", self.path, self.limits)   # raises if the program cannot be read
+            self._check_budget(mv, raise_=True)
+            self.entries[self.name] = ModelEntry({"1": mv}, {})
+            preload = mv.spec
+        self.registry = CollectorRegistry()
+        self.m_requests = Counter("npu_requests", "Inference requests by outcome, and every request refused "
+                                  "before it reached the queue (bad, unknown, too large, unauthenticated)",
+                                  ["model", "status"], registry=self.registry)
+        self.m_latency = Histogram("npu_request_latency_seconds", "Request latency (queue + simulation)",
+                                   ["model"], registry=self.registry,
+                                   buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+        self.m_queue = Gauge("npu_queue_depth", "Requests waiting for a worker", ["model"], registry=self.registry)
+        self.m_cycles = Counter("npu_simulated_cycles", "Simulated NPU cycles of answered requests", ["model"],
+                                registry=self.registry)
+        self.m_restarts = Gauge("npu_worker_restarts", "Simulator workers replaced after a crash or timeout",
+                                ["model"], registry=self.registry)
+        self.m_ready = Gauge("npu_workers_ready", "Simulator workers loaded, alive and fed", ["model"],
+                             registry=self.registry)
+        self.m_loaded = Gauge("npu_models_loaded", "Model versions loaded and servable", registry=self.registry)
+        self.m_sessions = Gauge("npu_worker_sessions", "Sessions (model versions) held by the simulator workers, "
+                                "added up over the workers", registry=self.registry)
+        self.m_evictions = Counter("npu_worker_session_evictions", "Sessions the workers evicted (least recently "
+                                   "used) to stay within --worker-memory", registry=self.registry)
+        self.m_queue.labels(self.name).set_function(lambda: self.pool.depth)
+        self.m_restarts.labels(self.name).set_function(lambda: self.pool.restarts)
+        self.m_ready.labels(self.name).set_function(lambda: self.pool.healthy())
+        self.m_loaded.set_function(lambda: sum(len(e.ready_versions()) for e in list(self.entries.values())))
+        self.m_sessions.set_function(lambda: self.pool.sessions())
+        self.pool = WorkerPool(None, preload=preload, workers=workers, queue_size=queue_size, backend=backend,
+                               handler=handler, worker_memory=worker_memory, on_evict=self.m_evictions.inc)
+
+    @property
+    def single(self) -> bool:
+        """Whether this serves one program file (not a repository directory)."""
+        return self.root is None
+
+    # what a single program's service said about its model (its default version now)
+    @property
+    def model(self) -> ModelVersion:
+        """The served model's default version (a single program file; in a repository the first model's)."""
+        for name in ([self.name] if self.name in self.entries else sorted(self.entries)):
+            mv = self.entries[name].default()
+            if mv is not None:
+                return mv
+        raise NotLoaded("no model is loaded")
+
+    max_json = property(lambda self: self.model.max_json)
+    input = property(lambda self: self.model.input)
+    input_shape = property(lambda self: self.model.input_shape)
+    outputs = property(lambda self: self.model.outputs)
+    output_names = property(lambda self: self.model.output_names)
+
+    def _check_budget(self, mv: ModelVersion, raise_: bool = False) -> str | None:
+        if self.worker_memory is None or mv.size <= self.worker_memory:
+            return None
+        why = (f"{mv.path} needs about {mv.size / MiB:.0f} MiB in a worker, more than the worker memory budget "
+               f"of {self.worker_memory / MiB:.0f} MiB (--worker-memory)")
+        if raise_:
+            raise ValueError(why)
+        return why
+
+    # --- the repository -----------------------------------------------------------------------
+    def served(self) -> str:
+        names = sorted(n for n, e in self.entries.items() if e.ready_versions())
+        return ", ".join(repr(n) for n in names) if names else "no model now"
+
+    def resolve(self, name, version: str | None = None) -> ModelVersion:
+        """The loaded version a request for ``name`` (``version``: None or "" for the default) runs on;
+        NotFound naming what is unknown, NotLoaded when it exists but is not loaded."""
+        problem = name_problem(name)
+        if problem:
+            raise NotFound(problem)
+        entry = self.entries.get(name)
+        if entry is None:
+            if self.root is not None and (self.root / name).is_dir():
+                raise NotLoaded(f"model {name!r} is not loaded; load it with POST /v2/repository/models/{name}/load")
+            raise NotFound(f"unknown model {name!r}; this server serves {self.served()}")
+        if version not in (None, ""):
+            if not isinstance(version, str) or (version not in entry.versions and version not in entry.failed):
+                known = sorted(set(entry.versions) | set(entry.failed), key=int)
+                raise NotFound(f"model {name!r} has no version {str(version)[:100]!r} (versions: "
+                               f"{', '.join(known) or 'none'})")
+        if entry.unloaded:
+            raise NotLoaded(f"model {name!r} is not loaded (it was unloaded); load it with "
+                            f"POST /v2/repository/models/{name}/load")
+        if version not in (None, ""):
+            mv = entry.versions.get(version)
+            if mv is None:
+                raise NotLoaded(f"model {name!r} version {version} is not available: {entry.failed[version]}")
+            return mv
+        mv = entry.default()
+        if mv is None:
+            raise NotLoaded(f"model {name!r} has no loaded version: {entry.reason or 'none could be loaded'}")
+        return mv
+
+    def check_model(self, name: str, version: str | None = None) -> None:
+        """Raise NotFound (NotLoaded) unless ``name`` (and ``version``) is served now."""
+        self.resolve(name, version)
+
+    def _scan(self, name: str) -> dict:
+        if self.root is None:
+            if name != self.name:
+                raise NotFound(f"unknown model {name!r}; this server serves the one program {self.name!r} "
+                               f"({self.path})")
+            found = {"1": self.path}
+        else:
+            try:
+                found = model_versions(self.root, name)
+            except FileNotFoundError:
+                raise NotFound(f"unknown model {name!r}: the model repository has no directory {name!r}") from None
+        out = {}
+        for v, f in found.items():
+            if isinstance(f, str):
+                out[v] = f
+                continue
+            try:
+                mv = ModelVersion(name, v, f, self.limits)
+            except Exception as exc:     # the reason goes to the index and the caller
+                out[v] = f"{f}: {type(exc).__name__}: {exc}"
+                continue
+            out[v] = self._check_budget(mv) or mv
+        return out
+
+    def load(self, name) -> list[str]:
+        """(Re)load model ``name``: read every version's file again and serve the ones that load (the highest is
+        the default); returns them.  NotFound for an unknown name, BadRequest naming why when no version loads
+        (a model that was serving keeps its previous versions then)."""
+        problem = name_problem(name)
+        if problem:
+            raise NotFound(problem)
+        with self._loading:
+            found = self._scan(name)
+            versions = {v: m for v, m in found.items() if isinstance(m, ModelVersion)}
+            failed = {v: r for v, r in found.items() if isinstance(r, str)}
+            if versions:
+                self.entries[name] = ModelEntry(versions, failed)
+                log.info("npu serve: loaded model %r versions %s", name, ", ".join(sorted(versions, key=int)))
+                return sorted(versions, key=int)
+            why = ("; ".join(f"version {v}: {r}" for v, r in failed.items())
+                   or f"{self.root / name if self.root else self.path} has no version directories (1, 2, ...)")
+            old = self.entries.get(name)
+            if old is not None and old.ready_versions():
+                self.entries[name] = ModelEntry(old.versions, {**old.failed, **failed}, reason=why)
+                raise BadRequest(f"failed to load model {name!r}: {why}; still serving its previously loaded "
+                                 f"versions")
+            self.entries[name] = ModelEntry({}, failed, reason=why)
+            raise BadRequest(f"failed to load model {name!r}: {why}")
+
+    def unload(self, name) -> None:
+        """Stop serving model ``name``: new requests get NotLoaded; those already admitted are answered."""
+        problem = name_problem(name)
+        if problem:
+            raise NotFound(problem)
+        with self._loading:
+            entry = self.entries.get(name)
+            if entry is None:
+                if self.root is not None and (self.root / name).is_dir():
+                    return                         # on disk, not loaded: nothing to do
+                raise NotFound(f"unknown model {name!r}; this server serves {self.served()}")
+            self.entries[name] = ModelEntry(entry.versions, entry.failed, unloaded=True, reason="unloaded")
+            log.info("npu serve: unloaded model %r", name)
+
+    def index(self, ready: bool = False) -> list[dict]:
+        """The repository index: a row per model version (name, version, state READY / UNAVAILABLE, reason);
+        a model on disk that was never loaded has one row without a version."""
+        entries = dict(self.entries)
+        names = set(entries) | set(model_names(self.root) if self.root is not None else ())
+        rows = []
+        for n in sorted(names):
+            e = entries.get(n)
+            if e is None:
+                rows.append({"name": n, "version": "", "state": "UNAVAILABLE", "reason": "not loaded"})
+                continue
+            versions = sorted(set(e.versions) | set(e.failed), key=int)
+            if not versions:
+                rows.append({"name": n, "version": "", "state": "UNAVAILABLE", "reason": e.reason})
+            for v in versions:
+                if v in e.versions and not e.unloaded:
+                    rows.append({"name": n, "version": v, "state": "READY", "reason": ""})
+                else:
+                    rows.append({"name": n, "version": v, "state": "UNAVAILABLE",
+                                 "reason": "unloaded" if e.unloaded else e.failed.get(v, "")})
+        if ready:
+            rows = [r for r in rows if r["state"] == "READY"]
+        return rows
+
+    # --- readiness and metadata -----------------------------------------------------------------
+    def ready(self, timeout: float | None = 0) -> bool:
+        """With ``timeout`` 0: whether a request can complete now (a worker loaded, alive and fed; not shutting
+        down).  Otherwise wait up to ``timeout`` seconds for every worker to start."""
+        if timeout == 0:
+            return self.pool.ready()
+        return self.pool.wait_ready(timeout) and self.pool.ready()
+
+    def model_ready(self, name, version: str | None = None) -> bool:
+        """Whether requests for ``name`` (``version``) can complete now."""
+        try:
+            self.resolve(name, version)
+        except NotFound:
+            return False
+        return self.pool.ready()
+
+    def metadata(self, name: str | None = None, version: str | None = None) -> dict:
+        """KServe v2 model metadata of ``name`` (``version``; default: the highest)."""
+        name = self.name if name is None else name
+        mv = self.resolve(name, version)
+        return mv.metadata(self.entries[name].ready_versions() if version in (None, "") else [mv.version])
+
+    def metrics(self) -> bytes:
+        """Prometheus text exposition of the service's metrics."""
+        return generate_latest(self.registry)
+
+    def label(self, name) -> str:
+        """The ``model`` label for a request naming ``name`` (a name not in the repository is not a label)."""
+        return name if isinstance(name, str) and name in self.entries else self.name
+
+    def count(self, status: str, name=None) -> None:
+        """Count a request refused outside ``infer`` (bad JSON, unknown endpoint, too large, ...)."""
+        self.m_requests.labels(self.label(name), status).inc()
+
     def request_timeout(self, timeout) -> float:
         """The deadline in seconds for a request that asked for ``timeout`` seconds (None: the server's)."""
         if timeout is None:
@@ -329,19 +580,22 @@ class InferenceService:
 
     def begin(self, ticket: Ticket, name: str, version: str | None, inputs: list[TensorIn],
               requested: list[str] | None = None, timeout: float | None = None) -> Pending:
-        """Check the request and queue it on ``ticket``'s place (the ticket is released if it is refused)."""
+        """Check the request against the model version loaded now and queue it on ``ticket``'s place (the
+        ticket is released if it is refused).  From here on the request is admitted: unloading or reloading
+        the model does not stop it."""
         with ticket:
-            self.check_model(name, version)
-            kind, payload = self._job(inputs)
-            requested = self.check_requested(requested)
+            mv = self.resolve(name, version)
+            kind, payload = mv.job(inputs)
+            requested = mv.check_requested(requested)
             seconds = self.request_timeout(timeout)
             started = time.monotonic()
-            return Pending(ticket.submit(kind, payload, seconds), started + seconds, requested, started)
+            return Pending(ticket.submit(kind, payload, seconds, mv.spec), started + seconds, requested, started,
+                           mv)
 
     def end(self, pending: Pending, result) -> InferResult:
         """The answer of a finished request, its outputs checked to be finite."""
         outputs, stats = result
-        self.m_cycles.labels(self.name).inc(stats.get("cycles", 0))
+        self.m_cycles.labels(pending.model.name if pending.model else self.name).inc(stats.get("cycles", 0))
         if pending.requested:
             outputs = {k: v for k, v in outputs.items() if k in pending.requested}
         outputs = {k: np.ascontiguousarray(v, np.float32) for k, v in outputs.items()}
@@ -363,16 +617,17 @@ class InferenceService:
             raise RequestTimeout("the request timed out (no worker answered within its deadline)") from None
         return self.end(pending, result)
 
-    def record(self, status: str, started: float) -> None:
+    def record(self, status: str, started: float, name=None) -> None:
         """Count one inference request and its latency."""
-        self.m_requests.labels(self.name, status).inc()
-        self.m_latency.labels(self.name).observe(time.monotonic() - started)
+        label = self.label(name)
+        self.m_requests.labels(label, status).inc()
+        self.m_latency.labels(label).observe(time.monotonic() - started)
 
     def infer(self, name: str, version: str | None, inputs: list[TensorIn],
               requested: list[str] | None = None, timeout: float | None = None,
               ticket: Ticket | None = None) -> InferResult:
-        """Run one request through the worker pool (blocking); raises NotFound, BadRequest, Overloaded,
-        Unavailable, RequestTimeout, WorkerCrashed..."""
+        """Run one request through the worker pool (blocking); raises NotFound, NotLoaded, BadRequest,
+        Overloaded, Unavailable, RequestTimeout, WorkerCrashed..."""
         t0 = time.monotonic()
         status = "error"
         try:
@@ -386,7 +641,7 @@ class InferenceService:
             status = status_of(exc)
             raise
         finally:
-            self.record(status, t0)
+            self.record(status, t0, name)
 
     def begin_close(self) -> None:
         """Refuse new requests (503 / UNAVAILABLE) and fail the queued ones the same way."""

@@ -1,7 +1,13 @@
 """Simulator workers behind a bounded queue: back-pressure, deadlines, and crash recovery.
 
 Each worker is a process (the simulator then runs on every core, free of the
-GIL) holding one loaded Session, fed by a feeder thread of its own.  A request
+GIL), fed by a feeder thread of its own.  The workers are shared by every
+model served: each keeps the Sessions it has loaded in an LRU cache keyed by
+(model, version, file checksum) within a memory budget (``worker_memory``
+bytes, from each program's size estimate); a request names the model it is
+for (``ModelSpec``) and the least recently used Sessions are evicted to make
+room.  A worker loading a model checks the file's checksum first, so a
+request admitted for one file is never answered by another.  A request
 first takes a place in the queue (``WorkerPool.admit``: a ``Ticket``), before
 its body is read or parsed; when all ``queue_size`` places are taken, new
 requests are refused at once (the protocols answer 503 / RESOURCE_EXHAUSTED)
@@ -13,6 +19,7 @@ request gets exactly one answer.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import multiprocessing as mp
@@ -22,8 +29,10 @@ import signal
 import threading
 import time
 import traceback
+from collections import OrderedDict
 from concurrent.futures import Future, InvalidStateError
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 log = logging.getLogger("npu.serve")
 
@@ -61,13 +70,91 @@ def check_timeout(timeout, what: str = "timeout") -> float:
     return min(t, MAX_WAIT)
 
 
+class ModelChanged(Unavailable):
+    """A worker could not load the model version a request was admitted for (its file changed or vanished)."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a worker needs to find or load a model version: its cache key, file and size estimate (bytes)."""
+
+    name: str
+    version: str
+    checksum: str                 # sha256 of the program file when the version was loaded
+    path: str
+    size: int
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.name, self.version, self.checksum)
+
+
+def file_checksum(path) -> str:
+    """sha256 of a file, hex."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class SessionCache:
+    """A worker's loaded Sessions, least recently used first, within ``budget`` bytes (None: no bound).
+
+    The newest Session is always kept, even alone over the budget (the server refuses, at load time, a
+    model whose estimate exceeds the budget).
+    """
+
+    def __init__(self, budget: int | None, backend: str):
+        self.budget = budget
+        self.backend = backend
+        self.sessions: "OrderedDict[tuple, tuple[object, int]]" = OrderedDict()
+        self.evicted = 0              # since the last ``take_evicted``
+
+    @property
+    def used(self) -> int:
+        return sum(size for _, size in self.sessions.values())
+
+    def get(self, spec: ModelSpec):
+        key = spec.key
+        hit = self.sessions.get(key)
+        if hit is not None:
+            self.sessions.move_to_end(key)
+            return hit[0]
+        from runtime.session import Session
+
+        try:
+            checksum = file_checksum(spec.path)
+        except OSError as exc:
+            raise ModelChanged(f"model {spec.name!r} version {spec.version}: cannot read {spec.path} "
+                               f"({exc.strerror or exc}); reload the model") from None
+        if checksum != spec.checksum:
+            raise ModelChanged(f"model {spec.name!r} version {spec.version}: {spec.path} changed on disk since the "
+                               f"model was loaded; reload the model to serve the new file")
+        while self.sessions and self.budget is not None and self.used + spec.size > self.budget:
+            self.sessions.popitem(last=False)
+            self.evicted += 1
+        session = Session(spec.path, backend=self.backend)
+        self.sessions[key] = (session, spec.size)
+        return session
+
+    def take_evicted(self) -> int:
+        n, self.evicted = self.evicted, 0
+        return n
+
+    def report(self) -> tuple[int, int]:
+        """(evictions since the last report, Sessions loaded)."""
+        return self.take_evicted(), len(self.sessions)
+
+
 @dataclass
 class Job:
-    """One inference request: an input tensor or encoded image, and its deadline."""
+    """One inference request: an input tensor or encoded image, its model, and its deadline."""
 
     kind: str                     # "tensor" or "image" (what the pool's handler answers)
     payload: object
     deadline: float
+    model: ModelSpec | None = None   # None: the pool's preloaded model (if any)
     future: Future = field(default_factory=Future)
     enqueued: float = field(default_factory=time.monotonic)
     ticket: "Ticket | None" = None
@@ -86,12 +173,12 @@ class Ticket:
         self._held = True
         self._lock = threading.Lock()
 
-    def submit(self, kind: str, payload, timeout: float) -> Future:
+    def submit(self, kind: str, payload, timeout: float, model: ModelSpec | None = None) -> Future:
         """Queue the request on this place; the future gets its (outputs, stats) or an exception."""
         if self.submitted:
             raise RuntimeError("a ticket queues one request")
         self.submitted = True
-        return self.pool._enqueue(self, kind, payload, timeout)
+        return self.pool._enqueue(self, kind, payload, timeout, model)
 
     def release(self) -> None:
         """Give the place back (once; later calls do nothing)."""
@@ -115,18 +202,21 @@ def score(session, kind: str, payload) -> tuple[dict, dict]:
     return result.outputs, result.stats.to_dict()
 
 
-def _worker_main(program_path: str, backend: str, handler, conn) -> None:
-    """Worker process: load the program once, then answer (kind, payload) requests with ``handler`` until stopped."""
+def _worker_main(preload: ModelSpec | None, backend: str, handler, conn, budget: int | None = None) -> None:
+    """Worker process: load the preloaded model (if any), then answer (model, kind, payload) requests with
+    ``handler`` on the model's Session (from the LRU cache) until stopped.  Each answer is
+    (status, info, (evictions, sessions loaded))."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C on `npu serve` reaches the process group: the parent
     from npu.preprocess import ImageError           # stops the workers in order
-    from runtime.session import Session
 
+    cache = SessionCache(budget, backend)
     try:
-        session = Session(program_path, backend=backend)
+        if preload is not None:
+            cache.get(preload)
     except Exception as exc:  # the parent reports start-up failures to every waiting request
         conn.send(("fatal", f"{type(exc).__name__}: {exc}"))
         return
-    conn.send(("ready", None))
+    conn.send(("ready", None, cache.report()))
     while True:
         try:
             msg = conn.recv()
@@ -134,13 +224,23 @@ def _worker_main(program_path: str, backend: str, handler, conn) -> None:
             return
         if msg is None:
             return
-        kind, payload = msg
+        model, kind, payload = msg
         try:
-            conn.send(("ok", handler(session, kind, payload)))
+            spec = model or preload
+            try:
+                session = cache.get(spec) if spec is not None else None
+            except ModelChanged as exc:
+                conn.send(("unavailable", str(exc), cache.report()))
+                continue
+            except Exception as exc:
+                conn.send(("unavailable", f"model {spec.name!r} version {spec.version} could not be loaded: "
+                                          f"{type(exc).__name__}: {exc}", cache.report()))
+                continue
+            conn.send(("ok", handler(session, kind, payload), cache.report()))
         except (ValueError, ImageError) as exc:
-            conn.send(("bad", str(exc)))
+            conn.send(("bad", str(exc), cache.report()))
         except Exception as exc:   # any other failure is the server's fault; report it, keep serving
-            conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"))
+            conn.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}", cache.report()))
 
 
 #: Environment variables that size a process's BLAS / OpenMP / Numba thread pools.
@@ -149,9 +249,9 @@ _ENV_LOCK = threading.Lock()
 
 
 class _Worker:
-    def __init__(self, ctx, program_path: str, backend: str, handler, threads: int):
+    def __init__(self, ctx, preload: ModelSpec | None, backend: str, handler, threads: int, budget: int | None):
         self.parent, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(program_path, backend, handler, child), daemon=True)
+        self.proc = ctx.Process(target=_worker_main, args=(preload, backend, handler, child, budget), daemon=True)
         # the workers share the cores: each starts with its part of the thread pools (a spawned child reads
         # these at start-up; the parent's pools are already sized, so setting them briefly here is harmless)
         with _ENV_LOCK:
@@ -190,6 +290,7 @@ class _Slot:
         self.started_once = False
         self.busy = False
         self.error = ""
+        self.sessions = 0             # Sessions its worker holds
 
     def healthy(self) -> bool:
         w = self.worker
@@ -203,11 +304,23 @@ class WorkerPool:
     the handler must be a module-level function (the worker processes are spawned and import it).
     """
 
-    def __init__(self, program_path: str, *, workers: int = 2, queue_size: int = 64, backend: str = "sim",
-                 start_timeout: float = 120.0, on_done=None, handler=score):
+    def __init__(self, program_path: str | None = None, *, workers: int = 2, queue_size: int = 64,
+                 backend: str = "sim", start_timeout: float = 120.0, on_done=None, handler=score,
+                 preload: ModelSpec | None = None, worker_memory: int | None = None, on_evict=None):
         if workers < 1 or queue_size < 1:
             raise ValueError(f"a pool needs at least one worker and one queue place (got {workers}, {queue_size})")
-        self.program_path = str(program_path)
+        if worker_memory is not None and worker_memory < 1:
+            raise ValueError(f"worker_memory must be a positive number of bytes, not {worker_memory!r}")
+        if preload is None and program_path is not None:
+            path = str(program_path)
+            preload = ModelSpec(Path(path).stem, "1", file_checksum(path), path, 0)
+        #: the model every worker loads when it starts (None: none; requests name theirs); ``program_path`` is
+        #: its file (a replacement worker reads it again)
+        self.preload = preload
+        self.program_path = None if preload is None else preload.path
+        self.worker_memory = worker_memory
+        self.on_evict = on_evict
+        self.evictions = 0
         self.backend = backend
         self.handler = handler
         self.queue_size = queue_size
@@ -237,6 +350,10 @@ class WorkerPool:
     def admitted(self) -> int:
         """Queue places taken (requests being read, checked or waiting for a worker)."""
         return self._places
+
+    def sessions(self) -> int:
+        """Sessions held by the live workers, added up."""
+        return sum(s.sessions for s in self._slots if s.worker is not None)
 
     def healthy(self) -> int:
         """Workers that are loaded, alive and fed by a live feeder thread."""
@@ -296,17 +413,17 @@ class WorkerPool:
         with self._lock:
             self._places -= 1
 
-    def submit(self, kind: str, payload, timeout: float) -> Future:
+    def submit(self, kind: str, payload, timeout: float, model: ModelSpec | None = None) -> Future:
         """Queue a request; raises Overloaded at once when the queue is full."""
-        return self.admit().submit(kind, payload, timeout)
+        return self.admit().submit(kind, payload, timeout, model)
 
-    def _enqueue(self, ticket: Ticket, kind: str, payload, timeout: float) -> Future:
+    def _enqueue(self, ticket: Ticket, kind: str, payload, timeout: float, model: ModelSpec | None = None) -> Future:
         try:
             timeout = check_timeout(timeout)
         except ValueError:
             ticket.release()
             raise
-        job = Job(kind, payload, time.monotonic() + timeout, ticket=ticket)
+        job = Job(kind, payload, time.monotonic() + timeout, model=model, ticket=ticket)
         with self._lock:                    # closing and queueing are ordered: close() drains after this
             if self._closing:
                 closing = True
@@ -357,8 +474,11 @@ class WorkerPool:
 
     # --- feeders -----------------------------------------------------------------------------------
     def _start(self, slot: _Slot) -> _Worker:
-        w = _Worker(self.ctx, self.program_path, self.backend, self.handler,
-                    threads=max(1, (os.cpu_count() or 1) // len(self._slots)))
+        preload = self.preload
+        if preload is not None and preload.path != self.program_path and self.program_path is not None:
+            preload = replace(preload, path=self.program_path)       # program_path was changed: read that
+        w = _Worker(self.ctx, preload, self.backend, self.handler,
+                    threads=max(1, (os.cpu_count() or 1) // len(self._slots)), budget=self.worker_memory)
         slot.worker = w
         deadline = time.monotonic() + self.start_timeout
         while not w.parent.poll(0.2):
@@ -376,9 +496,11 @@ class WorkerPool:
             slot.worker = None
             raise RuntimeError(f"worker did not load {self.program_path}: {why}")
         try:
-            status, info = w.parent.recv()
+            status, info, *report = w.parent.recv()
         except (EOFError, OSError):
-            status, info = "fatal", f"the worker process exited with code {w.proc.exitcode} while starting"
+            status, info, report = "fatal", f"the worker process exited with code {w.proc.exitcode} while starting", []
+        if report:
+            self._report(slot, report[0])
         if status != "ready":
             w.stop()
             slot.worker = None
@@ -432,12 +554,13 @@ class WorkerPool:
                 self._finish(job, exc=RequestTimeout("the request timed out while waiting in the queue"))
                 return
             try:
-                worker.parent.send((job.kind, job.payload))
+                worker.parent.send((job.model, job.kind, job.payload))
                 if not worker.parent.poll(min(left, MAX_WAIT)):
                     self._finish(job, exc=RequestTimeout(f"the request timed out after {left:.1f} s of simulation"))
                     self._retire(slot, kill=True)
                     return
-                status, info = worker.parent.recv()
+                status, info, report = worker.parent.recv()
+                self._report(slot, report)
             except (EOFError, OSError):
                 self._retire(slot, kill=True)
                 if self._stop.is_set():
@@ -455,12 +578,24 @@ class WorkerPool:
                 self._finish(job, result=info)
             elif status == "bad":
                 self._finish(job, exc=BadRequest(info))
+            elif status == "unavailable":
+                self._finish(job, exc=ModelChanged(info))
             else:
                 self._finish(job, exc=RuntimeError(info))
         finally:
             slot.busy = False
             if not job.future.done():   # never leave a request without an answer
                 self._finish(job, exc=RuntimeError("internal error: the request was dropped"))
+
+    def _report(self, slot: _Slot, report) -> None:
+        evicted, slot.sessions = report
+        if evicted:
+            self.evictions += evicted
+            if self.on_evict is not None:
+                try:
+                    self.on_evict(evicted)
+                except Exception:
+                    log.error("npu serve: on_evict failed:\n%s", traceback.format_exc())
 
     def _finish(self, job: Job, result=None, exc: Exception | None = None) -> None:
         try:
@@ -478,6 +613,7 @@ class WorkerPool:
 
     def _retire(self, slot: _Slot, kill: bool = False) -> None:
         worker, slot.worker = slot.worker, None
+        slot.sessions = 0
         if worker is None:
             return
         with self._changed:
