@@ -81,6 +81,12 @@ _PART_RE = re.compile(r"^part-(\d+)-(\d+)\.parquet$")
 _TMP_RE = re.compile(r"^\.part-.*\.tmp$")
 
 
+#: Tasks kept in flight per worker (at least :data:`MIN_IN_FLIGHT`): enough to keep every worker busy, bounded so
+#: the client's and the scheduler's memory does not grow with the job (millions of chunks).
+IN_FLIGHT_PER_WORKER = 4
+MIN_IN_FLIGHT = 8
+
+
 class BatchError(ValueError):
     """A batch job cannot start or did not finish: the message names the input, file or argument at fault."""
 
@@ -904,20 +910,30 @@ def _run(spec, inputs, grids, pending, out, report, scheduler, workers, progress
         report.workers = _check_workers(client, spec.program, spec.parts)
         report.dashboard = client.dashboard_link
         tag = _digest(out.identity)[:12]
-        keys = [f"npu-batch-{tag}-{i}-{c}" for i, c in pending]
-        submitted = client.map(score_chunk, [spec] * len(pending), [i for i, _ in pending],
-                               [inputs[i] for i, _ in pending], [grids[i].count for i, _ in pending],
-                               [c for _, c in pending], key=keys, retries=1)
-        futures = dict(zip(submitted, pending))
-        del submitted
+        todo = iter(pending)
+        futures: dict = {}
+        flight = as_completed()
+
+        def submit_next() -> None:
+            """Keep a bounded window of tasks in flight (the client and scheduler hold state per live task)."""
+            for i, c in todo:
+                f = client.submit(score_chunk, spec, i, inputs[i], grids[i].count, c,
+                                  key=f"npu-batch-{tag}-{i}-{c}", retries=1, pure=False)
+                futures[f] = (i, c)
+                flight.add(f)
+                return
+
+        for _ in range(max(IN_FLIGHT_PER_WORKER * max(report.workers, 1), MIN_IN_FLIGHT)):
+            submit_next()
         t0 = time.perf_counter()
         report.startup_s = t0 - t_begin
         done_chips = report.skipped_chips
         if progress is not None:
             progress(done_chips, report.chips, _info(report, 0.0, report.dashboard))
         pids: dict = {}
-        for f in as_completed(futures):
+        for f in flight:
             key = futures.pop(f)
+            submit_next()
             r = None
             if f.status != "finished":
                 try:
