@@ -69,35 +69,56 @@ class PredictionClient:
             time.sleep(delay)
             delay *= 2
 
-    def _infer(self, inp: grpcclient.InferInput, outputs, timeout: float):
+    def _infer(self, inp: grpcclient.InferInput, outputs, timeout: float, class_count: int | None = None):
         names = [outputs] if isinstance(outputs, str) else list(outputs or [])
-        req = [grpcclient.InferRequestedOutput(n) for n in names] or None
+        if class_count and not names:
+            names = [o["name"] for o in self.metadata()["outputs"] if o["datatype"] == "FP32"][:1]
+        req = [grpcclient.InferRequestedOutput(n, class_count=class_count or 0) for n in names] or None
         result = self._call(lambda: self.client.infer(self.model, [inp], outputs=req, headers=self.headers,
                                                       client_timeout=timeout))
         if not names:
             names = [o["name"] for o in self.metadata()["outputs"]]
         arrays = [result.as_numpy(n) for n in names]
+        if class_count:
+            arrays = [_classes(a) for a in arrays]
         return arrays[0] if len(arrays) == 1 else arrays
 
-    def score_image(self, data: bytes, input_name: str = "images", outputs=None, timeout: float = 10.0):
-        """Score encoded image bytes; returns the output array (or a list for several outputs)."""
+    def score_image(self, data: bytes, input_name: str = "images", outputs=None, timeout: float = 10.0,
+                    class_count: int | None = None):
+        """Score encoded image bytes; returns the output array (or a list for several outputs).
+
+        With ``class_count`` K the server answers with its K best classes
+        (the classification extension): a list of (class name, score), best
+        first (the class index as the name when the model has no labels).
+        """
         inp = grpcclient.InferInput(input_name, [1], "BYTES")
         inp.set_data_from_numpy(np.array([bytes(data)], dtype=object))
-        return self._infer(inp, outputs, timeout)
+        return self._infer(inp, outputs, timeout, class_count)
 
-    def score_file(self, path, input_name: str = "images", outputs=None, timeout: float = 10.0):
+    def score_file(self, path, input_name: str = "images", outputs=None, timeout: float = 10.0,
+                   class_count: int | None = None):
         """Score an image file (its bytes are sent; the server decodes and preprocesses them)."""
-        return self.score_image(Path(path).read_bytes(), input_name, outputs, timeout)
+        return self.score_image(Path(path).read_bytes(), input_name, outputs, timeout, class_count)
 
     def score_numpy_array(self, array: np.ndarray, input_name: str | None = None, outputs=None,
-                          timeout: float = 10.0):
-        """Score a float array of the model's input shape."""
+                          timeout: float = 10.0, class_count: int | None = None):
+        """Score a float array of the model's input shape (``class_count``: as for :meth:`score_image`)."""
         x = np.ascontiguousarray(array, np.float32)
         name = input_name or next(t["name"] for t in self.metadata()["inputs"] if t["datatype"] == "FP32")
         inp = grpcclient.InferInput(name, list(x.shape), "FP32")
         inp.set_data_from_numpy(x)
-        return self._infer(inp, outputs, timeout)
+        return self._infer(inp, outputs, timeout, class_count)
 
     def close(self) -> None:
         """Close the channel."""
         self.client.close()
+
+
+def _classes(answer: np.ndarray) -> list[tuple[str, float]]:
+    """(class name, score), best first, from a classification answer of ``score:index[:label]`` strings."""
+    out = []
+    for item in np.asarray(answer).reshape(-1):
+        text = item.decode() if isinstance(item, bytes) else str(item)
+        score, index, *label = text.split(":", 2)
+        out.append((label[0] if label else index, float(score)))
+    return out

@@ -192,7 +192,7 @@ def test_every_request_parameter_is_validated(server, params, needle):
 def test_output_and_input_parameters_are_validated(server):
     x = _x()
     base = {"inputs": [{"name": "data", "datatype": "FP32", "shape": [1, 3, 32, 32], "data": x.ravel().tolist()}]}
-    for outputs, needle in [([{"name": "fc1", "parameters": {"classification": 3}}], "classification"),
+    for outputs, needle in [([{"name": "fc1", "parameters": {"classification": 0}}], "classification"),
                             ([{"name": "fc1", "parameters": {"binary_data": 1}}], "binary_data"),
                             ([{"name": "nope"}], "unknown output"), ([{"nam": "fc1"}], "outputs"), ("fc1", "outputs")]:
         code, data = _post(server.http.port, json.dumps({**base, "outputs": outputs}).encode())

@@ -13,11 +13,11 @@ import grpc
 import numpy as np
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from .http import _decode_bytes_tensor, check_repository_parameters
+from .http import _decode_bytes_tensor, check_repository_parameters, encode_bytes_tensor
 from .limits import Limits
 from .net import ListenError, Security, address
 from .service import (DATATYPES, InferenceService, ModelVersion, NotFound, NotLoaded, TensorIn,
-                      check_output_parameters, check_parameters, shape_of, status_of)
+                      check_output_parameters, check_parameters, classification_count, shape_of, status_of)
 from .workers import BadRequest, Overloaded, RequestTimeout, Unavailable, WorkerCrashed
 
 _CODES = ((NotLoaded, grpc.StatusCode.UNAVAILABLE), (NotFound, grpc.StatusCode.NOT_FOUND), (BadRequest, grpc.StatusCode.INVALID_ARGUMENT),
@@ -158,8 +158,11 @@ class NpuInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
                     raise BadRequest(f"expected exactly one input ({model.input.name!r} FP32 or 'images' BYTES), "
                                      f"got {len(request.inputs)}")
                 tensors = [_tensor(model, spec, raws[i] if raws else None) for i, spec in enumerate(request.inputs)]
+                classes = {}
                 for o in request.outputs:
-                    check_output_parameters(_parameters(o.parameters, f"output {o.name!r}") or None, o.name)
+                    out_params = _parameters(o.parameters, f"output {o.name!r}") or None
+                    check_output_parameters(out_params, o.name)
+                    classes[o.name] = classification_count(out_params, o.name)
                 requested = [o.name for o in request.outputs] or None
                 timeout = params.get("timeout")
                 left = context.time_remaining()
@@ -168,7 +171,7 @@ class NpuInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
                     if timeout <= 0:
                         raise RequestTimeout("the call's deadline passed before the request was queued")
                 pending = service.begin(ticket, request.model_name, request.model_version, tensors, requested,
-                                        timeout)
+                                        timeout, classes)
             context.add_callback(pending.future.cancel)    # the client gave up: drop it if still queued
             result = service.wait(pending)
             status = "ok"
@@ -181,9 +184,11 @@ class NpuInferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):
                                               id=request.id)
         for name, arr in result.outputs.items():
             out = resp.outputs.add()
-            out.name, out.datatype = name, "FP32"
+            text = arr.dtype == object                   # the classification extension's "score:index:label"
+            out.name, out.datatype = name, "BYTES" if text else "FP32"
             out.shape.extend(arr.shape)
-            resp.raw_output_contents.append(np.ascontiguousarray(arr, "<f4").tobytes())
+            resp.raw_output_contents.append(encode_bytes_tensor(arr) if text else
+                                            np.ascontiguousarray(arr, "<f4").tobytes())
         return resp
 
 

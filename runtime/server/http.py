@@ -30,7 +30,7 @@ import numpy as np
 from .limits import Limits
 from .net import Security
 from .service import (ANSWER_GRACE, DATATYPES, InferenceService, ModelVersion, NotFound, NotLoaded, TensorIn,
-                      check_output_parameters, check_parameters, shape_of, status_of)
+                      check_output_parameters, check_parameters, classification_count, shape_of, status_of)
 from .workers import BadRequest, Overloaded, RequestTimeout, Unavailable, WorkerCrashed
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -139,12 +139,13 @@ def _input_parameters(params, where: str) -> int | None:
 class InferRequest:
     """A parsed, checked HTTP inference request."""
 
-    def __init__(self, tensors, params, req_id, requested, binary):
+    def __init__(self, tensors, params, req_id, requested, binary, classify=None):
         self.tensors: list[TensorIn] = tensors
         self.params: dict = params
         self.id: str | None = req_id
         self.requested: list[str] | None = requested
         self.binary: dict = binary            # output name -> binary_data
+        self.classify: dict = classify or {}  # output name -> classes to answer with (classification extension)
 
 
 def parse_infer_body(service: ModelVersion, body, header_length: int | None) -> InferRequest:
@@ -166,12 +167,13 @@ def parse_infer_body(service: ModelVersion, body, header_length: int | None) -> 
     outs = req.get("outputs")
     if outs is not None and not isinstance(outs, list):
         raise BadRequest("'outputs' must be a list")
-    requested, binary = [], {}
+    requested, binary, classes = [], {}, {}
     for o in outs or []:
         if not isinstance(o, dict) or not isinstance(o.get("name"), str):
             raise BadRequest("each of 'outputs' must be an object with a string 'name'")
         requested.append(o["name"])
         binary[o["name"]] = check_output_parameters(o.get("parameters"), o["name"])
+        classes[o["name"]] = classification_count(o.get("parameters"), o["name"])
     service.check_requested(requested)
     if len(req["inputs"]) != 1:
         raise BadRequest(f"expected exactly one input ({service.input.name!r} FP32 or 'images' BYTES), "
@@ -217,7 +219,7 @@ def parse_infer_body(service: ModelVersion, body, header_length: int | None) -> 
     if header_length is not None and pos != len(body):
         raise BadRequest(f"{len(body) - pos} bytes after the binary input data: the binary_data_size values and "
                          f"{HEADER_LENGTH} do not add up to the body")
-    return InferRequest(tensors, params, req_id, requested or None, binary)
+    return InferRequest(tensors, params, req_id, requested or None, binary, classes)
 
 
 def encode_infer_response(service: ModelVersion, parsed: InferRequest,
@@ -226,13 +228,14 @@ def encode_infer_response(service: ModelVersion, parsed: InferRequest,
     binary_default = parsed.params.get("binary_data_output", False)
     out_specs, blobs = [], []
     for name, arr in outputs.items():
-        spec = {"name": name, "datatype": "FP32", "shape": list(arr.shape)}
+        text = arr.dtype == object                       # the classification extension's "score:index:label"
+        spec = {"name": name, "datatype": "BYTES" if text else "FP32", "shape": list(arr.shape)}
         if parsed.binary.get(name, binary_default):
-            blob = np.ascontiguousarray(arr, "<f4").tobytes()
+            blob = encode_bytes_tensor(arr) if text else np.ascontiguousarray(arr, "<f4").tobytes()
             spec["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
-            spec["data"] = arr.reshape(-1).tolist()
+            spec["data"] = [b.decode() for b in arr.reshape(-1)] if text else arr.reshape(-1).tolist()
         out_specs.append(spec)
     resp = {"model_name": service.name, "model_version": service.version, "outputs": out_specs}
     if parsed.id is not None:
@@ -241,6 +244,12 @@ def encode_infer_response(service: ModelVersion, parsed: InferRequest,
     if not blobs:
         return head, None
     return head + b"".join(blobs), len(head)
+
+
+def encode_bytes_tensor(arr: np.ndarray) -> bytes:
+    """A BYTES tensor in the binary form of the protocol: each element as a 4-byte little-endian length and its
+    bytes, in row-major order."""
+    return b"".join(len(b).to_bytes(4, "little") + bytes(b) for b in arr.reshape(-1))
 
 
 def check_repository_parameters(params: dict, action: str) -> None:
@@ -510,7 +519,7 @@ class App:
                 def parse_and_queue(data):
                     parsed = parse_infer_body(model, data, header_length)
                     pending = service.begin(ticket, name, version, parsed.tensors, parsed.requested,
-                                            parsed.params.get("timeout"))
+                                            parsed.params.get("timeout"), parsed.classify)
                     parsed.tensors = None        # views of the body: let it go
                     return parsed, pending
 

@@ -83,6 +83,7 @@ class Pending:
     requested: list[str] | None
     started: float
     model: "ModelVersion | None" = None
+    classify: dict = field(default_factory=dict)      # output -> how many classes to answer with (extension)
 
 
 #: Exception type -> the ``status`` label of npu_requests_total (checked in order: subclasses first).
@@ -167,18 +168,43 @@ def check_parameters(params, where: str = "request") -> dict:
 
 
 def check_output_parameters(params, name: str) -> bool:
-    """An requested output's ``parameters``: ``binary_data`` (true/false); returns binary_data."""
+    """A requested output's ``parameters``: ``binary_data`` (true/false) and ``classification`` (checked by
+    :func:`classification_count`); returns binary_data."""
     where = f"output {name!r}"
     if params is None:
         return False
     if not isinstance(params, dict):
         raise BadRequest(f"{where}: 'parameters' must be an object")
     for key in params:
-        if key == "classification":
-            raise BadRequest(f"{where}: the classification extension is not supported; ask for the scores")
-        if key != "binary_data":
-            raise BadRequest(f"{where}: parameter {key!r} is not supported (only binary_data)")
+        if key not in ("binary_data", "classification"):
+            raise BadRequest(f"{where}: parameter {key!r} is not supported (binary_data, classification)")
+    classification_count(params, name)
     return _bool_parameter(params, "binary_data", where)
+
+
+def classification_count(params, name: str) -> int:
+    """The ``classification`` parameter of a requested output (the classification extension): how many of the
+    best classes to answer with, 0 when absent."""
+    if not isinstance(params, dict) or "classification" not in params:
+        return 0
+    k = params["classification"]
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_CLASSIFICATION:
+        raise BadRequest(f"output {name!r}: parameter 'classification' must be an integer from 1 to "
+                         f"{MAX_CLASSIFICATION}, not {k!r}")
+    return k
+
+
+#: Most classes one classification answer may hold.
+MAX_CLASSIFICATION = 1000
+
+
+def classify(scores: np.ndarray, k: int, labels: list[str] | None) -> np.ndarray:
+    """The classification extension's answer for a (1, classes) output: (1, k) BYTES ``"score:index:label"``
+    (``"score:index"`` without labels), best first."""
+    flat = np.asarray(scores, np.float32).reshape(-1)
+    order = np.argsort(-flat, kind="stable")[:k]
+    items = [f"{flat[i]:.6g}:{i}" + (f":{labels[i]}" if labels and i < len(labels) else "") for i in order]
+    return np.array([s.encode() for s in items], dtype=object).reshape(1, -1)
 
 
 def describe(path: Path):
@@ -197,6 +223,15 @@ def describe(path: Path):
     return program, inputs, outputs
 
 
+def _labels(program, path: Path) -> list[str] | None:
+    """The class names a program or pipeline carries (None if it has none)."""
+    if path.suffix == ".npup":
+        from npu.pipeline import load_pipeline
+
+        return load_pipeline(path).labels
+    return getattr(getattr(program, "metadata", None), "labels", None)
+
+
 class ModelVersion:
     """One version of a model, loaded (read and checked) in the server process: its file, checksum, inputs and
     outputs, and how a request for it is checked.  Immutable once made: a reload makes a new one."""
@@ -205,6 +240,7 @@ class ModelVersion:
         self.name, self.version, self.path = name, str(version), Path(path)
         self.checksum = file_checksum(self.path)
         program, inputs, self.outputs = describe(self.path)
+        self.labels = _labels(program, self.path)
         if len(inputs) != 1:
             raise ValueError(f"{self.path}: the server serves programs with exactly one input")
         self.input = inputs[0]
@@ -256,6 +292,14 @@ class ModelVersion:
             if r not in self.output_names:
                 raise BadRequest(f"unknown output {r!r}; the model has {', '.join(sorted(self.output_names))}")
         return list(requested)
+
+    def check_classification(self, name: str, k: int) -> None:
+        """BadRequest unless output ``name`` is a class vector with at least ``k`` classes."""
+        shape = next(tuple(d.shape) for d in self.outputs if d.name == name)
+        classes = int(np.prod(shape)) if shape and all(int(x) > 0 for x in shape) else 0
+        if len([x for x in shape if x != 1]) > 1 or classes < k:
+            raise BadRequest(f"output {name!r} of shape {[1, *shape]}: classification needs a vector of at least "
+                             f"{k} class scores")
 
     def job(self, inputs: list[TensorIn]) -> tuple[str, object]:
         """(kind, payload) for the workers from the request's inputs, checked."""
@@ -579,7 +623,8 @@ class InferenceService:
         return self.pool.admit()
 
     def begin(self, ticket: Ticket, name: str, version: str | None, inputs: list[TensorIn],
-              requested: list[str] | None = None, timeout: float | None = None) -> Pending:
+              requested: list[str] | None = None, timeout: float | None = None,
+              classify: dict | None = None) -> Pending:
         """Check the request against the model version loaded now and queue it on ``ticket``'s place (the
         ticket is released if it is refused).  From here on the request is admitted: unloading or reloading
         the model does not stop it."""
@@ -589,8 +634,11 @@ class InferenceService:
             requested = mv.check_requested(requested)
             seconds = self.request_timeout(timeout)
             started = time.monotonic()
+            for out, k in (classify or {}).items():
+                if k:
+                    mv.check_classification(out, k)
             return Pending(ticket.submit(kind, payload, seconds, mv.spec), started + seconds, requested, started,
-                           mv)
+                           mv, {o: k for o, k in (classify or {}).items() if k})
 
     def end(self, pending: Pending, result) -> InferResult:
         """The answer of a finished request, its outputs checked to be finite."""
@@ -605,6 +653,8 @@ class InferenceService:
             what = ", ".join(f"output {k!r} holds {n} of {outputs[k].size}" for k, n in bad.items())
             raise NonFiniteOutput(f"non-finite results (NaN or infinity): {what}; the input lies outside the "
                                   f"numeric range of the compiled program")
+        for name, k in pending.classify.items():
+            outputs[name] = classify(outputs[name], k, pending.model.labels if pending.model else None)
         return InferResult(outputs, stats)
 
     def wait(self, pending: Pending) -> InferResult:
