@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -488,6 +489,37 @@ def _cmd_pipeline_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from compiler.sweep import SweepError, pareto, read_spec, run_sweep
+
+    from .progress import BatchProgress
+
+    try:
+        spec = read_spec(args.spec)
+    except SweepError as exc:
+        raise CliError(str(exc)) from None
+    bar = BatchProgress("sweep", "points")
+    t0 = time.perf_counter()
+    try:
+        rows = run_sweep(spec, args.out, scheduler=args.scheduler, workers=args.workers,
+                         progress=lambda done, total, link: bar(done, total, {
+                             "dashboard": link, "per_s": done / max(time.perf_counter() - t0, 1e-9)}))
+    finally:
+        bar.end()
+    refused = [r for r in rows if not r["ok"]]
+    print(f"{len(rows)} points ({len(refused)} refused) in {time.perf_counter() - t0:.1f} s -> {args.out}, "
+          f"{Path(args.out).with_suffix('.png')}")
+    print(f"{'model':<14} {'images/s':>10} {'util':>7} {'area proxy':>12}  changes (Pareto frontier)")
+    for r in pareto(rows):
+        changes = ", ".join(f"{k}={r[k]}" for k in sorted(r) if k in spec.get("grid", spec.get("random", {})
+                                                                             .get("fields", {})))
+        print(f"{r['model']:<14} {r['images_per_s']:>10,.1f} {r['utilisation']:>7.1%} {r['area_proxy']:>12,.0f}  "
+              f"{changes}")
+    for r in refused[:10]:
+        print(f"refused: {r['model']} {r['key']}: {r['reason']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``npu`` command."""
     p = argparse.ArgumentParser(prog="npu", description="Brainwave-style NPU toolkit")
@@ -598,6 +630,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "loaded, by their estimated size; the least recently used are evicted (default 2048)")
     s.add_argument("--name", help="model name (default: the program file's stem)")
     s.set_defaults(func=_cmd_serve)
+
+    s = sub.add_parser("sweep", help="design-space sweep: machine configurations x models, compiled and timed on "
+                                     "Dask; results as Parquet and a Pareto chart")
+    s.add_argument("spec", help="YAML or JSON spec: base, models, precision, grid or random (docs/architecture.md)")
+    s.add_argument("--out", required=True, help="results (.parquet); the chart is written beside it as .png")
+    s.add_argument("--scheduler", help="address of a running Dask scheduler (default: a local cluster)")
+    s.add_argument("--workers", type=int, default=2, help="local Dask workers (default 2)")
+    s.set_defaults(func=_cmd_sweep)
 
     from .landcover_cli import add_parser as add_landcover
 

@@ -13,8 +13,9 @@ class BatchProgress:
     redrawn at most five times a second; otherwise a line every ten seconds.
     """
 
-    def __init__(self, label: str = ""):
+    def __init__(self, label: str = "", unit: str = "chips"):
         self.label = f"{label}: " if label else ""
+        self.unit = unit
         self.tty = sys.stderr.isatty()
         self.shown = 0.0
         self.dashboard = False
@@ -30,10 +31,11 @@ class BatchProgress:
             return
         self.shown = now
         frac = done / total if total else 1.0
-        rate = info.get("chips_per_s", 0.0)
+        rate = info.get("chips_per_s", info.get("per_s", 0.0))
         eta = f"{(total - done) / rate:,.0f} s left" if rate > 0 and done < total else ""
         bar = "#" * int(30 * frac)
-        line = f"{self.label}[{bar:<30}] {done:,}/{total:,} chips {100 * frac:5.1f} %  {rate:,.1f} chips/s  {eta}"
+        line = (f"{self.label}[{bar:<30}] {done:,}/{total:,} {self.unit} {100 * frac:5.1f} %  {rate:,.1f} "
+                f"{self.unit}/s  {eta}")
         sys.stderr.write(f"\r{line:<110}" if self.tty else line + "\n")
         sys.stderr.flush()
         self.open = self.tty
