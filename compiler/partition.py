@@ -30,7 +30,7 @@ from .compile import (CompiledModel, _model_prop, compile_model, detection_confi
                       resolve_config)
 from .errors import CompileError, Problem, UnsupportedModelError
 from .frontend.loader import _read, load_onnx, node_names
-from .ir import Graph, OnnxOp
+from .ir import Graph
 from .passes._util import NON_NEGATIVE_INPUTS, non_negative
 from .passes.fold_constants import fold_constants
 

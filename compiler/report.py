@@ -82,7 +82,7 @@ def report_table(compiled, stats) -> str:
     rounding = compiled.program.metadata.weight_rounding
     if rounding and (rounding.get("method", "nearest") != "nearest" or rounding.get("bias_correction")):
         lines.append(f"weights rounded: {rounding['method']}"
-                     + (f", bias correction" if rounding.get("bias_correction") else "")
+                     + (", bias correction" if rounding.get("bias_correction") else "")
                      + (f" ({rounding['calibration_inputs']} calibration inputs)"
                         if rounding.get("calibration_inputs") else "")
                      + (f"; {rounding['repaired_blocks']} blocks re-rounded to stay exact"

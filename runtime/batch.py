@@ -57,7 +57,7 @@ from npu.hostio import run_on_simulator, run_warm
 from npu.npuz import ProgramFileError
 
 from .backends import BACKENDS, RunStats, model_macs
-from .heads import DenseHead
+from .heads import DenseHead, MlpHead
 from .imagery import ImageryError, chip_grid, read_chips
 from .session import Session
 

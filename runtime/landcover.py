@@ -10,10 +10,14 @@ with the featurizer and every chip of a raster is scored in batch
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .heads import DenseHead, MlpHead
+
+if TYPE_CHECKING:
+    import pyarrow
 
 #: Head kinds :func:`train_head` fits.
 HEAD_KINDS = ("logistic", "mlp")
@@ -78,7 +82,7 @@ def train_head(features: np.ndarray, targets: np.ndarray, classes: list[str], *,
     stratify = y if fits else None           # a stratified split needs every class on both sides
     xt, xv, yt, yv = train_test_split(x, y, test_size=validation, random_state=seed, stratify=stratify)
     mean, scale = xt.mean(0), xt.std(0) + 1e-6
-    zt, zv = (xt - mean) / scale, (xv - mean) / scale
+    zt = (xt - mean) / scale
     if kind == "logistic":
         model = LogisticRegression(max_iter=2000, C=1.0, random_state=seed).fit(zt, yt)
         layers = [(model.coef_, model.intercept_)]

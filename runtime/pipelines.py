@@ -92,7 +92,7 @@ def head_classes(head) -> int:
 
 def program_output_size(program: "ProgramFile | SegmentedProgram") -> tuple[str, int]:
     """The name and element count of a program's single output (PipelineError if it has several or detects)."""
-    from .session import model_io
+    from .program_io import model_io
 
     _, outputs = model_io(program)
     if len(outputs) != 1 or program.metadata.detection is not None:
@@ -108,7 +108,7 @@ def check_pipeline(pipeline: PipelineFile, where: str = "pipeline"):
     head = load_head_bytes(pipeline.head_kind, pipeline.head_bytes,
                            f"{where}!{HEAD_MEMBERS.get(pipeline.head_kind, 'head')}")
     if head is None:
-        from .session import model_io
+        from .program_io import model_io
 
         _, outputs = model_io(program)
         classes = math.prod(outputs[0].shape) if len(outputs) == 1 else None

@@ -16,7 +16,8 @@ from compiler.models import nets
 from compiler.models.photos import load_photos
 from compiler.partition import SegmentedModel, compile_with_host_fallback
 from compiler.verify import verify_segmented
-from runtime.session import DETECTION_OUTPUTS, Session
+from runtime.program_io import DETECTION_OUTPUTS
+from runtime.session import Session
 from test_detection import naive_detect
 
 L2NORM_OPS = {"Pow", "ReduceSum", "Sqrt", "Add", "Div"}

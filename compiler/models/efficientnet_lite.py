@@ -24,7 +24,7 @@ import math
 import onnx
 
 from .graph import GraphBuilder
-from .nets import _cached
+from .graph import cached as _cached
 from .pth import load_state_dict
 
 #: Input side the static padding is computed for.

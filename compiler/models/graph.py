@@ -1,6 +1,7 @@
 """A small ONNX graph builder with seeded synthetic (or given, trained) weights, shared by the reference networks."""
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
@@ -172,3 +173,16 @@ class GraphBuilder:
             helper.set_model_props(model, {k: json.dumps(v) for k, v in metadata.items()})
         onnx.checker.check_model(model)
         return model
+
+
+def cached(builder):
+    """Build each (arguments) network once per process; callers get their own copy of the ModelProto."""
+    build = functools.lru_cache(maxsize=8)(builder)
+
+    @functools.wraps(builder)
+    def wrapper(*args, **kwargs):
+        model = onnx.ModelProto()
+        model.CopyFrom(build(*args, **kwargs))
+        return model
+
+    return wrapper

@@ -12,12 +12,11 @@ returns the featurizer outputs: ResNet's pooled 2048 values, VGG-16's fc7 after 
 """
 from __future__ import annotations
 
-import functools
 
 import numpy as np
 import onnx
 
-from .graph import GraphBuilder
+from .graph import GraphBuilder, cached as _cached
 from .images import synthetic_batch
 
 #: Calibration images for the classifiers of the full-size networks (seed kept apart from test inputs).
@@ -36,17 +35,6 @@ def _classifier(g: GraphBuilder, x: str, cin: int, num_classes: int, opset: int,
 RESIDUAL_GAMMA = 0.2
 
 
-def _cached(builder):
-    """Build each (arguments) network once per process; callers get their own copy of the ModelProto."""
-    build = functools.lru_cache(maxsize=8)(builder)
-
-    @functools.wraps(builder)
-    def wrapper(*args, **kwargs):
-        model = onnx.ModelProto()
-        model.CopyFrom(build(*args, **kwargs))
-        return model
-
-    return wrapper
 
 
 def _resnet(name: str, blocks: list[int], seed: int, num_classes: int, opset: int, headless: bool,

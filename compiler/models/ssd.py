@@ -40,7 +40,7 @@ from onnx import TensorProto, helper
 from npu.detection import VOC_LABELS, SSDConfig
 
 from .graph import GraphBuilder
-from .nets import _cached
+from .graph import cached as _cached
 
 #: ImageNet-style input recipe (RGB, mean subtracted, about 1 / std): the input is resized (shorter side) to
 #: the network's side and centre-cropped to a square.

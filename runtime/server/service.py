@@ -209,7 +209,7 @@ def classify(scores: np.ndarray, k: int, labels: list[str] | None) -> np.ndarray
 
 def describe(path: Path):
     """(program or None, inputs, outputs) of a program (``.npuz``) or pipeline (``.npup``) file, read here."""
-    from ..session import model_io
+    from ..program_io import model_io
 
     if path.suffix == ".npup":                  # a pipeline: what its Session takes and gives
         from ..session import Session
