@@ -564,6 +564,20 @@ def read_listed_members(zf: zipfile.ZipFile, by_name: dict, header: dict, limits
     return data
 
 
+def archive_format(path) -> str | None:
+    """The ``format`` named by the ``header.json`` of the ZIP archive at ``path`` (or in a binary file object),
+    or None when it is not such an archive (not a ZIP, no header, a header too large or not JSON)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            info = zf.getinfo("header.json")
+            if info.file_size > MAX_HEADER_BYTES:
+                return None
+            head = json.loads(zf.read(info).decode("utf-8"))
+    except Exception:                     # not a ZIP, no header, not JSON: no format
+        return None
+    return head.get("format") if isinstance(head, dict) else None
+
+
 def check_header_digest(header: dict, fail) -> None:
     """Raise ``fail(...)`` unless the header's ``header_sha256`` is the digest of the rest of it."""
     digest = header.get("header_sha256")

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .npuz import (MAX_DRAM_IMAGE_BYTES, MAX_HEADER_BYTES, ProgramFileError, _read_member, _short,
-                   header_digest, open_archive, open_program_file, parse_archive_header, read_listed_members,
-                   write_atomically)
+                   archive_format, header_digest, open_archive, open_program_file, parse_archive_header,
+                   read_listed_members, write_atomically)
 from .preprocess import Preprocess
 from .segments import MAX_NPU_SEGMENT_BYTES, load_program_bytes
 
@@ -205,15 +205,7 @@ def check_head_arrays(data: bytes, fail) -> dict:
 def is_pipeline(path) -> bool:
     """Whether ``path`` (or a binary file object) holds a pipeline file (False for a program or anything
     unreadable)."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            info = zf.getinfo("header.json")
-            if info.file_size > MAX_HEADER_BYTES:
-                return False
-            head = json.loads(zf.read(info).decode("utf-8"))
-    except Exception:                     # not a ZIP, no header, not JSON: not a pipeline
-        return False
-    return isinstance(head, dict) and head.get("format") == FORMAT
+    return archive_format(path) == FORMAT
 
 
 def load_pipeline(path: str | Path, *, max_dram_bytes: int = MAX_DRAM_IMAGE_BYTES) -> PipelineFile:

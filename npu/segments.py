@@ -37,8 +37,8 @@ from .config import NPUConfig
 from .npuz import (MAX_DRAM_IMAGE_BYTES, MAX_HEADER_BYTES, MAX_PROGRAM_BYTES,
                    MAX_TENSOR_ELEMENTS, SEGMENTED_FORMAT, ProgramFile, ProgramFileError, ProgramMetadata,
                    SchemaError, _config, _ints, _known_keys, _load, _read_member, _short,
-                   _str, header_digest, open_archive, open_program_file, parse_archive_header, read_listed_members,
-                   write_atomically)
+                   _str, archive_format, header_digest, open_archive, open_program_file, parse_archive_header,
+                   read_listed_members, write_atomically)
 
 FORMAT = SEGMENTED_FORMAT
 VERSION = 1
@@ -236,15 +236,7 @@ def _elements(shape) -> int:
 def is_segmented(path: "str | Path | io.BytesIO") -> bool:
     """Whether ``path`` (or a binary file object) holds a segmented program (False for a plain ``.npuz`` or
     anything unreadable)."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            info = zf.getinfo("header.json")
-            if info.file_size > MAX_HEADER_BYTES:
-                return False
-            head = json.loads(zf.read(info).decode("utf-8"))
-    except Exception:                     # not a ZIP, no header, not JSON: not a segmented program
-        return False
-    return isinstance(head, dict) and head.get("format") == FORMAT
+    return archive_format(path) == FORMAT
 
 
 def open_program(path: str | Path, config: NPUConfig | None = None, *,
@@ -324,7 +316,8 @@ def _load_segmented(fp, path: Path, config: NPUConfig | None, max_dram_bytes: in
 
 
 def _parse_header(raw: bytes, fail) -> dict:
-    return parse_archive_header(raw, fail, FORMAT, VERSION, HEADER_KEYS, "segmented program file", " (recompile the model)")
+    return parse_archive_header(raw, fail, FORMAT, VERSION, HEADER_KEYS, "segmented program file",
+                                " (recompile the model)")
 
 
 def _list(value, name: str) -> list:
