@@ -28,8 +28,10 @@ from pathlib import Path
 import numpy as np
 
 #: Machine fields a spec may vary (NPUConfig fields).
-FIELDS = ("native_dim", "tiles", "lanes", "mfus", "vrf_depth", "mrf_tiles", "dram_bytes", "dram_gbps",
-          "clock_mhz", "weight_format", "activation_format", "mfu_format")
+FIELDS = ("native_dim", "tiles", "lanes", "mfus", "write_ports", "vrf_depth", "mrf_tiles", "dram_bytes", "dram_gbps",
+          "dram_latency_ns", "clock_mhz", "multiplier_bits", "weight_format", "activation_format", "mfu_format")
+#: Most points one Dask task evaluates (points that share a program go together, so it is compiled once).
+POINTS_PER_TASK = 25
 #: Most points one spec may name.
 MAX_POINTS = 100_000
 #: Bits of on-chip memory that cost as much area as one multiplier, in the area proxy.
@@ -123,7 +125,38 @@ def on_chip_bytes(cfg) -> int:
     return cfg.vrf_depth * cfg.vector_bytes + cfg.mrf_tiles * cfg.native_dim * cfg.native_dim
 
 
-_COMPILED: dict = {}
+_MODELS: dict = {}
+#: Programs compiled in this process, by (model, precision, NPUConfig.program_key): the last few.
+_PROGRAMS: dict = {}
+_PROGRAMS_KEPT = 4
+
+
+def _program(model: str, precision, cfg):
+    """The compiled program of ``model`` for ``cfg`` (compiled once per program key in this process), or the
+    user error compiling it raised (raised again for every point that shares the key)."""
+    from .compile import compile_model
+    from .errors import USER_ERRORS
+    from .models.nets import MODELS
+
+    key = (model, precision, cfg.program_key())
+    if key not in _PROGRAMS:
+        if model not in _MODELS:
+            _MODELS[model] = MODELS[model]()
+        try:
+            _PROGRAMS[key] = compile_model(_MODELS[model], cfg, precision).program
+        except USER_ERRORS as exc:
+            _PROGRAMS[key] = exc
+        while len(_PROGRAMS) > _PROGRAMS_KEPT:
+            del _PROGRAMS[next(iter(_PROGRAMS))]
+    found = _PROGRAMS[key]
+    if isinstance(found, Exception):
+        raise found
+    return found
+
+
+def evaluate_many(base: str, precision, chunk: list[Point]) -> list[dict]:
+    """:func:`evaluate` for each point of ``chunk`` (points sharing a program compile it once)."""
+    return [evaluate(base, precision, p) for p in chunk]
 
 
 def evaluate(base: str, precision, point: Point) -> dict:
@@ -131,9 +164,7 @@ def evaluate(base: str, precision, point: Point) -> dict:
     from npu.config import ConfigError, load_config
     from npu.sim import simulate
 
-    from .compile import compile_model
     from .errors import USER_ERRORS
-    from .models.nets import MODELS
 
     row = {"key": point.key, "model": point.model, **{k: str(v) for k, v in point.changes}, "ok": False,
            "reason": "", "cycles": 0, "utilisation": 0.0, "images_per_s": 0.0, "on_chip_bytes": 0,
@@ -142,16 +173,13 @@ def evaluate(base: str, precision, point: Point) -> dict:
     t0 = time.perf_counter()
     try:
         cfg = load_config(base).replace(name="sweep", **dict(point.changes))
-        if point.model not in _COMPILED:
-            _COMPILED[point.model] = MODELS[point.model]()
-        compiled = compile_model(_COMPILED[point.model], cfg, precision)
-        stats = simulate(compiled.program.warm() or compiled.program, cfg, dram=compiled.program.dram,
-                         mode="timing").stats
+        program = _program(point.model, precision, cfg)
+        stats = simulate(program.warm() or program, cfg, dram=program.dram, mode="timing").stats
     except (ConfigError, *USER_ERRORS) as exc:
         row["reason"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
         row["seconds"] = time.perf_counter() - t0
         return row
-    macs = compiled.program.metadata.macs
+    macs = program.metadata.macs
     row.update(ok=True, cycles=int(stats.total_cycles), utilisation=macs / (stats.total_cycles * cfg.macs),
                images_per_s=cfg.clock_mhz * 1e6 / stats.total_cycles, on_chip_bytes=on_chip_bytes(cfg),
                area_proxy=area_proxy(cfg), macs_per_cycle=cfg.macs, seconds=time.perf_counter() - t0)
@@ -163,6 +191,22 @@ def evaluate(base: str, precision, point: Point) -> dict:
 
 #: A region's bound (npu.sim.stats.RegionStats.bound) -> the column counting the layers it bounds.
 BOUND_COLUMNS = {"MVU": "bound_mvu", "write": "bound_write", "read": "bound_read", "DRAM": "bound_dram"}
+
+
+def task_chunks(spec: dict, pending: list[Point]) -> list[list[Point]]:
+    """``pending`` cut into Dask tasks of at most POINTS_PER_TASK points, each task's points sharing one program
+    (same model and NPUConfig.program_key), so a task compiles once; a point the base cannot take goes alone."""
+    from npu.config import ConfigError, load_config
+
+    base = load_config(spec["base"])
+    groups: dict = {}
+    for p in pending:
+        try:
+            key = (p.model, base.replace(**dict(p.changes)).program_key())
+        except (ConfigError, TypeError, ValueError):
+            key = (p.model, "refused", p.key)
+        groups.setdefault(key, []).append(p)
+    return [group[i:i + POINTS_PER_TASK] for group in groups.values() for i in range(0, len(group), POINTS_PER_TASK)]
 
 
 def pareto(rows: list[dict]) -> list[dict]:
@@ -197,14 +241,15 @@ def run_sweep(spec: dict, out, *, scheduler: str | None = None, workers: int = 2
     if pending:
         cluster = None if scheduler else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)
         with Client(scheduler or cluster) as client:
-            futures = client.map(evaluate, [spec["base"]] * len(pending), [spec["precision"]] * len(pending),
-                                 pending, pure=False)
+            chunks = task_chunks(spec, pending)
+            futures = client.map(evaluate_many, [spec["base"]] * len(chunks), [spec["precision"]] * len(chunks),
+                                 chunks, pure=False)
             for f in as_completed(futures):
-                row = f.result()
-                tmp = cache / f".{row['key']}.json.tmp"
-                tmp.write_text(json.dumps(row))
-                tmp.replace(cache / f"{row['key']}.json")            # the rename commits the point
-                rows[row["key"]] = row
+                for row in f.result():
+                    tmp = cache / f".{row['key']}.json.tmp"
+                    tmp.write_text(json.dumps(row))
+                    tmp.replace(cache / f"{row['key']}.json")            # the rename commits the point
+                    rows[row["key"]] = row
                 if progress is not None:
                     progress(len(rows), len(todo), client.dashboard_link)
         if cluster is not None:

@@ -28,6 +28,12 @@ MFU_FORMATS = tuple(f.name for f in mfu_formats())
 MAX_EXTRA_FORMATS = 7
 
 
+#: Fields that set how fast the machine runs a program but never which programs it runs or what they compute:
+#: instructions work on whole N x N tiles and native vectors whatever the engines, lanes, ports, clock and DRAM
+#: speed, so the compiler reads none of them (NPUConfig.program_key).
+TIMING_FIELDS = ("tiles", "lanes", "write_ports", "multiplier_bits", "clock_mhz", "dram_gbps", "dram_latency_ns")
+
+
 @dataclass(frozen=True)
 class NPUConfig:
     """One build of the NPU.
@@ -51,6 +57,13 @@ class NPUConfig:
     full rate.  A chain whose formats have a significand w wider than
     ``multiplier_bits`` takes ceil(w / multiplier_bits) passes: its MVU
     cycles are multiplied by that (:meth:`mvu_passes`).
+
+    ``write_ports`` (W) widens the path from the MVU to the vector memory:
+    W MFU pipelines side by side, and a vector memory of W banks (bank =
+    address mod W), each with its own write port.  A chain moves up to W
+    vectors per cycle, one per bank, so its write, operand and (without
+    ``mv_mul``) input cycles are the largest number of its vectors that fall
+    in one bank.  W = 1 is the single-ported machine.
     """
 
     name: str
@@ -70,6 +83,7 @@ class NPUConfig:
     scalar_regs: int = 16    # scalar registers written by s_wr
     extra_formats: tuple[str, ...] = ()   # block formats of MVU modes 1.. (weights and activations both)
     multiplier_bits: int | None = None    # MVU multiplier width in significand bits (None: the widest format's)
+    write_ports: int = 1     # vectors the MFU path writes per cycle: MFU pipelines side by side, vector-memory banks
 
     def __post_init__(self) -> None:
         if isinstance(self.extra_formats, list):          # from JSON
@@ -168,7 +182,7 @@ class NPUConfig:
         ints = {
             "native_dim": (2, 4096), "tiles": (1, 256), "lanes": (1, 4096),
             "mfus": (1, 8), "vrf_depth": (1, 1 << 20), "mrf_tiles": (1, 1 << 16),
-            "dram_bytes": (1 << 12, 1 << 32), "scalar_regs": (1, 16),
+            "dram_bytes": (1 << 12, 1 << 32), "scalar_regs": (1, 16), "write_ports": (1, 16),
         }
         for name, (lo, hi) in ints.items():
             value = getattr(self, name)
@@ -176,8 +190,10 @@ class NPUConfig:
                 raise ConfigError(f"config {self.name!r}: {name} must be an integer, got {value!r}")
             if not lo <= value <= hi:
                 raise ConfigError(f"config {self.name!r}: {name}={value} outside [{lo}, {hi}]")
-        if self.native_dim & (self.native_dim - 1):
-            raise ConfigError(f"config {self.name!r}: native_dim={self.native_dim} must be a power of two")
+        for name in ("native_dim", "write_ports"):
+            value = getattr(self, name)
+            if value & (value - 1):
+                raise ConfigError(f"config {self.name!r}: {name}={value} must be a power of two")
         if self.lanes > self.native_dim or self.native_dim % self.lanes:
             raise ConfigError(
                 f"config {self.name!r}: lanes={self.lanes} must divide native_dim={self.native_dim}")
@@ -226,6 +242,12 @@ class NPUConfig:
         if bits is not None and (not isinstance(bits, int) or isinstance(bits, bool) or not 1 <= bits <= 64):
             raise ConfigError(f"config {self.name!r}: multiplier_bits must be an integer in [1, 64] or null, "
                               f"got {bits!r}")
+
+    def program_key(self) -> tuple:
+        """The fields a program depends on: two configurations with equal keys run the same programs with the
+        same results, at different speeds (every field but the name and :data:`TIMING_FIELDS`)."""
+        return tuple((f.name, getattr(self, f.name)) for f in fields(self)
+                     if f.name != "name" and f.name not in TIMING_FIELDS)
 
     # ----- (de)serialisation -------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -277,6 +299,15 @@ def _preset(cfg: NPUConfig) -> NPUConfig:
 BW_S10 = _preset(NPUConfig(
     name="bw-s10", native_dim=128, tiles=12, lanes=64, mfus=2,
     vrf_depth=32768, mrf_tiles=2048, dram_bytes=1 << 32,
+    dram_gbps=76.8, dram_latency_ns=200.0, clock_mhz=500.0,
+))
+# Stratix-10-class with the same 98,304 multipliers, built to keep them busy on CNNs at batch 1: N = 64
+# (ResNet's 64-channel layers tile without padding), and 16 write ports (16 MFU pipelines side by side, a
+# vector memory of 16 banks) so that 1x1 convolutions are not bound by one output vector per cycle.  Same
+# vector-memory and MRF bytes as bw-s10.  docs/architecture.md ("Keeping the multipliers busy") gives its cost.
+BW_S10_N64W16 = _preset(NPUConfig(
+    name="bw-s10-n64w16", native_dim=64, tiles=24, lanes=64, mfus=2, write_ports=16,
+    vrf_depth=65536, mrf_tiles=8192, dram_bytes=1 << 32,
     dram_gbps=76.8, dram_latency_ns=200.0, clock_mhz=500.0,
 ))
 # Arria-10-class, as the shipped ResNet-50 firmware needs: N = 128, 2 MFUs.

@@ -34,11 +34,14 @@ def presets_table(configs: list[NPUConfig]) -> str:
     """A readable table of machine configurations."""
     rows = []
     for c in configs:
-        rows.append([c.name, c.native_dim, c.tiles, c.lanes, f"{c.macs:,}", c.mfus,
+        formats = f"{c.weight_format}/{c.activation_format}/{c.mfu_format}"
+        if c.extra_formats:
+            formats += " + " + ", ".join(c.extra_formats)
+        rows.append([c.name, c.native_dim, c.tiles, c.lanes, f"{c.macs:,}", c.mfus, c.write_ports,
                      f"{c.clock_mhz:g}", f"{c.peak_tops:.1f}", f"{c.vrf_depth * c.vector_bytes / 2**20:g}",
-                     c.mrf_tiles, f"{c.dram_gbps:g}", f"{c.weight_format}/{c.activation_format}/{c.mfu_format}"])
-    return _table(["preset", "N", "tiles", "lanes", "MACs", "MFUs", "MHz", "peak TOPS", "VRF MiB",
-                   "MRF tiles", "DRAM GB/s", "formats w/a/mfu"], rows)
+                     c.mrf_tiles, f"{c.dram_gbps:g}", formats])
+    return _table(["preset", "N", "tiles", "lanes", "MACs", "MFUs", "write ports", "MHz", "peak TOPS", "VRF MiB",
+                   "MRF tiles", "DRAM GB/s", "formats w/a/mfu (+ extra MVU modes)"], rows)
 
 
 def formats_table(native_dim: int) -> str:

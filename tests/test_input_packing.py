@@ -36,6 +36,7 @@ def _direct_conv(x, w, stride, pads):
 
 @pytest.mark.parametrize("c, hw, kernel, stride, pads, n", [
     (3, (32, 32), (3, 3), (1, 1), (1, 1, 1, 1), 32),
+    (3, (224, 224), (7, 7), (2, 2), (3, 3, 3, 3), 64),                   # one phase
     (3, (224, 224), (7, 7), (2, 2), (3, 3, 3, 3), 128),
     (3, (20, 23), (3, 5), (1, 2), (1, 2, 0, 2), 64),
     (1, (17, 19), (5, 5), (2, 3), (2, 2, 2, 2), 32),
@@ -48,7 +49,7 @@ def test_strip_phases_compute_the_models_convolution(c, hw, kernel, stride, pads
     cout, (oh, ow) = 5, ref.shape[1:]
     group = strip_group(c, kernel[0], stride[1], n)
     phases = group // stride[1]
-    assert phases >= 2 and kernel[0] * group * c <= n
+    assert phases >= 1 and kernel[0] * group * c <= n
     wp, taps = strip_weights(w, stride[1], group)
     width = -(-ow // phases)
     strips = strip_windows(x, kernel, stride, pads, group, (oh, width + taps - 1))
@@ -70,7 +71,8 @@ def _stem_model(kernel: int, stride: int, hw: int = 32):
 @pytest.mark.parametrize("kernel, stride, config, packing", [
     (7, 2, TINY.replace(native_dim=128, vrf_depth=8192), "strip"),     # the ResNet stem: 3 phases of 2 taps
     (7, 2, TINY, "im2col"),                                            # N = 32 holds no two-phase strip
-    (3, 2, TINY, "im2col"),
+    (3, 2, TINY, "im2col"),                                            # a one-phase strip would move more
+    (7, 2, TINY.replace(native_dim=64, vrf_depth=4096), "strip"),     # N = 64: one phase of 4 taps, 1/3 the bytes
 ])
 def test_packed_stem_is_bit_exact_and_follows_onnxruntime(kernel, stride, config, packing):
     model = _stem_model(kernel, stride)

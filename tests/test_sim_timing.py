@@ -390,3 +390,86 @@ def test_timing_mode_trace_and_no_memory(tmp_path):
     assert fres.stats is None and fres.schedule is None
     with pytest.raises(SimulationError):
         fres.write_trace(tmp_path / "f.json")
+
+
+# ----- several write ports: a banked vector memory (NPUConfig.write_ports) ---------------------
+def bank_counts(addresses, banks):
+    """The most addresses that fall in one bank (address mod banks), counted one by one."""
+    counts = [0] * banks
+    for a in addresses:
+        counts[a % banks] += 1
+    return max(counts)
+
+
+def affine(base, loops):
+    """Every address base + sum(i_d * stride_d), loops in order (innermost last)."""
+    out = [base]
+    for count, stride in loops:
+        out = [a + i * stride for a in out for i in range(count)]
+    return out
+
+
+def test_bank_cycles_counts_the_busiest_bank():
+    from npu.sim.timing import bank_cycles
+
+    rng = np.random.default_rng(7)
+    for _ in range(500):
+        banks = int(rng.choice([1, 2, 4, 8, 16]))
+        loops = tuple((int(rng.integers(0, 9)), int(rng.integers(-40, 41))) for _ in range(rng.integers(1, 5)))
+        base = int(rng.integers(0, 5000))
+        assert bank_cycles(base, loops, banks) == bank_counts(affine(base, loops), banks), (base, loops, banks)
+
+
+WIDE = TINY.replace(lanes=32, tiles=4)          # one cycle per tile, four engines: the write path is the limit
+
+
+@pytest.mark.parametrize("ports", [2, 4, 8])
+def test_consecutive_writes_go_one_per_bank(ports):
+    """256 pixels x 2 rows written at consecutive addresses: ceil(512 / ports) write cycles, the MVU
+    (128 cycles) permitting; a bias read at the same address every iteration is held, not re-read."""
+    cfg = WIDE.replace(write_ports=ports)
+    ops = [("vv_add", dict(base=3000, s_r=1)), ("v_relu", {})]
+    res = run(mv_chain(n0=16, n1=16, r=2, ops=ops, rd=dict(base=0, s_n0=16, s_n1=1)), cfg=cfg)
+    writes = bank_counts(affine(1000, [(16, 32), (16, 2), (2, 1)]), ports)
+    assert writes == math.ceil(512 / ports)
+    mvu = math.ceil(512 / 4) * 1
+    assert res.stats.total_cycles == fill(cfg, 1, True) + max(mvu, writes) + 1
+
+
+@pytest.mark.parametrize("ports", [2, 8])
+def test_write_ports_change_time_never_values(ports):
+    """A 1x1 convolution with data (write-bound on one port): the same output bits on one port and on
+    several, and fewer cycles."""
+    k = sp.conv2d(WIDE, np.random.default_rng(3), h=9, w=8, cin_v=1, cout_v=2, ksize=1, stride=1, pad=0)
+    one, wide = k.run(), k.run(config=WIDE.replace(write_ports=ports))
+    assert np.any(k.output(one) != 0)
+    assert np.array_equal(k.output(one).view(np.uint16), k.output(wide).view(np.uint16))
+    assert wide.stats.total_cycles < one.stats.total_cycles
+
+
+def test_writes_that_share_a_bank_serialise():
+    """Every output at a multiple of 4 falls in one of 4 banks: no faster than one port."""
+    cfg = WIDE.replace(write_ports=4)
+    instrs = [make("chain", n0=1, n1=64, r=1), make("v_rd", base=0, s_n1=1), make("mv_mul", mbase=0),
+              make("v_wr", base=1000, s_n1=4), make("end_chain")]
+    res = run(instrs, cfg=cfg)
+    assert res.stats.total_cycles == fill(cfg, 0, True) + max(math.ceil(64 / 4), 64) + 1
+
+
+def test_a_moving_operand_in_one_bank_serialises():
+    """The writes spread over the banks, but a vv_add operand whose every read lands in bank 0 sets the pace."""
+    cfg = WIDE.replace(write_ports=4)
+    ops = [("vv_add", dict(base=2000, s_n1=8))]
+    res = run(mv_chain(n0=1, n1=64, ops=ops, rd=dict(base=0, s_n1=1)), cfg=cfg)
+    assert res.stats.total_cycles == fill(cfg, 1, True) + 64 + 1
+
+
+def test_a_vector_chain_reads_through_the_banks():
+    """A sum over 9 reads per output without mv_mul: the reads spread over 4 banks take ceil(9*16/4) cycles."""
+    cfg = TINY.replace(write_ports=4)
+    instrs = [make("chain", n0=4, n1=4, k0=3, k1=3, reduce=1), make("v_rd", base=0, s_n0=12, s_n1=2, s_k0=6, s_k1=1),
+              make("v_wr", base=1000, s_n0=4, s_n1=1), make("end_chain")]
+    res = run(instrs, cfg=cfg)
+    reads = bank_counts(affine(0, [(4, 12), (4, 2), (1, 0), (3, 6), (3, 1), (1, 1)]), 4)
+    assert reads >= math.ceil(144 / 4)
+    assert res.stats.total_cycles == fill(cfg, 0, False) + max(reads, math.ceil(16 / 4)) + 1

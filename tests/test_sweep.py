@@ -78,3 +78,36 @@ def test_random_specs_and_bad_specs():
         with pytest.raises(SweepError, match=says):
             check_spec(bad)
     assert json.dumps(check_spec({"grid": {"tiles": [1]}}))
+
+
+def test_points_that_share_a_program_compile_it_once(monkeypatch):
+    """Timing fields (tiles, lanes, write ports, clock) leave the program alone: one compile per program key
+    and per process, every point still timed on its own configuration; a refused program is refused for each
+    of its points."""
+    import compiler.sweep as sweep
+
+    spec = check_spec({"base": "tiny", "models": ["resnet_small"],
+                       "grid": {"tiles": [1, 2], "write_ports": [1, 4], "clock_mhz": [50, 100],
+                                "vrf_depth": [64, 4096]}})
+    todo = points(spec)
+    chunks = sweep.task_chunks(spec, todo)
+    assert sorted(p.key for c in chunks for p in c) == sorted(p.key for p in todo)
+    assert len(chunks) == 2 and all(len({dict(p.changes)["vrf_depth"] for p in c}) == 1 for c in chunks)
+    compiled = []
+    import compiler.compile as compile_module
+
+    original = compile_module.compile_model
+    monkeypatch.setattr(compile_module, "compile_model", lambda *a, **k: compiled.append(a[1]) or original(*a, **k))
+    monkeypatch.setattr(sweep, "_PROGRAMS", {})
+    rows = [r for c in chunks for r in sweep.evaluate_many("tiny", "ms-fp9", c)]
+    assert len(compiled) == 2
+    ok = [r for r in rows if r["ok"]]
+    assert len(ok) == 8 and len({r["cycles"] for r in ok}) > 4         # each point timed on its own machine
+    assert all("vector memory" in r["reason"] for r in rows if not r["ok"])
+    for r in ok[:3]:
+        cfg = load_config("tiny").replace(name="check", **{k: type(getattr(load_config("tiny"), k))(v) for k, v in
+                                                           r.items() if k in ("tiles", "write_ports", "clock_mhz",
+                                                                              "vrf_depth")})
+        program = compile_model(nets.resnet_small(), cfg, "ms-fp9").program
+        assert r["cycles"] == simulate(program.warm() or program, cfg, dram=program.dram,
+                                       mode="timing").stats.total_cycles

@@ -17,13 +17,13 @@ from compiler.verify import verify_model
 pytestmark = pytest.mark.fullsize
 
 
-def verify_on_photos(name: str):
+def verify_on_photos(name: str, config: str = "bw-s10"):
     """``verify_model`` of the named network on chelsea and coffee, asserting every layer."""
     model = nets.MODELS[name]()
-    compiled = compile_model(model, "bw-s10", "wide")
+    compiled = compile_model(model, config, "wide")
     recipe = compiled.program.metadata.preprocess
     inputs = [recipe.array(photo) for _, photo in load_photos(["chelsea", "coffee"])]
-    report = verify_model(model, "bw-s10", "wide", inputs, compiled=compiled)
+    report = verify_model(model, config, "wide", inputs, compiled=compiled)
     assert report.ok, report.table()
     assert len(report.layers) >= len([nd for nd in compiled.plan.steps if not nd.name.endswith(".rows")]) - 1
     features = report.layers[:-1]                      # the logits of a calibrated head cancel strongly

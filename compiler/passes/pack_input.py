@@ -7,14 +7,16 @@ from the parameters recorded here, in one of two ways:
 * **strip** (preferred): for each output row, a packed pixel holds a strip of
   the kh input rows the row's windows cover, ``G`` input columns wide
   (``G`` the largest multiple of the column stride with kh*G*C <= N: 7 rows x
-  6 columns x 3 channels = 126 values at N = 128).  The P = G / stride output
+  6 columns x 3 channels = 126 values at N = 128; 7 x 2 x 3 = 42 at N = 64).  The P = G / stride output
   columns whose windows start in one strip become P column phases of a
   stride-1 convolution over the strips (``Conv.column_phases``), each with
   its own rearranged weights, so every input value crosses DRAM about
   kh/stride times instead of kh*kw/stride^2 times.
-* **im2col** (when a strip cannot hold two phases): each output pixel's
-  kh*kw*C window values become the channels of one pixel and the
-  convolution a 1x1.
+* **im2col** (when a strip cannot hold two phases, and a one-phase strip
+  would not move fewer input vectors): each output pixel's kh*kw*C window
+  values become the channels of one pixel and the convolution a 1x1.  At
+  N = 64 the ResNet stem's one-phase strips move 112 x 115 vectors where
+  im2col moves 112 x 112 x 3.
 
 A dilated first convolution is left unpacked: the host's packings gather
 contiguous windows, and the convolution reads its spaced taps from the
@@ -51,6 +53,18 @@ def strip_weights(weight: np.ndarray, stride_w: int, group: int) -> tuple[np.nda
     return out.reshape(phases * cout, kh * group * c, 1, taps), taps
 
 
+def strip_pays(channels: int, kernel: tuple[int, int], stride_w: int, out_w: int, group: int, native_dim: int) -> bool:
+    """Whether strips of ``group`` columns beat im2col: two phases or more, or one phase (a strip as wide as the
+    column stride) that moves fewer input vectors per output row than im2col's windows."""
+    phases = group // stride_w
+    if phases >= 2:
+        return True
+    if phases < 1:
+        return False
+    taps = (kernel[1] - 1) // group + 1
+    return out_w + taps - 1 < out_w * -(-kernel[0] * kernel[1] * channels // native_dim)
+
+
 def pack_first_conv(graph: Graph, config: NPUConfig) -> Graph:
     """Rewrite each input's only Conv to read strip- or im2col-packed input when the input has < N/4 channels
     (undilated convolutions only)."""
@@ -71,7 +85,7 @@ def pack_first_conv(graph: Graph, config: NPUConfig) -> Graph:
         conv.model_macs = conv.macs((oh, ow))
         params = {"kernel": [kh, kw], "stride": list(conv.stride), "pads": list(conv.pads), "image_shape": [c, h, w]}
         group = strip_group(c, kh, conv.stride[1], config.native_dim)
-        if group // conv.stride[1] >= 2:
+        if strip_pays(c, (kh, kw), conv.stride[1], ow, group, config.native_dim):
             conv.weight, taps = strip_weights(conv.weight, conv.stride[1], group)
             conv.column_phases = group // conv.stride[1]
             groups = -(-ow // conv.column_phases) + taps - 1

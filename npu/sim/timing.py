@@ -31,13 +31,68 @@ def mvu_latency(config: NPUConfig) -> int:
     return config.cycles_per_tile + 1 + math.ceil(math.log2(config.native_dim)) + 2
 
 
+@functools.lru_cache(maxsize=4096)
+def bank_cycles(base: int, loops: tuple[tuple[int, int], ...], banks: int) -> int:
+    """Cycles to move the vectors at ``base + sum(i_d * stride_d)`` (``loops``: (count, stride) pairs, every
+    i_d < count) through a memory of ``banks`` banks (bank = address mod banks), one vector per bank per
+    cycle: the most vectors that fall in one bank."""
+    total = math.prod(count for count, _ in loops)
+    if banks == 1 or total == 0:
+        return total
+    hist = [0] * banks
+    hist[base % banks] = 1
+    for count, stride in loops:
+        step = [0] * banks                      # residues of i * stride, i < count
+        full, rest = divmod(count, banks)       # i * stride mod banks repeats every `banks` values of i
+        for i in range(min(count, banks)):
+            step[(i * stride) % banks] += full + (1 if i < rest else 0)
+        hist = [sum(hist[a] * step[(b - a) % banks] for a in range(banks)) for b in range(banks)]
+    return max(hist)
+
+
+def _vector_cycles(op: ChainOp, banks: int) -> tuple[int, int]:
+    """(write-path cycles, input-read cycles without mv_mul) of a chain on a vector memory of ``banks`` banks:
+    the writes and each vector operand's reads (``vv_*``) go one per bank per cycle, and so do a chain's input
+    reads when no ``mv_mul`` takes them (the tile engines read their own vectors).  A vector read again
+    straight away is read once and held, and so is an operand whose address no output loop moves (a bias:
+    one register per row)."""
+    rows = ((op.n0, None), (op.n1, None), (op.r, None))
+
+    def stream(base, loops):
+        # a vector read again straight away (innermost loops that do not move the address) is read once and held
+        loops = list(loops)
+        while loops and (loops[-1][1] == 0 or loops[-1][0] == 1):
+            loops.pop()
+        return bank_cycles(base, tuple(loops), banks) if loops else 1
+
+    def loops(fields, keys):
+        return tuple((count, fields.get(key, 0)) for (count, _), key in zip(rows, keys))
+
+    wr = op.wr
+    write = bank_cycles(wr.get("base", 0), loops(wr, ("s_n0", "s_n1", "s_r")), banks)
+    for m in op.mfu:
+        if m.mnemonic.startswith("vv_"):
+            # an operand the same at every iteration (a bias, a scale) is read once per row and held
+            held = m.s_n0 == 0 and m.s_n1 == 0
+            operand = ((op.r, m.s_r),) if held else ((op.n0, m.s_n0), (op.n1, m.s_n1), (op.r, m.s_r))
+            write = max(write, stream(m.base, operand))
+    reads = 0
+    if op.mbase is None:
+        rd = op.rd
+        reads = stream(rd.get("base", 0), loops(rd, ("s_n0", "s_n1", "s_r")) + (
+            (op.k0, rd.get("s_k0", 0)), (op.k1, rd.get("s_k1", 0)), (op.c, 1)))
+    return write, reads
+
+
 @dataclass(frozen=True)
 class OpCost:
     """What one op costs: cycles on its stream and busy cycles per unit.
 
-    ``writes`` and ``reads`` are the vectors a chain writes and reads through
-    its input port (one each per cycle): with ``mvu_busy`` they are the
-    terms whose maximum sets a chain's steady-state cycles.
+    ``writes`` and ``reads`` are the cycles a chain's write path (writes and
+    vector operands) and its input port (without ``mv_mul``) are busy: the
+    vectors themselves on a single-ported machine, the most that fall in one
+    bank with ``write_ports`` banks.  With ``mvu_busy`` they are the terms
+    whose maximum sets a chain's steady-state cycles.
     """
 
     cycles: int
@@ -76,18 +131,21 @@ def op_cost(op, config: NPUConfig, tile_bytes: int) -> OpCost:
         vectors = op.iterations * op.r
         mfus_used = _mfus_used(op, config)
         fill = DECODE_LATENCY + VRF_READ_LATENCY + MFU_LATENCY * mfus_used + WRITE_LATENCY
+        if config.write_ports == 1:
+            writes, reads = vectors, (0 if op.mbase is not None else vectors * op.k)
+        else:
+            writes, reads = _vector_cycles(op, config.write_ports)
         if op.mbase is not None:
             tile_ops = op.iterations * op.r * op.k
             # a format whose significand is wider than the multipliers takes several passes over each tile
             mvu = math.ceil(tile_ops / config.tiles) * config.cycles_per_tile * _mode_costs(config, op.fmt)[1]
-            steady = max(mvu, vectors)
+            steady = max(mvu, writes)
             fill += mvu_latency(config)
             n = config.native_dim
-            return OpCost(cycles=fill + steady, mvu_busy=mvu, mfu_busy=vectors if op.mfu else 0,
-                          macs=tile_ops * n * n, writes=vectors)
-        reads = vectors * op.k
-        return OpCost(cycles=fill + max(reads, vectors), mfu_busy=vectors if (op.mfu or op.reduce != "none") else 0,
-                      writes=vectors, reads=reads)
+            return OpCost(cycles=fill + steady, mvu_busy=mvu, mfu_busy=writes if op.mfu else 0,
+                          macs=tile_ops * n * n, writes=writes)
+        return OpCost(cycles=fill + max(reads, writes), mfu_busy=writes if (op.mfu or op.reduce != "none") else 0,
+                      writes=writes, reads=reads)
     return OpCost(cycles=1)
 
 
