@@ -98,6 +98,9 @@ def core_parameters(config: NPUConfig) -> dict[str, int | str]:
         if not isinstance(f, BlockFormat) or f.block_for(config.native_dim) != config.native_dim:
             problems.append(f"{f.name} (the RTL has block formats with one block per native vector: ms-fp8, "
                             f"ms-fp9, bfp24 at any N; msfp12/msfp16 at N = 16; the MX formats at N = 32)")
+    if config.write_ports != 1:
+        problems.append(f"write_ports={config.write_ports} (the RTL has one write port: one MFU chain and an "
+                        f"unbanked vector memory)")
     if config.tiles > config.cycles_per_tile:
         problems.append(f"tiles={config.tiles} > native_dim/lanes={config.cycles_per_tile} (the tile engines "
                         f"are staggered by one cycle within one tile op)")

@@ -104,3 +104,5 @@ def test_unsupported_machines_are_refused_clearly():
         core_parameters(TINY.replace(weight_format="msfp12", activation_format="msfp12"))
     with pytest.raises(UnsupportedConfig, match="tiles=8"):
         core_parameters(TINY.replace(tiles=8, lanes=16))
+    with pytest.raises(UnsupportedConfig, match="write_ports=4"):          # one MFU chain, one write port
+        core_parameters(TINY.replace(write_ports=4))
