@@ -230,8 +230,87 @@ def gather_reduce(vmem, fmt, addr, mode, out):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _pipeline_row(y, i, fmt, ops, sources, scalars, operand_addr, vmem, tables, v, t, w, out):
-    """``out[i]`` = bits of ``ops`` applied to the chain input row ``y``; ``v``, ``t``, ``w`` are scratch rows."""
+def _round_to(x, fmt):
+    """binary32 ``x`` rounded to a 16-bit MFU format (RNE), as a binary32 value."""
+    return _round_fp16(x) if fmt == FP16 else _round_bf16(x)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _encode_to(x, fmt):
+    """Bits of a 16-bit MFU-format value ``x`` (binary32); NaN gives the canonical NaN."""
+    if fmt == FP16:
+        return _encode_fp16(x)
+    b = as_bits(x)
+    return np.uint16(_NAN_BF16) if (b & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000) else np.uint16(b >> np.uint32(16))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _widen_from(h, fmt):
+    return widen_fp16(h) if fmt == FP16 else widen_bf16(h)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _relu(a):
+    return a if (a > np.float32(0.0) or a != a) else np.float32(0.0)
+
+
+#: Op sequences with a one-pass loop for 16-bit MFU formats (the common chains of convolutional networks).
+_ADD_PATTERNS = ((), (ADD,), (ADD, RELU), (ADD, ADD, RELU))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _fused_pattern(fmt, ops, sources):
+    """0 none, 1 vv_add, 2 vv_add + relu, 3 vv_add + vv_add + relu (16-bit formats); -1 otherwise."""
+    if fmt == FP32:
+        return -1
+    k = ops.shape[0]
+    if k == 0:
+        return 0
+    if ops[0] != ADD or sources[0] != VECTOR_OPERAND:
+        return -1
+    if k == 1:
+        return 1
+    if k == 2 and ops[1] == RELU:
+        return 2
+    if k == 3 and ops[1] == ADD and sources[1] == VECTOR_OPERAND and ops[2] == RELU:
+        return 3
+    return -1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _pipeline_row_fused(pattern, y, i, fmt, operand_addr, vmem, dst):
+    """:func:`_pipeline_row` for the op sequences of :func:`_fused_pattern`, one pass per element (the same
+    operations, each rounded to ``fmt``, in the same order).  Callers pick it per chain: inside
+    :func:`_pipeline_row` the choice kept the loops from vectorising."""
+    n = y.shape[0]
+    if pattern == 0:
+        for e in range(n):
+            dst[e] = _encode_to(_round_to(y[e], fmt), fmt)
+    elif pattern == 1:
+        a = vmem[operand_addr[0, i]]
+        for e in range(n):
+            x = _round_to(y[e], fmt)
+            dst[e] = _encode_to(_round_to(x + _widen_from(a[e], fmt), fmt), fmt)
+    elif pattern == 2:
+        a = vmem[operand_addr[0, i]]
+        for e in range(n):
+            x = _round_to(y[e], fmt)
+            x = _round_to(x + _widen_from(a[e], fmt), fmt)
+            dst[e] = _encode_to(_round_to(_relu(x), fmt), fmt)
+    else:
+        a = vmem[operand_addr[0, i]]
+        b = vmem[operand_addr[1, i]]
+        for e in range(n):
+            x = _round_to(y[e], fmt)
+            x = _round_to(x + _widen_from(a[e], fmt), fmt)
+            x = _round_to(x + _widen_from(b[e], fmt), fmt)
+            dst[e] = _encode_to(_round_to(_relu(x), fmt), fmt)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _pipeline_row(y, i, fmt, ops, sources, scalars, operand_addr, vmem, tables, v, t, w, out, orow=-1):
+    """``out[i]`` (``out[orow]`` when given) = bits of ``ops`` applied to the chain input row ``y``, whose
+    vector operands are ``operand_addr[:, i]``; ``v``, ``t``, ``w`` are scratch rows."""
     round_into(y, fmt, v)
     for o in range(ops.shape[0]):
         if sources[o] == VECTOR_OPERAND:
@@ -240,7 +319,7 @@ def _pipeline_row(y, i, fmt, ops, sources, scalars, operand_addr, vmem, tables, 
             w[:] = scalars[o]
         apply_op(ops[o], v, w, tables, t)
         round_into(t, fmt, v)
-    encode_row(v, fmt, out[i])
+    encode_row(v, fmt, out[i if orow < 0 else orow])
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
@@ -253,12 +332,16 @@ def run_chain(y, fmt, ops, sources, scalars, operand_addr, vmem, tables, out):
     or from ``scalars[o]`` (``SCALAR_OPERAND``, already a format value).
     """
     rows, n = y.shape
+    pattern = _fused_pattern(fmt, ops, sources)
     for c in numba.prange((rows + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK):
         v = np.empty(n, np.float32)
         t = np.empty(n, np.float32)
         w = np.empty(n, np.float32)
         for i in range(c * _ROWS_PER_TASK, min(rows, (c + 1) * _ROWS_PER_TASK)):
-            _pipeline_row(y[i], i, fmt, ops, sources, scalars, operand_addr, vmem, tables, v, t, w, out)
+            if pattern >= 0:
+                _pipeline_row_fused(pattern, y[i], i, fmt, operand_addr, vmem, out[i])
+            else:
+                _pipeline_row(y[i], i, fmt, ops, sources, scalars, operand_addr, vmem, tables, v, t, w, out)
     return out
 
 

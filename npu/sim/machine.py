@@ -17,7 +17,7 @@ import numpy as np
 
 from ..config import NPUConfig
 from ..numerics import mfu as mfu_math
-from ..numerics import mfu_kernels
+from ..numerics import fused, mfu_kernels
 from ..numerics import int_gemm
 from ..numerics.dot import BlockSums, elements_always_finite, gemm_plan, matvec_block_sums, reduction_block
 from ..numerics.formats import get_format
@@ -42,8 +42,9 @@ class Dram:
         data = _byte_view(image)
         if data.size > size:
             raise SimulationError(f"DRAM image of {data.size} bytes exceeds the configured {size} bytes")
-        self.data = np.zeros(min(size, max(data.size, extent, 1 << 12)), np.uint8)
+        self.data = np.empty(min(size, max(data.size, extent, 1 << 12)), np.uint8)
         self.data[: data.size] = data
+        self.data[data.size:] = 0
 
     def _ensure(self, end: int) -> None:
         if end > self.data.size:
@@ -145,6 +146,17 @@ DECODE_CHUNK_ELEMENTS = 1 << 20
 _LAST_AT: dict = {}
 
 
+def _same_bytes(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two byte arrays hold the same bytes (compared eight at a time: about twice as fast)."""
+    if a.size != b.size:
+        return False
+    words = a.size // 8 * 8
+    if a.flags.c_contiguous and b.flags.c_contiguous:
+        return bool(np.array_equal(a[:words].view(np.uint64), b[:words].view(np.uint64))
+                    and np.array_equal(a[words:], b[words:]))
+    return bool(np.array_equal(a, b))
+
+
 def _decode_tiles(raw: np.ndarray, wfmt, n: int, tile_bytes: int, daddr: int) -> DecodedTiles:
     """Decoded packed tiles, via a bounded cache keyed by the image's content.
 
@@ -154,7 +166,7 @@ def _decode_tiles(raw: np.ndarray, wfmt, n: int, tile_bytes: int, daddr: int) ->
     global _tile_cache_size
     place = (wfmt.name, n, daddr, raw.size)
     last = _LAST_AT.get(place)
-    if last is not None and last[1] in _TILE_CACHE and np.array_equal(last[0], raw):
+    if last is not None and last[1] in _TILE_CACHE and _same_bytes(last[0], raw):
         key = last[1]
     else:
         key = (wfmt.name, n, raw.size, hashlib.blake2b(raw, digest_size=20).digest())
@@ -225,6 +237,35 @@ class MvuMode:
                          and integers_gather(self.xfmt, int_gemm.ZERO_POINT))
         self.tile_bytes = tile_nbytes(self.wfmt, n)
         self.wscale_per_row = n // self.wfmt.block_for(n)
+        #: The fused chain kernel's plan (``npu.numerics.fused``) for this pair, or None.
+        self.fused = fused_plan(self.wfmt, self.xfmt, self.block, self.plan, n, mfu_dtype)
+        #: binary32 value of each activation scale code (NaN for the NaN code).
+        codes = np.arange(1 << self.xfmt.scale_bits)
+        self.xscale_table = scale_values(self.xfmt, codes).astype(np.float32)
+
+
+def fold(mode: "MvuMode") -> float:
+    """The power of two the fused kernel's weight scales carry: the value of one unit of its integer block sums."""
+    return mode.quantum if mode.fused == "int8" else 2.0 ** fused.E0W
+
+
+def fused_plan(wfmt, xfmt, block: int, plan: str, n: int, mfu_dtype) -> str | None:
+    """The fused VNNI chain kernel's plan for this format pair on this host (``npu.numerics.fused``), or None.
+
+    ``"int8"``: fixed-point elements whose integers fit int8 (weights) and, plus the zero point, uint8
+    (activations), with block sums exact in binary32 (the ``"f32"`` GEMM plan); ``"e4m3"``: MXFP8
+    E4M3 weights and activations, on int16 planes.  Both quantise activations from a 16-bit vector
+    memory.
+    """
+    if not fused.AVAILABLE or n % 16 or block % fused.STEP_BYTES or np.dtype(mfu_dtype).itemsize != 2:
+        return None
+    w, x = wfmt.element, xfmt.element
+    if (plan == "f32" and w.kind != "fp" and x.kind != "fp" and w.mag_max <= 127
+            and integers_gather(xfmt, fused.ZERO_POINT)):
+        return "int8"
+    if wfmt.name == xfmt.name == "mxfp8_e4m3" and block == fused.MX_BLOCK:
+        return "e4m3"
+    return None
 
 
 def chain_batch(ch: ChainOp, n: int, sub: int) -> int:
@@ -241,6 +282,25 @@ def batch_address_bytes(ch: ChainOp, iterations: int) -> int:
     """Bytes of the address arrays (reads, MFU operands, writes) of ``iterations`` iterations of a chain."""
     reads = ch.k * (1 if ch.mbase is not None else ch.r)
     return 8 * iterations * (reads + (len(ch.mfu) + 1) * ch.r)
+
+
+_NO_ROWS = np.zeros(0, np.int64)
+
+
+def _row_indices(raddr: np.ndarray):
+    """(addresses (V, 1) to quantise, row indices ``aidx`` (M, k) into them) of a batch's MVU read addresses.
+
+    When the chain reads its vectors several times over (convolution taps), the address range is quantised
+    once, every vector of it; else each read is quantised in order.
+    """
+    m, k = raddr.shape
+    lo, hi = int(raddr.min()), int(raddr.max())
+    if raddr.size < 2 * (hi - lo + 1):
+        return (np.ascontiguousarray(raddr.reshape(-1, 1), dtype=np.int64),
+                np.arange(m * k, dtype=np.int64).reshape(m, k))
+    return np.arange(lo, hi + 1, dtype=np.int64)[:, None], np.ascontiguousarray(raddr - lo, dtype=np.int64)
+_NO_E0X = np.zeros((0, 0), np.int8)
+_NO_UNITS = np.zeros((0, 0), np.float64)
 
 
 class Machine:
@@ -270,6 +330,7 @@ class Machine:
         # all-zero tile of a fresh MRF (mode 0)
         zero = _decoded_tiles(np.zeros((1, n, n), np.float32), np.ones((1, n, mode0.wscale_per_row)))
         self._mrf_sets: list[DecodedTiles] = [zero]
+        self._mrf_set_bytes = zero.nbytes              # decoded bytes the sets hold
         self._mrf_set = np.zeros(config.mrf_tiles, np.int64)
         self._mrf_index = np.zeros(config.mrf_tiles, np.int64)
         self._mrf_mode = np.zeros(config.mrf_tiles, np.int8)
@@ -321,9 +382,10 @@ class Machine:
                 return i
         if len(self._mrf_sets) >= self.MRF_SETS:
             self._drop_unused_sets()
-        if sum(known.nbytes for known in self._mrf_sets) + tiles.nbytes > self._mrf_hold:
+        if self._mrf_set_bytes + tiles.nbytes > self._mrf_hold:
             self._drop_unused_sets(compact=True)
         self._mrf_sets.append(tiles)
+        self._mrf_set_bytes += tiles.nbytes
         return len(self._mrf_sets) - 1
 
     def _drop_unused_sets(self, compact: bool = False) -> None:
@@ -344,6 +406,7 @@ class Machine:
                     self._mrf_index[slots] = inverse.reshape(-1)
             sets.append(known)
         self._mrf_sets = sets
+        self._mrf_set_bytes = sum(known.nbytes for known in sets)
         self._mrf_set = renumber[self._mrf_set]
 
     def mrf_tiles(self, first: int, count: int) -> DecodedTiles:
@@ -366,6 +429,7 @@ class Machine:
     def adopt_mrf(self, other: "Machine") -> None:
         """Start with the matrix register file contents of ``other`` (weights kept resident between runs)."""
         self._mrf_sets = list(other._mrf_sets)
+        self._mrf_set_bytes = other._mrf_set_bytes
         self._mrf_set = other._mrf_set.copy()
         self._mrf_index = other._mrf_index.copy()
         self._mrf_mode = other._mrf_mode.copy()
@@ -429,14 +493,43 @@ class Machine:
         ops, sources, tables = self._mfu_program(ch)
         scalars = self._mfu_scalars(ch)
         mfu = (self._fmt_code, ops, sources, scalars)
-        for raddr, operand_addr, waddr in self._batches(ch):
+        direct = ch.mbase is not None and self._writes_apart(ch)
+        batches = self._batches(ch)
+        # the fused kernel's row indices depend on the batch's read addresses alone: kept with the batches
+        kept = ch.derived.setdefault("row_indices", {}) if isinstance(batches, list) and ch.mbase is not None else None
+        for bi, (raddr, operand_addr, waddr) in enumerate(batches):
+            rows = None
+            if kept is not None:
+                rows = kept.get(bi)
+                if rows is None:
+                    rows = kept[bi] = _row_indices(raddr)
+            if direct and self._fused_chain(ch, raddr, mfu, operand_addr, tables, self._vmem_bits, waddr, rows):
+                continue                               # written straight into the vector memory
             out = np.empty((raddr.shape[0] * ch.r, self.config.native_dim), self._vmem_bits.dtype)
             if ch.mbase is not None:                   # accumulators formed from block sums in the MFU pass
-                mfu_kernels.run_chain_on_block_sums(*self._mvu(ch, raddr), *mfu, operand_addr, self._vmem_load,
-                                                    tables, out)
+                if direct or not self._fused_chain(ch, raddr, mfu, operand_addr, tables, out, _NO_ROWS, rows):
+                    mfu_kernels.run_chain_on_block_sums(*self._mvu(ch, raddr), *mfu, operand_addr,
+                                                        self._vmem_load, tables, out)
             else:
                 mfu_kernels.run_chain(self._reduction(ch, raddr), *mfu, operand_addr, self._vmem_load, tables, out)
             self._write(ch, waddr, out)
+
+    def _writes_apart(self, ch: ChainOp) -> bool:
+        """Whether a kernel may write the chain's outputs straight into the vector memory: whole vectors,
+        none of them a vector its MFU operands read (its MVU inputs are quantised before the kernel runs).
+        Kept in ``ch.derived``."""
+        known = ch.derived.get("writes_apart")
+        if known is None:
+            n = self.config.native_dim
+            lo, hi = ch.wr.get("lo", 0), ch.wr.get("hi", 0) or n
+            wlo, whi = self._extent(ch, ch.wr, rows=True, reduction=False)
+            known = lo == 0 and hi == n
+            for op in ch.mfu:
+                if op.mnemonic.startswith("vv_"):
+                    olo, ohi = self._extent(ch, self._operand_fields(op), rows=True, reduction=False)
+                    known = known and (ohi < wlo or olo > whi)
+            ch.derived["writes_apart"] = known
+        return known
 
     def _batches(self, ch: ChainOp):
         """(read, MFU operand, write) addresses of each batch of iterations; checked on first use.
@@ -552,6 +645,115 @@ class Machine:
         # DRAM may hold Inf/NaN codes only in formats that have them
         return matvec_block_sums(x, xs, w[..., :live_in, :live_out], ws, mode.plan, mode.quantum,
                                  check_x=False, check_w=mode.weights_may_be_nonfinite)
+
+    def _fused_chain(self, ch: ChainOp, raddr: np.ndarray, mfu, operand_addr, tables, out, wrows, rows=None) -> bool:
+        """Run one batch of an MVU chain on the fused kernel (``npu.numerics.fused``); False if it does not apply.
+
+        Output row ``o`` goes to ``out[wrows[o]]``, or ``out[o]`` when ``wrows`` is empty.  ``rows``:
+        the batch's :func:`_row_indices`, if known.
+
+        Bit for bit the block-sum path's result: the same exact block sums,
+        terms and accumulation order, formed tile by tile in registers.
+        """
+        mode = self.modes[ch.fmt]
+        if mode.fused is None:
+            return False
+        n, k, r = self.config.native_dim, ch.k, ch.r
+        if self._mixed:
+            self._check_tile_modes(ch, r * k)
+        packed = self._packed_weights(ch, self.mrf_tiles(ch.mbase, r * k), mode)
+        sub = n // mode.block
+        if mode.fused == "int8":
+            codes, scodes, aidx = self._quantised_rows(raddr, mode.xfmt, fused.ZERO_POINT, rows=rows)
+            tiny = 2.0 ** -149
+        else:
+            packed_wmax = packed.extra.wmax
+            (x0, x1, xflags, e0x), scodes, aidx = self._quantised_rows(raddr, mode.xfmt, None, packed_wmax, rows)
+            tiny = 2.0 ** -126
+        rep = mode.xfmt.block_for(n) // mode.block
+        xscale = np.empty((scodes.shape[0], sub), np.float32)              # (V, sub), each reduction block's scale
+        if mode.fused == "int8":
+            xunit = _NO_UNITS
+            lo, hi = fused.block_scales(scodes, rep, mode.xscale_table, _NO_E0X, xscale, xunit)
+        else:                                          # each block's plane-0 unit rides on its scale
+            xunit = np.empty((scodes.shape[0], sub), np.float64)
+            lo, hi = fused.block_scales(scodes, rep, mode.xscale_table, e0x, xscale, xunit)
+        if not fused.scales_fit(lo, hi, packed.ws_lo, packed.ws_hi, tiny):
+            return False
+        if mode.fused == "int8":
+            fused.chain_int8(codes.reshape(-1), n, xscale, aidx, sub, mode.block, packed.wp,
+                             packed.pan_w0, packed.pan_c0, packed.pan_nv, packed.steps, packed.cw, packed.ws,
+                             packed.colnan, *mfu, operand_addr, self._vmem_load, tables, out, wrows)
+        else:
+            w1 = packed.extra
+            fused.chain_e4m3(x0.reshape(-1), x1.reshape(-1), xflags, xunit, n, xscale, aidx, sub,
+                             packed.wp, packed.pan_w0, packed.pan_c0, packed.pan_nv, packed.steps, packed.cw,
+                             packed.ws, packed.colnan, w1.start, w1.j, w1.c, w1.v, w1.vec, *mfu, operand_addr,
+                             self._vmem_load, tables, out, wrows)
+        return True
+
+    def _quantised_rows(self, raddr: np.ndarray, xfmt, offset, wmax: int = 0, rows=None):
+        """Integer codes (V, N), scale codes (V, blocks) and row indices ``aidx`` (M, k) of the MVU inputs.
+
+        Codes are the integers plus ``offset`` (uint8) or, with ``offset`` None, the E4M3 planes
+        (``fused.gather_quantize_e4m3`` for weights up to ``wmax``: plane 0, plane 1, plane-1 flags and
+        plane-0 unit exponents per block).  Iteration ``m`` reads the vectors at rows ``aidx[m, :]``
+        (:func:`_row_indices`, or ``rows`` when given).
+        """
+        n = self.config.native_dim
+        addr, aidx = rows if rows is not None else _row_indices(raddr)
+        if offset is not None:
+            codes, scodes = gather_quantize_to_integers(self.vmem, addr, xfmt, n, offset)
+            return codes, scodes, aidx
+        count = addr.shape[0]
+        x0, x1 = np.empty((count, n), np.int16), np.empty((count, n), np.int16)
+        scodes = np.empty((count, n // fused.MX_BLOCK), np.uint8)
+        flags = np.empty((count, n // fused.MX_BLOCK), np.uint32)
+        e0x = np.empty((count, n // fused.MX_BLOCK), np.int8)
+        fused.gather_quantize_e4m3(self.vmem.view(np.uint16), self.vmem.dtype != np.float16, addr, wmax, x0, x1,
+                                   scodes, e0x, flags)
+        return (x0, x1, flags, e0x), scodes, aidx
+
+    def _packed_weights(self, ch: ChainOp, tiles: "DecodedTiles", mode: "MvuMode") -> "fused.PackedWeights":
+        """The chain's weights packed for the fused kernel, kept in ``ch.derived`` for the tiles they came from."""
+        owner = tiles.elem.base
+        key = (tiles.elem.__array_interface__["data"][0], tiles.elem.shape, mode.index)
+        known = ch.derived.get("fused")
+        if owner is not None and known is not None and known[0] == key and known[1]() is owner:
+            return known[2]
+        n, k, r = self.config.native_dim, ch.k, ch.r
+        block, sub = mode.block, n // mode.block
+        nb = k * sub
+        # weight values (r, nb, B, N): block b = (tap/tile kk, sub-block s), element j, output column c
+        w = tiles.elem.reshape(r, k, n, sub, block).transpose(0, 1, 3, 4, 2).reshape(r, nb, block, n)
+        ws = tiles.scale.reshape(r, k, n, mode.wscale_per_row).transpose(0, 2, 1, 3).reshape(r, n, -1)
+        ws = np.repeat(ws, mode.wfmt.block_for(n) // block, axis=2).transpose(0, 2, 1)   # (r, nb, N)
+        # an all-zero block's terms are +0 at any finite scale: scale 1 keeps the range checks tight
+        ws = np.where(~(w != 0).any(axis=2) & np.isfinite(ws), 1.0 / fold(mode), ws)
+        if mode.fused == "int8":
+            wint = (w * (1.0 / mode.wfmt.element.quantum_min)).astype(np.int8)
+            used = wint.any(axis=(0, 3))                                            # (nb, B)
+            last = np.where(used.any(axis=1), block - np.argmax(used[:, ::-1], axis=1), 0)
+            steps = -(-last // fused.STEP_BYTES)
+            packed = fused.pack_weights(wint, ws * fold(mode), steps, fused.STEP_BYTES, fused.ZERO_POINT, np.int8)
+        else:
+            bad = np.isnan(w).any(axis=2)                         # a NaN element makes its block's sums NaN
+            if bad.any():
+                ws = np.where(bad, np.nan, ws)
+                w = np.where(np.isnan(w), 0, w)
+            w0, w1 = fused.e4m3_weight_planes(w)
+            used = (w0 != 0) | (w1 != 0)
+            cols = np.flatnonzero(used.any(axis=(0, 1, 2)))
+            rows_used = used.any(axis=(0, 3))
+            last = np.where(rows_used.any(axis=1), block - np.argmax(rows_used[:, ::-1], axis=1), 0)
+            steps = -(-last // 2)
+            packed = fused.pack_weights(w0, ws * fold(mode), steps, 2, 0, np.int16,
+                                        live_out=int(cols[-1]) + 1 if cols.size else 0)
+            packed.extra = fused.Plane1Weights(w1, packed.pan_nv)
+            packed.extra.wmax = int(np.abs(w0.astype(np.int32)).max(initial=0))
+        if owner is not None:
+            ch.derived["fused"] = (key, weakref.ref(owner), packed)
+        return packed
 
     def _check_tile_modes(self, ch: ChainOp, count: int) -> None:
         """SimulationError (naming mv_mul) unless every tile the chain multiplies was loaded in its mode.

@@ -1,0 +1,1120 @@
+"""The simulator's fused MVU chain: exact block sums, accumulation and the MFU pipeline in one pass.
+
+A chain with ``mv_mul`` computes, for each iteration ``m`` and output group
+``g``, an accumulator row ``acc[c] = sum_b fl32(P_b)`` in block order
+(docs/numerics.md, "Matrix-vector multiply") and runs the MFU pipeline on
+it.  Here one Numba pass does all of it, a tile of ``MR`` rows x up to 64
+columns at a time: no block-sum array is ever written to memory.
+
+The exact block sums are integer dot products on AVX-512 VNNI, 64 (int8,
+``vpdpbusd``) or 32 (int16, ``vpdpwssd``) multiply-adds per instruction,
+exactly (int32 accumulation without saturation; every partial sum is bounded
+below 2**31).  The tile kernels are LLVM IR in Numba intrinsics, defined in
+this file with the kernels that inline them, so that editing them
+invalidates those kernels' on-disk Numba caches (Numba checks only the
+defining file of a cached function).  They compile only where the host has
+AVX-512 F/BW/VL/VNNI (:data:`AVAILABLE`); elsewhere the simulator keeps its
+portable paths.  ``NPU_SIM_SIMD=0`` in the environment turns them off.
+
+Operands are integers times a quantum:
+
+* ``int8`` plan (fixed-point elements of at most 7 magnitude bits whose
+  activations quantise in binary32: ms-fp8, ms-fp9 activations; ms-fp8,
+  ms-fp9, msfp12 weights): activation integers plus a zero point as uint8,
+  weight integers as int8; ``D - cw`` (``cw`` = zero point x column sum of
+  the block's weights) is the exact block sum in quanta, below 2**24 (the
+  float plan's bound), so its binary32 conversion is exact.
+* ``e4m3`` plan (MXFP8 E4M3 x E4M3): int16 planes, see the section below.
+
+Every term is ``fl32(S * (xs * ws))`` with ``S`` the exact block sum in
+quanta and ``xs * ws`` an exact binary32 power of two (quanta folded in),
+which the callers check per batch (:func:`scales_fit`); a NaN scale makes
+the term NaN.  The product is an exact power-of-two scaling of ``fl32(S)``,
+so it is fused into the accumulator with one FMA (the callers also bound it
+below 2**127, so no product overflows).  Columns past the packed panels have
+only zero weights: their accumulator is +0, or NaN when any block's scale
+product is NaN.
+"""
+from __future__ import annotations
+
+import os
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from .float_bits import as_bits, widen_bf16, widen_fp16
+from .mfu_kernels import _fused_pattern, _pipeline_row, _pipeline_row_fused
+
+# =====================================================================================================
+# Tile kernels (LLVM IR).  One call computes an MR x 16*nv tile of MVU accumulators over the chain's
+# reduction blocks, keeping the block's int32 sums and the binary32 accumulators in registers.
+# =====================================================================================================
+
+#: Rows of one micro tile (``MR``).
+MICRO_ROWS = 6
+#: Columns of one micro tile are ``16 * nv`` for ``nv`` in 1 .. NV_MAX.
+NV_MAX = 4
+#: Bytes of one K-step of one column (4 int8 or 2 int16 elements).
+STEP_BYTES = 4
+
+
+def _host_has_vnni() -> bool:
+    try:
+        import llvmlite.binding as llvm
+        features = llvm.get_host_cpu_features()
+    except Exception:                                   # pragma: no cover - llvmlite without host queries
+        return False
+    return all(features.get(f, False) for f in ("avx512f", "avx512bw", "avx512vl", "avx512vnni"))
+
+
+#: Whether the VNNI tile kernels may run on this host.
+AVAILABLE = os.environ.get("NPU_SIM_SIMD", "1") != "0" and _host_has_vnni()
+
+_I8, _I32, _I64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
+_F32, _F64 = ir.FloatType(), ir.DoubleType()
+_V16I, _V16F = ir.VectorType(_I32, 16), ir.VectorType(_F32, 16)
+_V8D = ir.VectorType(_F64, 8)
+
+
+def _data(context, builder, arrty, arr):
+    return cgutils.create_struct_proxy(arrty)(context, builder, value=arr).data
+
+
+def _int8_kernel(nv: int):
+    """The intrinsic computing one MR x 16*nv accumulator tile of an int8-plan chain over all its blocks.
+
+    Arguments (arrays are 1-D, C-contiguous; offsets count elements of their array): ``a`` the
+    activation codes (uint8: integers plus the zero point); ``aoff`` (int64) the byte offset in ``a``
+    of row ``i``'s block ``b`` at ``aoff[t0 + i * nb + b]``; ``xs`` (binary32) its scale at the same
+    index; ``nb``; ``wp`` packed weights (int8; per block, ``steps[b]`` K-steps of ``nv`` x 16
+    columns x 4 bytes), ``w0`` the byte offset of block 0; ``steps`` (int64, per block); ``cw``
+    (int32, zero point x column sums) and ``ws`` (binary32) per block and column, ``nv * 16`` per
+    block from index ``c0``; ``acc`` (binary32) the tile, row ``i`` at ``o0 + i * ldo``.
+
+    Per block: ``D = sum_s vpdpbusd(A[i, s], W[b, s, c])``, then
+    ``acc = fma(fl32(D - cw), xs * ws, acc)`` (``D - cw`` is below 2**24: exact in binary32).
+    """
+    mr = MICRO_ROWS
+
+    def codegen(context, builder, signature, args):
+        T = signature.args
+        (a, aoff, t0, xs, nb, wp, w0, steps, cw, ws, c0, acc, o0, ldo) = args
+        c = lambda v: ir.Constant(_I64, v)                                     # noqa: E731
+        pa = builder.bitcast(_data(context, builder, T[0], a), _I8.as_pointer())
+        paoff = builder.gep(_data(context, builder, T[1], aoff), [t0])
+        pxs = builder.gep(_data(context, builder, T[3], xs), [t0])
+        pwp = builder.gep(builder.bitcast(_data(context, builder, T[5], wp), _I8.as_pointer()), [w0])
+        psteps = _data(context, builder, T[7], steps)
+        pcw = builder.gep(_data(context, builder, T[8], cw), [c0])
+        pws = builder.gep(_data(context, builder, T[9], ws), [c0])
+        pacc = builder.gep(_data(context, builder, T[11], acc), [o0])
+        dp = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V16I, [_V16I, _V16I, _V16I]),
+                                            "llvm.x86.avx512.vpdpbusd.512")
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V16F, [_V16F, _V16F, _V16F]),
+                                             "llvm.fma.v16f32")
+        zero_i = ir.Constant(_V16I, [0] * 16)
+        undef_i, undef_f = ir.Constant(_V16I, ir.Undefined), ir.Constant(_V16F, ir.Undefined)
+        lane0 = ir.Constant(_I32, 0)
+        splat_mask = ir.Constant(ir.VectorType(_I32, 16), [0] * 16)
+
+        def splat(val, undef):
+            return builder.shuffle_vector(builder.insert_element(undef, val, lane0), undef, splat_mask)
+
+        def vptr(base, offset, vty):
+            return builder.bitcast(builder.gep(base, [offset]), vty.as_pointer())
+
+        first = builder.block
+        bhead = builder.append_basic_block("block_head")
+        bbody = builder.append_basic_block("block_body")
+        shead = builder.append_basic_block("step_head")
+        sbody = builder.append_basic_block("step_body")
+        bepi = builder.append_basic_block("block_end")
+        done = builder.append_basic_block("done")
+        builder.branch(bhead)
+
+        # block loop: b, weight pointer, binary32 accumulators
+        builder.position_at_end(bhead)
+        b = builder.phi(_I64)
+        b.add_incoming(c(0), first)
+        wptr = builder.phi(_I8.as_pointer())
+        wptr.add_incoming(pwp, first)
+        facc = []
+        for k in range(mr * nv):
+            p = builder.phi(_V16F)
+            p.add_incoming(ir.Constant(_V16F, [0.0] * 16), first)
+            facc.append(p)
+        builder.cbranch(builder.icmp_signed("<", b, nb), bbody, done)
+
+        builder.position_at_end(bbody)
+        nsteps = builder.load(builder.gep(psteps, [b]))
+        rows = [builder.gep(pa, [builder.load(builder.gep(paoff, [builder.add(builder.mul(c(i), nb), b)]))])
+                for i in range(mr)]
+        builder.branch(shead)
+
+        # K-step loop: int32 block sums
+        builder.position_at_end(shead)
+        s = builder.phi(_I64)
+        s.add_incoming(c(0), bbody)
+        wcur = builder.phi(_I8.as_pointer())
+        wcur.add_incoming(wptr, bbody)
+        iacc = []
+        for k in range(mr * nv):
+            p = builder.phi(_V16I)
+            p.add_incoming(zero_i, bbody)
+            iacc.append(p)
+        builder.cbranch(builder.icmp_signed("<", s, nsteps), sbody, bepi)
+        builder.position_at_end(sbody)
+        wv = [builder.load(vptr(wcur, c(64 * v), _V16I), align=1) for v in range(nv)]
+        stepped = []
+        for i in range(mr):
+            av = splat(builder.load(vptr(rows[i], builder.mul(s, c(STEP_BYTES)), _I32), align=1), undef_i)
+            for v in range(nv):
+                stepped.append(builder.call(dp, [iacc[i * nv + v], av, wv[v]]))
+        s.add_incoming(builder.add(s, c(1)), sbody)
+        wcur.add_incoming(builder.gep(wcur, [c(64 * nv)]), sbody)
+        for p, val in zip(iacc, stepped):
+            p.add_incoming(val, sbody)
+        builder.branch(shead)
+
+        # end of block: one rounded term per accumulator, fused into it
+        builder.position_at_end(bepi)
+        cb = builder.mul(b, c(16 * nv))
+        cwv = [builder.load(vptr(pcw, builder.add(cb, c(16 * v)), _V16I), align=4) for v in range(nv)]
+        wsv = [builder.load(vptr(pws, builder.add(cb, c(16 * v)), _V16F), align=4) for v in range(nv)]
+        new_acc = []
+        for i in range(mr):
+            sxv = splat(builder.load(builder.gep(pxs, [builder.add(builder.mul(c(i), nb), b)])), undef_f)
+            for v in range(nv):
+                k = i * nv + v
+                d = builder.sitofp(builder.sub(iacc[k], cwv[v]), _V16F)
+                new_acc.append(builder.call(fma, [d, builder.fmul(sxv, wsv[v]), facc[k]]))
+        b.add_incoming(builder.add(b, c(1)), bepi)
+        wptr.add_incoming(wcur, bepi)
+        for p, val in zip(facc, new_acc):
+            p.add_incoming(val, bepi)
+        builder.branch(bhead)
+
+        builder.position_at_end(done)
+        for i in range(mr):
+            row = builder.gep(pacc, [builder.mul(c(i), ldo)])
+            for v in range(nv):
+                builder.store(facc[i * nv + v], vptr(row, c(16 * v), _V16F), align=4)
+        return context.get_dummy_value()
+
+    @intrinsic
+    def tile(typingctx, a, aoff, t0, xs, nb, wp, w0, steps, cw, ws, c0, acc, o0, ldo):
+        i64 = types.int64
+        sig = types.void(a, aoff, i64, xs, i64, wp, i64, steps, cw, ws, i64, acc, i64, i64)
+        return sig, codegen
+    return tile
+
+
+# int8 tiles (vpdpbusd: unsigned activation bytes times signed weight bytes), nv = 1 .. 4
+tile_i8_1 = _int8_kernel(1)
+tile_i8_2 = _int8_kernel(2)
+tile_i8_3 = _int8_kernel(3)
+tile_i8_4 = _int8_kernel(4)
+
+
+def _e4m3_kernel(nv: int, w_to_d: float):
+    """The intrinsic computing one MR x 16*nv accumulator tile of an MXFP8 E4M3 chain on int16 planes.
+
+    Arguments: ``x0``, ``x1`` activation planes (int16; ``x1`` laid out as ``x0``), ``aoff``,
+    ``t0``, ``xs``, ``nb`` as for the int8 kernel; ``xbits`` (uint32, indexed as ``aoff``) a bit
+    per plane-1 activation of the row's block, ``xf`` (binary64, indexed as ``aoff``) the plane-1
+    quantum in the block's plane-0 units, ``rmask`` (int64, ``rmask[r0 + b]``) a bit per row whose
+    block ``b`` has plane-1 activations within its K-steps; ``wp`` the plane-0 weights as int16
+    pairs, ``w0`` the byte offset of block 0; ``steps``; ``ws`` (binary32, 16*nv per block from
+    ``c0``); ``acc``, ``o0``, ``ldo``; the plane-1 weights: ``w1vec[v0 + b]`` bits ``2v`` and
+    ``2v + 1`` for the 8-column halves of 16-column group ``v`` holding some, ``w1start[s0 + b] ..
+    w1start[s0 + b + 1]`` their entries: ``w1j`` (element), ``w1c`` (column), ``w1v`` (value in
+    quanta 2**-9, binary64).
+
+    Block sum in plane-0 units ``D = sum X0 * W0`` (vpdpwssd, below 2**31).  An 8-column half with
+    plane-1 weights, and a row with plane-1 activations, adds the corrections (plane-1 activations
+    times plane-0 weights, every activation times plane-1 weights; multiples of 2**-10 units below
+    2**41, exact in binary64) to ``D`` in binary64, multiplies by ``xs * ws`` and rounds once; the
+    others take ``fl32(D) * (xs * ws)``, fused into the accumulator (the product is an exact
+    power-of-two scaling).  The branches per group repeat the same pattern on every tile (plane-1
+    weights are static), so they predict well.
+    """
+    mr = MICRO_ROWS
+    width = 16 * nv
+
+    def codegen(context, builder, signature, args):
+        T = signature.args
+        (x0, x1, aoff, t0, xs, xbits, xf, rmask, r0, nb, wp, w0, steps, ws, c0, acc, o0, ldo,
+         w1vec, v0, w1start, s0, w1j, w1c, w1v) = args
+        c = lambda v: ir.Constant(_I64, v)                                     # noqa: E731
+        i8p = _I8.as_pointer()
+        px0 = builder.bitcast(_data(context, builder, T[0], x0), i8p)
+        px1 = builder.bitcast(_data(context, builder, T[1], x1), i8p)
+        paoff = builder.gep(_data(context, builder, T[2], aoff), [t0])
+        pxs = builder.gep(_data(context, builder, T[4], xs), [t0])
+        pxbits = builder.gep(_data(context, builder, T[5], xbits), [t0])
+        pxf = builder.gep(_data(context, builder, T[6], xf), [t0])
+        prmask = builder.gep(_data(context, builder, T[7], rmask), [r0])
+        pwp = builder.gep(builder.bitcast(_data(context, builder, T[10], wp), i8p), [w0])
+        psteps = _data(context, builder, T[12], steps)
+        pws = builder.gep(_data(context, builder, T[13], ws), [c0])
+        pacc = builder.gep(_data(context, builder, T[15], acc), [o0])
+        pw1vec = builder.gep(_data(context, builder, T[18], w1vec), [v0])
+        pw1start = builder.gep(_data(context, builder, T[20], w1start), [s0])
+        pw1j = _data(context, builder, T[22], w1j)
+        pw1c = _data(context, builder, T[23], w1c)
+        pw1v = _data(context, builder, T[24], w1v)
+        dp = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V16I, [_V16I, _V16I, _V16I]),
+                                            "llvm.x86.avx512.vpdpwssd.512")
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V16F, [_V16F, _V16F, _V16F]),
+                                             "llvm.fma.v16f32")
+        cttz = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_I64, [_I64, ir.IntType(1)]),
+                                              "llvm.cttz.i64")
+        cbuf = cgutils.alloca_once(builder, ir.ArrayType(_F64, mr * 16))      # one group's weight corrections
+        cbase = builder.bitcast(cbuf, _F64.as_pointer())
+        zero_i = ir.Constant(_V16I, [0] * 16)
+        zero_d = ir.Constant(_V8D, [0.0] * 8)
+        undef_i, undef_f = ir.Constant(_V16I, ir.Undefined), ir.Constant(_V16F, ir.Undefined)
+        undef_d = ir.Constant(_V8D, ir.Undefined)
+        lane0 = ir.Constant(_I32, 0)
+        splat16 = ir.Constant(ir.VectorType(_I32, 16), [0] * 16)
+        splat8 = ir.Constant(ir.VectorType(_I32, 8), [0] * 8)
+        lo_mask = ir.Constant(ir.VectorType(_I32, 8), list(range(8)))
+        hi_mask = ir.Constant(ir.VectorType(_I32, 8), list(range(8, 16)))
+        cat_mask = ir.Constant(ir.VectorType(_I32, 16), list(range(16)))
+
+        def splat(val, undef, mask):
+            return builder.shuffle_vector(builder.insert_element(undef, val, lane0), undef, mask)
+
+        def vptr(base, offset, vty):
+            return builder.bitcast(builder.gep(base, [offset]), vty.as_pointer())
+
+        def load_i16(base, byte_offset):
+            return builder.sitofp(builder.load(builder.bitcast(builder.gep(base, [byte_offset]),
+                                                               ir.IntType(16).as_pointer()), align=2), _F64)
+
+        def row_index(i):
+            return builder.add(builder.mul(c(i), nb), b)
+
+        first = builder.block
+        bhead = builder.append_basic_block("block_head")
+        bbody = builder.append_basic_block("block_body")
+        shead = builder.append_basic_block("step_head")
+        sbody = builder.append_basic_block("step_body")
+        bepi = builder.append_basic_block("block_end")
+        bnext = builder.append_basic_block("block_next")
+        done = builder.append_basic_block("done")
+        builder.branch(bhead)
+
+        builder.position_at_end(bhead)
+        b = builder.phi(_I64)
+        b.add_incoming(c(0), first)
+        woff = builder.phi(_I64)                       # byte offset of block b in wp
+        woff.add_incoming(c(0), first)
+        facc = []
+        for k in range(mr * nv):
+            p = builder.phi(_V16F)
+            p.add_incoming(ir.Constant(_V16F, [0.0] * 16), first)
+            facc.append(p)
+        builder.cbranch(builder.icmp_signed("<", b, nb), bbody, done)
+
+        builder.position_at_end(bbody)
+        nsteps = builder.load(builder.gep(psteps, [b]))
+        offs = [builder.load(builder.gep(paoff, [row_index(i)])) for i in range(mr)]
+        rows = [builder.gep(px0, [o]) for o in offs]
+        wblock = builder.gep(pwp, [woff])
+        builder.branch(shead)
+
+        builder.position_at_end(shead)
+        s = builder.phi(_I64)
+        s.add_incoming(c(0), bbody)
+        iacc = []
+        for k in range(mr * nv):
+            p = builder.phi(_V16I)
+            p.add_incoming(zero_i, bbody)
+            iacc.append(p)
+        builder.cbranch(builder.icmp_signed("<", s, nsteps), sbody, bepi)
+        builder.position_at_end(sbody)
+        wcur = builder.gep(wblock, [builder.mul(s, c(64 * nv))])
+        wv = [builder.load(vptr(wcur, c(64 * v), _V16I), align=1) for v in range(nv)]
+        stepped = []
+        for i in range(mr):
+            av = splat(builder.load(vptr(rows[i], builder.mul(s, c(4)), _I32), align=1), undef_i, splat16)
+            for v in range(nv):
+                stepped.append(builder.call(dp, [iacc[i * nv + v], av, wv[v]]))
+        s.add_incoming(builder.add(s, c(1)), sbody)
+        for p, val in zip(iacc, stepped):
+            p.add_incoming(val, sbody)
+        builder.branch(shead)
+
+        # ----- end of block
+        builder.position_at_end(bepi)
+        cb = builder.mul(b, c(width))
+        wsv = [builder.load(vptr(pws, builder.add(cb, c(16 * v)), _V16F), align=4) for v in range(nv)]
+        scales = []
+        for i in range(mr):
+            sxv = splat(builder.load(builder.gep(pxs, [row_index(i)])), undef_f, splat16)
+            for v in range(nv):
+                scales.append(builder.fmul(sxv, wsv[v]))
+        plain = [builder.call(fma, [builder.sitofp(iacc[k], _V16F), scales[k], facc[k]]) for k in range(mr * nv)]
+        rowm = builder.load(builder.gep(prmask, [b]))
+        vecm = builder.load(builder.gep(pw1vec, [b]))
+        pre_bb = builder.block
+        lanes_bb = builder.append_basic_block("lanes")
+        join_bb = builder.append_basic_block("lanes_join")
+        builder.cbranch(builder.icmp_signed("!=", builder.or_(rowm, vecm), c(0)), lanes_bb, join_bb)
+        builder.position_at_end(lanes_bb)
+        kmask = builder.sub(builder.shl(c(1), builder.mul(nsteps, c(2))), c(1))
+        e_lo = builder.load(builder.gep(pw1start, [b]))
+        e_hi = builder.load(builder.gep(pw1start, [builder.add(b, c(1))]))
+
+        def x1_terms(i, v, clo, chi):
+            """(clo, chi) plus row i's plane-1 activations times the plane-0 weights of group v."""
+            entry_bb = builder.block
+            bits0 = builder.and_(builder.zext(builder.load(builder.gep(pxbits, [row_index(i)])), _I64), kmask)
+            x_to_d = builder.load(builder.gep(pxf, [row_index(i)]))
+            x1row = builder.gep(px1, [offs[i]])
+            head = builder.append_basic_block("x1_head")
+            body = builder.append_basic_block("x1_body")
+            out = builder.append_basic_block("x1_out")
+            builder.branch(head)
+            builder.position_at_end(head)
+            bits = builder.phi(_I64)
+            bits.add_incoming(bits0, entry_bb)
+            plo, phi_ = builder.phi(_V8D), builder.phi(_V8D)
+            plo.add_incoming(clo, entry_bb)
+            phi_.add_incoming(chi, entry_bb)
+            builder.cbranch(builder.icmp_signed("!=", bits, c(0)), body, out)
+            builder.position_at_end(body)
+            j = builder.call(cttz, [bits, ir.Constant(ir.IntType(1), 1)])
+            f = splat(builder.fmul(load_i16(x1row, builder.mul(j, c(2))), x_to_d), undef_d, splat8)
+            # element j of the 16 columns: in K-step j // 2 (32 int16: the columns' pairs), pair lane j % 2
+            pairs = builder.load(vptr(wblock, builder.add(builder.mul(builder.lshr(j, c(1)), c(64 * nv)), c(64 * v)),
+                                      ir.VectorType(ir.IntType(16), 32)), align=2)
+            even = builder.shuffle_vector(pairs, pairs, ir.Constant(ir.VectorType(_I32, 16), list(range(0, 32, 2))))
+            odd = builder.shuffle_vector(pairs, pairs, ir.Constant(ir.VectorType(_I32, 16), list(range(1, 32, 2))))
+            wrow = builder.select(builder.icmp_signed("!=", builder.and_(j, c(1)), c(0)), odd, even)
+            w32 = builder.sext(wrow, _V16I)
+            wlo = builder.sitofp(builder.shuffle_vector(w32, undef_i, lo_mask), _V8D)
+            whi = builder.sitofp(builder.shuffle_vector(w32, undef_i, hi_mask), _V8D)
+            nlo = builder.fadd(plo, builder.fmul(f, wlo))
+            nhi = builder.fadd(phi_, builder.fmul(f, whi))
+            bits.add_incoming(builder.and_(bits, builder.sub(bits, c(1))), body)
+            plo.add_incoming(nlo, body)
+            phi_.add_incoming(nhi, body)
+            builder.branch(head)
+            builder.position_at_end(out)
+            return plo, phi_
+
+        def exact_half(k, hmask, corr):
+            """binary32 accumulator lanes of one half (8 lanes) of group k with the exact term."""
+            dh = builder.sitofp(builder.shuffle_vector(iacc[k], undef_i, hmask), _V8D)
+            sc = builder.fpext(builder.shuffle_vector(scales[k], undef_f, hmask), _V8D)
+            term = builder.fptrunc(builder.fmul(builder.fadd(dh, corr), sc), ir.VectorType(_F32, 8))
+            return builder.fadd(builder.shuffle_vector(facc[k], undef_f, hmask), term)
+
+        def choose(cond, make, otherwise):
+            """``make()`` where ``cond`` holds, else ``otherwise`` (a value computed before)."""
+            here = builder.block
+            yes = builder.append_basic_block("pick")
+            after = builder.append_basic_block("picked")
+            builder.cbranch(cond, yes, after)
+            builder.position_at_end(yes)
+            val = make()
+            yes_end = builder.block
+            builder.branch(after)
+            builder.position_at_end(after)
+            p = builder.phi(val.type)
+            p.add_incoming(otherwise, here)
+            p.add_incoming(val, yes_end)
+            return p
+
+        def row_result(i, v, clo, chi, lo_dirty, hi_dirty):
+            """Group (i, v): plane-1 activation corrections added if row i has them, then each 8-lane half exact
+            where dirty (or the row has them), else the binary32 lanes."""
+            k = i * nv + v
+            rb = builder.icmp_signed("!=", builder.and_(builder.lshr(rowm, c(i)), c(1)), c(0))
+            pre = builder.block
+            x1_bb = builder.append_basic_block("x1")
+            x1_done = builder.append_basic_block("x1_done")
+            builder.cbranch(rb, x1_bb, x1_done)
+            builder.position_at_end(x1_bb)
+            nlo, nhi = x1_terms(i, v, clo, chi)
+            x1_end = builder.block
+            builder.branch(x1_done)
+            builder.position_at_end(x1_done)
+            plo, phi_ = builder.phi(_V8D), builder.phi(_V8D)
+            plo.add_incoming(clo, pre)
+            plo.add_incoming(nlo, x1_end)
+            phi_.add_incoming(chi, pre)
+            phi_.add_incoming(nhi, x1_end)
+            plain_lo = builder.shuffle_vector(plain[k], undef_f, lo_mask)
+            plain_hi = builder.shuffle_vector(plain[k], undef_f, hi_mask)
+            lo = choose(builder.or_(rb, lo_dirty), lambda: exact_half(k, lo_mask, plo), plain_lo)
+            hi = choose(builder.or_(rb, hi_dirty), lambda: exact_half(k, hi_mask, phi_), plain_hi)
+            return builder.shuffle_vector(lo, hi, cat_mask)
+
+        false = ir.Constant(ir.IntType(1), 0)
+        mixed = [None] * (mr * nv)
+        for v in range(nv):
+            bits2 = builder.and_(builder.lshr(vecm, c(2 * v)), c(3))       # dirty halves of group v
+            lo_dirty = builder.icmp_signed("!=", builder.and_(bits2, c(1)), c(0))
+            hi_dirty = builder.icmp_signed("!=", builder.and_(bits2, c(2)), c(0))
+            w1_bb = builder.append_basic_block(f"g{v}_w1")
+            now1_bb = builder.append_basic_block(f"g{v}_rows_check")
+            rows_bb = builder.append_basic_block(f"g{v}_rows")
+            vjoin = builder.append_basic_block(f"g{v}_join")
+            builder.cbranch(builder.icmp_signed("!=", bits2, c(0)), w1_bb, now1_bb)
+            # -- group with plane-1 weights: every row's corrections into the stack buffer, then the rows
+            builder.position_at_end(w1_bb)
+            for q in range(0, mr * 16, 8):
+                builder.store(zero_d, vptr(cbase, c(q), _V8D), align=8)
+            eh = builder.append_basic_block(f"g{v}_e_head")
+            ebody = builder.append_basic_block(f"g{v}_e_body")
+            ehit = builder.append_basic_block(f"g{v}_e_hit")
+            edone = builder.append_basic_block(f"g{v}_e_done")
+            before = builder.block
+            builder.branch(eh)
+            builder.position_at_end(eh)
+            e = builder.phi(_I64)
+            e.add_incoming(e_lo, before)
+            builder.cbranch(builder.icmp_signed("<", e, e_hi), ebody, edone)
+            builder.position_at_end(ebody)
+            col = builder.load(builder.gep(pw1c, [e]))
+            enext = builder.add(e, c(1))
+            e.add_incoming(enext, ebody)
+            e.add_incoming(enext, ehit)
+            builder.cbranch(builder.icmp_signed("==", builder.lshr(col, c(4)), c(v)), ehit, eh)
+            builder.position_at_end(ehit)
+            je = builder.mul(builder.load(builder.gep(pw1j, [e])), c(2))
+            wval = builder.fmul(builder.load(builder.gep(pw1v, [e])), ir.Constant(_F64, w_to_d))
+            lane = builder.and_(col, c(15))
+            for i in range(mr):
+                x_to_d = builder.load(builder.gep(pxf, [row_index(i)]))
+                x1v = builder.fmul(load_i16(builder.gep(px1, [offs[i]]), je), x_to_d)
+                xv = builder.fadd(load_i16(rows[i], je), x1v)
+                slot = builder.gep(cbase, [builder.add(c(16 * i), lane)])
+                builder.store(builder.fadd(builder.load(slot), builder.fmul(xv, wval)), slot)
+            builder.branch(eh)
+            builder.position_at_end(edone)
+            w1_res = []
+            for i in range(mr):
+                clo = builder.load(vptr(cbase, c(16 * i), _V8D), align=8)
+                chi = builder.load(vptr(cbase, c(16 * i + 8), _V8D), align=8)
+                w1_res.append(row_result(i, v, clo, chi, lo_dirty, hi_dirty))
+            w1_end = builder.block
+            builder.branch(vjoin)
+            # -- no plane-1 weights here: rows with plane-1 activations take the exact term
+            builder.position_at_end(now1_bb)
+            builder.cbranch(builder.icmp_signed("!=", rowm, c(0)), rows_bb, vjoin)
+            builder.position_at_end(rows_bb)
+            row_res = [row_result(i, v, zero_d, zero_d, false, false) for i in range(mr)]
+            rows_end = builder.block
+            builder.branch(vjoin)
+            builder.position_at_end(vjoin)
+            for i in range(mr):
+                k = i * nv + v
+                p = builder.phi(_V16F)
+                p.add_incoming(w1_res[i], w1_end)
+                p.add_incoming(plain[k], now1_bb)
+                p.add_incoming(row_res[i], rows_end)
+                mixed[k] = p
+        lanes_end = builder.block
+        builder.branch(join_bb)
+        builder.position_at_end(join_bb)
+        new_acc = []
+        for k in range(mr * nv):
+            p = builder.phi(_V16F)
+            p.add_incoming(plain[k], pre_bb)
+            p.add_incoming(mixed[k], lanes_end)
+            new_acc.append(p)
+        builder.branch(bnext)
+        builder.position_at_end(bnext)
+        b.add_incoming(builder.add(b, c(1)), bnext)
+        woff.add_incoming(builder.add(woff, builder.mul(nsteps, c(64 * nv))), bnext)
+        for p, val in zip(facc, new_acc):
+            p.add_incoming(val, bnext)
+        builder.branch(bhead)
+
+        builder.position_at_end(done)
+        for i in range(mr):
+            row = builder.gep(pacc, [builder.mul(c(i), ldo)])
+            for v in range(nv):
+                builder.store(facc[i * nv + v], vptr(row, c(16 * v), _V16F), align=4)
+        return context.get_dummy_value()
+
+    @intrinsic
+    def tile(typingctx, x0, x1, aoff, t0, xs, xbits, xf, rmask, r0, nb, wp, w0, steps, ws, c0, acc, o0, ldo,
+             w1vec, v0, w1start, s0, w1j, w1c, w1v):
+        i64 = types.int64
+        sig = types.void(x0, x1, aoff, i64, xs, xbits, xf, rmask, i64, i64, wp, i64, steps, ws, i64, acc, i64, i64,
+                         w1vec, i64, w1start, i64, w1j, w1c, w1v)
+        return sig, codegen
+    return tile
+
+
+@intrinsic
+def ctlz32(typingctx, x):
+    """Count of leading zero bits of a uint32 (32 for zero; ``llvm.ctlz``, vectorises)."""
+    def codegen(context, builder, signature, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_I32, [_I32, ir.IntType(1)]),
+                                            "llvm.ctlz.i32")
+        return builder.call(fn, [args[0], ir.Constant(ir.IntType(1), 0)])
+    return types.int32(types.uint32), codegen
+
+
+# =====================================================================================================
+# Drivers: packing, quantisation, and the chain kernels that run the tiles and the MFU pipeline.
+# =====================================================================================================
+
+MR = MICRO_ROWS
+#: Columns of a full panel (nv = NV_MAX vectors of 16).
+PANEL = 16 * NV_MAX
+#: Zero point added to activation integers (uint8 operand of vpdpbusd).
+ZERO_POINT = 128
+#: Micro tiles one task runs against one weight panel (its weights stay in cache).
+TILES_PER_TASK = 8
+
+
+class PackedWeights:
+    """A chain's weights packed for the tile kernels (static per weight image; kept in ``ChainOp.derived``).
+
+    ``wp`` the packed K-steps, per group ``g`` and panel ``p`` from byte ``pan_w0[g, p]``; ``cw`` /
+    ``ws`` the per-block column corrections and scales from index ``pan_c0[g, p]``; ``pan_nv[p]``
+    16-column vectors per panel; ``steps[b]`` K-steps of block ``b``; ``colnan[g, c]`` whether any
+    block's weight scale of column ``c`` is NaN; ``ws_lo``, ``ws_hi`` the range of the finite scales.
+    """
+
+    def __init__(self, wp, pan_w0, pan_c0, pan_nv, steps, cw, ws, colnan, extra=None):
+        self.wp, self.pan_w0, self.pan_c0, self.pan_nv, self.steps = wp, pan_w0, pan_c0, pan_nv, steps
+        self.cw, self.ws, self.colnan = cw, ws, colnan
+        finite = ws[np.isfinite(ws)]
+        self.ws_lo = float(finite.min()) if finite.size else 1.0
+        self.ws_hi = float(finite.max()) if finite.size else 1.0
+        self.extra = extra
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.wp, self.cw, self.ws, self.colnan))
+
+
+def panel_widths(live_out: int) -> np.ndarray:
+    """16-column vectors of each panel covering the first ``live_out`` columns (at least one)."""
+    vecs = max(1, -(-live_out // 16))
+    full, last = divmod(vecs, NV_MAX)
+    return np.array([NV_MAX] * full + ([last] if last else []), np.int64)
+
+
+def pack_weights(wint: np.ndarray, ws: np.ndarray, steps: np.ndarray, elems_per_step: int, zero_point: int,
+                 wdtype, extra=None, live_out: int | None = None) -> PackedWeights:
+    """Pack integer weights ``wint`` (r, nb, K, N) (K = elements per block) with scales ``ws`` (r, nb, N).
+
+    Block ``b`` keeps its first ``steps[b] * elems_per_step`` elements (the rest must be zero); columns
+    past the last non-zero one of every group and block are left out (16 at a time).  ``cw`` holds
+    ``zero_point`` times each column's block sum; ``ws`` the scale values (quanta folded in, binary32).
+    Layout: per group ``g`` and panel ``p``, blocks in order, each ``steps[b]`` K-steps of the panel's
+    ``16 * nv`` columns, ``4`` bytes (one step's elements) per column.
+    """
+    r, nb, kb, n = wint.shape
+    if live_out is None:
+        live = np.flatnonzero(wint.any(axis=(0, 1, 2)))
+        live_out = int(live[-1]) + 1 if live.size else 0
+    nvs = panel_widths(live_out)
+    width = int(nvs.sum()) * 16
+    cols = min(width, n)
+    steps = np.asarray(steps, np.int64)
+    step_bytes = elems_per_step * np.dtype(wdtype).itemsize
+    pan_bytes = [int(steps.sum()) * 16 * int(nv) * step_bytes for nv in nvs]
+    per_group = sum(pan_bytes)
+    packed = np.zeros((r, per_group + 64), np.int8)          # 64 spare bytes: never read past the end
+    colsum = np.zeros((r, nb, width), np.int64)
+    colsum[:, :, :cols] = wint[:, :, :, :cols].astype(np.int64).sum(axis=2)
+    wsw = np.ones((r, nb, width), np.float32)
+    wsw[:, :, :cols] = ws[:, :, :cols]
+    pan_w0 = np.zeros((r, nvs.size), np.int64)
+    pan_c0 = np.zeros((r, nvs.size), np.int64)
+    table = nb * width                                          # per group: every panel's blocks
+    cw = np.zeros((r, table), np.int32)
+    wsf = np.ones((r, table), np.float32)
+    c0 = off = t0 = 0
+    for p, nv in enumerate(nvs):
+        cols_p = slice(c0, c0 + 16 * int(nv))
+        pan_w0[:, p] = np.arange(r) * packed.shape[1] + off
+        pan_c0[:, p] = np.arange(r) * table + t0
+        for b in range(nb):
+            kk = int(steps[b]) * elems_per_step
+            blk = np.zeros((r, kk, 16 * int(nv)), wdtype)
+            hi = min(cols_p.stop, cols)
+            if hi > c0 and kk:
+                blk[:, :min(kk, kb), :hi - c0] = wint[:, b, :kk, c0:hi]
+            # (r, steps, elems, cols) -> (r, steps, cols, elems)
+            size = blk[0].size * np.dtype(wdtype).itemsize
+            blk = blk.reshape(r, int(steps[b]), elems_per_step, 16 * int(nv)).transpose(0, 1, 3, 2)
+            packed[:, off: off + size] = np.ascontiguousarray(blk).reshape(r, -1).view(np.int8)
+            off += size
+        span = slice(t0, t0 + nb * 16 * int(nv))
+        cw[:, span] = (zero_point * colsum[:, :, cols_p]).reshape(r, -1)
+        wsf[:, span] = wsw[:, :, cols_p].reshape(r, -1)
+        t0 += nb * 16 * int(nv)
+        c0 += 16 * int(nv)
+    colnan = np.isnan(ws).any(axis=1)                                              # (r, N)
+    out = PackedWeights(packed.reshape(-1), pan_w0, pan_c0, nvs, steps, cw.reshape(-1), wsf.reshape(-1), colnan,
+                        extra)
+    return out
+
+
+#: Largest scale product the kernels take: a block sum (below 2**31) times it stays below 2**127, so no
+#: term overflows and a fused multiply-add into the accumulator rounds exactly as the separate add.
+SCALE_MAX = 2.0 ** 96
+
+
+@numba.njit(cache=True, nogil=True)
+def block_scales(scodes, rep, table, e0x, xscale, xunit):
+    """Activation scale values per reduction block, and the range of the finite ones.
+
+    ``xscale[v, s] = table[scodes[v, s // rep]]`` (binary32 value of each scale code, NaN for the NaN
+    code), times ``2**e0x[v, s]`` and with ``xunit[v, s] = 2**(-9 - e0x[v, s])`` when ``e0x`` is
+    given (the E4M3 planes' units; an empty ``e0x`` leaves ``xunit`` alone).  Returns (smallest,
+    largest) finite value, (1, 1) when there is none.
+    """
+    lo, hi = np.inf, -np.inf
+    units = e0x.size > 0
+    for v in range(xscale.shape[0]):
+        for s_ in range(xscale.shape[1]):
+            x = np.float64(table[scodes[v, s_ // rep]])
+            if units:
+                e = np.int64(e0x[v, s_])
+                x *= _pow2_f64(e)
+                xunit[v, s_] = _pow2_f64(-9 - e)
+            xscale[v, s_] = x
+            if x == x:
+                lo = min(lo, x)
+                hi = max(hi, x)
+    return (lo, hi) if lo <= hi else (1.0, 1.0)
+
+
+def scales_fit(xs_lo: float, xs_hi: float, ws_lo: float, ws_hi: float, tiny: float) -> bool:
+    """Whether every product of finite scales in the ranges is a binary32 power of two in [tiny, SCALE_MAX]."""
+    return min(xs_lo, ws_lo, xs_lo * ws_lo) >= tiny and max(xs_hi, ws_hi, xs_hi * ws_hi) <= SCALE_MAX
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _tile_i8(nv, a, aoff, t0, xs, nb, wp, w0, steps, cw, ws, c0, acc, o0, ldo):
+    if nv == 4:
+        tile_i8_4(a, aoff, t0, xs, nb, wp, w0, steps, cw, ws, c0, acc, o0, ldo)
+    elif nv == 3:
+        tile_i8_3(a, aoff, t0, xs, nb, wp, w0, steps, cw, ws, c0, acc, o0, ldo)
+    elif nv == 2:
+        tile_i8_2(a, aoff, t0, xs, nb, wp, w0, steps, cw, ws, c0, acc, o0, ldo)
+    else:
+        tile_i8_1(a, aoff, t0, xs, nb, wp, w0, steps, cw, ws, c0, acc, o0, ldo)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _row_tables(aidx, xscale, m0, rows, ntile, sub, row_bytes, blk_bytes, aoff, xs, rownan):
+    """Per task: byte offsets and scales of each (row, block) of rows m0 .. m0 + rows - 1 (padded rows
+    repeat the last), and whether any of a row's scales is NaN."""
+    k = aidx.shape[1]
+    nb = k * sub
+    for i in range(ntile * MR):
+        m = m0 + min(i, rows - 1)
+        bad = False
+        for kk in range(k):
+            v = aidx[m, kk]
+            for s in range(sub):
+                b = kk * sub + s
+                aoff[i * nb + b] = v * row_bytes + s * blk_bytes
+                x = xscale[v, s]
+                xs[i * nb + b] = x
+                bad = bad or x != x
+        rownan[i] = bad
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _finish_rows(acc, n, live, m0, rows, g, r, rownan, colnan, fmt, ops, sources, scalars, operand_addr, vmem,
+                 tables, v, t, w, out, wrows):
+    """Columns past the panels (zero weights), then the MFU pipeline of each row: output row ``o = m * r + g``
+    into ``out[wrows[o]]`` (``out[o]`` when ``wrows`` is empty)."""
+    pattern = _fused_pattern(fmt, ops, sources)
+    for i in range(rows):
+        row = acc[i * n:(i + 1) * n]
+        for c in range(live, n):
+            row[c] = np.float32(np.nan) if (rownan[i] or colnan[g, c]) else np.float32(0.0)
+        o = (m0 + i) * r + g
+        orow = wrows[o] if wrows.size else o
+        if pattern >= 0:
+            _pipeline_row_fused(pattern, row, o, fmt, operand_addr, vmem, out[orow])
+        else:
+            _pipeline_row(row, o, fmt, ops, sources, scalars, operand_addr, vmem, tables, v, t, w, out, orow)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def chain_int8(codes, row_bytes, xscale, aidx, sub, blk_bytes, wp, pan_w0, pan_c0, pan_nv, steps, cw, ws, colnan,
+               fmt, ops, sources, scalars, operand_addr, vmem, tables, out, wrows):
+    """One batch of an MVU chain on the int8 plan: ``out[m * r + g]`` = MFU-format bits of the chain.
+
+    ``codes`` (V * row_bytes,) uint8 activation integers plus :data:`ZERO_POINT`, ``xscale`` (V, sub)
+    their block scales (binary32, NaN for a NaN block); iteration ``m`` reads vectors ``aidx[m, :]``
+    (rows of ``codes``), each of ``sub`` blocks ``blk_bytes`` apart.  The weights are a
+    :class:`PackedWeights`' arrays; ``fmt`` .. ``tables`` as for ``mfu_kernels.run_chain``.  Output row
+    ``o`` goes to ``out[wrows[o]]`` (``out[o]`` when ``wrows`` is empty: ``out`` may be the vector
+    memory itself when no row of the batch reads what it writes).
+    """
+    m_rows = aidx.shape[0]
+    k = aidx.shape[1]
+    nb = k * sub
+    r, npan = pan_w0.shape
+    n = out.shape[1]
+    live = 0
+    for p in range(npan):
+        live += 16 * pan_nv[p]
+    per_task = MR * TILES_PER_TASK
+    tasks_m = (m_rows + per_task - 1) // per_task
+    for task in numba.prange(tasks_m * r):
+        mt = np.int64(task) // r
+        g = np.int64(task) - mt * r
+        m0 = mt * per_task
+        rows = min(per_task, m_rows - m0)
+        ntile = (rows + MR - 1) // MR
+        aoff = np.empty(ntile * MR * nb, np.int64)
+        xs = np.empty(ntile * MR * nb, np.float32)
+        rownan = np.empty(ntile * MR, np.bool_)
+        _row_tables(aidx, xscale, m0, rows, ntile, sub, row_bytes, blk_bytes, aoff, xs, rownan)
+        acc = np.empty(ntile * MR * n, np.float32)
+        col = 0
+        for p in range(npan):
+            for t in range(ntile):
+                _tile_i8(pan_nv[p], codes, aoff, t * MR * nb, xs, nb, wp, pan_w0[g, p], steps, cw, ws, pan_c0[g, p],
+                         acc, t * MR * n + col, n)
+            col += 16 * pan_nv[p]
+        v = np.empty(n, np.float32)
+        tt = np.empty(n, np.float32)
+        w = np.empty(n, np.float32)
+        _finish_rows(acc, n, live, m0, rows, g, r, rownan, colnan, fmt, ops, sources, scalars, operand_addr, vmem,
+                     tables, v, tt, w, out, wrows)
+    return out
+
+
+# ----- MXFP8 E4M3 x E4M3 on int16 planes ---------------------------------------------------------
+#
+# An E4M3 element is m * 2**E with m < 16 and E in [-9, 5] (E = -9: the subnormals and the smallest
+# binade), so an exact block sum of 32 products needs up to 41 bits.  Each element goes whole into one
+# of two planes:
+#
+# * plane 0: the elements that are integer multiples of a unit 2**E0, as those integers (int16);
+# * plane 1: the others (all below 2**(E0 + 3)), as integers in the quantum 2**-9.
+#
+# Weights use E0W = -6: plane-0 integers up to 448 * 2**6 = 28672 (int16), plane 1 holds about 0.1 %
+# of ResNet-50's weights.  Activations use, per block, the finest unit E0 in [-6, -2] for which
+# sum |X0| * max |W0| < 2**31 (E0 = -2 always qualifies: 32 * 1792 * 28672 < 2**31), so one vpdpwssd
+# pass gives D = sum X0 * W0 exactly, and plane 1 holds about 0.02 % of activations.  The plane-1
+# elements enter as binary64 corrections in D's units (exact: multiples of 2**-10 units, below 2**41 of
+# them): an 8-column half with plane-1 weights, or a row with plane-1 activations, forms its exact sum
+# in binary64 and rounds once.  Elsewhere the term is fl32(D) * (xs * ws): D may pass 2**24, but scaling
+# by a normal binary32 power of two commutes with the rounding, so this is the single rounding of the
+# exact product when every scale product is normal (2**-126 or more, checked per batch).
+
+E4M3_TX, E4M3_TW = 7, 11
+E0X, E0W = 5 - E4M3_TX, 5 - E4M3_TW
+#: The finest activation unit (T = 11: 14 * 2**11 fits int16), taken where the block's sum allows.
+E0X_MIN = 5 - 11
+#: Block of the MX formats.
+MX_BLOCK = 32
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _pow2_f64(e):
+    """2.0**e for an integer e in [-1022, 1023], from its bits."""
+    return np.int64((e + 1023) << 52).view(np.float64)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _pow2_f32(e):
+    """2.0**e (binary32) for an integer e in [-126, 127], from its bits."""
+    return np.uint32(np.int32(e + 127) << 23).view(np.float32)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _block_shared(xb, lo):
+    """The E8M0 shared exponent of block ``xb[lo:lo + 32]`` (binary32 bits), or 255 for NaN/Inf, 256 for all zero."""
+    top = np.uint32(0)
+    for e in range(lo, lo + MX_BLOCK):
+        v = np.uint32(xb[e] & np.uint32(0x7FFFFFFF))
+        top = v if v > top else top
+    if top >= np.uint32(0x7F800000):
+        return np.int64(255)
+    if top == 0:
+        return np.int64(256)
+    flog = (np.float64(np.uint32(top).view(np.float32)).view(np.int64) >> 52) - 1023     # exact, subnormals too
+    return min(max(flog - 8, np.int64(-127)), np.int64(127))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _fp16_e4m3_units(h, shared):
+    """|v| of fp16 bits ``h`` (finite) divided by 2**shared, rounded to E4M3 (RNE, saturated to 448), in
+    quanta 2**-9 (int32).
+
+    In binary32: ``a = |v|`` (exact), ``ee = max(floor(log2 a) - shared, -6)``; ``a * 2**(3 - ee -
+    shared)`` is exact (the power of two lies in [2**-12, 2**41] for fp16 inputs, the product is
+    2**-22 or more) and ``rint`` rounds it to nearest even; times ``2**(ee + 6)`` it counts quanta.
+    Integers stay 32-bit (Numba widens integer arithmetic to 64 bits, halving the lanes).
+    """
+    I = np.int32
+    a = widen_fp16(np.uint16(h & np.uint16(0x7FFF)))
+    flog = I(I(as_bits(a) >> np.uint32(23)) - I(127))
+    ee = max(I(flog - shared), I(-6))
+    down = np.uint32(I(I(130) - I(ee + shared)) << I(23)).view(np.float32)
+    up = np.uint32(I(ee + I(133)) << I(23)).view(np.float32)
+    q = np.rint(a * down) * up
+    return I(min(q, np.float32(229376.0)))
+
+
+#: Rows one parallel task of the quantiser converts.
+_QUANT_ROWS = 64
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def gather_quantize_e4m3(vbits, bf16, addr, wmax, x0, x1, scodes, e0x, flags):
+    """MXFP8 E4M3 conversion (docs/numerics.md section 2) of rows of gathered 16-bit vectors, as planes.
+
+    Row ``i`` is vectors ``vbits[addr[i, :]]`` (fp16, or bf16 when ``bf16``).  Each block gets a
+    plane-0 unit ``2**e0x`` (``e0x`` in [E0X_MIN, E0X]): the finest for which the block's plane-0
+    integers ``X0`` satisfy ``sum |X0| * wmax < 2**31`` (``wmax``: the largest plane-0 weight integer
+    it meets), so every int32 block sum is exact.  ``x0`` gets ``value / 2**e0x`` for the elements
+    that are multiples of ``2**e0x`` (else 0), ``x1`` the others in quanta 2**-9 (else 0), both int16;
+    ``scodes`` the E8M0 scale codes (255 for a NaN block, whose elements are 0; 127, scale 1, for an
+    all-zero block, whose terms are +0 at any finite scale) and ``flags`` a bit per plane-1 element.
+
+    Element rule, with ``u = |v| / 2**shared``: ``ee = max(floor(log2 u), -6)``, ``q = RNE(u /
+    2**(ee - 3))``, value ``q * 2**(ee - 3)`` saturated to 448: on fp16 bits in integers
+    (:func:`_fp16_e4m3_units`); from bf16 the scaling ``|v| / 2**(shared + ee - 3)`` is exact in
+    binary64 (bf16 has binary32's range) and ``RNE`` is ``rint``.
+    """
+    rows, k = addr.shape
+    n = vbits.shape[1]
+    limit = np.int64(2 ** 31 - 1)
+    chunks = (rows + _QUANT_ROWS - 1) // _QUANT_ROWS
+    for chunk in numba.prange(chunks):
+        units = np.empty(k * n, np.int32)                  # scratch per task: allocations cost per row
+        neg = np.empty(k * n, np.bool_)
+        xb = np.empty(k * n, np.uint32)
+        hb = np.empty(k * n, np.uint16)
+        for i in range(chunk * _QUANT_ROWS, min(rows, (chunk + 1) * _QUANT_ROWS)):
+            _quantize_row_e4m3(vbits, bf16, addr, i, k, n, wmax, limit, units, neg, xb, hb, x0, x1, scodes, e0x, flags)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _quantize_row_e4m3(vbits, bf16, addr, i, k, n, wmax, limit, units, neg, xb, hb, x0, x1, scodes, e0x, flags):
+    """Row ``i`` of :func:`gather_quantize_e4m3`."""
+    if True:
+        for j in range(k):
+            src = vbits[addr[i, j]]
+            if bf16:
+                for e in range(n):
+                    xb[j * n + e] = as_bits(widen_bf16(src[e]))
+            else:
+                for e in range(n):
+                    hb[j * n + e] = src[e]
+        for blk in range(k * n // MX_BLOCK):
+            lo = blk * MX_BLOCK
+            if bf16:
+                shared = _block_shared(xb, lo)
+            else:
+                top = np.uint16(0)
+                for e in range(lo, lo + MX_BLOCK):
+                    v = np.uint16(hb[e] & np.uint16(0x7FFF))
+                    top = v if v > top else top
+                if top >= np.uint16(0x7C00):
+                    shared = np.int64(255)
+                elif top == 0:
+                    shared = np.int64(256)
+                else:
+                    tb = np.int64(top >> np.uint16(10))
+                    flog = tb - 15 if tb > 0 else np.int64(31 - ctlz32(np.uint32(top))) - 24
+                    shared = max(flog - 8, np.int64(-127))
+            if shared >= 255:
+                scodes[i, blk] = 255 if shared == 255 else 127
+                e0x[i, blk] = E0X
+                flags[i, blk] = 0
+                for e in range(lo, lo + MX_BLOCK):
+                    x0[i, e] = 0
+                    x1[i, e] = 0
+                continue
+            scodes[i, blk] = shared + 127
+            sh = np.int32(shared)
+            l1 = np.int32(0)
+            if bf16:
+                for e in range(lo, lo + MX_BLOCK):
+                    a = np.float64(np.uint32(xb[e] & np.uint32(0x7FFFFFFF)).view(np.float32))
+                    flog = np.int32((np.float64(a).view(np.int64) >> 52) - 1023)
+                    ee = max(flog - sh, np.int32(-6))
+                    q = np.rint(a * _pow2_f64(3 - ee - sh))
+                    u = np.int32(min(q * _pow2_f64(ee + 6), 229376.0))
+                    units[e] = u
+                    neg[e] = (xb[e] >> np.uint32(31)) != 0
+                    l1 += u
+            else:
+                for e in range(lo, lo + MX_BLOCK):
+                    u = _fp16_e4m3_units(hb[e], sh)
+                    units[e] = u
+                    neg[e] = (hb[e] >> np.uint16(15)) != 0
+                    l1 += u
+            # finest unit 2**e0 (quanta per unit 2**(e0 + 9)) whose integers keep sum |X0| * wmax < 2**31
+            e0 = np.int64(E0X_MIN)                    # (monotone conditions, summed without branches)
+            for t in range(E0X_MIN, E0X):
+                e0 += np.int64(np.int64(l1) * wmax > limit << (t + 9))
+            e0x[i, blk] = e0
+            shift = np.int32(e0 + 9)
+            low = np.int32(np.int32(np.int32(1) << shift) - np.int32(1))
+            bits = np.uint32(0)
+            for e in range(MX_BLOCK):
+                u = units[lo + e]
+                su = np.int32(-u) if neg[lo + e] else u
+                plane1 = np.int32(u & low) != np.int32(0)
+                x0[i, lo + e] = np.int16(0) if plane1 else np.int16(np.int32(su >> shift))
+                x1[i, lo + e] = np.int16(su) if plane1 else np.int16(0)
+                bits |= np.uint32(np.uint32(plane1) << np.uint32(e))
+            flags[i, blk] = bits
+
+
+def e4m3_weight_planes(w: np.ndarray):
+    """Plane-0 integers (value / 2**E0W, int16: the values that are multiples of 2**E0W) and plane-1
+    integers (the others, in quanta 2**-9) of E4M3 values ``w`` (binary32, finite)."""
+    scaled = w.astype(np.float64) * 2.0 ** -E0W
+    plane0 = scaled == np.round(scaled)
+    w0 = np.where(plane0, scaled, 0).astype(np.int16)
+    w1 = np.where(plane0, 0, w * 2.0 ** 9).astype(np.int32)
+    return w0, w1
+
+
+class Plane1Weights:
+    """A chain's plane-1 weights as lists per (group, panel, block): ``start[g, p, b] .. start[g, p, b + 1]``
+    index ``j`` (element in the block), ``c`` (column in the panel) and ``v`` (integer, quanta 2**-9)."""
+
+    def __init__(self, w1: np.ndarray, nvs: np.ndarray):
+        r, nb, kb, n = w1.shape
+        npan = nvs.size
+        start = np.zeros((r, npan, nb + 1), np.int64)
+        js, cs, vs = [], [], []
+        count = 0
+        for g in range(r):
+            c0 = 0
+            for p, nv in enumerate(nvs):
+                width = 16 * int(nv)
+                part = w1[g, :, :, c0:c0 + width]                        # (nb, kb, width)
+                b_idx, j_idx, c_idx = np.nonzero(part)
+                per_block = np.bincount(b_idx, minlength=nb)
+                start[g, p, 0] = count
+                start[g, p, 1:] = count + np.cumsum(per_block)
+                count += b_idx.size
+                js.append(j_idx)
+                cs.append(c_idx)
+                vs.append(part[b_idx, j_idx, c_idx])
+                c0 += width
+        self.start = start
+        self.j = np.concatenate(js).astype(np.int64) if js else np.zeros(0, np.int64)
+        self.c = np.concatenate(cs).astype(np.int64) if cs else np.zeros(0, np.int64)
+        self.v = np.concatenate(vs).astype(np.float64) if vs else np.zeros(0, np.float64)
+        #: per (group, panel, block): bits 2v, 2v + 1 for the 8-column halves of 16-column group v holding
+        #: plane-1 weights
+        self.vec = np.zeros(r * npan * nb, np.int64)
+        owner = np.repeat(np.arange(r * npan * nb), np.diff(np.append(start[:, :, :-1].reshape(-1), count)))
+        np.bitwise_or.at(self.vec, owner, np.left_shift(1, self.c // 8))
+        self.vec = self.vec.reshape(r, npan, nb)
+
+    @property
+    def nbytes(self) -> int:
+        return self.start.nbytes + self.j.nbytes + self.c.nbytes + self.v.nbytes + self.vec.nbytes
+
+
+#: Plane-1 weight quanta (2**-9) in plane-0 weight units.
+W_TO_D = 2.0 ** (-9 - E0W)
+e4m3_tile_1 = _e4m3_kernel(1, W_TO_D)
+e4m3_tile_2 = _e4m3_kernel(2, W_TO_D)
+e4m3_tile_3 = _e4m3_kernel(3, W_TO_D)
+e4m3_tile_4 = _e4m3_kernel(4, W_TO_D)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _tile_e4m3(nv, x0, x1, aoff, t0, xs, xbits, xf, rmask, r0, nb, wp, w0, steps, ws, c0, acc, o0, ldo, w1vec, v0,
+               w1start, s0, w1j, w1c, w1v):
+    if nv == 4:
+        e4m3_tile_4(x0, x1, aoff, t0, xs, xbits, xf, rmask, r0, nb, wp, w0, steps, ws, c0, acc, o0, ldo, w1vec,
+                    v0, w1start, s0, w1j, w1c, w1v)
+    elif nv == 3:
+        e4m3_tile_3(x0, x1, aoff, t0, xs, xbits, xf, rmask, r0, nb, wp, w0, steps, ws, c0, acc, o0, ldo, w1vec,
+                    v0, w1start, s0, w1j, w1c, w1v)
+    elif nv == 2:
+        e4m3_tile_2(x0, x1, aoff, t0, xs, xbits, xf, rmask, r0, nb, wp, w0, steps, ws, c0, acc, o0, ldo, w1vec,
+                    v0, w1start, s0, w1j, w1c, w1v)
+    else:
+        e4m3_tile_1(x0, x1, aoff, t0, xs, xbits, xf, rmask, r0, nb, wp, w0, steps, ws, c0, acc, o0, ldo, w1vec,
+                    v0, w1start, s0, w1j, w1c, w1v)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def chain_e4m3(x0, x1, xflags, xunit, row_elems, xscale, aidx, sub, wp, pan_w0, pan_c0, pan_nv, steps, cw, ws,
+               colnan, w1_start, w1_j, w1_c, w1_v, w1_vec, fmt, ops, sources, scalars, operand_addr, vmem, tables, out,
+               wrows):
+    """One batch of an MVU chain on E4M3 planes (see above): ``out[m * r + g]`` = MFU-format bits.
+
+    ``x0``, ``x1`` (V * row_elems,) int16 activation planes, ``xflags`` (V, sub) a bit per plane-1
+    element of each block, ``xunit`` (V, sub) the plane-1 quantum in the block's plane-0 units,
+    ``xscale`` (V, sub) block scales times the block's plane-0 unit; the weights a :class:`PackedWeights` of
+    the plane-0 integers (int16 pairs ``wp``) and a :class:`Plane1Weights`' lists
+    (``w1_start`` (r, npan, nb + 1), ``w1_vec`` (r, npan, nb)).  ``cw`` is unused (no zero point).
+    """
+    m_rows = aidx.shape[0]
+    k = aidx.shape[1]
+    nb = k * sub
+    r, npan = pan_w0.shape
+    n = out.shape[1]
+    live = 0
+    for p in range(npan):
+        live += 16 * pan_nv[p]
+    w1s = w1_start.reshape(-1)
+    w1v_ = w1_vec.reshape(-1)
+    per_task = MR * TILES_PER_TASK
+    tasks_m = (m_rows + per_task - 1) // per_task
+    blk_bytes = 2 * MX_BLOCK
+    for task in numba.prange(tasks_m * r):
+        mt = np.int64(task) // r
+        g = np.int64(task) - mt * r
+        m0 = mt * per_task
+        rows = min(per_task, m_rows - m0)
+        ntile = (rows + MR - 1) // MR
+        aoff = np.empty(ntile * MR * nb, np.int64)
+        xs = np.empty(ntile * MR * nb, np.float32)
+        rownan = np.empty(ntile * MR, np.bool_)
+        _row_tables(aidx, xscale, m0, rows, ntile, sub, 2 * row_elems, blk_bytes, aoff, xs, rownan)
+        xbits = np.empty(ntile * MR * nb, np.uint32)
+        xf = np.empty(ntile * MR * nb, np.float64)
+        rmask = np.zeros(ntile * nb, np.int64)        # per micro tile and block: rows with plane-1 activations
+        for i in range(ntile * MR):
+            m = m0 + min(i, rows - 1)
+            for kk in range(k):
+                for s in range(sub):
+                    b = kk * sub + s
+                    bits = xflags[aidx[m, kk], s]
+                    xbits[i * nb + b] = bits
+                    xf[i * nb + b] = xunit[aidx[m, kk], s]
+                    if np.uint64(bits) & ((np.uint64(1) << np.uint64(2 * steps[b])) - np.uint64(1)):
+                        rmask[(i // MR) * nb + b] |= np.int64(1) << np.int64(i % MR)
+        acc = np.empty(ntile * MR * n, np.float32)
+        col = 0
+        for p in range(npan):
+            nv = pan_nv[p]
+            for t in range(ntile):
+                _tile_e4m3(nv, x0, x1, aoff, t * MR * nb, xs, xbits, xf, rmask, t * nb, nb, wp, pan_w0[g, p], steps,
+                           ws, pan_c0[g, p], acc, t * MR * n + col, n, w1v_, (g * npan + p) * nb, w1s,
+                           (g * npan + p) * (nb + 1), w1_j, w1_c, w1_v)
+            col += 16 * nv
+        v = np.empty(n, np.float32)
+        tt = np.empty(n, np.float32)
+        w = np.empty(n, np.float32)
+        _finish_rows(acc, n, live, m0, rows, g, r, rownan, colnan, fmt, ops, sources, scalars, operand_addr, vmem,
+                     tables, v, tt, w, out, wrows)
+    return out
