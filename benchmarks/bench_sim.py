@@ -29,7 +29,7 @@ import time
 import numpy as np
 import pytest
 
-from npu_toolkit.testing import programs as sp
+from npu import kernels as sp
 
 ROUNDS = 5
 CFG = sp.config("bw-s10")

@@ -1,10 +1,15 @@
-"""Building the RTL core for a machine configuration and running a program on it (Verilator + cocotb).
+"""Building the RTL core for a machine configuration and running a program on it (Verilator).
 
-``run_program(words, dram_image, config)`` compiles the core for the
-configuration (once per configuration, cached under ``build/hdl``), runs the
-program with DRAM modelled by cocotbext-axi's AXI RAM, and returns the DRAM
-contents after the run and the cycle count.  The runtime's ``rtl`` backend
-and the co-simulation tests use it.
+``run_program(words, dram_image, config)`` runs the program on the fast path
+(hdl/fast.py): the core compiled with a C++ testbench whose DRAM is a C++ model
+of an AXI RAM, no Python per cycle (built once per configuration, cached under
+``build/hdl``).  It returns the DRAM contents after the run and the cycle count.
+The runtime's ``rtl`` backend and the co-simulation tests use it.
+
+``run_program_cocotb`` runs the same program under cocotb with DRAM as
+cocotbext-axi's AXI RAM (hdl/cosim_tb.py; about 450 cycles a second): the
+reference the fast path's DRAM model is checked against, cycle for cycle.
+``runner_for`` builds the core for cocotb testbenches.
 """
 from __future__ import annotations
 
@@ -28,6 +33,8 @@ SOURCES = [RTL / f for f in ("npu_round_float.v", "npu_block_scale.v", "npu_bfp_
                              "npu_mfu_max.v", "npu_mfu_mul.v", "npu_mfu_add.v", "npu_mfu_act.v",
                              "npu_tile_engine.v", "npu_compute.v", "npu_axi_burst.v", "npu_dma_load.v", "npu_dma_store.v", "npu_core.v")]
 BUILD = HDL.parent / "build" / "hdl"
+#: Instructions each stream's instruction memory holds (npu_core's IMEM_DEPTH, left at its default).
+IMEM_DEPTH = 4096
 
 
 class UnsupportedConfig(ValueError):
@@ -138,10 +145,34 @@ def runner_for(config: NPUConfig):
     return runner
 
 
+def check_program(words: bytes) -> None:
+    """ToolchainError unless ``words`` is a whole number of 16-byte instructions that fits the core's
+    instruction memories (IMEM_DEPTH words)."""
+    if len(words) % 16:
+        raise ToolchainError(f"a program is a whole number of 16-byte instructions, not {len(words)} bytes")
+    if len(words) // 16 > IMEM_DEPTH:
+        raise ToolchainError(f"the program has {len(words) // 16} instructions; the RTL core's instruction "
+                             f"memories hold {IMEM_DEPTH}")
+
+
 def run_program(words: bytes, dram_image: bytes, config: NPUConfig, *, max_cycles: int = 50_000_000) -> CoreRun:
-    """Run one program on the RTL core; returns DRAM after the run and the cycle count."""
+    """Run one program on the RTL core (the fast path); returns DRAM after the run and the cycle count.
+
+    ToolchainError when the core flags an instruction or transfer it cannot execute, or does not halt
+    within ``max_cycles``."""
+    from .fast import run
+
+    check_program(words)
+    return run(words, dram_image, config, max_cycles=max_cycles)
+
+
+def run_program_cocotb(words: bytes, dram_image: bytes, config: NPUConfig, *,
+                       max_cycles: int = 50_000_000) -> CoreRun:
+    """Run one program on the RTL core under cocotb (DRAM as cocotbext-axi's AXI RAM, Python every
+    cycle: slow); returns DRAM after the run and the cycle count, as :func:`run_program` does."""
     from cocotb_tools.runner import get_results
 
+    check_program(words)
     runner = runner_for(config)
     with tempfile.TemporaryDirectory(prefix="npu-rtl-") as tmp:
         t = Path(tmp)

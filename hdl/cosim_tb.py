@@ -1,8 +1,10 @@
-"""cocotb test that runs one program on npu_core (used by hdl.core.run_program, not collected by pytest).
+"""cocotb test that runs one program on npu_core (used by hdl.core.run_program_cocotb, not collected by pytest).
 
 Reads ``program.bin`` and ``dram.bin`` from $NPU_COSIM_DIR, runs the core with
 DRAM as cocotbext-axi's AXI RAM, and writes ``dram_out.bin`` and
-``result.json`` (cycles, or the error) there.
+``result.json`` (cycles, or the error) there.  The fast path's C++ testbench
+(hdl/harness/npu_sim_main.cpp) runs a program the same way, with a C++ model
+that answers the AXI bursts on the same cycles as this RAM.
 """
 import json
 import os

@@ -42,15 +42,34 @@ def verilator_env() -> dict[str, str]:
 #: Verilator's default -Os, and the models still run fast enough for the tests.
 CXX_OPT = "-O0"
 
+#: Build profiles.  "test" is for the cocotb builds: quick to compile, Verilator's default optimisation,
+#: C++ -O0.  "quick" is the same for the C++-testbench fast path (hdl/fast.py): the test suite's short
+#: programs take seconds on it, and it compiles in a fraction of "fast"'s time.  "fast" is for the C++-testbench fast path (hdl/fast.py), which simulates long programs:
+#: Verilator -O3, C++ -O2 for the model's per-cycle code (-O0 for its run-once code, half the source),
+#: and profile-guided optimisation ("pgo": the per-cycle code is compiled instrumented, trained on a few
+#: small programs, then compiled again with the profile, about twice as fast; it changes the speed,
+#: never the results).
+PROFILES = {
+    "test": {"verilator": (), "opt_fast": CXX_OPT, "opt_slow": "-O0", "pgo": False},
+    "quick": {"verilator": (), "opt_fast": CXX_OPT, "opt_slow": "-O0", "pgo": False},
+    "fast": {"verilator": ("-O3",), "opt_fast": "-O2", "opt_slow": "-O0", "pgo": True},
+}
+
+
+def make_flags(profile: str = "test") -> str:
+    """MAKEFLAGS setting the C++ optimisation of ``profile`` (make variables in MAKEFLAGS act as
+    command-line assignments, so they override verilated.mk's -Os)."""
+    p = PROFILES[profile]
+    return f"OPT_FAST={p['opt_fast']} OPT_SLOW={p['opt_slow']} OPT_GLOBAL={p['opt_fast']}"
+
 
 def activate() -> None:
     """Put Verilator on this process's PATH (cocotb's runner starts it as a subprocess).
 
-    Also sets the C++ optimisation level of the generated models (make variables in MAKEFLAGS act as
-    command-line assignments, so they override verilated.mk's -Os).
+    Also sets the C++ optimisation level of the generated models to the "test" profile's.
     """
     os.environ.update(verilator_env())
-    os.environ["MAKEFLAGS"] = f"OPT_FAST={CXX_OPT} OPT_SLOW=-O0 OPT_GLOBAL={CXX_OPT}"
+    os.environ["MAKEFLAGS"] = make_flags("test")
     if shutil.which("verilator") is None:
         raise ToolchainError("verilator is still not on PATH after activation")
 

@@ -1,9 +1,12 @@
 """RTL: the whole core (three streams, tokens, AXI DMA) runs the simulator's programs and compiled small CNNs.
 
-External memory is cocotbext-axi's AXI RAM; every DRAM byte must equal the
-simulator's after the run.  The RTL's cycle count per program is written to
-build/hdl/core_cycles.txt next to the simulator's estimate.  The runtime's
-``rtl`` backend scores through the same core.
+External memory is an AXI RAM: the C++ model of the fast path (hdl/fast.py),
+or cocotbext-axi's under cocotb (tests/hdl/tb_core.py, for the other formats
+in test_hdl_core_formats.py); the two answer on the same cycles
+(test_hdl_fast.py).  Every DRAM byte must equal the simulator's after the run.
+The RTL's cycle count per program is written to build/hdl/core_cycles.txt next
+to the simulator's estimate.  The runtime's ``rtl`` backend scores through the
+same core.
 """
 import sys
 from pathlib import Path
@@ -48,9 +51,35 @@ def run_core_testbench(tmp_path, block: str, mfu: str, models: bool) -> None:
 
 
 @pytest.mark.rtl
-def test_core_runs_programs_and_small_cnns_bit_exactly(tmp_path):
-    """The compiler's tiny target: ms-fp9 with fp16 MFUs (test_hdl_core_formats.py runs other formats)."""
-    run_core_testbench(tmp_path, "ms-fp9", "fp16", models=True)
+def test_core_runs_programs_and_small_cnns_bit_exactly():
+    """The compiler's tiny target, ms-fp9 with fp16 MFUs, on the fast path: tests/hdl/tb_core.py's programs
+    (the simulator tests' kernels, the small ResNet, VGG and MobileNet-style network), each on a fresh core,
+    against the simulator with the AXI RAM's read latency (test_hdl_core_formats.py runs other formats)."""
+    from hdl.core import run_program
+    from npu.sim import simulate
+
+    if str(HERE / "hdl") not in sys.path:
+        sys.path.insert(0, str(HERE / "hdl"))
+    from tb_core import AXI_RAM_LATENCY, programs
+
+    failures, report = [], []
+    for name, words, image, cfg in programs():
+        same_memory = cfg.replace(dram_latency_ns=AXI_RAM_LATENCY * 1000.0 / cfg.clock_mhz)
+        sim = simulate(words, same_memory, dram=image, mode="full")
+        size = int(sim.machine.dram.data.size)          # every byte the simulator's DRAM holds
+        want = sim.dram(0, size)
+        # the RTL returns as many DRAM bytes as it was given: zeros up to the simulator's size, as in its RAM
+        run = run_program(words, image + bytes(max(0, size - len(image))), cfg, max_cycles=3_000_000)
+        if run.dram[:size] != want:
+            diff = np.flatnonzero(np.frombuffer(run.dram[:size], np.uint8) != np.frombuffer(want, np.uint8))
+            failures.append(f"{name}: {len(diff)} DRAM bytes differ, first at {int(diff[0]):#x}")
+        ratio = run.cycles / sim.stats.total_cycles
+        report.append(f"{name}: RTL {run.cycles} cycles, simulator {sim.stats.total_cycles} ({ratio:.2f}x)")
+        if abs(ratio - 1) > 0.10:
+            failures.append(f"{name}: RTL cycles {run.cycles} are {ratio:.2f}x the simulator's")
+    cfg = PRESETS["tiny"].replace(weight_format="ms-fp9", activation_format="ms-fp9", mfu_format="fp16")
+    (build_dir(cfg).parent / "core_cycles.txt").write_text("\n".join(report) + "\n")
+    assert report and not failures, "; ".join(failures)
 
 
 @pytest.mark.rtl
@@ -84,13 +113,15 @@ def test_random_legal_programs_agree_with_the_simulator():
 
     strategy = programs(formats=("ms-fp9", "ms-fp9", "fp16"))
 
-    @settings(max_examples=10, deadline=None, database=None,
+    @settings(max_examples=40, deadline=None, database=None,
               suppress_health_check=[HealthCheck.too_slow])
     @given(strategy)
     def check(kernel):
-        run = run_program(kernel.words, bytes(kernel.dram), kernel.config)
         sim = simulate(kernel.words, kernel.config, dram=bytes(kernel.dram), mode="functional")
-        assert run.dram[:len(kernel.dram)] == sim.dram(0, len(kernel.dram)), repr(kernel)
+        size = int(sim.machine.dram.data.size)        # every byte the simulator's DRAM holds (stores included)
+        image = bytes(kernel.dram) + bytes(max(0, size - len(kernel.dram)))
+        run = run_program(kernel.words, image, kernel.config)
+        assert run.dram[:size] == sim.dram(0, size), repr(kernel)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NonInteractiveExampleWarning)

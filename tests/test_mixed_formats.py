@@ -31,7 +31,7 @@ from npu.numerics.quantize import quantize
 from npu.sim import SimulationError, simulate
 from npu.sim.machine import decoded_tile_nbytes
 from npu_toolkit.cli import main
-from npu_toolkit.testing.programs import Builder, to_mfu
+from npu.kernels import Builder, to_mfu
 
 #: The block formats mixed pairwise (every one runs on ``tiny``, N = 32).
 MIXABLE = ("ms-fp8", "ms-fp9", "msfp12", "mxint8", "mxfp8_e4m3", "mxfp6_e2m3", "mxfp4_e2m1", "bfp24")

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from npu_toolkit.testing import programs as sp
+from npu import kernels as sp
 from npu.isa.assembler import AssembledProgram
 from npu.isa.encoding import encode, encode_program, make
 from npu.isa.table import INSTRUCTIONS, WORD_BYTES

@@ -1,6 +1,6 @@
 """Simulated kernels against independent numpy references, bit for bit.
 
-Each test builds a program with ``sim_programs``, runs it, and compares the
+Each test builds a program with ``npu.kernels``, runs it, and compares the
 DRAM output with a reference computed here from docs/numerics.md using only
 the numerics building blocks (block quantisation, the MVU contract
 ``matvec``, the MFU operations) on plain numpy tensors -- never the
@@ -14,7 +14,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from npu_toolkit.testing import programs as sp
+from npu import kernels as sp
 from npu_toolkit.testing.exact import rne_binary32
 from npu.numerics import mfu
 from npu.numerics.dot import matvec

@@ -27,7 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from npu_toolkit.testing import programs as sp
+from npu import kernels as sp
 from npu_toolkit.testing.strategies import N, programs, strides_within
 from npu.isa.encoding import encode_program
 from npu.numerics import mfu

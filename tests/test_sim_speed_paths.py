@@ -19,7 +19,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from npu_toolkit.testing import programs as sp
+from npu import kernels as sp
 from npu.numerics import fused, mfu
 from npu.numerics.dot import matvec
 from npu.numerics.pack import tile_nbytes

@@ -19,7 +19,7 @@ import math
 import numpy as np
 import pytest
 
-from npu_toolkit.testing import programs as sp
+from npu import kernels as sp
 from npu.isa.assembler import AssembledProgram
 from npu.isa.encoding import encode_program, make
 from npu.numerics.pack import tile_nbytes

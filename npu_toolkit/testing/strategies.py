@@ -12,10 +12,9 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import strategies as st
 
+from npu import kernels as sp
 from npu.isa.table import MFU_SLOTS
 from npu.isa.validate import mfu_assignment
-
-from . import programs as sp
 
 N = 32
 INPUT = 64                  # vectors of loaded activations at [0, INPUT)
@@ -133,7 +132,7 @@ def random_vectors(rng, count, specials=True):
 
 @st.composite
 def programs(draw, grouped=False, formats=None):
-    """A random legal program (a sim_programs.Kernel).
+    """A random legal program (an npu.kernels.Kernel).
 
     Instructions are listed in the order the ops are generated (the reload comes after chain 0, whose c2l it
     waits on); ``grouped=True`` lists all loads first instead (see test_functional_mode_follows_tokens).

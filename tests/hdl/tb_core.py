@@ -18,7 +18,7 @@ from cocotb.clock import Clock
 
 from hdl.cosim_tb import run_on_core
 from npu.sim import simulate
-from npu_toolkit.testing import programs as sp
+from npu import kernels as sp
 
 
 #: Cycles from a read address to its first data beat in cocotbext-axi's AXI RAM.

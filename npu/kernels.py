@@ -1,4 +1,5 @@
-"""Builders of small NPU programs for the simulator tests and benchmarks.
+"""Builders of small NPU programs: the simulator and RTL tests, the benchmarks, and the training runs of the
+profile-guided RTL build (hdl/pgo.py).
 
 A :class:`Builder` collects DMA loads (with their DRAM image), compute ops
 (chains, ``s_wr``, ``nop``) and stores, then emits a complete program --
