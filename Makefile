@@ -10,6 +10,10 @@ STAMP  := $(VENV)/.installed
 .PHONY: setup demo test test-fast bench clean
 
 $(STAMP): pyproject.toml
+	@# Yosys (npu synth, tests/test_hdl_synth.py): from Debian when running as root, otherwise say how
+	@command -v yosys >/dev/null || { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq yosys; else echo "note: yosys is not installed" \
+	    "(npu synth and the synthesis test need it): run 'make setup' as root, or 'sudo apt-get install yosys'"; fi; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,models]'

@@ -10,7 +10,7 @@ machine fields to vary, as a full grid or a random sample::
     # or: random: {samples: 100, seed: 0, fields: {tiles: [4, 8, 12, 16], ...}}
 
 Each point is compiled and run timing-only; its result (cycles, MVU
-utilisation, images/s, on-chip memory, an area proxy, how many layers each
+utilisation, images/s, on-chip memory, an area proxy (npu/area.py), how many layers each
 resource bounds) is kept in a cache directory beside the output, so a sweep
 started again reuses every point already computed.  A point the machine or
 the compiler refuses is a row with its reason, never a crash.  The points
@@ -34,7 +34,7 @@ FIELDS = ("native_dim", "tiles", "lanes", "mfus", "write_ports", "vrf_depth", "m
 POINTS_PER_TASK = 25
 #: Most points one spec may name.
 MAX_POINTS = 100_000
-#: Bits of on-chip memory that cost as much area as one multiplier, in the area proxy.
+#: Bits of on-chip memory that cost as much area as one multiplier, in the fallback area proxy (multiplier_proxy).
 BITS_PER_MULTIPLIER = 2048
 
 
@@ -116,7 +116,26 @@ def points(spec: dict) -> list[Point]:
 
 
 def area_proxy(cfg) -> float:
-    """Multiplier-equivalents: the MVU's multipliers plus on-chip memory bits / BITS_PER_MULTIPLIER."""
+    """LUT-equivalents of the machine's core: ``npu.area.area_estimate(cfg, beyond_rtl=True).equivalent``, the
+    area model measured by synthesis (ALUTs, registers, DSP blocks and memory bits, each priced by its share
+    of an Arria 10 1150), so MFU lanes, write ports, memories and formats all cost what the RTL makes of them.
+
+    Points the RTL does not build are extrapolated by the model: more tile engines than N / lanes at the
+    measured unit costs, and more than one write port as extra MFU chains plus a modelled bank network (the
+    RTL has one write port; see npu/area.py).  A format the model has no measured cost for
+    (``AreaModelError``) falls back to :func:`multiplier_proxy` scaled to LUT-equivalents by the measured
+    cost of one ms-fp9 multiplier lane, so every point still gets an area in the same unit."""
+    from npu.area import AreaModelError, area_estimate, lut_equivalent
+
+    try:
+        return area_estimate(cfg, beyond_rtl=True).equivalent
+    except AreaModelError:
+        return round(multiplier_proxy(cfg) * lut_equivalent("mvu_lane", "ms-fp9"), 1)
+
+
+def multiplier_proxy(cfg) -> float:
+    """Multiplier-equivalents: the MVU's multipliers plus on-chip memory bits / BITS_PER_MULTIPLIER (the area
+    proxy before synthesis measured the units; :func:`area_proxy` falls back to it)."""
     return cfg.macs + on_chip_bytes(cfg) * 8 / BITS_PER_MULTIPLIER
 
 
@@ -274,7 +293,7 @@ def pareto_chart(rows: list[dict], path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.scatter([r["area_proxy"] for r in ok], [r["images_per_s"] for r in ok], s=12, alpha=0.5, label="points")
     ax.plot([r["area_proxy"] for r in front], [r["images_per_s"] for r in front], "r.-", label="Pareto frontier")
-    ax.set_xlabel(f"area proxy (multipliers + on-chip bits / {BITS_PER_MULTIPLIER})")
+    ax.set_xlabel("area proxy (LUT-equivalents, npu/area.py)")
     ax.set_ylabel("images/s (simulated, batch 1)")
     ax.set_title(f"{len(ok)} legal of {len(rows)} points")
     ax.legend()

@@ -79,6 +79,27 @@ def _cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from hdl.core import UnsupportedConfig
+    from hdl.synth import report_table, synthesize
+    from hdl.toolchain import ToolchainError
+
+    cfg = load_config(args.config)
+    try:
+        report = synthesize(cfg, stage=args.stage, reuse=args.reuse)
+    except (UnsupportedConfig, ToolchainError) as exc:
+        raise CliError(str(exc)) from None
+    if args.json:
+        print(report.to_json(), end="")
+    else:
+        print(report_table([report]))
+        print(f"{report.yosys}, {report.family}; memories: " + ", ".join(
+            f"{m.name} {m.depth} x {m.width} ({m.read_ports} read ports)" for m in report.memories))
+        for note in report.notes:
+            print(note)
+    return 0 if report.synthesisable else 1
+
+
 def _read_text(path: str) -> str:
     try:
         return Path(path).read_text()
@@ -688,6 +709,17 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("presets", help="list machine presets, or print one as JSON")
     s.add_argument("--show", metavar="NAME", help="print this preset (or JSON file) as JSON")
     s.set_defaults(func=_cmd_presets)
+
+    s = sub.add_parser("synth", help="synthesise the RTL core with Yosys (Arria 10 fabric): ALUTs, registers, DSP "
+                                     "blocks, memory bits, latches, loops; exit 1 if it has latches or loops")
+    s.add_argument("--config", default="tiny", help="machine preset or JSON file (default tiny)")
+    s.add_argument("--stage", choices=("full", "coarse"), default="full",
+                   help="full: mapped to ALUTs, registers and DSP blocks (about ten minutes for tiny); coarse: "
+                        "checks, multipliers, register bits and memories, no LUT mapping (a few minutes)")
+    s.add_argument("--reuse", action="store_true", help="read back the last run in build/synth when it ran the same "
+                                                         "script on the same sources, instead of running Yosys again")
+    s.add_argument("--json", action="store_true", help="print the full report as JSON")
+    s.set_defaults(func=_cmd_synth)
 
     s = sub.add_parser("formats", help="list the numeric formats")
     s.add_argument("--config", default=DEFAULT_PRESET, help="machine whose native vector sizes blocks")

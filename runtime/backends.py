@@ -79,10 +79,11 @@ class SimBackend:
 
 
 class RtlBackend:
-    """The Verilog core under Verilator (hdl/), with DRAM as an AXI RAM model: slow, bit-exact with the simulator.
+    """The Verilog core under Verilator (hdl/), with DRAM as a C++ AXI RAM model: bit-exact with the simulator.
 
     The first run on a machine configuration compiles the core (several
-    minutes); later runs reuse it.  Each run starts from a fresh machine, so
+    minutes; hdl/fast.py); later runs reuse it.  It simulates some tens of
+    thousands of cycles a second, thousands of times slower than the simulator.  Each run starts from a fresh machine, so
     the weights are loaded every time.
     """
 

@@ -3,7 +3,8 @@
 A small spec on the tiny machine: six points, three of which the compiler refuses (a vector memory too small
 for the network), each refusal a row with its reason.  Each legal point's cycles equal a direct compile and
 timing run of the same configuration; a second run reuses every point; the Pareto frontier is the legal rows
-that no other beats on images/s and area proxy, checked by brute force.
+that no other beats on images/s and area proxy, checked by brute force.  The area proxy is npu.area's
+synthesis-measured model, extended to write ports and falling back for formats it has no cost for.
 """
 import json
 
@@ -12,7 +13,7 @@ import pytest
 
 from compiler.compile import compile_model
 from compiler.models import nets
-from compiler.sweep import SweepError, area_proxy, check_spec, pareto, points, run_sweep
+from compiler.sweep import SweepError, area_proxy, check_spec, multiplier_proxy, pareto, points, run_sweep
 from npu.config import load_config
 from npu.sim import simulate
 
@@ -111,3 +112,18 @@ def test_points_that_share_a_program_compile_it_once(monkeypatch):
         program = compile_model(nets.resnet_small(), cfg, "ms-fp9").program
         assert r["cycles"] == simulate(program.warm() or program, cfg, dram=program.dram,
                                        mode="timing").stats.total_cycles
+
+
+def test_area_proxy_is_the_synthesis_area_model(monkeypatch):
+    from npu import area
+
+    tiny = load_config("tiny")
+    assert area_proxy(tiny) == area.area_estimate(tiny).equivalent
+    # write ports are charged beyond the RTL (extra MFU chains, the bank network), never refused
+    assert area_proxy(tiny.replace(write_ports=2)) > area_proxy(tiny)
+    # a format without a measured cost falls back to multiplier-equivalents priced as ms-fp9 lanes
+    costs = {k: dict(v) for k, v in area.COSTS.items()}
+    costs["mvu_lane"].pop("mxint8")
+    monkeypatch.setattr(area, "COSTS", costs)
+    mx = tiny.replace(weight_format="mxint8", activation_format="mxint8")
+    assert area_proxy(mx) == pytest.approx(multiplier_proxy(mx) * area.lut_equivalent("mvu_lane", "ms-fp9"), abs=0.1)
