@@ -18,30 +18,33 @@ from npu import kernels as sp
 pytestmark = pytest.mark.rtl
 
 TINY = sp.config("tiny", weight="ms-fp9", act="ms-fp9", mfu_format="fp16")
+#: The machine the cocotb path is compared on: test_hdl_core_formats.py builds its cocotb core anyway, and its
+#: 32-bit vector elements (fp32 MFUs) take the fast path's DRAM model through wider transfers than ``TINY``.
+MX = sp.config("tiny", weight="mxfp8_e4m3", act="mxfp8_e4m3", mfu_format="fp32")
 #: Cycles from a read address to its first data beat in the AXI RAM (tests/hdl/tb_core.py).
 AXI_RAM_LATENCY = 3
 
 
-def kernels():
+def kernels(cfg):
     """Small programs touching every part of the core: DMA both ways, the MVU, reductions, MFU ops."""
     rng = np.random.default_rng(31)
-    return {"conv3x3": sp.conv2d(TINY, rng, h=4, w=5, cin_v=2, cout_v=2, ksize=3),
-            "maxpool": sp.pool(TINY, rng, h=6, w=6, c_v=2, ksize=3, stride=2, pad=1),
-            "mfu_act": sp.elementwise(TINY, rng, ["vs_mul", "v_sigm", "vv_add", "v_tanh"], rows=4, cols=6)}
+    return {"conv3x3": sp.conv2d(cfg, rng, h=4, w=5, cin_v=2, cout_v=2, ksize=3),
+            "maxpool": sp.pool(cfg, rng, h=6, w=6, c_v=2, ksize=3, stride=2, pad=1),
+            "mfu_act": sp.elementwise(cfg, rng, ["vs_mul", "v_sigm", "vv_add", "v_tanh"], rows=4, cols=6)}
 
 
 @pytest.mark.parametrize("name", ["conv3x3", "maxpool", "mfu_act"])
 def test_fast_path_matches_the_simulator_and_the_cocotb_path(name):
-    kernel = kernels()[name]
-    sim = simulate(kernel.words, TINY.replace(dram_latency_ns=AXI_RAM_LATENCY * 1000.0 / TINY.clock_mhz),
+    kernel = kernels(MX)[name]
+    sim = simulate(kernel.words, MX.replace(dram_latency_ns=AXI_RAM_LATENCY * 1000.0 / MX.clock_mhz),
                    dram=bytes(kernel.dram), mode="full")
     size = int(sim.machine.dram.data.size)               # every byte the simulator's DRAM holds
     # the RTL returns as many DRAM bytes as it is given: zeros up to the simulator's size, as in its RAM
     image = bytes(kernel.dram) + bytes(max(0, size - len(kernel.dram)))
-    fast = run_program(kernel.words, image, TINY)
+    fast = run_program(kernel.words, image, MX)
     assert fast.dram[:size] == sim.dram(0, size)
     assert abs(fast.cycles / sim.stats.total_cycles - 1) < 0.10
-    cocotb = run_program_cocotb(kernel.words, image, TINY)
+    cocotb = run_program_cocotb(kernel.words, image, MX)
     assert (fast.cycles, fast.dram) == (cocotb.cycles, cocotb.dram)
 
 
