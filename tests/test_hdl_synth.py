@@ -2,7 +2,7 @@
 multipliers, DSP blocks and memories are the ones the machine configuration implies.
 
 Runs the coarse stage of hdl/synth.py (elaboration, the checks, word-level optimisation and DSP mapping; no
-LUT mapping, which takes about ten minutes) on the ``tiny`` core: 4 minutes (240 s) and 4.5 GB on 2 shared cores.
+LUT mapping, which takes about ten minutes) on the ``tiny`` core: about 4 minutes and up to 8 GB (Yosys's peak) on 2 cores.
 The expectations come from the configuration and the RTL's structure (one multiplier per MVU lane, two
 binary32 multipliers per MFU lane), not from a run.  The Yosys report parsers are checked on canned text
 without Yosys.
