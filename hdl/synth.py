@@ -309,44 +309,39 @@ def timing_script(top: str, workdir: Path) -> str:
 
 
 # ----- reading Yosys's reports ------------------------------------------------------------------------------
+def _number(pattern: str, text: str, command: str, *, last: bool = False) -> int:
+    """The integer ``pattern`` captures in ``text`` (the last match with ``last``); ToolchainError naming
+    ``command`` when Yosys's output has no such line."""
+    found = re.findall(pattern, text)
+    if not found:
+        raise ToolchainError(f"unexpected `{command}` output: {text.strip()[-200:]!r}")
+    return int(found[-1] if last else found[0])
+
+
 def parse_count(text: str) -> int:
     """The N of ``select -count``'s 'N objects.'."""
-    m = re.search(r"(\d+)\s+objects?\.", text)
-    if m is None:
-        raise ToolchainError(f"unexpected `select -count` output: {text.strip()[:200]!r}")
-    return int(m.group(1))
+    return _number(r"(\d+)\s+objects?\.", text, "select -count")
 
 
 def parse_scc(text: str) -> int:
     """Strongly connected components (combinational loops) from ``scc``'s 'Found N SCCs.'."""
-    found = re.findall(r"Found (\d+) SCCs\.", text)
-    if not found:
-        raise ToolchainError(f"unexpected `scc` output: {text.strip()[-200:]!r}")
-    return int(found[-1])
+    return _number(r"Found (\d+) SCCs\.", text, "scc", last=True)
 
 
 def parse_check(text: str) -> tuple[int, int]:
     """(problems, logic loops) from ``check``: 'Found and reported N problems.' and its 'found logic loop' lines."""
-    m = re.search(r"Found and reported (\d+) problems?\.", text)
-    if m is None:
-        raise ToolchainError(f"unexpected `check` output: {text.strip()[-200:]!r}")
-    return int(m.group(1)), len(re.findall(r"found logic loop", text, re.IGNORECASE))
+    problems = _number(r"Found and reported (\d+) problems?\.", text, "check")
+    return problems, len(re.findall(r"found logic loop", text, re.IGNORECASE))
 
 
 def parse_ltp(text: str) -> int:
     """Cells on the longest topological path from ``ltp``'s 'Longest topological path in M (length=N):'."""
-    m = re.search(r"Longest topological path in \S+ \(length=(\d+)\)", text)
-    if m is None:
-        raise ToolchainError(f"unexpected `ltp` output: {text.strip()[-200:]!r}")
-    return int(m.group(1))
+    return _number(r"Longest topological path in \S+ \(length=(\d+)\)", text, "ltp")
 
 
 def parse_sta(text: str) -> float:
     """The latest arrival time in ns from ``sta``'s 'Latest arrival time in 'M' is N:' (N in ps)."""
-    m = re.search(r"Latest arrival time in \S+ is (\d+)", text)
-    if m is None:
-        raise ToolchainError(f"unexpected `sta` output: {text.strip()[-200:]!r}")
-    return int(m.group(1)) / 1000.0
+    return _number(r"Latest arrival time in \S+ is (\d+)", text, "sta") / 1000.0
 
 
 def _const_bits(value: str) -> str:
