@@ -42,9 +42,7 @@ UNIT_LANES = 8
 MFU_STAGES = ("npu_mfu_mul", "npu_mfu_add", "npu_mfu_act")
 QUANT_SOURCES = ["npu_round_float.v", "npu_block_scale.v", "npu_bfp_quantize.v", "npu_mx_quantize.v",
                  "npu_block_quantize.v"]
-MFU_SOURCES = ["npu_round_float.v", "npu_fp32_add.v", "npu_fp32_mul.v", "npu_fp32_to_fp16.v", "npu_fp16_to_fp32.v",
-               "npu_fp32_to_mfu.v", "npu_mfu_to_fp32.v", "npu_act_table.v", "npu_mfu_max.v", "npu_mfu_mul.v",
-               "npu_mfu_add.v", "npu_mfu_act.v"]
+MFU_SOURCES = ["npu_mfu_mul.v", "npu_mfu_add.v", "npu_mfu_act.v"]
 SLICE_PARAMS = ("KIND", "E_BITS", "M_BITS", "EXP_BITS", "ELEM_SPECIAL")
 ROUND_PARAMS = ("F_BITS", "SCALE_BITS", "SCALE_BIAS")
 QUANT_PARAMS = ("KIND", "E_BITS", "M_BITS", "F_BITS", "EXP_BITS", "EXP_BIAS", "ELEM_SPECIAL", "SCALE_BITS", "SCALE_BIAS",

@@ -7,7 +7,7 @@ of an AXI RAM, no Python per cycle (built once per configuration, cached under
 The runtime's ``rtl`` backend and the co-simulation tests use it.
 
 ``run_program_cocotb`` runs the same program under cocotb with DRAM as
-cocotbext-axi's AXI RAM (hdl/cosim_tb.py; about 450 cycles a second): the
+cocotbext-axi's AXI RAM (hdl/cosim_tb.py; about 2,000 cycles a second on `tiny`): the
 reference the fast path's DRAM model is checked against, cycle for cycle.
 ``runner_for`` builds the core for cocotb testbenches.
 """
@@ -28,9 +28,8 @@ from npu.numerics.formats import BlockFormat, get_format
 from .toolchain import GENERATED, HDL, RTL, ToolchainError, activate
 
 #: The core's sources, in dependency order.
-SOURCES = [RTL / f for f in ("npu_round_float.v", "npu_block_scale.v", "npu_bfp_quantize.v", "npu_mx_quantize.v", "npu_elem_decode.v", "npu_slice_dot.v", "npu_block_round.v", "npu_block_quantize.v", "npu_fp32_add.v",
-                             "npu_fp32_mul.v", "npu_fp32_to_fp16.v", "npu_fp16_to_fp32.v", "npu_fp32_to_mfu.v", "npu_mfu_to_fp32.v", "npu_act_table.v",
-                             "npu_mfu_max.v", "npu_mfu_mul.v", "npu_mfu_add.v", "npu_mfu_act.v",
+SOURCES = [RTL / f for f in ("npu_round_float.v", "npu_block_scale.v", "npu_bfp_quantize.v", "npu_mx_quantize.v", "npu_elem_decode.v", "npu_slice_dot.v", "npu_block_round.v", "npu_block_quantize.v",
+                             "npu_combine_lane.v", "npu_mfu_mul.v", "npu_mfu_add.v", "npu_mfu_act.v",
                              "npu_tile_engine.v", "npu_compute.v", "npu_axi_burst.v", "npu_dma_load.v", "npu_dma_store.v", "npu_core.v")]
 BUILD = HDL.parent / "build" / "hdl"
 #: Instructions each stream's instruction memory holds (npu_core's IMEM_DEPTH, left at its default).

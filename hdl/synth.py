@@ -497,10 +497,11 @@ def dsp_blocks(cells: dict[str, int]) -> tuple[int, int]:
 
 
 def multipliers_by_source(text: str) -> dict[str, int]:
-    """Word-level multipliers (``select -list t:$mul`` before DSP mapping) counted by source file."""
+    """Word-level multipliers (``select -list t:$mul`` before DSP mapping) counted by source file (a
+    function's multipliers by the header that defines it)."""
     counts: Counter[str] = Counter()
     for line in text.splitlines():
-        m = re.search(r"\$mul\$(?:.*/)?([\w.]+\.v):\d+", line)
+        m = re.search(r"\$mul\$(?:.*/)?([\w.]+\.vh?):\d+", line)
         if m:
             counts[m.group(1)] += 1
         elif "$mul" in line:

@@ -29,10 +29,10 @@ come from the stages synthesised alone.  ``vector_lane`` and ``fixed`` (the vect
 MVU and MFUs: the input conversion, the binary32 accumulators, the pipeline registers, the DMA engines,
 control) are fitted exactly to the two cores, both fp16 with 2 MFUs; other MFU widths scale the vector
 lane by their element bits, which is an assumption, not a measurement.  A fit of two points, so
-``fixed`` can come out negative: it is an intercept, not a unit.  The MFU stages are combinational
-modules: their pipeline registers and per-stage address arithmetic sit in ``npu_compute`` and are fitted
-into ``vector_lane`` and ``fixed`` at 2 MFUs, so another MFU count is charged the stages' ALUTs and DSP
-blocks but not those registers (about 50 a lane against some 16,000 ALUTs).  Memory bits are exact: they
+``fixed`` can come out negative: it is an intercept, not a unit.  An MFU stage's lane module holds
+its pipeline register, so ``mfu_lane`` includes it; the per-stage address arithmetic sits in
+``npu_compute`` and is fitted into ``vector_lane`` and ``fixed`` at 2 MFUs, so another MFU count is not
+charged it.  Memory bits are exact: they
 are the RTL's memories (:func:`memory_bits`), which the synthesis keeps as memory cells (their read
 multiplexers are inside the memory cells, so no ALUT count includes them).
 

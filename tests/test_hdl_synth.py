@@ -17,7 +17,8 @@ from npu.config import PRESETS
 
 TINY = PRESETS["tiny"]
 #: binary32 multipliers in each MFU lane: the multiply stage's, and the activation stage's table slope
-#: (npu_mfu_mul.v, npu_act_table.v); each multiplies two 24-bit significands, so each takes one 27x27 DSP block.
+#: (npu_mfu_mul.v, npu_mfu_act.v, both npu_fp32_ops.vh's fp32_mul); each multiplies two 24-bit significands,
+#: so each takes one 27x27 DSP block.
 FP32_MULS_PER_MFU_LANE = 2
 
 
@@ -48,9 +49,11 @@ def test_multipliers_and_dsp_blocks_follow_the_configuration(tiny_coarse):
     assert r.units["npu_slice_dot"]["dsps"] == 0 and r.soft_multipliers == cfg.macs
     # the MFUs' binary32 multipliers, one DSP block each
     fp32 = FP32_MULS_PER_MFU_LANE * cfg.mfus * cfg.native_dim
-    assert r.multipliers_by_source.get("npu_fp32_mul.v") == fp32
-    assert r.units["npu_fp32_mul"]["instances"] == fp32
-    assert r.units["npu_fp32_mul"]["dsps"] == fp32 and r.units["npu_fp32_mul"]["hard_multipliers"] == fp32
+    assert r.multipliers_by_source.get("npu_fp32_ops.vh") == fp32
+    for stage in ("npu_mfu_mul", "npu_mfu_act"):                 # one lane of the stage, per element and MFU
+        lanes = cfg.mfus * cfg.native_dim
+        assert r.units[stage]["instances"] == lanes
+        assert r.units[stage]["dsps"] == lanes and r.units[stage]["hard_multipliers"] == lanes
     # the rest are the streams' address arithmetic: a few, whatever the vector width
     assert fp32 <= r.dsps <= fp32 + 32
     assert r.ffs > 0

@@ -19,9 +19,7 @@ HERE = Path(__file__).resolve().parent
 BUILD = HERE.parent / "build" / "hdl"
 ROUND = RTL / "npu_round_float.v"
 BLOCK_DOT = [ROUND] + [RTL / f for f in ("npu_elem_decode.v", "npu_slice_dot.v", "npu_block_round.v", "npu_bfp_block_dot.v")]
-MFU = [ROUND] + [RTL / f for f in ("npu_fp32_add.v", "npu_fp32_mul.v", "npu_fp32_to_fp16.v", "npu_fp16_to_fp32.v",
-                                   "npu_fp32_to_mfu.v", "npu_mfu_to_fp32.v", "npu_act_table.v", "npu_mfu_max.v", "npu_mfu_mul.v",
-                                   "npu_mfu_add.v", "npu_mfu_act.v")] + [HERE / "hdl" / "mfu_stages_top.v"]
+MFU = [HERE / "hdl" / "mfu_stages_top.v"]
 MFU_FORMATS = {f.name: f.code for f in mfu_formats()}       # name: the FMT parameter
 MX_FORMATS = ["mxint8", "mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e2m3", "mxfp6_e3m2", "mxfp4_e2m1"]
 QUANTIZE = [RTL / f for f in ("npu_block_scale.v", "npu_bfp_quantize.v", "npu_mx_quantize.v", "npu_block_quantize.v")]

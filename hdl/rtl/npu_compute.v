@@ -69,6 +69,8 @@ module npu_compute #(
     /* verilator lint_off UNUSEDPARAM */
 `include "isa_defs.vh"
     /* verilator lint_on UNUSEDPARAM */
+`include "npu_fp32_ops.vh"
+`include "npu_mfu_ops.vh"
 
     localparam integer VW = EW * N;
     localparam integer VA = $clog2(VRF_DEPTH);
@@ -240,74 +242,58 @@ module npu_compute #(
     end
 
     // ---- combine: binary32 accumulation in reduction order, reductions without the MVU ---------------
-    reg  [31:0] acc [0:N-1];
-    reg  [VW-1:0] rmax;                         // running max (reduce = max)
-    wire [31:0] acc_next [0:N-1];
-    wire [EW-1:0] acc_f [0:N-1];
-    wire [EW-1:0] max_next [0:N-1];
+    // (npu_combine_lane: the accumulators, the running max (reduce = max) and the row entering the MFUs)
     wire read_now = (state == S_RUN) && !has_mvu && issuing;
-    wire add_first = has_mvu ? fin_first : first_j;
+    wire row_valid = has_mvu ? (fin_any && fin_last) : (read_now && last_j);
+    wire [VW-1:0] em_val;                       // the rounded row, entering stage 0 (valid with em_valid)
 
     genvar g;
     generate
         for (g = 0; g < N; g = g + 1) begin : lane
-            wire [31:0] widened;
-            npu_mfu_to_fp32 #(.FMT(FMT)) widen (.a(x_vec[EW * g +: EW]), .z(widened));
-            npu_fp32_add add (.a(add_first ? 32'd0 : acc[g]), .b(has_mvu ? fin_p[32 * g +: 32] : widened),
-                              .z(acc_next[g]));
-            npu_fp32_to_mfu #(.FMT(FMT)) narrow (.a(acc_next[g]), .z(acc_f[g]));
-            npu_mfu_max #(.FMT(FMT)) maxer (.is_min(1'b0), .x(rmax[EW * g +: EW]), .y(x_vec[EW * g +: EW]),
-                                            .z(max_next[g]));
+            npu_combine_lane #(.FMT(FMT)) combine (
+                .clk(clk), .acc_en(has_mvu ? fin_any : read_now), .max_en(read_now), .row_en(row_valid),
+                .first(has_mvu ? fin_first : first_j), .use_p(has_mvu), .sel_acc(has_mvu || reduce == 2'd1),
+                .sel_max(reduce == 2'd2 && !first_j), .x(x_vec[EW * g +: EW]), .p(fin_p[32 * g +: 32]),
+                .z(em_val[EW * g +: EW]));
         end
     endgenerate
 
-    // the row leaving the combine this cycle
-    reg [VW-1:0] row_val;
-    reg          row_valid;
-    integer rv;
-    always @* begin
-        row_valid = has_mvu ? (fin_any && fin_last) : (read_now && last_j);
-        for (rv = 0; rv < N; rv = rv + 1) begin
-            if (has_mvu || reduce == 2'd1) row_val[EW * rv +: EW] = acc_f[rv];
-            else if (reduce == 2'd2 && !first_j) row_val[EW * rv +: EW] = max_next[rv];
-            else row_val[EW * rv +: EW] = x_vec[EW * rv +: EW];
-        end
-    end
-
     // ---- the MFU pipeline ---------------------------------------------------------------------------
-    reg              em_valid;                  // the rounded row, entering stage 0
-    reg [VW-1:0]     em_val;
+    // stage gs's lanes (npu_mfu_mul, _add, _act) hold its output register sval[gs]; they compute only in the
+    // cycle their input is valid
+    reg              em_valid;
     reg [35:0]       em_idx;
     reg              sv [0:STAGES-1];
-    reg [VW-1:0]     sval [0:STAGES-1];
+    wire [VW-1:0]    sval [0:STAGES-1];
     reg [35:0]       sidx [0:STAGES-1];
     wire [VW-1:0]    s_in [0:STAGES-1];
-    wire [VW-1:0]    s_out [0:STAGES-1];
 
     genvar gs, gl;
     generate
         for (gs = 0; gs < STAGES; gs = gs + 1) begin : stage
             wire [35:0] idx = (gs == 0) ? em_idx : sidx[gs - 1];
+            wire        in_valid = (gs == 0) ? em_valid : sv[gs - 1];
             /* verilator lint_off UNUSEDSIGNAL */
             wire signed [31:0] y_addr = $signed({12'd0, st_base[gs]}) + u32(idx[35:24]) * st_sn0[gs] +
                                         u32(idx[23:12]) * st_sn1[gs] + u32(idx[11:0]) * st_sr[gs];
             /* verilator lint_on UNUSEDSIGNAL */
-            wire [EW-1:0] scalar;
-            npu_fp32_to_mfu #(.FMT(FMT)) sconv (.a(sregs[st_sreg[gs]]), .z(scalar));
+            wire [EW-1:0] scalar = fp32_to_mfu(sregs[st_sreg[gs]]);
             wire is_vs = st_op[gs] == OP_VS_ADD || st_op[gs] == OP_VS_MUL || st_op[gs] == OP_VS_MAX ||
                          st_op[gs] == OP_VS_MIN;
-            wire [VW-1:0] y = is_vs ? {N{scalar}} : vrf[y_addr[VA-1:0]];
+            /* verilator lint_off UNUSEDSIGNAL */
+            wire [VW-1:0] y = is_vs ? {N{scalar}} : vrf[y_addr[VA-1:0]];     // (activations take no operand)
+            /* verilator lint_on UNUSEDSIGNAL */
             assign s_in[gs] = (gs == 0) ? em_val : sval[gs - 1];
             for (gl = 0; gl < N; gl = gl + 1) begin : l
                 if (gs % 3 == 0) begin : mul
-                    npu_mfu_mul #(.FMT(FMT)) u (.op(st_op[gs]), .x(s_in[gs][EW * gl +: EW]), .y(y[EW * gl +: EW]),
-                                                .z(s_out[gs][EW * gl +: EW]));
+                    npu_mfu_mul #(.FMT(FMT)) u (.clk(clk), .en(in_valid), .op(st_op[gs]), .x(s_in[gs][EW * gl +: EW]),
+                                                .y(y[EW * gl +: EW]), .z(sval[gs][EW * gl +: EW]));
                 end else if (gs % 3 == 1) begin : add
-                    npu_mfu_add #(.FMT(FMT)) u (.op(st_op[gs]), .x(s_in[gs][EW * gl +: EW]), .y(y[EW * gl +: EW]),
-                                                .z(s_out[gs][EW * gl +: EW]));
+                    npu_mfu_add #(.FMT(FMT)) u (.clk(clk), .en(in_valid), .op(st_op[gs]), .x(s_in[gs][EW * gl +: EW]),
+                                                .y(y[EW * gl +: EW]), .z(sval[gs][EW * gl +: EW]));
                 end else begin : act
-                    npu_mfu_act #(.FMT(FMT)) u (.op(st_op[gs]), .x(s_in[gs][EW * gl +: EW]), .y(y[EW * gl +: EW]),
-                                                .z(s_out[gs][EW * gl +: EW]));
+                    npu_mfu_act #(.FMT(FMT)) u (.clk(clk), .en(in_valid), .op(st_op[gs]), .x(s_in[gs][EW * gl +: EW]),
+                                                .z(sval[gs][EW * gl +: EW]));
                 end
             end
         end
@@ -368,19 +354,13 @@ module npu_compute #(
         pop_s2c <= 1'b0;
         push_c2l <= 1'b0;
         push_c2s <= 1'b0;
-        // the pipeline moves every cycle
+        // the pipeline moves every cycle (the values: npu_combine_lane and the MFU lanes)
         em_valid <= row_valid;
-        em_val <= row_val;
         em_idx <= has_mvu ? fin_idx : row_idx;
         for (q = 0; q < STAGES; q = q + 1) begin
             sv[q] <= (q == 0) ? em_valid : sv[q - 1];
-            sval[q] <= s_out[q];
             sidx[q] <= (q == 0) ? em_idx : sidx[q - 1];
         end
-        if (has_mvu ? fin_any : read_now)
-            for (q = 0; q < N; q = q + 1) acc[q] <= acc_next[q];
-        if (read_now)
-            for (q = 0; q < N; q = q + 1) rmax[EW * q +: EW] <= first_j ? x_vec[EW * q +: EW] : max_next[q];
         for (q = 0; q < TILES; q = q + 1)
             if (issue_mvu && {{(32 - PH_W){1'b0}}, ph} == q) begin
                 eng_first[q] <= first_j;

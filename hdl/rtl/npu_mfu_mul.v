@@ -1,19 +1,17 @@
-// The MFU's multiply stage (vv_mul, vs_mul) in the MFU format FMT: the binary32 product of the exact
-// operands, rounded once to FMT, which is the correctly rounded product (docs/numerics.md section 4).
-// Other operations pass x through.  Combinational.
+// One lane of an MFU's multiply stage (vv_mul, vs_mul) in the MFU format FMT, with its pipeline register:
+// when `en` is high, z takes the binary32 product of the exact operands rounded once to FMT, the correctly
+// rounded product (docs/numerics.md section 4), or x for other operations.  When `en` is low, z holds
+// (and the arithmetic does not evaluate in simulation).
 module npu_mfu_mul #(
     parameter integer FMT = 0,
     parameter integer EW = (FMT == 2) ? 32 : 16
 ) (
-    input wire [5:0] op, input wire [EW-1:0] x, input wire [EW-1:0] y, output wire [EW-1:0] z);
+    input wire clk, input wire en, input wire [5:0] op, input wire [EW-1:0] x, input wire [EW-1:0] y,
+    output reg [EW-1:0] z);
     /* verilator lint_off UNUSEDPARAM */
 `include "isa_defs.vh"
     /* verilator lint_on UNUSEDPARAM */
-    wire [31:0] x32, y32, p32;
-    wire [EW-1:0] r;
-    npu_mfu_to_fp32 #(.FMT(FMT)) wx (.a(x), .z(x32));
-    npu_mfu_to_fp32 #(.FMT(FMT)) wy (.a(y), .z(y32));
-    npu_fp32_mul m (.a(x32), .b(y32), .z(p32));
-    npu_fp32_to_mfu #(.FMT(FMT)) n (.a(p32), .z(r));
-    assign z = (op == OP_VV_MUL || op == OP_VS_MUL) ? r : x;
+`include "npu_fp32_ops.vh"
+`include "npu_mfu_ops.vh"
+    always @(posedge clk) if (en) z <= mfu_mul(op, x, y);
 endmodule

@@ -1,5 +1,6 @@
-// Test harness: the MFU's three stages in series with the same opcode, so that one combinational top
-// exercises every MFU operation of the format FMT (each stage passes the others' operations through).
+// Test harness: the MFU's three stage functions (npu_mfu_ops.vh, which the core's npu_mfu_mul, _add and
+// _act lanes register) in series with the same opcode, so that one combinational top exercises every MFU
+// operation of the format FMT (each stage passes the others' operations through).
 module mfu_stages_top #(
     parameter integer FMT = 0,
     parameter integer EW = (FMT == 2) ? 32 : 16
@@ -9,8 +10,10 @@ module mfu_stages_top #(
     input  wire [EW-1:0] y,
     output wire [EW-1:0] z
 );
-    wire [EW-1:0] after_mul, after_add;
-    npu_mfu_mul #(.FMT(FMT)) mul (.op(op), .x(x), .y(y), .z(after_mul));
-    npu_mfu_add #(.FMT(FMT)) add (.op(op), .x(after_mul), .y(y), .z(after_add));
-    npu_mfu_act #(.FMT(FMT)) act (.op(op), .x(after_add), .y(y), .z(z));
+    /* verilator lint_off UNUSEDPARAM */
+`include "isa_defs.vh"
+    /* verilator lint_on UNUSEDPARAM */
+`include "npu_fp32_ops.vh"
+`include "npu_mfu_ops.vh"
+    assign z = mfu_act(op, mfu_add(op, mfu_mul(op, x, y), y));
 endmodule
