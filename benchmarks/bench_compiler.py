@@ -13,7 +13,11 @@ Cases (bw-s10):
   onnxruntime's float32 time on the same model and input, and
   ``sim_over_onnxruntime`` (target: at most 1.5).  The two alternate (one
   onnxruntime run before each simulated round) and the best of each is
-  compared, so a busy spell of this shared machine hits both;
+  compared, so a busy spell of this shared machine hits both.  Each run
+  starts :data:`SETTLE_S` after the other ends: both keep worker threads
+  spinning for a while after a run (onnxruntime's thread pool, the
+  simulator's OpenMP threads), which would otherwise take the cores from
+  the run that follows;
 * ``simulate_timing``: the ResNet-50 program in timing-only mode, with the
   simulated cycles and MVU utilisation (model MACs, as the compile report
   counts them, and MACs including channel padding), and
@@ -42,6 +46,8 @@ from npu.sim import clear_program_cache, simulate
 ROUNDS = 3
 #: Rounds of the full-arithmetic case, each after one onnxruntime run (best of each is compared).
 FULL_ROUNDS = 7
+#: Seconds between the end of one run and the start of the other's (their spinning worker threads go idle).
+SETTLE_S = 0.2
 _CACHE: dict = {}
 
 
@@ -99,10 +105,13 @@ def test_simulate_full(benchmark, precision):
     ort_times: list[float] = []
 
     def run_onnxruntime():
-        """Before each timed round: one onnxruntime run, so both see the same machine conditions."""
+        """Before each timed round: one onnxruntime run, so both see the same machine conditions (each run
+        after the other's worker threads have gone idle)."""
+        time.sleep(SETTLE_S)
         t0 = time.perf_counter()
         sess.run(None, {"data": x})
         ort_times.append(time.perf_counter() - t0)
+        time.sleep(SETTLE_S)
 
     benchmark.pedantic(lambda: simulate(compiled.program, compiled.config, dram=image), setup=run_onnxruntime,
                        rounds=FULL_ROUNDS, iterations=1)
