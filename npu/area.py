@@ -72,11 +72,11 @@ WEIGHTS = {"luts": 1.0, "ffs": A10_1150["aluts"] / A10_1150["registers"], "dsps"
 #: Unit costs (ALUTs, registers, DSP blocks), measured; see the module docstring for the command.
 COSTS: dict[str, dict] = {
     "mvu_lane": {"ms-fp9": [43.25, 0.0, 0.0], "mxint8": [100.125, 0.0, 0.5]},
-    "mvu_row": {"ms-fp9": [1255.25, 151.25, 0.0], "mxint8": [1280.25, 151.25, 0.0]},
-    "quantizer": {"ms-fp9": [1043.156, 0.0, 0.0], "mxint8": [1066.312, 0.0, 0.0]},
-    "mfu_lane": {"bf16": [14954, 0, 2], "fp16": [16751.0, 0.0, 2.0], "fp32": [12765, 0, 2]},
-    "vector_lane": {"all": [6207.219, 1993.5, 0.0]},
-    "fixed": {"all": [-61128.0, -47682.0, 19.0]},
+    "mvu_row": {"ms-fp9": [1248.25, 151.25, 0.0], "mxint8": [1292.25, 151.25, 0.0]},
+    "quantizer": {"ms-fp9": [1042.406, 0.0, 0.0], "mxint8": [1068.438, 0.0, 0.0]},
+    "mfu_lane": {"bf16": [15365, 48, 2], "fp16": [16190.0, 48.0, 2.0], "fp32": [12492, 96, 2]},
+    "vector_lane": {"all": [6595.844, 1897.5, 0.0]},
+    "fixed": {"all": [-79796.0, -47810.0, 16.0]},
 }
 
 
