@@ -230,6 +230,43 @@ def test_in_place_operand_and_tail_batches(monkeypatch):
         _assert_bits(fast, slow)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3, 8])
+@pytest.mark.parametrize("groups", [1, 2, 5, 16])
+def test_row_tasks_cover_every_row_once_in_whole_micro_tiles(threads, groups):
+    for m_rows in list(range(0, 60)) + [97, 196, 784, 3136, 12544]:
+        tasks, per_task = fused.row_tasks(m_rows, groups, threads)
+        tiles = -(-m_rows // fused.MR)
+        assert per_task % fused.MR == 0 and fused.MR <= per_task <= fused.MR * fused.TILES_PER_TASK
+        assert tasks * per_task >= m_rows and (tasks - 1) * per_task < max(m_rows, 1)   # none empty
+        if m_rows:                  # no task holds more than an even share of TASKS_PER_THREAD per thread
+            want = min(-(-fused.TASKS_PER_THREAD * threads // groups), tiles)
+            assert per_task // fused.MR <= -(-tiles // want)
+
+
+@needs_vnni
+def test_thread_counts_and_serial_kernels_give_the_same_bits(monkeypatch):
+    """Row tasks depend on the thread count, and small kernels run on one thread: neither changes a bit."""
+    import numba
+
+    for fmts in [("ms-fp9", "ms-fp9", "fp16"), ("mxfp8_e4m3", "mxfp8_e4m3", "bf16")]:
+        cfg = sp.config("tiny", weight=fmts[0], act=fmts[1], mfu_format=fmts[2])
+        n = cfg.native_dim
+        rng = np.random.default_rng(17)
+        x = _adversarial_x(rng, 55, 2 * n, mfu.mfu_format(cfg.mfu_format).dtype)
+        kernel = sp.gemv(cfg, rng, batch=55, rows=3, c=2, x=x, w=_adversarial_w(rng, 3 * n, 2 * n))
+        outputs = []
+        threads = numba.get_num_threads()
+        for use, serial_below in [(1, 0.0), (threads, 0.0), (threads, math.inf)]:
+            monkeypatch.setattr(machine_mod, "SERIAL_BELOW_S", serial_below)
+            numba.set_num_threads(use)
+            try:
+                outputs.append(kernel.output(kernel.run()))
+            finally:
+                numba.set_num_threads(threads)
+        for got in outputs[1:]:
+            _assert_bits(got, outputs[0])
+
+
 # ----- the E4M3 plane quantiser against the conversion rule --------------------------------------------
 def _planes(v: np.ndarray, wmax: int = 28672):
     rows, n = v.shape

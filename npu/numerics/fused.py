@@ -575,8 +575,26 @@ MR = MICRO_ROWS
 PANEL = 16 * NV_MAX
 #: Zero point added to activation integers (uint8 operand of vpdpbusd).
 ZERO_POINT = 128
-#: Micro tiles one task runs against one weight panel (its weights stay in cache).
+#: Micro tiles one task runs against one weight panel at most (its weights stay in cache).
 TILES_PER_TASK = 8
+#: Tasks per thread a chain is cut into at least, where it has the rows (static scheduling gives each
+#: thread a contiguous share, so fewer, uneven tasks leave a thread idle).
+TASKS_PER_THREAD = 2
+
+
+@numba.njit(cache=True, nogil=True)
+def row_tasks(m_rows, groups, threads):
+    """(row tasks, rows per task) of a chain of ``m_rows`` iterations and ``groups`` output groups: tasks of
+    whole micro tiles, at most :data:`TILES_PER_TASK` of them, as even as the tiles allow, and at least
+    ``TASKS_PER_THREAD * threads`` tasks in all when there are enough tiles."""
+    tiles = (m_rows + MR - 1) // MR
+    if tiles == 0:
+        return 0, MR
+    tasks_m = (tiles + TILES_PER_TASK - 1) // TILES_PER_TASK
+    want = (TASKS_PER_THREAD * threads + groups - 1) // groups
+    tasks_m = max(tasks_m, min(want, tiles))
+    per_task = MR * ((tiles + tasks_m - 1) // tasks_m)
+    return (m_rows + per_task - 1) // per_task, per_task
 
 
 class PackedWeights:
@@ -753,7 +771,7 @@ def _finish_rows(acc, n, live, m0, rows, g, r, rownan, colnan, fmt, ops, sources
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def chain_int8(codes, row_bytes, xscale, aidx, sub, blk_bytes, wp, pan_w0, pan_c0, pan_nv, steps, cw, ws, colnan,
-               fmt, ops, sources, scalars, operand_addr, vmem, tables, out, wrows):
+               fmt, ops, sources, scalars, operand_addr, vmem, tables, out, wrows, threads):
     """One batch of an MVU chain on the int8 plan: ``out[m * r + g]`` = MFU-format bits of the chain.
 
     ``codes`` (V * row_bytes,) uint8 activation integers plus :data:`ZERO_POINT`, ``xscale`` (V, sub)
@@ -761,7 +779,8 @@ def chain_int8(codes, row_bytes, xscale, aidx, sub, blk_bytes, wp, pan_w0, pan_c
     (rows of ``codes``), each of ``sub`` blocks ``blk_bytes`` apart.  The weights are a
     :class:`PackedWeights`' arrays; ``fmt`` .. ``tables`` as for ``mfu_kernels.run_chain``.  Output row
     ``o`` goes to ``out[wrows[o]]`` (``out[o]`` when ``wrows`` is empty: ``out`` may be the vector
-    memory itself when no row of the batch reads what it writes).
+    memory itself when no row of the batch reads what it writes).  ``threads``: the threads the loop
+    will run on (:func:`row_tasks`).
     """
     m_rows = aidx.shape[0]
     k = aidx.shape[1]
@@ -771,8 +790,7 @@ def chain_int8(codes, row_bytes, xscale, aidx, sub, blk_bytes, wp, pan_w0, pan_c
     live = 0
     for p in range(npan):
         live += 16 * pan_nv[p]
-    per_task = MR * TILES_PER_TASK
-    tasks_m = (m_rows + per_task - 1) // per_task
+    tasks_m, per_task = row_tasks(m_rows, r, threads)
     for task in numba.prange(tasks_m * r):
         mt = np.int64(task) // r
         g = np.int64(task) - mt * r
@@ -1058,7 +1076,7 @@ def _tile_e4m3(nv, x0, x1, aoff, t0, xs, xbits, xf, rmask, r0, nb, wp, w0, steps
 @numba.njit(cache=True, nogil=True, parallel=True)
 def chain_e4m3(x0, x1, xflags, xunit, row_elems, xscale, aidx, sub, wp, pan_w0, pan_c0, pan_nv, steps, cw, ws,
                colnan, w1_start, w1_j, w1_c, w1_v, w1_vec, fmt, ops, sources, scalars, operand_addr, vmem, tables, out,
-               wrows):
+               wrows, threads):
     """One batch of an MVU chain on E4M3 planes (see above): ``out[m * r + g]`` = MFU-format bits.
 
     ``x0``, ``x1`` (V * row_elems,) int16 activation planes, ``xflags`` (V, sub) a bit per plane-1
@@ -1077,8 +1095,7 @@ def chain_e4m3(x0, x1, xflags, xunit, row_elems, xscale, aidx, sub, wp, pan_w0, 
         live += 16 * pan_nv[p]
     w1s = w1_start.reshape(-1)
     w1v_ = w1_vec.reshape(-1)
-    per_task = MR * TILES_PER_TASK
-    tasks_m = (m_rows + per_task - 1) // per_task
+    tasks_m, per_task = row_tasks(m_rows, r, threads)
     blk_bytes = 2 * MX_BLOCK
     for task in numba.prange(tasks_m * r):
         mt = np.int64(task) // r

@@ -11,8 +11,10 @@ from __future__ import annotations
 import hashlib
 import weakref
 from collections import OrderedDict
+from contextlib import contextmanager
 from typing import NamedTuple
 
+import numba
 import numpy as np
 
 from ..config import NPUConfig
@@ -27,6 +29,29 @@ from ..numerics.quantize import (element_values, gather_quantize_to_integers, ga
 from ..isa.validate import address_extent
 from .errors import SimulationError
 from .program import ChainOp, DmaOp, ScalarOp
+
+
+#: Serial time (seconds) below which a parallel kernel runs on the calling thread alone: starting a
+#: parallel loop and joining its threads costs about 0.1 ms on a 2-core host, more than it saves there.
+SERIAL_BELOW_S = 3e-4
+#: Measured serial seconds per element of the kernels :func:`_threads_for` sizes (2-core AMD EPYC).
+KERNEL_S_PER_ELEMENT = {"gather_reduce": 0.2e-9, "run_chain": 0.45e-9, "quantize_fixed": 0.43e-9,
+                        "quantize_e4m3": 1.05e-9}
+
+
+@contextmanager
+def _threads_for(kernel: str, elements: int):
+    """Run the parallel kernel inside on one thread when its estimated serial time is below
+    :data:`SERIAL_BELOW_S`, else on the pool's threads."""
+    if elements * KERNEL_S_PER_ELEMENT[kernel] >= SERIAL_BELOW_S:
+        yield
+        return
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(threads)
 
 
 class Dram:
@@ -511,7 +536,9 @@ class Machine:
                     mfu_kernels.run_chain_on_block_sums(*self._mvu(ch, raddr), *mfu, operand_addr,
                                                         self._vmem_load, tables, out)
             else:
-                mfu_kernels.run_chain(self._reduction(ch, raddr), *mfu, operand_addr, self._vmem_load, tables, out)
+                y = self._reduction(ch, raddr)
+                with _threads_for("run_chain", y.size):
+                    mfu_kernels.run_chain(y, *mfu, operand_addr, self._vmem_load, tables, out)
             self._write(ch, waddr, out)
 
     def _writes_apart(self, ch: ChainOp) -> bool:
@@ -573,7 +600,8 @@ class Machine:
         """A chain without the MVU: its binary32 input (iterations * r, N), the reduction of the vectors read."""
         n = self.config.native_dim
         out = np.empty((raddr.shape[0] * ch.r, n), np.float32)
-        return mfu_kernels.gather_reduce(self._vmem_load, self._fmt_code, raddr.reshape(out.shape[0], -1),
+        with _threads_for("gather_reduce", raddr.size * n):
+            return mfu_kernels.gather_reduce(self._vmem_load, self._fmt_code, raddr.reshape(out.shape[0], -1),
                                          mfu_kernels.REDUCE_CODES[ch.reduce], out)
 
     def _mfu_program(self, ch: ChainOp):
@@ -683,13 +711,14 @@ class Machine:
         if mode.fused == "int8":
             fused.chain_int8(codes.reshape(-1), n, xscale, aidx, sub, mode.block, packed.wp,
                              packed.pan_w0, packed.pan_c0, packed.pan_nv, packed.steps, packed.cw, packed.ws,
-                             packed.colnan, *mfu, operand_addr, self._vmem_load, tables, out, wrows)
+                             packed.colnan, *mfu, operand_addr, self._vmem_load, tables, out, wrows,
+                             numba.get_num_threads())
         else:
             w1 = packed.extra
             fused.chain_e4m3(x0.reshape(-1), x1.reshape(-1), xflags, xunit, n, xscale, aidx, sub,
                              packed.wp, packed.pan_w0, packed.pan_c0, packed.pan_nv, packed.steps, packed.cw,
                              packed.ws, packed.colnan, w1.start, w1.j, w1.c, w1.v, w1.vec, *mfu, operand_addr,
-                             self._vmem_load, tables, out, wrows)
+                             self._vmem_load, tables, out, wrows, numba.get_num_threads())
         return True
 
     def _quantised_rows(self, raddr: np.ndarray, xfmt, offset, wmax: int = 0, rows=None):
@@ -703,15 +732,17 @@ class Machine:
         n = self.config.native_dim
         addr, aidx = rows if rows is not None else _row_indices(raddr)
         if offset is not None:
-            codes, scodes = gather_quantize_to_integers(self.vmem, addr, xfmt, n, offset)
+            with _threads_for("quantize_fixed", addr.size * n):
+                codes, scodes = gather_quantize_to_integers(self.vmem, addr, xfmt, n, offset)
             return codes, scodes, aidx
         count = addr.shape[0]
         x0, x1 = np.empty((count, n), np.int16), np.empty((count, n), np.int16)
         scodes = np.empty((count, n // fused.MX_BLOCK), np.uint8)
         flags = np.empty((count, n // fused.MX_BLOCK), np.uint32)
         e0x = np.empty((count, n // fused.MX_BLOCK), np.int8)
-        fused.gather_quantize_e4m3(self.vmem.view(np.uint16), self.vmem.dtype != np.float16, addr, wmax, x0, x1,
-                                   scodes, e0x, flags)
+        with _threads_for("quantize_e4m3", addr.size * n):
+            fused.gather_quantize_e4m3(self.vmem.view(np.uint16), self.vmem.dtype != np.float16, addr, wmax, x0,
+                                       x1, scodes, e0x, flags)
         return (x0, x1, flags, e0x), scodes, aidx
 
     def _packed_weights(self, ch: ChainOp, tiles: "DecodedTiles", mode: "MvuMode") -> "fused.PackedWeights":
