@@ -11,6 +11,7 @@ depend on timing; no statistics).
 from __future__ import annotations
 
 from collections import OrderedDict
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from ..config import NPUConfig
 from .errors import CycleBudgetExceeded, SimulationError
 from .machine import Machine
 from .memory import DEFAULT_MEMORY_BUDGET, Footprint, footprint
+from .placement import threads_apart
 from .program import SimProgram, build_program
 from .stats import SimStats, collect
 from .timing import Schedule, schedule
@@ -161,17 +163,19 @@ def simulate(program, config: NPUConfig, *, dram: bytes | np.ndarray | None = No
 
         # the budget is checked on the timing model, so every mode stops at the same point
         schedule(prog, config, tile_bytes, cycle_budget=cycle_budget)
-        for op in dataflow_order(prog):
-            machine.execute(op)
-            if observe is not None:
-                observe(op, machine)
+        with threads_apart():
+            for op in dataflow_order(prog):
+                machine.execute(op)
+                if observe is not None:
+                    observe(op, machine)
         return SimResult(config, mode, machine, None, None, prog)
     on_issue = machine.execute if machine is not None else None
     if on_issue is not None and observe is not None:
         def on_issue(op):
             machine.execute(op)
             observe(op, machine)
-    sched = schedule(prog, config, tile_bytes, cycle_budget=cycle_budget, on_issue=on_issue)
+    with threads_apart() if machine is not None else nullcontext():
+        sched = schedule(prog, config, tile_bytes, cycle_budget=cycle_budget, on_issue=on_issue)
     stats = collect(sched, config, prog.instruction_count, prog.regions)
     return SimResult(config, mode, machine, sched, stats, prog)
 
