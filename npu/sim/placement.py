@@ -95,8 +95,12 @@ def threads_apart():
             caller = _gettid()
             allowed = os.sched_getaffinity(0)
             cpu = _sched_getcpu()
-            if len(allowed) > 1 and cpu in allowed:
-                for tid in [caller] + _kernel_threads(caller):
+            try:
+                others = _kernel_threads(caller) if len(allowed) > 1 and cpu in allowed else []
+            except Exception:                        # pragma: no cover - a libc or Numba without what this needs
+                others = []
+            if others:
+                for tid in [caller] + others:
                     try:
                         saved.append((tid, os.sched_getaffinity(tid)))
                         os.sched_setaffinity(tid, {cpu} if tid == caller else allowed - {cpu})
