@@ -5,11 +5,12 @@ same memory and statistics as the first, and a program is only reused for
 the same words, regions and machine.
 """
 import numpy as np
+import pytest
 
 from compiler.compile import compile_model
 from npu.hostio import dram_image_with_inputs
 from compiler.models import nets
-from npu.sim import clear_program_cache, simulate
+from npu.sim import CycleBudgetExceeded, clear_program_cache, simulate
 
 
 def _compiled():
@@ -41,3 +42,30 @@ def test_a_program_is_reused_only_on_the_same_machine():
     b = simulate(compiled.program, other, dram=image, mode="timing")
     assert b.program is not a.program
     assert b.stats.total_cycles > a.stats.total_cycles        # half the tile engines
+
+
+def test_a_rerun_replays_the_placement_and_stops_at_the_same_op_under_a_cycle_budget():
+    """A full run keeps its placement (SimProgram.timeline); a rerun replays it: the same ops issued in the same
+    order, and the same CycleBudgetExceeded before the same op as a fresh placement, halt included."""
+    compiled, image = _compiled()
+    clear_program_cache()
+    first = simulate(compiled.program, compiled.config, dram=image)
+    total = first.stats.total_cycles
+    ends = sorted({e.end for e in first.schedule.entries})
+    issued = []
+    again = simulate(compiled.program, compiled.config, dram=image, observe=lambda op, m: issued.append(op.index))
+    assert again.schedule is first.schedule and again.program.timeline is not None
+    assert issued == [e.op.index for e in first.schedule.entries[:-1]]       # every op but the halt, in order
+    for budget in (ends[0] - 1, ends[len(ends) // 3], ends[-2], total - 1):
+        outcomes = []
+        for placed in (False, True):
+            clear_program_cache()
+            if placed:
+                simulate(compiled.program, compiled.config, dram=image)          # keeps the placement
+            seen = []
+            with pytest.raises(CycleBudgetExceeded) as info:
+                simulate(compiled.program, compiled.config, dram=image, cycle_budget=budget,
+                         observe=lambda op, m: seen.append(op.index))
+            outcomes.append((str(info.value), info.value.index, seen))
+        assert outcomes[0] == outcomes[1], budget
+    assert "halt" in outcomes[-1][0]

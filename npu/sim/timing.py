@@ -319,4 +319,21 @@ def schedule(program: SimProgram, config: NPUConfig, tile_bytes: int, *, cycle_b
     return out
 
 
-__all__ = ["OpCost", "Schedule", "Scheduled", "dataflow_order", "op_cost", "schedule", "mvu_latency"]
+def replay(known: Schedule, *, cycle_budget: int | None = None, on_issue=None) -> Schedule:
+    """What :func:`schedule` does for the program that ``known`` places, from ``known``: ``on_issue`` called in
+    the same issue order, and the same CycleBudgetExceeded before the same op.
+
+    Timing depends on the program and the machine alone, so a program run
+    again (a serving session) places its ops once.
+    """
+    for e in known.entries:
+        halt = _queue_of(e.op) is Queue.ALL
+        if cycle_budget is not None and e.end > cycle_budget:
+            raise CycleBudgetExceeded(f"would end at cycle {e.end}, past the cycle budget of {cycle_budget}",
+                                      e.op.index, mnemonic="halt" if halt else getattr(e.op, "mnemonic", "chain"))
+        if on_issue is not None and not halt:
+            on_issue(e.op)
+    return known
+
+
+__all__ = ["OpCost", "Schedule", "Scheduled", "dataflow_order", "op_cost", "schedule", "mvu_latency", "replay"]
