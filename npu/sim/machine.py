@@ -602,7 +602,7 @@ class Machine:
         out = np.empty((raddr.shape[0] * ch.r, n), np.float32)
         with _threads_for("gather_reduce", raddr.size * n):
             return mfu_kernels.gather_reduce(self._vmem_load, self._fmt_code, raddr.reshape(out.shape[0], -1),
-                                         mfu_kernels.REDUCE_CODES[ch.reduce], out)
+                                             mfu_kernels.REDUCE_CODES[ch.reduce], out)
 
     def _mfu_program(self, ch: ChainOp):
         """The chain's MFU ops as kernel arrays: op codes, operand sources, tables (kept in ``ch.derived``)."""
