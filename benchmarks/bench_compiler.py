@@ -15,7 +15,9 @@ Cases (bw-s10):
   onnxruntime run before each simulated round) and the best of each is
   compared, so a busy spell of this shared machine hits both; the median
   of the rounds' paired ratios (each round over the onnxruntime run just
-  before it) is recorded and printed beside it.  Each run
+  before it) is recorded and printed beside it, and so is the best time
+  without thread placement (``npu.sim.placement``) over the best with it,
+  the two alternating (``unpinned_over_pinned``).  Each run
   starts :data:`SETTLE_S` after the other ends: both keep worker threads
   spinning for a while after a run (onnxruntime's thread pool, the
   simulator's OpenMP threads), which would otherwise take the cores from
@@ -43,13 +45,16 @@ import pytest
 from compiler.compile import compile_model
 from npu.hostio import dram_image_with_inputs, run_on_simulator
 from compiler.models import nets
-from npu.sim import clear_program_cache, simulate
+from npu.sim import clear_program_cache, placement, simulate
 
 ROUNDS = 3
 #: Rounds of the full-arithmetic case, each after one onnxruntime run (best of each is compared).
 FULL_ROUNDS = 7
 #: Seconds between the end of one run and the start of the other's (their spinning worker threads go idle).
 SETTLE_S = 0.2
+#: Rounds of each of the runs with and without thread placement (npu.sim.placement), in turn.
+PLACEMENT_ROUNDS = 5
+_PINNING = placement.ENABLED
 _CACHE: dict = {}
 
 
@@ -126,9 +131,28 @@ def test_simulate_full(benchmark, precision):
     benchmark.extra_info["onnxruntime_f32_best_s"] = ort_s
     benchmark.extra_info["sim_over_onnxruntime"] = ratio
     benchmark.extra_info["sim_over_onnxruntime_median_of_pairs"] = median
+    unpinned = _unpinned_over_pinned(lambda: simulate(compiled.program, compiled.config, dram=image))
+    benchmark.extra_info["unpinned_over_pinned"] = unpinned
     print(f"\nResNet-50 full simulation, {precision}: {benchmark.stats.stats.min * 1e3:.1f} ms, onnxruntime float32 "
           f"{ort_s * 1e3:.1f} ms: {ratio:.2f}x, median of the {len(pairs)} paired rounds {median:.2f}x "
-          f"(range {pairs[0]:.2f}-{pairs[-1]:.2f}; first run {benchmark.extra_info['first_run_s']:.2f} s)")
+          f"(range {pairs[0]:.2f}-{pairs[-1]:.2f}; first run {benchmark.extra_info['first_run_s']:.2f} s); "
+          f"without thread placement {unpinned:.2f}x the time")
+
+
+def _unpinned_over_pinned(run, rounds=PLACEMENT_ROUNDS) -> float:
+    """Best time of ``run`` without npu.sim.placement's pinning over its best time with it, the two in turn."""
+    best = {False: float("inf"), True: float("inf")}
+    try:
+        for _ in range(rounds):
+            for pinned in (False, True):
+                placement.ENABLED = pinned
+                time.sleep(SETTLE_S)
+                t0 = time.perf_counter()
+                run()
+                best[pinned] = min(best[pinned], time.perf_counter() - t0)
+    finally:
+        placement.ENABLED = _PINNING
+    return best[False] / best[True]
 
 
 def test_simulate_timing(benchmark):
