@@ -15,7 +15,7 @@ multi_cpu = pytest.mark.skipif(
 
 
 def _pool():
-    caller = placement._gettid()
+    caller = threading.get_native_id()
     return caller, placement._kernel_threads(caller)
 
 

@@ -38,17 +38,17 @@ _lock = threading.Lock()
 _active = 0
 
 
-def _libc_function(name: str):
+def _libc_sched_getcpu():
     try:
-        fn = getattr(ctypes.CDLL(None, use_errno=True), name)
+        fn = ctypes.CDLL(None).sched_getcpu
     except (AttributeError, OSError):
         return None
     fn.restype, fn.argtypes = ctypes.c_int, []
     return fn
 
 
-_sched_getcpu = _libc_function("sched_getcpu")
-_gettid = _libc_function("gettid")
+#: The CPU the calling thread runs on (libc ``sched_getcpu``), or None where libc has none.
+_sched_getcpu = _libc_sched_getcpu()
 
 
 @intrinsic
@@ -83,7 +83,7 @@ def _kernel_threads(caller: int) -> list[int]:
 def threads_apart():
     """For the ``with`` body: the calling thread on its current CPU, its Numba pool's threads on the others."""
     global _active
-    if not ENABLED or _sched_getcpu is None or _gettid is None or numba.get_num_threads() < 2:
+    if not ENABLED or _sched_getcpu is None or numba.get_num_threads() < 2:
         yield
         return
     with _lock:
@@ -92,7 +92,7 @@ def threads_apart():
     saved = []
     try:
         if first:
-            caller = _gettid()
+            caller = threading.get_native_id()
             allowed = os.sched_getaffinity(0)
             cpu = _sched_getcpu()
             try:
