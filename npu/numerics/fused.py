@@ -757,10 +757,15 @@ def _finish_rows(acc, n, live, m0, rows, g, r, rownan, colnan, fmt, ops, sources
     """Columns past the panels (zero weights), then the MFU pipeline of each row: output row ``o = m * r + g``
     into ``out[wrows[o]]`` (``out[o]`` when ``wrows`` is empty)."""
     pattern = _fused_pattern(fmt, ops, sources)
+    tail = np.empty(n - live, np.float32)                  # the columns past the panels, of a row without NaN
+    for c in range(live, n):
+        tail[c - live] = np.float32(np.nan) if colnan[g, c] else np.float32(0.0)
     for i in range(rows):
         row = acc[i * n:(i + 1) * n]
-        for c in range(live, n):
-            row[c] = np.float32(np.nan) if (rownan[i] or colnan[g, c]) else np.float32(0.0)
+        if rownan[i]:
+            row[live:] = np.float32(np.nan)
+        else:
+            row[live:] = tail
         o = (m0 + i) * r + g
         orow = wrows[o] if wrows.size else o
         if pattern >= 0:
@@ -1073,6 +1078,36 @@ def _tile_e4m3(nv, x0, x1, aoff, t0, xs, xbits, xf, rmask, r0, nb, wp, w0, steps
                     v0, w1start, s0, w1j, w1c, w1v)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _row_tables_e4m3(aidx, xscale, xflags, xunit, kmask, m0, rows, ntile, sub, row_bytes, blk_bytes, aoff, xs, rownan,
+                     xbits, xf, rmask):
+    """:func:`_row_tables` with the E4M3 planes' per (row, block) tables: ``xbits`` the plane-1 flags, ``xf`` the
+    plane-1 quantum in plane-0 units, and ``rmask`` per micro tile and block a bit per row with plane-1
+    activations within the block's K-steps (``kmask[b]``)."""
+    k = aidx.shape[1]
+    nb = k * sub
+    for i in range(ntile * MR):
+        m = m0 + min(i, rows - 1)
+        bad = False
+        row_bit = np.int64(1) << np.int64(i % MR)
+        t0 = (i // MR) * nb
+        for kk in range(k):
+            v = aidx[m, kk]
+            for s in range(sub):
+                b = kk * sub + s
+                j = i * nb + b
+                aoff[j] = v * row_bytes + s * blk_bytes
+                x = xscale[v, s]
+                xs[j] = x
+                bad = bad or x != x
+                bits = xflags[v, s]
+                xbits[j] = bits
+                xf[j] = xunit[v, s]
+                if bits & kmask[b]:
+                    rmask[t0 + b] |= row_bit
+        rownan[i] = bad
+
+
 @numba.njit(cache=True, nogil=True, parallel=True)
 def chain_e4m3(x0, x1, xflags, xunit, row_elems, xscale, aidx, sub, wp, pan_w0, pan_c0, pan_nv, steps, cw, ws,
                colnan, w1_start, w1_j, w1_c, w1_v, w1_vec, fmt, ops, sources, scalars, operand_addr, vmem, tables, out,
@@ -1097,6 +1132,9 @@ def chain_e4m3(x0, x1, xflags, xunit, row_elems, xscale, aidx, sub, wp, pan_w0, 
     w1v_ = w1_vec.reshape(-1)
     tasks_m, per_task = row_tasks(m_rows, r, threads)
     blk_bytes = 2 * MX_BLOCK
+    kmask = np.empty(nb, np.uint32)                   # per block: the flag bits of the elements within its K-steps
+    for b in range(nb):
+        kmask[b] = np.uint32((np.uint64(1) << np.uint64(2 * steps[b])) - np.uint64(1))
     for task in numba.prange(tasks_m * r):
         mt = np.int64(task) // r
         g = np.int64(task) - mt * r
@@ -1106,20 +1144,11 @@ def chain_e4m3(x0, x1, xflags, xunit, row_elems, xscale, aidx, sub, wp, pan_w0, 
         aoff = np.empty(ntile * MR * nb, np.int64)
         xs = np.empty(ntile * MR * nb, np.float32)
         rownan = np.empty(ntile * MR, np.bool_)
-        _row_tables(aidx, xscale, m0, rows, ntile, sub, 2 * row_elems, blk_bytes, aoff, xs, rownan)
         xbits = np.empty(ntile * MR * nb, np.uint32)
         xf = np.empty(ntile * MR * nb, np.float64)
         rmask = np.zeros(ntile * nb, np.int64)        # per micro tile and block: rows with plane-1 activations
-        for i in range(ntile * MR):
-            m = m0 + min(i, rows - 1)
-            for kk in range(k):
-                for s in range(sub):
-                    b = kk * sub + s
-                    bits = xflags[aidx[m, kk], s]
-                    xbits[i * nb + b] = bits
-                    xf[i * nb + b] = xunit[aidx[m, kk], s]
-                    if np.uint64(bits) & ((np.uint64(1) << np.uint64(2 * steps[b])) - np.uint64(1)):
-                        rmask[(i // MR) * nb + b] |= np.int64(1) << np.int64(i % MR)
+        _row_tables_e4m3(aidx, xscale, xflags, xunit, kmask, m0, rows, ntile, sub, 2 * row_elems, blk_bytes, aoff, xs,
+                         rownan, xbits, xf, rmask)
         acc = np.empty(ntile * MR * n, np.float32)
         col = 0
         for p in range(npan):
