@@ -309,6 +309,10 @@ def test_e4m3_planes_equal_the_conversion_rule(dtype):
             assert np.all((e0 >= fused.E0X_MIN) & (e0 <= fused.E0X))
             l1 = np.abs(x0.astype(np.int64)).reshape(rows, -1, 32).sum(-1)
             assert np.all(l1 * wmax < 2 ** 31)
+            # and it is the finest such unit: one binade finer would break the bound
+            quanta = (np.abs(q.astype(np.float64)) * 2.0 ** 9).astype(np.int64).reshape(rows, -1, 32).sum(-1)
+            finer = quanta * wmax > (2 ** 31 - 1) << (e0.astype(np.int64) - 1 + 9)
+            assert np.all((e0 == fused.E0X_MIN) | finer | zero_block | bad_block)
             bits = ((x1 != 0).reshape(rows, -1, 32) * (1 << np.arange(32, dtype=np.uint64))).sum(-1)
             assert np.array_equal(bits.astype(np.uint32), fl)
             # plane 1 holds exactly the elements that are not multiples of the block's plane-0 unit

@@ -46,7 +46,6 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .float_bits import as_bits, widen_bf16, widen_fp16
 from .mfu_kernels import _fused_pattern, _pipeline_row, _pipeline_row_fused
 
 # =====================================================================================================
@@ -566,6 +565,114 @@ def ctlz32(typingctx, x):
     return types.int32(types.uint32), codegen
 
 
+
+_V32 = 32                                              # lanes of the block intrinsics (one MX block)
+
+
+def _vec(t):
+    return ir.VectorType(t, _V32)
+
+
+@intrinsic
+def block_top16(typingctx, src, lo):
+    """Largest magnitude bits (``h & 0x7FFF``) of the 32 binary16 bit patterns ``src[lo:lo + 32]`` (uint16)."""
+    def codegen(context, builder, signature, args):
+        i16 = ir.IntType(16)
+        ptr = builder.gep(_data(context, builder, signature.args[0], args[0]), [args[1]])
+        h = builder.load(builder.bitcast(ptr, _vec(i16).as_pointer()), align=2)
+        mag = builder.and_(h, ir.Constant(_vec(i16), [0x7FFF] * _V32))
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i16, [_vec(i16)]),
+                                            "llvm.vector.reduce.umax.v32i16")
+        return builder.call(fn, [mag])
+    return types.uint16(src, types.int64), codegen
+
+
+def _e4m3_block_kernel(bf16: bool):
+    """The intrinsic converting one MX block of :func:`gather_quantize_e4m3` (finite, not all zero): the 32
+    16-bit patterns ``src[lo:lo + 32]`` (binary16, or bfloat16 with ``bf16``) with shared exponent ``sh``
+    become plane integers ``x0[o:o + 32]``, ``x1[o:o + 32]``; it returns the plane-0 unit exponent ``e0``
+    times 2**32 plus the plane-1 flag bits.
+
+    Lane by lane, with ``a = |v|``: ``ee = max(floor(log2 a) - sh, -6)``, ``u = min(rint(a * 2**(3 - ee - sh))
+    * 2**(ee + 6), 448 * 2**9)``, the value in quanta 2**-9.  From binary16 this runs in binary32 (the powers
+    of two lie in [2**-12, 2**41], every product is exact); from bfloat16 in binary64 (binary32's range).
+    Then ``e0``: the finest unit in [E0X_MIN, E0X] with ``sum u * wmax < 2**31 * 2**(e0 + 9)``; plane 1
+    takes the elements that are not multiples of ``2**e0``.
+    """
+    def codegen(context, builder, signature, args):
+        T = signature.args
+        src_a, lo_v, sh_v, wmax_v, x0_a, x1_a, o_v = args
+        i16 = ir.IntType(16)
+        v16, v32i, v32f = _vec(i16), _vec(_I32), _vec(_F32)
+        vi64, vf64 = _vec(_I64), _vec(_F64)
+
+        def splat(x, vty):
+            undef = ir.Constant(vty, ir.Undefined)
+            return builder.shuffle_vector(builder.insert_element(undef, x, ir.Constant(_I32, 0)), undef,
+                                          ir.Constant(v32i, [0] * _V32))
+
+        def const(vty, v):
+            return ir.Constant(vty, [v] * _V32)
+
+        ptr = builder.gep(_data(context, builder, T[0], src_a), [lo_v])
+        h = builder.load(builder.bitcast(ptr, v16.as_pointer()), align=2)
+        mag = builder.and_(h, const(v16, 0x7FFF))
+        rint = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v32f, [v32f]), "llvm.rint.v32f32")
+        if not bf16:
+            a = builder.fpext(builder.bitcast(mag, ir.VectorType(ir.HalfType(), _V32)), v32f)
+            shv = splat(builder.trunc(sh_v, _I32), v32i)
+            flog = builder.sub(builder.lshr(builder.bitcast(a, v32i), const(v32i, 23)), const(v32i, 127))
+            d = builder.sub(flog, shv)
+            ee = builder.select(builder.icmp_signed(">", d, const(v32i, -6)), d, const(v32i, -6))
+            down = builder.bitcast(builder.shl(builder.sub(const(v32i, 130), builder.add(ee, shv)),
+                                               const(v32i, 23)), v32f)
+            up = builder.bitcast(builder.shl(builder.add(ee, const(v32i, 133)), const(v32i, 23)), v32f)
+            q = builder.fmul(builder.call(rint, [builder.fmul(a, down)]), up)
+            cap = const(v32f, 229376.0)
+        else:
+            rint = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vf64, [vf64]), "llvm.rint.v32f64")
+            a32 = builder.bitcast(builder.shl(builder.zext(mag, v32i), const(v32i, 16)), v32f)
+            a = builder.fpext(a32, vf64)
+            shv = splat(sh_v, vi64)
+            flog = builder.sub(builder.lshr(builder.bitcast(a, vi64), const(vi64, 52)), const(vi64, 1023))
+            d = builder.sub(flog, shv)
+            ee = builder.select(builder.icmp_signed(">", d, const(vi64, -6)), d, const(vi64, -6))
+            down = builder.bitcast(builder.shl(builder.sub(const(vi64, 1026), builder.add(ee, shv)),
+                                               const(vi64, 52)), vf64)
+            up = builder.bitcast(builder.shl(builder.add(ee, const(vi64, 1029)), const(vi64, 52)), vf64)
+            q = builder.fmul(builder.call(rint, [builder.fmul(a, down)]), up)
+            cap = const(vf64, 229376.0)
+        q = builder.select(builder.fcmp_ordered("<", q, cap), q, cap)
+        u = builder.fptosi(q, v32i)
+        add_red = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_I32, [v32i]),
+                                                 "llvm.vector.reduce.add.v32i32")
+        prod = builder.mul(builder.sext(builder.call(add_red, [u]), _I64), wmax_v)
+        e0 = ir.Constant(_I64, E0X_MIN)                 # (monotone conditions, counted)
+        for t in range(E0X_MIN, E0X):
+            e0 = builder.add(e0, builder.zext(builder.icmp_signed(">", prod, ir.Constant(_I64, (2 ** 31 - 1) << (t + 9))),
+                                              _I64))
+        shift = builder.trunc(builder.add(e0, ir.Constant(_I64, 9)), _I32)
+        low = builder.sub(builder.shl(ir.Constant(_I32, 1), shift), ir.Constant(_I32, 1))
+        neg = builder.icmp_signed("<", h, const(v16, 0))
+        su = builder.select(neg, builder.sub(const(v32i, 0), u), u)
+        plane1 = builder.icmp_signed("!=", builder.and_(u, splat(low, v32i)), const(v32i, 0))
+        p0 = builder.select(plane1, const(v32i, 0), builder.ashr(su, splat(shift, v32i)))
+        p1 = builder.select(plane1, su, const(v32i, 0))
+        for arr, ty, val in ((x0_a, T[4], p0), (x1_a, T[5], p1)):
+            dst = builder.gep(_data(context, builder, ty, arr), [o_v])
+            builder.store(builder.trunc(val, v16), builder.bitcast(dst, v16.as_pointer()), align=2)
+        flags = builder.zext(builder.bitcast(plane1, ir.IntType(_V32)), _I64)
+        return builder.or_(builder.shl(e0, ir.Constant(_I64, 32)), flags)
+
+    @intrinsic
+    def block(typingctx, src, lo, sh, wmax, x0, x1, o):
+        return types.int64(src, types.int64, types.int64, types.int64, x0, x1, types.int64), codegen
+    return block
+
+
+e4m3_block_fp16 = _e4m3_block_kernel(False)
+e4m3_block_bf16 = _e4m3_block_kernel(True)
+
 # =====================================================================================================
 # Drivers: packing, quantisation, and the chain kernels that run the tiles and the MFU pipeline.
 # =====================================================================================================
@@ -854,47 +961,6 @@ def _pow2_f64(e):
     return np.int64((e + 1023) << 52).view(np.float64)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _pow2_f32(e):
-    """2.0**e (binary32) for an integer e in [-126, 127], from its bits."""
-    return np.uint32(np.int32(e + 127) << 23).view(np.float32)
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _block_shared(xb, lo):
-    """The E8M0 shared exponent of block ``xb[lo:lo + 32]`` (binary32 bits), or 255 for NaN/Inf, 256 for all zero."""
-    top = np.uint32(0)
-    for e in range(lo, lo + MX_BLOCK):
-        v = np.uint32(xb[e] & np.uint32(0x7FFFFFFF))
-        top = v if v > top else top
-    if top >= np.uint32(0x7F800000):
-        return np.int64(255)
-    if top == 0:
-        return np.int64(256)
-    flog = (np.float64(np.uint32(top).view(np.float32)).view(np.int64) >> 52) - 1023     # exact, subnormals too
-    return min(max(flog - 8, np.int64(-127)), np.int64(127))
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _fp16_e4m3_units(h, shared):
-    """|v| of fp16 bits ``h`` (finite) divided by 2**shared, rounded to E4M3 (RNE, saturated to 448), in
-    quanta 2**-9 (int32).
-
-    In binary32: ``a = |v|`` (exact), ``ee = max(floor(log2 a) - shared, -6)``; ``a * 2**(3 - ee -
-    shared)`` is exact (the power of two lies in [2**-12, 2**41] for fp16 inputs, the product is
-    2**-22 or more) and ``rint`` rounds it to nearest even; times ``2**(ee + 6)`` it counts quanta.
-    Integers stay 32-bit (Numba widens integer arithmetic to 64 bits, halving the lanes).
-    """
-    I = np.int32
-    a = widen_fp16(np.uint16(h & np.uint16(0x7FFF)))
-    flog = I(I(as_bits(a) >> np.uint32(23)) - I(127))
-    ee = max(I(flog - shared), I(-6))
-    down = np.uint32(I(I(130) - I(ee + shared)) << I(23)).view(np.float32)
-    up = np.uint32(I(ee + I(133)) << I(23)).view(np.float32)
-    q = np.rint(a * down) * up
-    return I(min(q, np.float32(229376.0)))
-
-
 #: Rows one parallel task of the quantiser converts.
 _QUANT_ROWS = 64
 
@@ -912,95 +978,52 @@ def gather_quantize_e4m3(vbits, bf16, addr, wmax, x0, x1, scodes, e0x, flags):
     all-zero block, whose terms are +0 at any finite scale) and ``flags`` a bit per plane-1 element.
 
     Element rule, with ``u = |v| / 2**shared``: ``ee = max(floor(log2 u), -6)``, ``q = RNE(u /
-    2**(ee - 3))``, value ``q * 2**(ee - 3)`` saturated to 448: on fp16 bits in integers
-    (:func:`_fp16_e4m3_units`); from bf16 the scaling ``|v| / 2**(shared + ee - 3)`` is exact in
-    binary64 (bf16 has binary32's range) and ``RNE`` is ``rint``.
+    2**(ee - 3))``, value ``q * 2**(ee - 3)`` saturated to 448; a block at a time in vectors of 32
+    (:func:`_e4m3_block_kernel`).
     """
     rows, k = addr.shape
     n = vbits.shape[1]
-    limit = np.int64(2 ** 31 - 1)
     chunks = (rows + _QUANT_ROWS - 1) // _QUANT_ROWS
     for chunk in numba.prange(chunks):
-        units = np.empty(k * n, np.int32)                  # scratch per task: allocations cost per row
-        neg = np.empty(k * n, np.bool_)
-        xb = np.empty(k * n, np.uint32)
-        hb = np.empty(k * n, np.uint16)
         for i in range(chunk * _QUANT_ROWS, min(rows, (chunk + 1) * _QUANT_ROWS)):
-            _quantize_row_e4m3(vbits, bf16, addr, i, k, n, wmax, limit, units, neg, xb, hb, x0, x1, scodes, e0x, flags)
+            _quantize_row_e4m3(vbits, bf16, addr, i, k, n, wmax, x0, x1, scodes, e0x, flags)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _quantize_row_e4m3(vbits, bf16, addr, i, k, n, wmax, limit, units, neg, xb, hb, x0, x1, scodes, e0x, flags):
-    """Row ``i`` of :func:`gather_quantize_e4m3`."""
-    if True:
-        for j in range(k):
-            src = vbits[addr[i, j]]
-            if bf16:
-                for e in range(n):
-                    xb[j * n + e] = as_bits(widen_bf16(src[e]))
-            else:
-                for e in range(n):
-                    hb[j * n + e] = src[e]
-        for blk in range(k * n // MX_BLOCK):
-            lo = blk * MX_BLOCK
-            if bf16:
-                shared = _block_shared(xb, lo)
-            else:
-                top = np.uint16(0)
-                for e in range(lo, lo + MX_BLOCK):
-                    v = np.uint16(hb[e] & np.uint16(0x7FFF))
-                    top = v if v > top else top
-                if top >= np.uint16(0x7C00):
-                    shared = np.int64(255)
-                elif top == 0:
-                    shared = np.int64(256)
-                else:
-                    tb = np.int64(top >> np.uint16(10))
-                    flog = tb - 15 if tb > 0 else np.int64(31 - ctlz32(np.uint32(top))) - 24
-                    shared = max(flog - 8, np.int64(-127))
-            if shared >= 255:
-                scodes[i, blk] = 255 if shared == 255 else 127
+def _quantize_row_e4m3(vbits, bf16, addr, i, k, n, wmax, x0, x1, scodes, e0x, flags):
+    """Row ``i`` of :func:`gather_quantize_e4m3`, a block (32 lanes) at a time."""
+    per_vec = n // MX_BLOCK
+    special = np.uint16(0x7F80) if bf16 else np.uint16(0x7C00)          # the first Inf/NaN magnitude
+    x0r, x1r = x0[i], x1[i]
+    for j in range(k):
+        src = vbits[addr[i, j]]
+        for sb in range(per_vec):
+            blk = j * per_vec + sb
+            lo = sb * MX_BLOCK
+            o = blk * MX_BLOCK
+            top = block_top16(src, lo)
+            if top >= special or top == 0:                   # a NaN/Inf block, an all-zero block
+                scodes[i, blk] = 255 if top >= special else 127
                 e0x[i, blk] = E0X
                 flags[i, blk] = 0
-                for e in range(lo, lo + MX_BLOCK):
-                    x0[i, e] = 0
-                    x1[i, e] = 0
+                for e in range(MX_BLOCK):
+                    x0r[o + e] = 0
+                    x1r[o + e] = 0
                 continue
-            scodes[i, blk] = shared + 127
-            sh = np.int32(shared)
-            l1 = np.int32(0)
-            if bf16:
-                for e in range(lo, lo + MX_BLOCK):
-                    a = np.float64(np.uint32(xb[e] & np.uint32(0x7FFFFFFF)).view(np.float32))
-                    flog = np.int32((np.float64(a).view(np.int64) >> 52) - 1023)
-                    ee = max(flog - sh, np.int32(-6))
-                    q = np.rint(a * _pow2_f64(3 - ee - sh))
-                    u = np.int32(min(q * _pow2_f64(ee + 6), 229376.0))
-                    units[e] = u
-                    neg[e] = (xb[e] >> np.uint32(31)) != 0
-                    l1 += u
+            if bf16:                                         # floor(log2) of the largest |v|, subnormals too
+                wide = np.float64(np.uint32(np.uint32(top) << np.uint32(16)).view(np.float32))
+                flog = (wide.view(np.int64) >> 52) - 1023
             else:
-                for e in range(lo, lo + MX_BLOCK):
-                    u = _fp16_e4m3_units(hb[e], sh)
-                    units[e] = u
-                    neg[e] = (hb[e] >> np.uint16(15)) != 0
-                    l1 += u
-            # finest unit 2**e0 (quanta per unit 2**(e0 + 9)) whose integers keep sum |X0| * wmax < 2**31
-            e0 = np.int64(E0X_MIN)                    # (monotone conditions, summed without branches)
-            for t in range(E0X_MIN, E0X):
-                e0 += np.int64(np.int64(l1) * wmax > limit << (t + 9))
-            e0x[i, blk] = e0
-            shift = np.int32(e0 + 9)
-            low = np.int32(np.int32(np.int32(1) << shift) - np.int32(1))
-            bits = np.uint32(0)
-            for e in range(MX_BLOCK):
-                u = units[lo + e]
-                su = np.int32(-u) if neg[lo + e] else u
-                plane1 = np.int32(u & low) != np.int32(0)
-                x0[i, lo + e] = np.int16(0) if plane1 else np.int16(np.int32(su >> shift))
-                x1[i, lo + e] = np.int16(su) if plane1 else np.int16(0)
-                bits |= np.uint32(np.uint32(plane1) << np.uint32(e))
-            flags[i, blk] = bits
+                tb = np.int64(top >> np.uint16(10))
+                flog = tb - 15 if tb > 0 else np.int64(31 - ctlz32(np.uint32(top))) - 24
+            shared = min(max(flog - 8, np.int64(-127)), np.int64(127))
+            scodes[i, blk] = shared + 127
+            if bf16:
+                packed = e4m3_block_bf16(src, lo, shared, wmax, x0r, x1r, o)
+            else:
+                packed = e4m3_block_fp16(src, lo, shared, wmax, x0r, x1r, o)
+            e0x[i, blk] = packed >> 32
+            flags[i, blk] = np.uint32(packed & 0xFFFFFFFF)
 
 
 def e4m3_weight_planes(w: np.ndarray):
