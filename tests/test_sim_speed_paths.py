@@ -170,6 +170,32 @@ def test_e4m3_extremes_of_the_int32_bound(monkeypatch):
 
 
 @needs_vnni
+def test_e4m3_blocks_without_weights(monkeypatch):
+    """Reduction blocks whose weights are all zero are left out of the E4M3 kernel: their terms are +0, or NaN
+    when the activations of the block hold a NaN or an infinity (a NaN scale), whatever the other blocks hold."""
+    cfg = sp.config("bw-s10", weight="mxfp8_e4m3", act="mxfp8_e4m3", mfu_format="fp16")
+    n = cfg.native_dim
+    rng = np.random.default_rng(23)
+    batch = 14
+    x = (rng.standard_normal((batch, 2 * n)) * 4).astype(np.float32)
+    w = (rng.standard_normal((n, 2 * n)) * 2.0 ** -6).astype(np.float32)
+    w[:, 32:64] = 0.0                                  # blocks 1, 3 and 6: no weight anywhere
+    w[:, 96:128] = 0.0
+    w[:, n + 64:n + 96] = 0.0
+    x[3, 40] = np.nan
+    x[5, 100] = np.inf
+    x[6, n + 70] = -np.inf
+    x[7, 33:64] = 60000.0                              # large values where nothing multiplies them
+    x[8, n + 64:n + 96] = 0.0
+    kernel = sp.gemv(cfg, rng, batch=batch, rows=1, c=2, x=x.astype(np.float16), w=w)
+    fast, slow = _run_both(monkeypatch, kernel)
+    _assert_bits(fast, slow)
+    _assert_bits(fast, _contract(cfg, kernel.inputs["x"], w).reshape(fast.shape))
+    got = fast.astype(np.float32)
+    assert np.isnan(got[[3, 5, 6]]).all() and np.isfinite(got[[0, 1, 2, 4, 7, 8]]).all()
+
+
+@needs_vnni
 def test_e4m3_nan_weight_codes(monkeypatch):
     """E4M3 weight codes 0x7F / 0xFF (NaN) under finite scales: their blocks' sums are NaN."""
     cfg = sp.config("tiny", weight="mxfp8_e4m3", act="mxfp8_e4m3", mfu_format="fp16")

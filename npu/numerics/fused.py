@@ -861,18 +861,22 @@ def _row_tables(aidx, xscale, m0, rows, ntile, sub, row_bytes, blk_bytes, aoff, 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _finish_rows(acc, n, live, m0, rows, g, r, rownan, colnan, fmt, ops, sources, scalars, operand_addr, vmem,
                  tables, v, t, w, out, wrows):
-    """Columns past the panels (zero weights), then the MFU pipeline of each row: output row ``o = m * r + g``
-    into ``out[wrows[o]]`` (``out[o]`` when ``wrows`` is empty)."""
+    """Columns past the panels (zero weights), NaN rows and columns (a NaN scale in any block, with weights
+    or not), then the MFU pipeline of each row: output row ``o = m * r + g`` into ``out[wrows[o]]``
+    (``out[o]`` when ``wrows`` is empty)."""
     pattern = _fused_pattern(fmt, ops, sources)
     tail = np.empty(n - live, np.float32)                  # the columns past the panels, of a row without NaN
     for c in range(live, n):
         tail[c - live] = np.float32(np.nan) if colnan[g, c] else np.float32(0.0)
+    nan_cols = np.flatnonzero(colnan[g, :live])
     for i in range(rows):
         row = acc[i * n:(i + 1) * n]
         if rownan[i]:
-            row[live:] = np.float32(np.nan)
+            row[:] = np.float32(np.nan)
         else:
             row[live:] = tail
+            for c in nan_cols:
+                row[c] = np.float32(np.nan)
         o = (m0 + i) * r + g
         orow = wrows[o] if wrows.size else o
         if pattern >= 0:
@@ -1102,38 +1106,41 @@ def _tile_e4m3(nv, x0, x1, aoff, t0, xs, xbits, xf, rmask, r0, nb, wp, w0, steps
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _row_tables_e4m3(aidx, xscale, xflags, xunit, kmask, m0, rows, ntile, sub, row_bytes, blk_bytes, aoff, xs, rownan,
-                     xbits, xf, rmask):
-    """:func:`_row_tables` with the E4M3 planes' per (row, block) tables: ``xbits`` the plane-1 flags, ``xf`` the
-    plane-1 quantum in plane-0 units, and ``rmask`` per micro tile and block a bit per row with plane-1
-    activations within the block's K-steps (``kmask[b]``)."""
+def _row_tables_e4m3(aidx, blocks, sub, xscale, vnan, xflags, xunit, kmask, m0, rows, ntile, row_bytes, blk_bytes, aoff,
+                     xs, rownan, xbits, xf, rmask):
+    """:func:`_row_tables` over the chain's blocks with weights (``blocks``: indices ``kk * sub + s``), with the
+    E4M3 planes' tables per (row, such block): ``xbits`` the plane-1 flags, ``xf`` the plane-1 quantum in
+    plane-0 units, and ``rmask`` per micro tile and block a bit per row with plane-1 activations within the
+    block's K-steps (``kmask``).  ``rownan``: whether any block of the row's vectors has a NaN scale
+    (``vnan`` per vector), blocks without weights too."""
     k = aidx.shape[1]
-    nb = k * sub
+    nb = blocks.shape[0]
     for i in range(ntile * MR):
         m = m0 + min(i, rows - 1)
         bad = False
+        for kk in range(k):
+            bad = bad or vnan[aidx[m, kk]]
+        rownan[i] = bad
         row_bit = np.int64(1) << np.int64(i % MR)
         t0 = (i // MR) * nb
-        for kk in range(k):
+        for bi in range(nb):
+            b = blocks[bi]
+            kk = b // sub
+            s = b - kk * sub
             v = aidx[m, kk]
-            for s in range(sub):
-                b = kk * sub + s
-                j = i * nb + b
-                aoff[j] = v * row_bytes + s * blk_bytes
-                x = xscale[v, s]
-                xs[j] = x
-                bad = bad or x != x
-                bits = xflags[v, s]
-                xbits[j] = bits
-                xf[j] = xunit[v, s]
-                if bits & kmask[b]:
-                    rmask[t0 + b] |= row_bit
-        rownan[i] = bad
+            j = i * nb + bi
+            aoff[j] = v * row_bytes + s * blk_bytes
+            xs[j] = xscale[v, s]
+            bits = xflags[v, s]
+            xbits[j] = bits
+            xf[j] = xunit[v, s]
+            if bits & kmask[bi]:
+                rmask[t0 + bi] |= row_bit
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def chain_e4m3(x0, x1, xflags, xunit, row_elems, xscale, aidx, sub, wp, pan_w0, pan_c0, pan_nv, steps, cw, ws,
-               colnan, w1_start, w1_j, w1_c, w1_v, w1_vec, fmt, ops, sources, scalars, operand_addr, vmem, tables, out,
+def chain_e4m3(x0, x1, xflags, xunit, row_elems, xscale, aidx, sub, blocks, wp, pan_w0, pan_c0, pan_nv, steps, cw,
+               ws, colnan, w1_start, w1_j, w1_c, w1_v, w1_vec, fmt, ops, sources, scalars, operand_addr, vmem, tables, out,
                wrows, threads):
     """One batch of an MVU chain on E4M3 planes (see above): ``out[m * r + g]`` = MFU-format bits.
 
@@ -1141,11 +1148,13 @@ def chain_e4m3(x0, x1, xflags, xunit, row_elems, xscale, aidx, sub, wp, pan_w0, 
     element of each block, ``xunit`` (V, sub) the plane-1 quantum in the block's plane-0 units,
     ``xscale`` (V, sub) block scales times the block's plane-0 unit; the weights a :class:`PackedWeights` of
     the plane-0 integers (int16 pairs ``wp``) and a :class:`Plane1Weights`' lists
-    (``w1_start`` (r, npan, nb + 1), ``w1_vec`` (r, npan, nb)).  ``cw`` is unused (no zero point).
+    (``w1_start`` (r, npan, nb + 1), ``w1_vec`` (r, npan, nb)).  ``cw`` is unused (no zero point).  The weights
+    cover the ``nb`` blocks ``blocks`` (indices ``kk * sub + s``) of the ``k * sub``: the others have no
+    non-zero weight, so their terms are +0 (or NaN with a NaN scale, which ``colnan`` and the rows' NaN
+    scales carry).
     """
     m_rows = aidx.shape[0]
-    k = aidx.shape[1]
-    nb = k * sub
+    nb = blocks.shape[0]
     r, npan = pan_w0.shape
     n = out.shape[1]
     live = 0
@@ -1158,6 +1167,10 @@ def chain_e4m3(x0, x1, xflags, xunit, row_elems, xscale, aidx, sub, wp, pan_w0, 
     kmask = np.empty(nb, np.uint32)                   # per block: the flag bits of the elements within its K-steps
     for b in range(nb):
         kmask[b] = np.uint32((np.uint64(1) << np.uint64(2 * steps[b])) - np.uint64(1))
+    vnan = np.zeros(xscale.shape[0], np.bool_)        # per vector: any block scale NaN
+    for v in range(xscale.shape[0]):
+        for s in range(sub):
+            vnan[v] = vnan[v] or xscale[v, s] != xscale[v, s]
     for task in numba.prange(tasks_m * r):
         mt = np.int64(task) // r
         g = np.int64(task) - mt * r
@@ -1170,8 +1183,8 @@ def chain_e4m3(x0, x1, xflags, xunit, row_elems, xscale, aidx, sub, wp, pan_w0, 
         xbits = np.empty(ntile * MR * nb, np.uint32)
         xf = np.empty(ntile * MR * nb, np.float64)
         rmask = np.zeros(ntile * nb, np.int64)        # per micro tile and block: rows with plane-1 activations
-        _row_tables_e4m3(aidx, xscale, xflags, xunit, kmask, m0, rows, ntile, sub, 2 * row_elems, blk_bytes, aoff, xs,
-                         rownan, xbits, xf, rmask)
+        _row_tables_e4m3(aidx, blocks, sub, xscale, vnan, xflags, xunit, kmask, m0, rows, ntile, 2 * row_elems,
+                         blk_bytes, aoff, xs, rownan, xbits, xf, rmask)
         acc = np.empty(ntile * MR * n, np.float32)
         col = 0
         for p in range(npan):
