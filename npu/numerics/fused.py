@@ -233,13 +233,13 @@ def _e4m3_kernel(nv: int, w_to_d: float):
     w1start[s0 + b + 1]`` their entries: ``w1j`` (element), ``w1c`` (column), ``w1v`` (value in
     quanta 2**-9, binary64).
 
-    Block sum in plane-0 units ``D = sum X0 * W0`` (vpdpwssd, below 2**31).  An 8-column half with
+    Block sum in plane-0 units ``D = sum X0 * W0`` (vpdpwssd, below 2**31).  A 16-column group with
     plane-1 weights, and a row with plane-1 activations, adds the corrections (plane-1 activations
     times plane-0 weights, every activation times plane-1 weights; multiples of 2**-10 units below
     2**41, exact in binary64) to ``D`` in binary64, multiplies by ``xs * ws`` and rounds once; the
     others take ``fl32(D) * (xs * ws)``, fused into the accumulator (the product is an exact
-    power-of-two scaling).  The branches per group repeat the same pattern on every tile (plane-1
-    weights are static), so they predict well.
+    power-of-two scaling, so a lane without corrections gets the same bits either way).  The branches
+    per group repeat the same pattern on every tile (plane-1 weights are static), so they predict well.
     """
     mr = MICRO_ROWS
     width = 16 * nv
@@ -431,9 +431,10 @@ def _e4m3_kernel(nv: int, w_to_d: float):
             p.add_incoming(val, yes_end)
             return p
 
-        def row_result(i, v, clo, chi, lo_dirty, hi_dirty):
-            """Group (i, v): plane-1 activation corrections added if row i has them, then each 8-lane half exact
-            where dirty (or the row has them), else the binary32 lanes."""
+        def row_result(i, v, clo, chi, always):
+            """Group (i, v): plane-1 activation corrections added if row i has them, then the exact term in all
+            16 lanes when ``always`` (a group with plane-1 weights) or the row has them, else the binary32 lanes.
+            (Where the correction is zero both give the same bits: the scale product is a normal power of two.)"""
             k = i * nv + v
             rb = builder.icmp_signed("!=", builder.and_(builder.lshr(rowm, c(i)), c(1)), c(0))
             pre = builder.block
@@ -450,18 +451,14 @@ def _e4m3_kernel(nv: int, w_to_d: float):
             plo.add_incoming(nlo, x1_end)
             phi_.add_incoming(chi, pre)
             phi_.add_incoming(nhi, x1_end)
-            plain_lo = builder.shuffle_vector(plain[k], undef_f, lo_mask)
-            plain_hi = builder.shuffle_vector(plain[k], undef_f, hi_mask)
-            lo = choose(builder.or_(rb, lo_dirty), lambda: exact_half(k, lo_mask, plo), plain_lo)
-            hi = choose(builder.or_(rb, hi_dirty), lambda: exact_half(k, hi_mask, phi_), plain_hi)
-            return builder.shuffle_vector(lo, hi, cat_mask)
 
-        false = ir.Constant(ir.IntType(1), 0)
+            def exact():
+                return builder.shuffle_vector(exact_half(k, lo_mask, plo), exact_half(k, hi_mask, phi_), cat_mask)
+            return exact() if always else choose(rb, exact, plain[k])
+
         mixed = [None] * (mr * nv)
         for v in range(nv):
-            bits2 = builder.and_(builder.lshr(vecm, c(2 * v)), c(3))       # dirty halves of group v
-            lo_dirty = builder.icmp_signed("!=", builder.and_(bits2, c(1)), c(0))
-            hi_dirty = builder.icmp_signed("!=", builder.and_(bits2, c(2)), c(0))
+            bits2 = builder.and_(builder.lshr(vecm, c(2 * v)), c(3))       # halves of group v with plane-1 weights
             w1_bb = builder.append_basic_block(f"g{v}_w1")
             now1_bb = builder.append_basic_block(f"g{v}_rows_check")
             rows_bb = builder.append_basic_block(f"g{v}_rows")
@@ -503,14 +500,14 @@ def _e4m3_kernel(nv: int, w_to_d: float):
             for i in range(mr):
                 clo = builder.load(vptr(cbase, c(16 * i), _V8D), align=8)
                 chi = builder.load(vptr(cbase, c(16 * i + 8), _V8D), align=8)
-                w1_res.append(row_result(i, v, clo, chi, lo_dirty, hi_dirty))
+                w1_res.append(row_result(i, v, clo, chi, True))
             w1_end = builder.block
             builder.branch(vjoin)
             # -- no plane-1 weights here: rows with plane-1 activations take the exact term
             builder.position_at_end(now1_bb)
             builder.cbranch(builder.icmp_signed("!=", rowm, c(0)), rows_bb, vjoin)
             builder.position_at_end(rows_bb)
-            row_res = [row_result(i, v, zero_d, zero_d, false, false) for i in range(mr)]
+            row_res = [row_result(i, v, zero_d, zero_d, False) for i in range(mr)]
             rows_end = builder.block
             builder.branch(vjoin)
             builder.position_at_end(vjoin)
