@@ -36,7 +36,7 @@ from .program import ChainOp, DmaOp, ScalarOp
 SERIAL_BELOW_S = 3e-4
 #: Measured serial seconds per element of the kernels :func:`_threads_for` sizes (2-core AMD EPYC).
 KERNEL_S_PER_ELEMENT = {"gather_reduce": 0.2e-9, "run_chain": 0.45e-9, "quantize_fixed": 0.43e-9,
-                        "quantize_e4m3": 1.05e-9}
+                        "quantize_e4m3": 0.6e-9}
 
 
 @contextmanager
