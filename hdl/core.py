@@ -104,16 +104,18 @@ def core_parameters(config: NPUConfig) -> dict[str, int | str]:
         if not isinstance(f, BlockFormat) or f.block_for(config.native_dim) != config.native_dim:
             problems.append(f"{f.name} (the RTL has block formats with one block per native vector: ms-fp8, "
                             f"ms-fp9, bfp24 at any N; msfp12/msfp16 at N = 16; the MX formats at N = 32)")
-    if config.write_ports != 1:
-        problems.append(f"write_ports={config.write_ports} (the RTL has one write port: one MFU chain and an "
-                        f"unbanked vector memory)")
-    if config.tiles > config.cycles_per_tile:
-        problems.append(f"tiles={config.tiles} > native_dim/lanes={config.cycles_per_tile} (the tile engines "
-                        f"are staggered by one cycle within one tile op)")
+    w, cpt = config.write_ports, config.cycles_per_tile
+    if config.tiles % w:
+        problems.append(f"tiles={config.tiles} with write_ports={w} (the RTL splits the tile engines evenly "
+                        f"over the write ports: tiles must be a multiple of write_ports)")
+    if config.tiles > w * cpt:
+        problems.append(f"tiles={config.tiles} > write_ports x native_dim/lanes={w} x {cpt} (each write port's "
+                        f"tile engines are staggered by one cycle within one tile op: at most native_dim/lanes "
+                        f"engines per port)")
     if problems:
         raise UnsupportedConfig(f"the RTL cannot build machine {config.name!r}: " + "; ".join(problems))
     return {"N": config.native_dim, "TILES": config.tiles, "LANES": config.lanes, "MFUS": config.mfus,
-            "VRF_DEPTH": config.vrf_depth, "MRF_TILES": config.mrf_tiles, "FMT": get_format(config.mfu_format).code,
+            "WP": config.write_ports, "VRF_DEPTH": config.vrf_depth, "MRF_TILES": config.mrf_tiles, "FMT": get_format(config.mfu_format).code,
             "MODES": len(formats), **mode_parameters(formats)}
 
 

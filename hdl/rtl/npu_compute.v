@@ -11,6 +11,9 @@
 //   MFU     MFUS units of three stages each (multiply, add/sub/max/min, activation), one cycle per stage,
 //           unused stages pass values through; a chain that uses m MFUs leaves after stage 3m;
 //   write   the row's lanes lo..hi-1 go to the vector memory.
+// With WP write ports the datapath from issue to write is there WP times ("ports"): the rows of a chain
+// go round-robin to the ports, each with TILES/WP tile engines, and the vector memory has WP banks
+// (bank = address mod WP) that take one row a cycle each, through per-port write queues (below).
 // The next chain starts when the pipeline has drained.  Instructions of the other streams are skipped
 // (the loads and stores are the DMA engines').  Back doors load and read both register files.
 module npu_compute #(
@@ -18,6 +21,7 @@ module npu_compute #(
     parameter integer TILES = 2,
     parameter integer LANES = 8,
     parameter integer MFUS = 2,
+    parameter integer WP = 1,                 // write ports: MFU pipelines and vector-memory banks (a power of two)
     parameter integer VRF_DEPTH = 4096,
     parameter integer MRF_TILES = 256,
     parameter integer IMEM_DEPTH = 4096,
@@ -132,31 +136,61 @@ module npu_compute #(
     reg [ST_W-1:0] mfus_used;
     reg [1:0]  end_signals;                    // the chain's end_chain tokens: {c2s, c2l}
 
-    // ---- issue: the loop counters -------------------------------------------------------------------
-    reg [11:0] i0, i1, rr, j0, j1, cc;
-    reg [31:0] jflat;                          // index of the reduction step (tile column)
-    reg        issuing;                        // reads remain
-    reg [PH_W-1:0] ph;                         // phase within the N/LANES-cycle engine period
+    // ---- ports: rows round-robin over WP copies of the datapath ---------------------------------------
+    // Port p takes rows p, p + WP, p + 2 WP, ... of the chain (rows in (i0, i1, r) order): its own loop
+    // counters, input read and MRF read, TILES/WP tile engines per format mode (staggered by a cycle within
+    // the N/LANES-cycle period, so its combine adds at most one block sum a cycle), its own combine lanes,
+    // MFU pipeline and write port.
+    localparam integer TP = TILES / WP;                 // tile engines per port
+    localparam integer WP_B = (WP > 1) ? $clog2(WP) : 1;
 
     /* verilator lint_off UNUSEDSIGNAL */
     function automatic signed [31:0] u32(input [11:0] v);
         u32 = {20'd0, v};
     endfunction
-    wire signed [31:0] rd_addr = $signed({12'd0, rd_base}) + u32(i0) * rd_sn0 + u32(i1) * rd_sn1 +
-                                 u32(j0) * rd_sk0 + u32(j1) * rd_sk1 + u32(cc) +
-                                 (has_mvu ? 32'sd0 : u32(rr) * rd_sr);
-    wire [31:0] k_total = {20'd0, k0} * {20'd0, k1} * {20'd0, cc_n};
-    wire [31:0] tile_index = {16'd0, mbase} + {20'd0, rr} * k_total + jflat;
     /* verilator lint_on UNUSEDSIGNAL */
-    wire [VW-1:0]        x_vec = vrf[rd_addr[VA-1:0]];
-    wire [TILE_BITS-1:0] tile = mrf[tile_index[$clog2(MRF_TILES)-1:0]];
-    wire [2:0]           tile_mode = mrf_mode[tile_index[$clog2(MRF_TILES)-1:0]];
-    wire first_j = (jflat == 32'd0);
-    wire last_j = (cc == cc_n - 1) && (j1 == k1 - 1) && (j0 == k0 - 1);
-    wire last_row = (rr == r_n - 1) && (i1 == n1 - 1) && (i0 == n0 - 1);
-    wire [35:0] row_idx = {i0, i1, rr};
 
-    // ---- MVU: input conversion and the tile engines, one set per format mode ---------------------------
+    // the row after {wrapped, i0, i1, r} (wrapped set once past the last row, and kept)
+    function automatic [36:0] row_next(input [36:0] cur, input [11:0] n0_, input [11:0] n1_, input [11:0] r_);
+        reg [11:0] a, b, c;
+        reg        w;
+        begin
+            {w, a, b, c} = cur;
+            if (c != r_ - 1) c = c + 12'd1;
+            else begin
+                c = 12'd0;
+                if (b != n1_ - 1) b = b + 12'd1;
+                else begin
+                    b = 12'd0;
+                    if (a != n0_ - 1) a = a + 12'd1;
+                    else begin
+                        a = 12'd0;
+                        w = 1'b1;
+                    end
+                end
+            end
+            row_next = {w, a, b, c};
+        end
+    endfunction
+
+    // the vector-memory bank of an address (address mod WP)
+    /* verilator lint_off UNUSEDSIGNAL */
+    function automatic [WP_B-1:0] bank_of(input [VA-1:0] a);
+        bank_of = (WP > 1) ? a[WP_B-1:0] : {WP_B{1'b0}};
+    endfunction
+    /* verilator lint_on UNUSEDSIGNAL */
+
+    /* verilator lint_off UNUSEDSIGNAL */
+    function automatic [VA-1:0] write_address(input [35:0] idx);
+        reg signed [31:0] a;
+        begin
+            a = $signed({12'd0, wr_base}) + u32(idx[35:24]) * wr_sn0 + u32(idx[23:12]) * wr_sn1 +
+                u32(idx[11:0]) * wr_sr;
+            write_address = a[VA-1:0];
+        end
+    endfunction
+    /* verilator lint_on UNUSEDSIGNAL */
+
     // field m of a packed per-mode descriptor (16 bits, two's complement)
     function automatic integer mode_field(input [127:0] v, input integer m);
         reg [15:0] f;
@@ -166,169 +200,375 @@ module npu_compute #(
         end
     endfunction
 
-    wire issue_mvu = (state == S_RUN) && has_mvu && issuing && ({{(32 - PH_W){1'b0}}, ph} < TILES);
-    wire [TILES-1:0] mode_busy [0:MODES-1];
-    wire [TILES-1:0] mode_fin [0:MODES-1];
-    wire [32*N-1:0]  mode_p [0:MODES*TILES-1];
-    reg              eng_first [0:TILES-1];
-    reg              eng_last [0:TILES-1];
-    reg  [35:0]      eng_idx [0:TILES-1];
-
-    genvar gm, ge;
-    generate
-        for (gm = 0; gm < MODES; gm = gm + 1) begin : mode
-            localparam integer KIND = mode_field(MODE_KIND, gm);
-            localparam integer E_BITS = mode_field(MODE_E_BITS, gm);
-            localparam integer M_BITS = mode_field(MODE_M_BITS, gm);
-            localparam integer F_BITS = mode_field(MODE_F_BITS, gm);
-            localparam integer EXP_BITS = mode_field(MODE_EXP_BITS, gm);
-            localparam integer EXP_BIAS = mode_field(MODE_EXP_BIAS, gm);
-            localparam integer ELEM_SPECIAL = mode_field(MODE_ELEM_SPECIAL, gm);
-            localparam integer SCALE_BITS = mode_field(MODE_SCALE_BITS, gm);
-            localparam integer SCALE_BIAS = mode_field(MODE_SCALE_BIAS, gm);
-            localparam integer EMAX = mode_field(MODE_EMAX, gm);
-            localparam integer TB = 8 * (N + N * N * E_BITS / 8);     // this mode's packed tile
-            wire [N*E_BITS-1:0]   x_codes;
-            wire [SCALE_BITS-1:0] x_scale;
-            wire [TILES-1:0]      busy_m, fin_m;
-            assign mode_busy[gm] = busy_m;
-            assign mode_fin[gm] = fin_m;
-            npu_block_quantize #(.B(N), .FMT(FMT), .KIND(KIND), .E_BITS(E_BITS), .M_BITS(M_BITS), .F_BITS(F_BITS),
-                                 .EXP_BITS(EXP_BITS), .EXP_BIAS(EXP_BIAS), .ELEM_SPECIAL(ELEM_SPECIAL),
-                                 .SCALE_BITS(SCALE_BITS), .SCALE_BIAS(SCALE_BIAS), .EMAX(EMAX))
-                quantize (.x(x_vec), .codes(x_codes), .scale(x_scale));
-            for (ge = 0; ge < TILES; ge = ge + 1) begin : engine
-                npu_tile_engine #(.N(N), .L(LANES), .KIND(KIND), .E_BITS(E_BITS), .M_BITS(M_BITS), .F_BITS(F_BITS),
-                                  .EXP_BITS(EXP_BITS), .ELEM_SPECIAL(ELEM_SPECIAL), .SCALE_BITS(SCALE_BITS),
-                                  .SCALE_BIAS(SCALE_BIAS), .TILE_BITS(TB)) te (
-                    .clk(clk), .rst(rst),
-                    .issue(issue_mvu && {29'd0, cmode} == gm && ({{(32 - PH_W){1'b0}}, ph} == ge)),
-                    .x_codes(x_codes), .x_scale(x_scale), .tile(tile[TB-1:0]),
-                    .busy(busy_m[ge]), .finishing(fin_m[ge]), .p(mode_p[gm * TILES + ge]));
-            end
-        end
-    endgenerate
-
-    // the engines of every mode, merged (only the chain's mode is ever issued to, and a chain drains
-    // before the next one starts)
-    reg [TILES-1:0] eng_busy, eng_fin;
-    reg [32*N-1:0]  eng_p [0:TILES-1];
-    integer em, et;
-    always @* begin
-        eng_busy = {TILES{1'b0}};
-        eng_fin = {TILES{1'b0}};
-        for (et = 0; et < TILES; et = et + 1) eng_p[et] = {32*N{1'b0}};
-        for (em = 0; em < MODES; em = em + 1) begin
-            eng_busy = eng_busy | mode_busy[em];
-            eng_fin = eng_fin | mode_fin[em];
-            for (et = 0; et < TILES; et = et + 1)
-                if (mode_fin[em][et]) eng_p[et] = mode_p[em * TILES + et];
-        end
-    end
-
-    // the engine finishing this cycle (at most one: they are a cycle apart)
-    reg [32*N-1:0] fin_p;
-    reg            fin_any, fin_first, fin_last;
-    reg [35:0]     fin_idx;
-    integer fe;
-    always @* begin
-        fin_p = {32*N{1'b0}};
-        fin_any = 1'b0; fin_first = 1'b0; fin_last = 1'b0; fin_idx = 36'd0;
-        for (fe = 0; fe < TILES; fe = fe + 1)
-            if (eng_fin[fe]) begin
-                fin_p = eng_p[fe];
-                fin_any = 1'b1; fin_first = eng_first[fe]; fin_last = eng_last[fe]; fin_idx = eng_idx[fe];
-            end
-    end
-
-    // ---- combine: binary32 accumulation in reduction order, reductions without the MVU ---------------
-    // (npu_combine_lane: the accumulators, the running max (reduce = max) and the row entering the MFUs)
-    wire read_now = (state == S_RUN) && !has_mvu && issuing;
-    wire row_valid = has_mvu ? (fin_any && fin_last) : (read_now && last_j);
-    wire [VW-1:0] em_val;                       // the rounded row, entering stage 0 (valid with em_valid)
-
-    genvar g;
-    generate
-        for (g = 0; g < N; g = g + 1) begin : lane
-            npu_combine_lane #(.FMT(FMT)) combine (
-                .clk(clk), .acc_en(has_mvu ? fin_any : read_now), .max_en(read_now), .row_en(row_valid),
-                .first(has_mvu ? fin_first : first_j), .use_p(has_mvu), .sel_acc(has_mvu || reduce == 2'd1),
-                .sel_max(reduce == 2'd2 && !first_j), .x(x_vec[EW * g +: EW]), .p(fin_p[32 * g +: 32]),
-                .z(em_val[EW * g +: EW]));
-        end
-    endgenerate
-
-    // ---- the MFU pipeline ---------------------------------------------------------------------------
-    // stage gs's lanes (npu_mfu_mul, _add, _act) hold its output register sval[gs]; they compute only in the
-    // cycle their input is valid
-    reg              em_valid;
-    reg [35:0]       em_idx;
-    reg              sv [0:STAGES-1];
-    wire [VW-1:0]    sval [0:STAGES-1];
-    reg [35:0]       sidx [0:STAGES-1];
-    wire [VW-1:0]    s_in [0:STAGES-1];
-
-    genvar gs, gl;
-    generate
-        for (gs = 0; gs < STAGES; gs = gs + 1) begin : stage
-            wire [35:0] idx = (gs == 0) ? em_idx : sidx[gs - 1];
-            wire        in_valid = (gs == 0) ? em_valid : sv[gs - 1];
-            /* verilator lint_off UNUSEDSIGNAL */
-            wire signed [31:0] y_addr = $signed({12'd0, st_base[gs]}) + u32(idx[35:24]) * st_sn0[gs] +
-                                        u32(idx[23:12]) * st_sn1[gs] + u32(idx[11:0]) * st_sr[gs];
-            /* verilator lint_on UNUSEDSIGNAL */
-            wire [EW-1:0] scalar = fp32_to_mfu(sregs[st_sreg[gs]]);
-            wire is_vs = st_op[gs] == OP_VS_ADD || st_op[gs] == OP_VS_MUL || st_op[gs] == OP_VS_MAX ||
-                         st_op[gs] == OP_VS_MIN;
-            /* verilator lint_off UNUSEDSIGNAL */
-            wire [VW-1:0] y = is_vs ? {N{scalar}} : vrf[y_addr[VA-1:0]];     // (activations take no operand)
-            /* verilator lint_on UNUSEDSIGNAL */
-            assign s_in[gs] = (gs == 0) ? em_val : sval[gs - 1];
-            for (gl = 0; gl < N; gl = gl + 1) begin : l
-                if (gs % 3 == 0) begin : mul
-                    npu_mfu_mul #(.FMT(FMT)) u (.clk(clk), .en(in_valid), .op(st_op[gs]), .x(s_in[gs][EW * gl +: EW]),
-                                                .y(y[EW * gl +: EW]), .z(sval[gs][EW * gl +: EW]));
-                end else if (gs % 3 == 1) begin : add
-                    npu_mfu_add #(.FMT(FMT)) u (.clk(clk), .en(in_valid), .op(st_op[gs]), .x(s_in[gs][EW * gl +: EW]),
-                                                .y(y[EW * gl +: EW]), .z(sval[gs][EW * gl +: EW]));
-                end else begin : act
-                    npu_mfu_act #(.FMT(FMT)) u (.clk(clk), .en(in_valid), .op(st_op[gs]), .x(s_in[gs][EW * gl +: EW]),
-                                                .z(sval[gs][EW * gl +: EW]));
-                end
-            end
-        end
-    endgenerate
-
-    // ---- write --------------------------------------------------------------------------------------
     function automatic [EW-1:0] canonical(input [EW-1:0] v);
         if (v[EW-2 -: FX_BITS] == {FX_BITS{1'b1}} && v[FM_BITS-1:0] != {FM_BITS{1'b0}})
             canonical = {1'b0, {FX_BITS{1'b1}}, 1'b1, {(FM_BITS - 1){1'b0}}};
         else canonical = v;
     endfunction
 
-    reg          wv;
-    reg [VW-1:0] wval;
-    reg [35:0]   widx;
-    integer ws;
-    always @* begin
-        wv = em_valid; wval = em_val; widx = em_idx;
-        for (ws = 0; ws < STAGES; ws = ws + 1)
-            if (mfus_used != 0 && ws == 3 * mfus_used - 1) begin
-                wv = sv[ws]; wval = sval[ws]; widx = sidx[ws];
-            end
-    end
+    reg  [PH_W-1:0]  ph;                        // phase within the N/LANES-cycle engine period (all ports)
+    reg  [WP_B-1:0]  rot;                       // the port first in line for a bank this cycle (round-robin)
+    wire chain_start = (state == S_CAPTURE) && (ins[5:0] == OP_END_CHAIN);
+    wire [WP-1:0]    p_want;                    // the port would issue a tile op / read an input this cycle
+    wire [WP-1:0]    p_row_start;               // ... and it is the row's first
+    wire [WP_B-1:0]  p_rbank [0:WP-1];          // the bank of its input read (reductions without the MVU)
     /* verilator lint_off UNUSEDSIGNAL */
-    wire signed [31:0] wr_addr = $signed({12'd0, wr_base}) + u32(widx[35:24]) * wr_sn0 +
-                                 u32(widx[23:12]) * wr_sn1 + u32(widx[11:0]) * wr_sr;
+    wire [WP_B-1:0]  p_wbank [0:WP-1];          // the bank its row will be written to (used with WP > 1)
     /* verilator lint_on UNUSEDSIGNAL */
+    wire [WP-1:0]    p_credit;                  // the row's write bank has room for it (the write queues)
+    reg  [WP-1:0]    p_go;                      // the port issues / reads this cycle
+    wire [WP-1:0]    p_busy;                    // rows remain, or are in the port's engines or pipeline
+    wire [WP-1:0]    p_tile_bad;                // a tile loaded in another mode than the chain's
+    wire [WP-1:0]    pw_valid;                  // the port's row leaves its pipeline this cycle ...
+    wire [VA-1:0]    pw_addr [0:WP-1];          // ... for this address
+    wire [VW-1:0]    pw_data [0:WP-1];
 
-    reg any_stage;
-    integer as;
+    // who reads or issues: a port whose row has no write credit waits; reductions without the MVU read one
+    // vector per bank per cycle (a port whose bank another took this cycle waits)
+    reg [WP-1:0]   rd_taken;
+    reg [WP_B-1:0] pk;
+    integer k;
     always @* begin
-        any_stage = 1'b0;
-        for (as = 0; as < STAGES; as = as + 1) any_stage = any_stage | sv[as];
+        rd_taken = {WP{1'b0}};
+        p_go = {WP{1'b0}};
+        for (k = 0; k < WP; k = k + 1) begin
+            /* verilator lint_off WIDTH */
+            pk = rot + k;
+            /* verilator lint_on WIDTH */
+            if (p_want[pk] && (!p_row_start[pk] || p_credit[pk]) && (has_mvu || !rd_taken[p_rbank[pk]])) begin
+                p_go[pk] = 1'b1;
+                if (!has_mvu) rd_taken[p_rbank[pk]] = 1'b1;
+            end
+        end
     end
-    wire drained = !issuing && eng_busy == {TILES{1'b0}} && !em_valid && !any_stage;
+
+    genvar gp, gm, ge, g, gs, gl;
+    generate
+        for (gp = 0; gp < WP; gp = gp + 1) begin : port
+            // ---- issue: the loop counters ------------------------------------------------------------
+            reg [11:0] i0, i1, rr, j0, j1, cc;
+            reg [31:0] jflat;                  // index of the reduction step (tile column)
+            reg        issuing;                // reads remain
+            reg [36:0] first_row, next_row;    // this port's first row; its row after the current one
+            integer s;
+            always @* begin
+                first_row = 37'd0;
+                for (s = 0; s < gp; s = s + 1) first_row = row_next(first_row, n0, n1, r_n);
+                next_row = {1'b0, i0, i1, rr};
+                for (s = 0; s < WP; s = s + 1) next_row = row_next(next_row, n0, n1, r_n);
+            end
+
+            /* verilator lint_off UNUSEDSIGNAL */
+            wire signed [31:0] rd_addr = $signed({12'd0, rd_base}) + u32(i0) * rd_sn0 + u32(i1) * rd_sn1 +
+                                         u32(j0) * rd_sk0 + u32(j1) * rd_sk1 + u32(cc) +
+                                         (has_mvu ? 32'sd0 : u32(rr) * rd_sr);
+            wire [31:0] k_total = {20'd0, k0} * {20'd0, k1} * {20'd0, cc_n};
+            wire [31:0] tile_index = {16'd0, mbase} + {20'd0, rr} * k_total + jflat;
+            /* verilator lint_on UNUSEDSIGNAL */
+            wire [VW-1:0]        x_vec = vrf[rd_addr[VA-1:0]];
+            wire [TILE_BITS-1:0] tile = mrf[tile_index[$clog2(MRF_TILES)-1:0]];
+            wire [2:0]           tile_mode = mrf_mode[tile_index[$clog2(MRF_TILES)-1:0]];
+            wire first_j = (jflat == 32'd0);
+            wire last_j = (cc == cc_n - 1) && (j1 == k1 - 1) && (j0 == k0 - 1);
+            wire [35:0] row_idx = {i0, i1, rr};
+            wire issue_mvu = p_go[gp] && has_mvu;
+            wire read_now = p_go[gp] && !has_mvu;
+            assign p_want[gp] = (state == S_RUN) && issuing && (!has_mvu || {{(32 - PH_W){1'b0}}, ph} < TP);
+            assign p_row_start[gp] = first_j;
+            assign p_rbank[gp] = bank_of(rd_addr[VA-1:0]);
+            assign p_wbank[gp] = bank_of(write_address(row_idx));
+            assign p_tile_bad[gp] = issue_mvu && tile_mode != cmode;
+
+            // ---- MVU: input conversion and the port's tile engines, one set per format mode ----------------
+            wire [TP-1:0]   mode_busy [0:MODES-1];
+            wire [TP-1:0]   mode_fin [0:MODES-1];
+            wire [32*N-1:0] mode_p [0:MODES*TP-1];
+            reg             eng_first [0:TP-1];
+            reg             eng_last [0:TP-1];
+            reg  [35:0]     eng_idx [0:TP-1];
+            for (gm = 0; gm < MODES; gm = gm + 1) begin : mode
+                localparam integer KIND = mode_field(MODE_KIND, gm);
+                localparam integer E_BITS = mode_field(MODE_E_BITS, gm);
+                localparam integer M_BITS = mode_field(MODE_M_BITS, gm);
+                localparam integer F_BITS = mode_field(MODE_F_BITS, gm);
+                localparam integer EXP_BITS = mode_field(MODE_EXP_BITS, gm);
+                localparam integer EXP_BIAS = mode_field(MODE_EXP_BIAS, gm);
+                localparam integer ELEM_SPECIAL = mode_field(MODE_ELEM_SPECIAL, gm);
+                localparam integer SCALE_BITS = mode_field(MODE_SCALE_BITS, gm);
+                localparam integer SCALE_BIAS = mode_field(MODE_SCALE_BIAS, gm);
+                localparam integer EMAX = mode_field(MODE_EMAX, gm);
+                localparam integer TB = 8 * (N + N * N * E_BITS / 8);     // this mode's packed tile
+                wire [N*E_BITS-1:0]   x_codes;
+                wire [SCALE_BITS-1:0] x_scale;
+                wire [TP-1:0]         busy_m, fin_m;
+                assign mode_busy[gm] = busy_m;
+                assign mode_fin[gm] = fin_m;
+                npu_block_quantize #(.B(N), .FMT(FMT), .KIND(KIND), .E_BITS(E_BITS), .M_BITS(M_BITS), .F_BITS(F_BITS),
+                                     .EXP_BITS(EXP_BITS), .EXP_BIAS(EXP_BIAS), .ELEM_SPECIAL(ELEM_SPECIAL),
+                                     .SCALE_BITS(SCALE_BITS), .SCALE_BIAS(SCALE_BIAS), .EMAX(EMAX))
+                    quantize (.x(x_vec), .codes(x_codes), .scale(x_scale));
+                for (ge = 0; ge < TP; ge = ge + 1) begin : engine
+                    npu_tile_engine #(.N(N), .L(LANES), .KIND(KIND), .E_BITS(E_BITS), .M_BITS(M_BITS), .F_BITS(F_BITS),
+                                      .EXP_BITS(EXP_BITS), .ELEM_SPECIAL(ELEM_SPECIAL), .SCALE_BITS(SCALE_BITS),
+                                      .SCALE_BIAS(SCALE_BIAS), .TILE_BITS(TB)) te (
+                        .clk(clk), .rst(rst),
+                        .issue(issue_mvu && {29'd0, cmode} == gm && ({{(32 - PH_W){1'b0}}, ph} == ge)),
+                        .x_codes(x_codes), .x_scale(x_scale), .tile(tile[TB-1:0]),
+                        .busy(busy_m[ge]), .finishing(fin_m[ge]), .p(mode_p[gm * TP + ge]));
+                end
+            end
+
+            // the engines of every mode, merged (only the chain's mode is ever issued to, and a chain drains
+            // before the next one starts)
+            reg [TP-1:0]    eng_busy, eng_fin;
+            reg [32*N-1:0]  eng_p [0:TP-1];
+            integer em, et;
+            always @* begin
+                eng_busy = {TP{1'b0}};
+                eng_fin = {TP{1'b0}};
+                for (et = 0; et < TP; et = et + 1) eng_p[et] = {32*N{1'b0}};
+                for (em = 0; em < MODES; em = em + 1) begin
+                    eng_busy = eng_busy | mode_busy[em];
+                    eng_fin = eng_fin | mode_fin[em];
+                    for (et = 0; et < TP; et = et + 1)
+                        if (mode_fin[em][et]) eng_p[et] = mode_p[em * TP + et];
+                end
+            end
+
+            // the engine finishing this cycle (at most one: they are a cycle apart)
+            reg [32*N-1:0] fin_p;
+            reg            fin_any, fin_first, fin_last;
+            reg [35:0]     fin_idx;
+            integer fe;
+            always @* begin
+                fin_p = {32*N{1'b0}};
+                fin_any = 1'b0; fin_first = 1'b0; fin_last = 1'b0; fin_idx = 36'd0;
+                for (fe = 0; fe < TP; fe = fe + 1)
+                    if (eng_fin[fe]) begin
+                        fin_p = eng_p[fe];
+                        fin_any = 1'b1; fin_first = eng_first[fe]; fin_last = eng_last[fe]; fin_idx = eng_idx[fe];
+                    end
+            end
+
+            // ---- combine: binary32 accumulation in reduction order, reductions without the MVU ------------
+            // (npu_combine_lane: the accumulators, the running max (reduce = max) and the row entering the MFUs)
+            wire row_valid = has_mvu ? (fin_any && fin_last) : (read_now && last_j);
+            wire [VW-1:0] em_val;                   // the rounded row, entering stage 0 (valid with em_valid)
+            for (g = 0; g < N; g = g + 1) begin : lane
+                npu_combine_lane #(.FMT(FMT)) combine (
+                    .clk(clk), .acc_en(has_mvu ? fin_any : read_now), .max_en(read_now), .row_en(row_valid),
+                    .first(has_mvu ? fin_first : first_j), .use_p(has_mvu), .sel_acc(has_mvu || reduce == 2'd1),
+                    .sel_max(reduce == 2'd2 && !first_j), .x(x_vec[EW * g +: EW]), .p(fin_p[32 * g +: 32]),
+                    .z(em_val[EW * g +: EW]));
+            end
+
+            // ---- the MFU pipeline -----------------------------------------------------------------------
+            // stage gs's lanes (npu_mfu_mul, _add, _act) hold its output register sval[gs]; they compute only in
+            // the cycle their input is valid
+            reg              em_valid;
+            reg [35:0]       em_idx;
+            reg              sv [0:STAGES-1];
+            wire [VW-1:0]    sval [0:STAGES-1];
+            reg [35:0]       sidx [0:STAGES-1];
+            wire [VW-1:0]    s_in [0:STAGES-1];
+            for (gs = 0; gs < STAGES; gs = gs + 1) begin : stage
+                wire [35:0] idx = (gs == 0) ? em_idx : sidx[gs - 1];
+                wire        in_valid = (gs == 0) ? em_valid : sv[gs - 1];
+                /* verilator lint_off UNUSEDSIGNAL */
+                wire signed [31:0] y_addr = $signed({12'd0, st_base[gs]}) + u32(idx[35:24]) * st_sn0[gs] +
+                                            u32(idx[23:12]) * st_sn1[gs] + u32(idx[11:0]) * st_sr[gs];
+                /* verilator lint_on UNUSEDSIGNAL */
+                wire [EW-1:0] scalar = fp32_to_mfu(sregs[st_sreg[gs]]);
+                wire is_vs = st_op[gs] == OP_VS_ADD || st_op[gs] == OP_VS_MUL || st_op[gs] == OP_VS_MAX ||
+                             st_op[gs] == OP_VS_MIN;
+                /* verilator lint_off UNUSEDSIGNAL */
+                wire [VW-1:0] y = is_vs ? {N{scalar}} : vrf[y_addr[VA-1:0]];     // (activations take no operand)
+                /* verilator lint_on UNUSEDSIGNAL */
+                assign s_in[gs] = (gs == 0) ? em_val : sval[gs - 1];
+                for (gl = 0; gl < N; gl = gl + 1) begin : l
+                    if (gs % 3 == 0) begin : mul
+                        npu_mfu_mul #(.FMT(FMT)) u (.clk(clk), .en(in_valid), .op(st_op[gs]), .x(s_in[gs][EW * gl +: EW]),
+                                                    .y(y[EW * gl +: EW]), .z(sval[gs][EW * gl +: EW]));
+                    end else if (gs % 3 == 1) begin : add
+                        npu_mfu_add #(.FMT(FMT)) u (.clk(clk), .en(in_valid), .op(st_op[gs]), .x(s_in[gs][EW * gl +: EW]),
+                                                    .y(y[EW * gl +: EW]), .z(sval[gs][EW * gl +: EW]));
+                    end else begin : act
+                        npu_mfu_act #(.FMT(FMT)) u (.clk(clk), .en(in_valid), .op(st_op[gs]), .x(s_in[gs][EW * gl +: EW]),
+                                                    .z(sval[gs][EW * gl +: EW]));
+                    end
+                end
+            end
+
+            // ---- the row leaving the port's pipeline ---------------------------------------------------------
+            reg          wv;
+            reg [VW-1:0] wval;
+            reg [35:0]   widx;
+            integer ws;
+            always @* begin
+                wv = em_valid; wval = em_val; widx = em_idx;
+                for (ws = 0; ws < STAGES; ws = ws + 1)
+                    if (mfus_used != 0 && ws == 3 * mfus_used - 1) begin
+                        wv = sv[ws]; wval = sval[ws]; widx = sidx[ws];
+                    end
+            end
+            assign pw_valid[gp] = wv;
+            assign pw_addr[gp] = write_address(widx);
+            assign pw_data[gp] = wval;
+
+            reg any_stage;
+            integer as;
+            always @* begin
+                any_stage = 1'b0;
+                for (as = 0; as < STAGES; as = as + 1) any_stage = any_stage | sv[as];
+            end
+            assign p_busy[gp] = issuing || eng_busy != {TP{1'b0}} || em_valid || any_stage;
+
+            integer q;
+            always @(posedge clk) begin
+                // the pipeline moves every cycle (the values: npu_combine_lane and the MFU lanes)
+                em_valid <= row_valid;
+                em_idx <= has_mvu ? fin_idx : row_idx;
+                for (q = 0; q < STAGES; q = q + 1) begin
+                    sv[q] <= (q == 0) ? em_valid : sv[q - 1];
+                    sidx[q] <= (q == 0) ? em_idx : sidx[q - 1];
+                end
+                for (q = 0; q < TP; q = q + 1)
+                    if (issue_mvu && {{(32 - PH_W){1'b0}}, ph} == q) begin
+                        eng_first[q] <= first_j;
+                        eng_last[q] <= last_j;
+                        eng_idx[q] <= row_idx;
+                    end
+                if (rst) begin
+                    issuing <= 1'b0;
+                    em_valid <= 1'b0;
+                    for (q = 0; q < STAGES; q = q + 1) sv[q] <= 1'b0;
+                end else if (chain_start) begin
+                    {i0, i1, rr} <= first_row[35:0];
+                    j0 <= 12'd0; j1 <= 12'd0; cc <= 12'd0; jflat <= 32'd0;
+                    issuing <= !first_row[36];
+                end else if (p_go[gp]) begin
+                    // advance the loops: reduction steps (j0, j1, cc), then this port's rows (WP apart)
+                    if (!last_j) begin
+                        jflat <= jflat + 1;
+                        if (cc != cc_n - 1) cc <= cc + 1;
+                        else begin
+                            cc <= 0;
+                            if (j1 != k1 - 1) j1 <= j1 + 1;
+                            else begin
+                                j1 <= 0;
+                                j0 <= j0 + 1;
+                            end
+                        end
+                    end else begin
+                        jflat <= 0; cc <= 0; j1 <= 0; j0 <= 0;
+                        if (next_row[36]) issuing <= 1'b0;
+                        {i0, i1, rr} <= next_row[35:0];
+                    end
+                end
+            end
+        end
+    endgenerate
+
+    // ---- write: the vector memory's banks ---------------------------------------------------------------
+    // Bank b (addresses = b mod WP) takes one row a cycle.  With one port the row goes straight in.  With
+    // more, each (port, bank) pair has a write queue of WQ rows; a bank takes a row from the queue of the
+    // first port in round-robin order that has one, or straight from a port's pipeline when that port's
+    // queue for the bank is empty.  A port starts a row only with a credit for its bank's queue (rows in
+    // flight plus queued < WQ), so the pipelines never stall.
+    wire [WP-1:0]   bank_v;
+    wire [VA-1:0]   bank_addr [0:WP-1];
+    wire [VW-1:0]   bank_data [0:WP-1];
+    wire            queues_empty;
+    generate
+        if (WP == 1) begin : direct
+            assign bank_v[0] = pw_valid[0];
+            assign bank_addr[0] = pw_addr[0];
+            assign bank_data[0] = pw_data[0];
+            assign p_credit = 1'b1;
+            assign queues_empty = 1'b1;
+        end else begin : queued
+            localparam integer WQ = 1 << $clog2(CPT + 3 * MFUS + 8);     // rows in flight to cover
+            localparam integer WQ_B = $clog2(WQ);
+            localparam integer NQ = WP * WP;
+            /* verilator lint_off WIDTHEXPAND */
+            reg [VA-1:0]   qa [0:NQ*WQ-1];
+            reg [VW-1:0]   qd [0:NQ*WQ-1];
+            reg [WQ_B-1:0] head [0:NQ-1];
+            reg [WQ_B-1:0] tail [0:NQ-1];
+            reg [WQ_B:0]   fill [0:NQ-1];
+            reg [WQ_B:0]   credit [0:NQ-1];
+            reg [WP-1:0]   gv, gbyp;                 // per bank: a row goes in; it comes straight from a pipeline
+            reg [WP_B-1:0] gport [0:WP-1];           // ... from this port
+            reg [VA-1:0]   ga [0:WP-1];
+            reg [VW-1:0]   gd [0:WP-1];
+            reg [WP-1:0]   cr;
+            reg [WP_B-1:0] ap;
+            reg            empty;
+            integer b, a, n;
+            always @* begin
+                for (b = 0; b < WP; b = b + 1) begin
+                    gv[b] = 1'b0; gbyp[b] = 1'b0; gport[b] = {WP_B{1'b0}};
+                    ga[b] = {VA{1'b0}}; gd[b] = {VW{1'b0}};
+                    for (a = 0; a < WP; a = a + 1) begin
+                        /* verilator lint_off WIDTHTRUNC */
+                        ap = rot + a;
+                        /* verilator lint_on WIDTHTRUNC */
+                        if (!gv[b]) begin
+                            if (fill[ap * WP + b] != 0) begin
+                                gv[b] = 1'b1; gport[b] = ap;
+                                ga[b] = qa[(ap * WP + b) * WQ + head[ap * WP + b]];
+                                gd[b] = qd[(ap * WP + b) * WQ + head[ap * WP + b]];
+                            end else if (pw_valid[ap] && pw_addr[ap][WP_B-1:0] == b) begin
+                                gv[b] = 1'b1; gbyp[b] = 1'b1; gport[b] = ap;
+                                ga[b] = pw_addr[ap]; gd[b] = pw_data[ap];
+                            end
+                        end
+                    end
+                end
+                for (a = 0; a < WP; a = a + 1) cr[a] = credit[a * WP + p_wbank[a]] < WQ;
+                empty = 1'b1;
+                for (n = 0; n < NQ; n = n + 1) empty = empty && fill[n] == 0;
+            end
+            for (gp = 0; gp < WP; gp = gp + 1) begin : out
+                assign bank_v[gp] = gv[gp];
+                assign bank_addr[gp] = ga[gp];
+                assign bank_data[gp] = gd[gp];
+            end
+            assign p_credit = cr;
+            assign queues_empty = empty;
+
+            reg enq, deq, rel, res;
+            integer qp, qb;
+            /* verilator lint_off BLKSEQ */
+            always @(posedge clk) begin
+                for (qp = 0; qp < WP; qp = qp + 1)
+                    for (qb = 0; qb < WP; qb = qb + 1) begin
+                        enq = pw_valid[qp] && pw_addr[qp][WP_B-1:0] == qb && !(gbyp[qb] && gport[qb] == qp);
+                        deq = gv[qb] && !gbyp[qb] && gport[qb] == qp;
+                        rel = gv[qb] && gport[qb] == qp;
+                        res = p_go[qp] && p_row_start[qp] && p_wbank[qp] == qb;
+                        if (enq) begin
+                            qa[(qp * WP + qb) * WQ + tail[qp * WP + qb]] <= pw_addr[qp];
+                            qd[(qp * WP + qb) * WQ + tail[qp * WP + qb]] <= pw_data[qp];
+                            tail[qp * WP + qb] <= tail[qp * WP + qb] + 1'b1;
+                        end
+                        if (deq) head[qp * WP + qb] <= head[qp * WP + qb] + 1'b1;
+                        fill[qp * WP + qb] <= fill[qp * WP + qb] + {{WQ_B{1'b0}}, enq} - {{WQ_B{1'b0}}, deq};
+                        credit[qp * WP + qb] <= credit[qp * WP + qb] + {{WQ_B{1'b0}}, res} - {{WQ_B{1'b0}}, rel};
+                        if (rst) begin
+                            head[qp * WP + qb] <= {WQ_B{1'b0}};
+                            tail[qp * WP + qb] <= {WQ_B{1'b0}};
+                            fill[qp * WP + qb] <= {(WQ_B + 1){1'b0}};
+                            credit[qp * WP + qb] <= {(WQ_B + 1){1'b0}};
+                        end
+                    end
+            end
+            /* verilator lint_on BLKSEQ */
+            /* verilator lint_on WIDTHEXPAND */
+        end
+    endgenerate
+
+    wire drained = p_busy == {WP{1'b0}} && queues_empty;
 
     // ---- control ------------------------------------------------------------------------------------
 
@@ -338,7 +578,7 @@ module npu_compute #(
     wire [ST_W+1:0] cap_stage = cap_unit * 3 + cap_slot;
     /* verilator lint_on WIDTHEXPAND */
 
-    integer q;
+    integer q, wb;
     always @(posedge clk) begin
         if (imem_we) imem[imem_addr] <= imem_wdata;
         if (mrf_we) begin
@@ -346,39 +586,26 @@ module npu_compute #(
             mrf_mode[mrf_addr] <= mrf_wmode;
         end
         if (vrf_we) vrf[vrf_addr] <= vrf_wdata;            // back door, or the load DMA
-        if (wv)
-            for (q = 0; q < N; q = q + 1)
-                if (q >= wr_lo && (wr_hi == 0 || q < wr_hi))
-                    vrf[wr_addr[VA-1:0]][EW * q +: EW] <= canonical(wval[EW * q +: EW]);
+        for (wb = 0; wb < WP; wb = wb + 1)                   // the banks' writes (distinct banks)
+            if (bank_v[wb])
+                for (q = 0; q < N; q = q + 1)
+                    if (q >= wr_lo && (wr_hi == 0 || q < wr_hi))
+                        vrf[bank_addr[wb]][EW * q +: EW] <= canonical(bank_data[wb][EW * q +: EW]);
         pop_l2c <= 1'b0;
         pop_s2c <= 1'b0;
         push_c2l <= 1'b0;
         push_c2s <= 1'b0;
-        // the pipeline moves every cycle (the values: npu_combine_lane and the MFU lanes)
-        em_valid <= row_valid;
-        em_idx <= has_mvu ? fin_idx : row_idx;
-        for (q = 0; q < STAGES; q = q + 1) begin
-            sv[q] <= (q == 0) ? em_valid : sv[q - 1];
-            sidx[q] <= (q == 0) ? em_idx : sidx[q - 1];
-        end
-        for (q = 0; q < TILES; q = q + 1)
-            if (issue_mvu && {{(32 - PH_W){1'b0}}, ph} == q) begin
-                eng_first[q] <= first_j;
-                eng_last[q] <= last_j;
-                eng_idx[q] <= row_idx;
-            end
         if (rst) begin
             state <= S_IDLE;
             busy <= 1'b0;
             error <= 1'b0;
             cycles <= 32'd0;
             pc <= {PA{1'b0}};
-            issuing <= 1'b0;
-            em_valid <= 1'b0;
-            for (q = 0; q < STAGES; q = q + 1) sv[q] <= 1'b0;
+            rot <= {WP_B{1'b0}};
             for (q = 0; q < 16; q = q + 1) sregs[q] <= 32'd0;
         end else begin
             if (busy) cycles <= cycles + 32'd1;
+            if (WP > 1) rot <= rot + 1'b1;
             case (state)
                 S_IDLE: if (start) begin
                     busy <= 1'b1;
@@ -443,9 +670,7 @@ module npu_compute #(
                         end
                         OP_END_CHAIN: begin
                             end_signals <= {ins[ISA_DEP_SIGNAL_NEXT], ins[ISA_DEP_SIGNAL_PREV]};
-                            i0 <= 0; i1 <= 0; rr <= 0; j0 <= 0; j1 <= 0; cc <= 0; jflat <= 0;
-                            ph <= {PH_W{1'b0}};
-                            issuing <= 1'b1;
+                            ph <= {PH_W{1'b0}};               // (the ports start their loops: chain_start)
                             state <= S_RUN;
                         end
                         default: begin                                  // an MFU op: place it on its stage
@@ -468,35 +693,8 @@ module npu_compute #(
                 end
                 S_RUN: begin
                     // a chain multiplying a tile loaded in another mode (the simulator's SimulationError)
-                    if (issue_mvu && tile_mode != cmode) error <= 1'b1;
+                    if (p_tile_bad != {WP{1'b0}}) error <= 1'b1;
                     ph <= ({{(32 - PH_W){1'b0}}, ph} == CPT - 1) ? {PH_W{1'b0}} : ph + 1'b1;
-                    if (issue_mvu || read_now) begin
-                        // advance the loops: reduction steps (j0, j1, cc), then rows (i0, i1, rr)
-                        if (!last_j) begin
-                            jflat <= jflat + 1;
-                            if (cc != cc_n - 1) cc <= cc + 1;
-                            else begin
-                                cc <= 0;
-                                if (j1 != k1 - 1) j1 <= j1 + 1;
-                                else begin
-                                    j1 <= 0;
-                                    j0 <= j0 + 1;
-                                end
-                            end
-                        end else begin
-                            jflat <= 0; cc <= 0; j1 <= 0; j0 <= 0;
-                            if (last_row) issuing <= 1'b0;
-                            if (rr != r_n - 1) rr <= rr + 1;
-                            else begin
-                                rr <= 0;
-                                if (i1 != n1 - 1) i1 <= i1 + 1;
-                                else begin
-                                    i1 <= 0;
-                                    i0 <= i0 + 1;
-                                end
-                            end
-                        end
-                    end
                     if (drained) begin
                         push_c2l <= end_signals[0];
                         push_c2s <= end_signals[1];

@@ -7,6 +7,7 @@ module npu_core #(
     parameter integer TILES = 2,
     parameter integer LANES = 8,
     parameter integer MFUS = 2,
+    parameter integer WP = 1,                  // write ports (docs/architecture.md "RTL")
     parameter integer VRF_DEPTH = 4096,
     parameter integer MRF_TILES = 256,
     parameter integer IMEM_DEPTH = 4096,
@@ -111,7 +112,7 @@ module npu_core #(
     wire [EW*N-1:0] vrf_rdata_unused;
     /* verilator lint_on UNUSEDSIGNAL */
 
-    npu_compute #(.N(N), .TILES(TILES), .LANES(LANES), .MFUS(MFUS), .VRF_DEPTH(VRF_DEPTH), .MRF_TILES(MRF_TILES),
+    npu_compute #(.N(N), .TILES(TILES), .LANES(LANES), .MFUS(MFUS), .WP(WP), .VRF_DEPTH(VRF_DEPTH), .MRF_TILES(MRF_TILES),
                   .IMEM_DEPTH(IMEM_DEPTH), .FMT(FMT), .MODES(MODES), .MODE_KIND(MODE_KIND), .MODE_E_BITS(MODE_E_BITS),
                   .MODE_M_BITS(MODE_M_BITS), .MODE_F_BITS(MODE_F_BITS), .MODE_EXP_BITS(MODE_EXP_BITS),
                   .MODE_EXP_BIAS(MODE_EXP_BIAS), .MODE_ELEM_SPECIAL(MODE_ELEM_SPECIAL), .MODE_SCALE_BITS(MODE_SCALE_BITS),

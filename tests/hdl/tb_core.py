@@ -25,11 +25,12 @@ from npu import kernels as sp
 AXI_RAM_LATENCY = 3
 
 
-def programs():
+def programs(**machine):
     """(name, words, dram image, config) of each program to co-simulate, for the block and MFU formats named
-    by NPU_CORE_FORMATS ("block,mfu"; the core must have been built for them)."""
+    by NPU_CORE_FORMATS ("block,mfu"; the core must have been built for them), on `tiny` with the fields in
+    ``machine`` changed (write_ports=2, tiles=4: the kernels and the compiled networks for that machine)."""
     block, mfu_format = os.environ.get("NPU_CORE_FORMATS", "ms-fp9,fp16").split(",")
-    cfg = sp.config("tiny", weight=block, act=block, mfu_format=mfu_format)
+    cfg = sp.config("tiny", weight=block, act=block, mfu_format=mfu_format, **machine)
     rng = np.random.default_rng(21)
     for name, k in (("gemv", sp.gemv(cfg, rng, batch=3, rows=2, k0=2, c=2)),
                     ("conv3x3", sp.conv2d(cfg, rng, h=4, w=5, cin_v=2, cout_v=2, ksize=3)),
