@@ -90,7 +90,8 @@ def core_parameters(config: NPUConfig) -> dict[str, int | str]:
 
     Every MVU format mode (mode 0 the machine's pair, then ``extra_formats``) gets its block format
     descriptor in the packed ``MODE_*`` parameters; the modes must share one block size, one block per
-    native vector."""
+    native vector.  With ``write_ports`` W the core has W ports (``WP``), each with tiles/W tile engines,
+    so tiles must be a multiple of W and at most W x N/LANES."""
     wf, af = get_format(config.weight_format), get_format(config.activation_format)
     problems = []
     if wf.name != af.name:
@@ -115,8 +116,8 @@ def core_parameters(config: NPUConfig) -> dict[str, int | str]:
     if problems:
         raise UnsupportedConfig(f"the RTL cannot build machine {config.name!r}: " + "; ".join(problems))
     return {"N": config.native_dim, "TILES": config.tiles, "LANES": config.lanes, "MFUS": config.mfus,
-            "WP": config.write_ports, "VRF_DEPTH": config.vrf_depth, "MRF_TILES": config.mrf_tiles, "FMT": get_format(config.mfu_format).code,
-            "MODES": len(formats), **mode_parameters(formats)}
+            "WP": config.write_ports, "VRF_DEPTH": config.vrf_depth, "MRF_TILES": config.mrf_tiles,
+            "FMT": get_format(config.mfu_format).code, "MODES": len(formats), **mode_parameters(formats)}
 
 
 def build_dir(config: NPUConfig) -> Path:

@@ -20,12 +20,16 @@ from npu.config import PRESETS
 
 HERE = Path(__file__).resolve().parent
 TINY = PRESETS["tiny"].replace(weight_format="ms-fp9", activation_format="ms-fp9", mfu_format="fp16")
+#: The machine with write ports the co-simulation runs: two ports, 8 tile engines on N/LANES = 4 (two tile ops
+#: finish per cycle, one per port), a vector memory of two banks.
+PORTS = {"write_ports": 2, "tiles": 8}
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize("block,mfu", [("ms-fp9", "fp16"), ("ms-fp8", "bf16"), ("bfp24", "fp32")])
-def test_core_lints_clean(block, mfu):
-    cfg = TINY.replace(weight_format=block, activation_format=block, mfu_format=mfu)
+@pytest.mark.parametrize("block,mfu,machine", [("ms-fp9", "fp16", {}), ("ms-fp8", "bf16", {}), ("bfp24", "fp32", {}),
+                                               ("ms-fp9", "fp16", {"write_ports": 4, "tiles": 8})])
+def test_core_lints_clean(block, mfu, machine):
+    cfg = TINY.replace(weight_format=block, activation_format=block, mfu_format=mfu, **machine)
     result = lint(*SOURCES, top="npu_core", parameters=core_parameters(cfg))
     assert result.returncode == 0, result.stderr
 
@@ -51,10 +55,13 @@ def run_core_testbench(tmp_path, block: str, mfu: str, models: bool) -> None:
 
 
 @pytest.mark.rtl
-def test_core_runs_programs_and_small_cnns_bit_exactly():
+@pytest.mark.parametrize("machine", [{}, PORTS], ids=["tiny", "tiny_w2_t8"])
+def test_core_runs_programs_and_small_cnns_bit_exactly(machine):
     """The compiler's tiny target, ms-fp9 with fp16 MFUs, on the fast path: tests/hdl/tb_core.py's programs
-    (the simulator tests' kernels, the small ResNet, VGG and MobileNet-style network), each on a fresh core,
-    against the simulator with the AXI RAM's read latency (test_hdl_core_formats.py runs other formats)."""
+    (the simulator tests' kernels, the small ResNet, VGG and MobileNet-style network, compiled for the
+    machine), each on a fresh core, against the simulator with the AXI RAM's read latency
+    (test_hdl_core_formats.py runs other formats); and again on `tiny` with two write ports and 8 tile
+    engines (PORTS)."""
     from hdl.core import run_program
     from npu.sim import simulate
 
@@ -63,7 +70,8 @@ def test_core_runs_programs_and_small_cnns_bit_exactly():
     from tb_core import AXI_RAM_LATENCY, programs
 
     failures, report = [], []
-    for name, words, image, cfg in programs():
+    for name, words, image, cfg in programs(**machine):
+        assert all(getattr(cfg, k) == v for k, v in machine.items())
         same_memory = cfg.replace(dram_latency_ns=AXI_RAM_LATENCY * 1000.0 / cfg.clock_mhz)
         sim = simulate(words, same_memory, dram=image, mode="full")
         size = int(sim.machine.dram.data.size)          # every byte the simulator's DRAM holds
@@ -77,8 +85,8 @@ def test_core_runs_programs_and_small_cnns_bit_exactly():
         report.append(f"{name}: RTL {run.cycles} cycles, simulator {sim.stats.total_cycles} ({ratio:.2f}x)")
         if abs(ratio - 1) > 0.10:
             failures.append(f"{name}: RTL cycles {run.cycles} are {ratio:.2f}x the simulator's")
-    cfg = PRESETS["tiny"].replace(weight_format="ms-fp9", activation_format="ms-fp9", mfu_format="fp16")
-    (build_dir(cfg).parent / "core_cycles.txt").write_text("\n".join(report) + "\n")
+    suffix = "".join(f"_{'w' if k == 'write_ports' else 't'}{v}" for k, v in sorted(machine.items(), reverse=True))
+    (build_dir(TINY).parent / f"core_cycles{suffix}.txt").write_text("\n".join(report) + "\n")
     assert report and not failures, "; ".join(failures)
 
 
@@ -98,9 +106,11 @@ def test_session_scores_on_the_rtl_like_on_the_simulator(tmp_path):
 
 
 @pytest.mark.rtl
-def test_random_legal_programs_agree_with_the_simulator():
+@pytest.mark.parametrize("machine,examples", [({}, 40), (PORTS, 40)], ids=["tiny", "tiny_w2_t8"])
+def test_random_legal_programs_agree_with_the_simulator(machine, examples):
     """Random legal programs from the simulator's property tests, each on a fresh core (the register files
-    start zeroed, as docs/isa.md says; the RTL does not clear them, a new simulation does)."""
+    start zeroed, as docs/isa.md says; the RTL does not clear them, a new simulation does); the same programs
+    on the machine with write ports (PORTS: the values do not depend on it)."""
     import warnings
 
     from hypothesis import HealthCheck, given, settings
@@ -113,14 +123,15 @@ def test_random_legal_programs_agree_with_the_simulator():
 
     strategy = programs(formats=("ms-fp9", "ms-fp9", "fp16"))
 
-    @settings(max_examples=40, deadline=None, database=None,
+    @settings(max_examples=examples, deadline=None, database=None,
               suppress_health_check=[HealthCheck.too_slow])
     @given(strategy)
     def check(kernel):
-        sim = simulate(kernel.words, kernel.config, dram=bytes(kernel.dram), mode="functional")
+        cfg = kernel.config.replace(**machine)
+        sim = simulate(kernel.words, cfg, dram=bytes(kernel.dram), mode="functional")
         size = int(sim.machine.dram.data.size)        # every byte the simulator's DRAM holds (stores included)
         image = bytes(kernel.dram) + bytes(max(0, size - len(kernel.dram)))
-        run = run_program(kernel.words, image, kernel.config)
+        run = run_program(kernel.words, image, cfg)
         assert run.dram[:size] == sim.dram(0, size), repr(kernel)
 
     with warnings.catch_warnings():
@@ -133,7 +144,16 @@ def test_unsupported_machines_are_refused_clearly():
         core_parameters(TINY.replace(weight_format="mxfp8_e4m3"))
     with pytest.raises(UnsupportedConfig, match="msfp12"):                  # blocks of 16 on N = 32
         core_parameters(TINY.replace(weight_format="msfp12", activation_format="msfp12"))
-    with pytest.raises(UnsupportedConfig, match="tiles=8"):
+    # at most N/LANES tile engines per write port (here N/LANES = 2, one port)
+    with pytest.raises(UnsupportedConfig, match=r"tiles=8 > write_ports x native_dim/lanes=1 x 2"):
         core_parameters(TINY.replace(tiles=8, lanes=16))
-    with pytest.raises(UnsupportedConfig, match="write_ports=4"):          # one MFU chain, one write port
+    with pytest.raises(UnsupportedConfig, match=r"tiles=16 > write_ports x native_dim/lanes=2 x 4"):
+        core_parameters(TINY.replace(tiles=16, write_ports=2))
+    # the tile engines split evenly over the ports
+    with pytest.raises(UnsupportedConfig, match="tiles=2 with write_ports=4"):
         core_parameters(TINY.replace(write_ports=4))
+    with pytest.raises(UnsupportedConfig, match="tiles=6 with write_ports=4"):
+        core_parameters(TINY.replace(write_ports=4, tiles=6))
+    # what the RTL builds: up to write_ports x N/LANES engines, a multiple of write_ports
+    for w, tiles in ((1, 4), (2, 2), (2, 8), (4, 4), (4, 16), (8, 32)):
+        assert core_parameters(TINY.replace(write_ports=w, tiles=tiles))["WP"] == w
