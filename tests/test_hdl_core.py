@@ -5,7 +5,8 @@ or cocotbext-axi's under cocotb (tests/hdl/tb_core.py, for the other formats
 in test_hdl_core_formats.py); the two answer on the same cycles
 (test_hdl_fast.py).  Every DRAM byte must equal the simulator's after the run.
 The RTL's cycle count per program is written to build/hdl/core_cycles.txt next
-to the simulator's estimate.  The runtime's ``rtl`` backend scores through the
+to the simulator's estimate (core_cycles_w2_t8.txt for the machine with two
+write ports and 8 tile engines, PORTS).  The runtime's ``rtl`` backend scores through the
 same core.
 """
 import sys
