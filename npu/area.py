@@ -39,12 +39,13 @@ multiplexers are inside the memory cells, so no ALUT count includes them).
 Beyond the RTL.  The model is counts times unit costs, so it extends to machines the RTL does not build
 (more tile engines than N / LANES, formats with several blocks per native vector), as an extrapolation.
 ``multiplier_bits`` is not charged (the RTL's lanes are as wide as the widest format).  More than one
-write port is refused by default (:class:`AreaModelError`), since nothing of it was synthesised; with
-``beyond_rtl=True`` (what design-space sweeps use) W write ports are charged as docs/architecture.md
-describes them: W - 1 more MFU chains at the measured MFU-lane cost, and a rotation network from the W
-chains to the W banks of W x N x element-bits x log2(W) two-input multiplexers, one ALUT per two of
-them (a 6-input ALUT is a 4:1 multiplexer), the vector memory's bits unchanged.  That term is a model,
-not a measurement.
+write port is refused by default (:class:`AreaModelError`): the RTL builds write ports, but their term
+here is a model, not fitted to a synthesis; with ``beyond_rtl=True`` (what design-space sweeps use) W
+write ports are charged as docs/architecture.md describes them: W - 1 more MFU chains at the measured
+MFU-lane cost, and a rotation network from the W chains to the W banks of W x N x element-bits x
+log2(W) two-input multiplexers, one ALUT per two of them (a 6-input ALUT is a 4:1 multiplexer), the
+vector memory's bits unchanged.  The one synthesis with two ports (``tiny``, 4 engines: 2,605,577
+ALUTs, 40,991 registers) is 6.7 % and 6.7 % above this model's 2,441,524 and 38,414.
 
 This module is the bottom layer: it imports nothing from ``hdl`` or ``compiler``.
 """
@@ -146,11 +147,11 @@ def area_estimate(config: NPUConfig, *, beyond_rtl: bool = False) -> AreaEstimat
     """ALUTs, registers, DSP blocks and memory bits of the core for ``config``, and their LUT-equivalent sum.
 
     AreaModelError when a format of the machine has no measured unit cost, or when it has more than one
-    write port and ``beyond_rtl`` is False (the RTL has one; see the module docstring for the model).
+    write port and ``beyond_rtl`` is False (the ports' term is modelled; see the module docstring).
     """
     if config.write_ports > 1 and not beyond_rtl:
-        raise AreaModelError(f"machine {config.name!r} has write_ports={config.write_ports}; the RTL has one "
-                             f"write port, so no synthesis measured more: area_estimate(config, "
+        raise AreaModelError(f"machine {config.name!r} has write_ports={config.write_ports}; the write ports' "
+                             f"area is modelled, not fitted to a synthesis: area_estimate(config, "
                              f"beyond_rtl=True) charges the extra MFU chains and the bank network as modelled")
     n, ew = config.native_dim, element_bits(config)
     total = [0.0, 0.0, 0.0]
