@@ -473,3 +473,18 @@ def test_a_vector_chain_reads_through_the_banks():
     reads = bank_counts(affine(0, [(4, 12), (4, 2), (1, 0), (3, 6), (3, 1), (1, 1)]), 4)
     assert reads >= math.ceil(144 / 4)
     assert res.stats.total_cycles == fill(cfg, 0, False) + max(reads, math.ceil(16 / 4)) + 1
+
+
+@pytest.mark.parametrize("ports", [2, 4, 8])
+def test_a_reduction_over_fewer_rows_than_ports_reads_in_order(ports):
+    """A global sum over 12 vectors for each of 2 rows: each row accumulates in order on its pipeline, so
+    12 read cycles however many banks the reads spread over (one port: 24)."""
+    cfg = TINY.replace(write_ports=ports)
+    instrs = [make("chain", n0=1, n1=2, k0=1, k1=12, reduce=1), make("v_rd", base=0, s_n1=12, s_k1=1),
+              make("v_wr", base=1000, s_n1=1), make("end_chain")]
+    res = run(instrs, cfg=cfg)
+    spread = bank_counts(affine(0, [(1, 0), (2, 12), (1, 0), (1, 0), (12, 1), (1, 1)]), ports)
+    assert spread == math.ceil(24 / ports)               # the banks alone would allow that (6 on 4 ports)
+    assert res.stats.total_cycles == fill(cfg, 0, False) + 12 + 1
+    one = run(instrs, cfg=TINY)
+    assert one.stats.total_cycles == fill(TINY, 0, False) + 24 + 1

@@ -55,7 +55,9 @@ def _vector_cycles(op: ChainOp, banks: int) -> tuple[int, int]:
     the writes and each vector operand's reads (``vv_*``) go one per bank per cycle, and so do a chain's input
     reads when no ``mv_mul`` takes them (the tile engines read their own vectors).  A vector read again
     straight away is read once and held, and so is an operand whose address no output loop moves (a bias:
-    one register per row)."""
+    one register per row).  The input reads also take at least the K reads of each row one after another
+    on each of the ``banks`` pipelines (rows spread over them): a reduction over fewer rows than pipelines
+    gains nothing from the other banks."""
     rows = ((op.n0, None), (op.n1, None), (op.r, None))
 
     def stream(base, loops):
@@ -81,6 +83,9 @@ def _vector_cycles(op: ChainOp, banks: int) -> tuple[int, int]:
         rd = op.rd
         reads = stream(rd.get("base", 0), loops(rd, ("s_n0", "s_n1", "s_r")) + (
             (op.k0, rd.get("s_k0", 0)), (op.k1, rd.get("s_k1", 0)), (op.c, 1)))
+        # a row's reduction accumulates in order, one input vector a cycle, on one of the W pipelines
+        rows = op.n0 * op.n1 * op.r
+        reads = max(reads, -(-rows // banks) * op.k0 * op.k1 * op.c)
     return write, reads
 
 
