@@ -614,31 +614,24 @@ def _e4m3_block_kernel(bf16: bool):
         ptr = builder.gep(_data(context, builder, T[0], src_a), [lo_v])
         h = builder.load(builder.bitcast(ptr, v16.as_pointer()), align=2)
         mag = builder.and_(h, const(v16, 0x7FFF))
-        rint = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v32f, [v32f]), "llvm.rint.v32f32")
-        if not bf16:
-            a = builder.fpext(builder.bitcast(mag, ir.VectorType(ir.HalfType(), _V32)), v32f)
-            shv = splat(builder.trunc(sh_v, _I32), v32i)
-            flog = builder.sub(builder.lshr(builder.bitcast(a, v32i), const(v32i, 23)), const(v32i, 127))
-            d = builder.sub(flog, shv)
-            ee = builder.select(builder.icmp_signed(">", d, const(v32i, -6)), d, const(v32i, -6))
-            down = builder.bitcast(builder.shl(builder.sub(const(v32i, 130), builder.add(ee, shv)),
-                                               const(v32i, 23)), v32f)
-            up = builder.bitcast(builder.shl(builder.add(ee, const(v32i, 133)), const(v32i, 23)), v32f)
-            q = builder.fmul(builder.call(rint, [builder.fmul(a, down)]), up)
-            cap = const(v32f, 229376.0)
-        else:
-            rint = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vf64, [vf64]), "llvm.rint.v32f64")
-            a32 = builder.bitcast(builder.shl(builder.zext(mag, v32i), const(v32i, 16)), v32f)
-            a = builder.fpext(a32, vf64)
+        if bf16:                                # binary64 lanes: bfloat16 has binary32's range
+            a = builder.fpext(builder.bitcast(builder.shl(builder.zext(mag, v32i), const(v32i, 16)), v32f), vf64)
+            fv, iv, mbits, bias = vf64, vi64, 52, 1023
             shv = splat(sh_v, vi64)
-            flog = builder.sub(builder.lshr(builder.bitcast(a, vi64), const(vi64, 52)), const(vi64, 1023))
-            d = builder.sub(flog, shv)
-            ee = builder.select(builder.icmp_signed(">", d, const(vi64, -6)), d, const(vi64, -6))
-            down = builder.bitcast(builder.shl(builder.sub(const(vi64, 1026), builder.add(ee, shv)),
-                                               const(vi64, 52)), vf64)
-            up = builder.bitcast(builder.shl(builder.add(ee, const(vi64, 1029)), const(vi64, 52)), vf64)
-            q = builder.fmul(builder.call(rint, [builder.fmul(a, down)]), up)
-            cap = const(vf64, 229376.0)
+        else:                                   # binary32 lanes
+            a = builder.fpext(builder.bitcast(mag, ir.VectorType(ir.HalfType(), _V32)), v32f)
+            fv, iv, mbits, bias = v32f, v32i, 23, 127
+            shv = splat(builder.trunc(sh_v, _I32), v32i)
+        rint = cgutils.get_or_insert_function(builder.module, ir.FunctionType(fv, [fv]),
+                                              f"llvm.rint.v32f{64 if bf16 else 32}")
+        flog = builder.sub(builder.lshr(builder.bitcast(a, iv), const(iv, mbits)), const(iv, bias))
+        d = builder.sub(flog, shv)
+        ee = builder.select(builder.icmp_signed(">", d, const(iv, -6)), d, const(iv, -6))
+        down = builder.bitcast(builder.shl(builder.sub(const(iv, bias + 3), builder.add(ee, shv)), const(iv, mbits)),
+                               fv)                                        # 2**(3 - ee - sh)
+        up = builder.bitcast(builder.shl(builder.add(ee, const(iv, bias + 6)), const(iv, mbits)), fv)   # 2**(ee + 6)
+        q = builder.fmul(builder.call(rint, [builder.fmul(a, down)]), up)
+        cap = const(fv, 229376.0)
         q = builder.select(builder.fcmp_ordered("<", q, cap), q, cap)
         u = builder.fptosi(q, v32i)
         add_red = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_I32, [v32i]),
