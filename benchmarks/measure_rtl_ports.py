@@ -2,9 +2,11 @@
 
     .venv/bin/python benchmarks/measure_rtl_ports.py                          # W = 1, 2, 4 on tiny
     .venv/bin/python benchmarks/measure_rtl_ports.py --machine 2x8 --machine 4x16
+    .venv/bin/python benchmarks/measure_rtl_ports.py --machine 2x3x32        # pooled engines, one cycle a tile
 
 Each ``--machine WxT`` is ``tiny`` (N = 32, 8 lanes: N/LANES = 4) with
-``write_ports`` W and ``tiles`` T.  For each, tests/hdl/tb_core.py's programs
+``write_ports`` W and ``tiles`` T; ``WxTxL`` also sets ``lanes`` L (``2x3x32``:
+one cycle a tile, 3 engines pooled over 2 ports).  For each, tests/hdl/tb_core.py's programs
 (the simulator tests' kernels and the small ResNet, VGG and MobileNet-style
 network, compiled for that machine) run on the RTL core's fast path
 (hdl.core.run_program; the build profile from ``$NPU_RTL_PROFILE``, "quick"
@@ -32,7 +34,7 @@ DEFAULT_MACHINES = ("1x2", "2x4", "2x8", "4x8", "4x16")
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--machine", action="append", metavar="WxT",
-                        help=f"write_ports x tiles on tiny (repeatable; default {' '.join(DEFAULT_MACHINES)})")
+                        help=f"write_ports x tiles [x lanes] on tiny (repeatable; default {' '.join(DEFAULT_MACHINES)})")
     args = parser.parse_args(argv)
     os.environ.setdefault("NPU_RTL_PROFILE", "quick")
     sys.path.insert(0, str(ROOT / "tests" / "hdl"))
@@ -43,10 +45,12 @@ def main(argv=None) -> int:
 
     bad = 0
     for machine in args.machine or DEFAULT_MACHINES:
-        w, t = (int(v) for v in machine.lower().split("x"))
+        w, t, *lanes = (int(v) for v in machine.lower().split("x"))
+        fields = {"write_ports": w, "tiles": t, **({"lanes": lanes[0]} if lanes else {})}
+        label = f"W={w} tiles={t}" + (f" lanes={lanes[0]}" if lanes else "")
         start = time.perf_counter()
         ratios = []
-        for name, words, image, cfg in programs(write_ports=w, tiles=t):
+        for name, words, image, cfg in programs(**fields):
             same_memory = cfg.replace(dram_latency_ns=AXI_RAM_LATENCY * 1000.0 / cfg.clock_mhz)
             sim = simulate(words, same_memory, dram=image, mode="full")
             size = int(sim.machine.dram.data.size)
@@ -56,9 +60,9 @@ def main(argv=None) -> int:
             ratios.append(ratio)
             ok = same and abs(ratio - 1) <= 0.10
             bad += not ok
-            print(f"W={w} tiles={t} {name:13s} RTL {run.cycles:6d} simulator {sim.stats.total_cycles:6d} "
+            print(f"{label} {name:13s} RTL {run.cycles:6d} simulator {sim.stats.total_cycles:6d} "
                   f"{ratio:.3f}x {'bit-exact' if same else 'DRAM DIFFERS'}{'' if ok else '  <- FAIL'}", flush=True)
-        print(f"W={w} tiles={t}: ratios {min(ratios):.3f}-{max(ratios):.3f}x "
+        print(f"{label}: ratios {min(ratios):.3f}-{max(ratios):.3f}x "
               f"({time.perf_counter() - start:.0f} s with the build)", flush=True)
     return 1 if bad else 0
 

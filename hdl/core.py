@@ -90,8 +90,9 @@ def core_parameters(config: NPUConfig) -> dict[str, int | str]:
 
     Every MVU format mode (mode 0 the machine's pair, then ``extra_formats``) gets its block format
     descriptor in the packed ``MODE_*`` parameters; the modes must share one block size, one block per
-    native vector.  With ``write_ports`` W the core has W ports (``WP``), each with tiles/W tile engines,
-    so tiles must be a multiple of W and at most W x N/LANES."""
+    native vector.  With ``write_ports`` W the core has W ports (``WP``), each with tiles/W tile engines
+    when tiles is a multiple of W and at most W x N/LANES; otherwise, at N/LANES = 1 only, the tiles
+    engines are pooled across the ports (up to two tile ops a cycle per port: tiles at most 2 W)."""
     wf, af = get_format(config.weight_format), get_format(config.activation_format)
     problems = []
     if wf.name != af.name:
@@ -105,14 +106,17 @@ def core_parameters(config: NPUConfig) -> dict[str, int | str]:
         if not isinstance(f, BlockFormat) or f.block_for(config.native_dim) != config.native_dim:
             problems.append(f"{f.name} (the RTL has block formats with one block per native vector: ms-fp8, "
                             f"ms-fp9, bfp24 at any N; msfp12/msfp16 at N = 16; the MX formats at N = 32)")
-    w, cpt = config.write_ports, config.cycles_per_tile
-    if config.tiles % w:
-        problems.append(f"tiles={config.tiles} with write_ports={w} (the RTL splits the tile engines evenly "
-                        f"over the write ports: tiles must be a multiple of write_ports)")
-    if config.tiles > w * cpt:
-        problems.append(f"tiles={config.tiles} > write_ports x native_dim/lanes={w} x {cpt} (each write port's "
-                        f"tile engines are staggered by one cycle within one tile op: at most native_dim/lanes "
-                        f"engines per port)")
+    w, cpt, tiles = config.write_ports, config.cycles_per_tile, config.tiles
+    if tiles % w or tiles > w * cpt:
+        # the tile engines pooled across the ports (up to two tile ops of a row a cycle per port)
+        if cpt != 1:
+            problems.append(f"tiles={tiles} with write_ports={w} at native_dim/lanes={cpt} (the RTL splits the "
+                            f"tile engines evenly over the write ports, tiles a multiple of write_ports and at most "
+                            f"write_ports x native_dim/lanes, or pools them across the ports only at "
+                            f"native_dim/lanes = 1)")
+        elif tiles > 2 * w:
+            problems.append(f"tiles={tiles} > 2 x write_ports={w} at native_dim/lanes=1 (the pooled tile engines "
+                            f"take at most two tile ops a cycle per write port)")
     if problems:
         raise UnsupportedConfig(f"the RTL cannot build machine {config.name!r}: " + "; ".join(problems))
     return {"N": config.native_dim, "TILES": config.tiles, "LANES": config.lanes, "MFUS": config.mfus,

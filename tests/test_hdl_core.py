@@ -6,7 +6,8 @@ in test_hdl_core_formats.py); the two answer on the same cycles
 (test_hdl_fast.py).  Every DRAM byte must equal the simulator's after the run.
 The RTL's cycle count per program is written to build/hdl/core_cycles.txt next
 to the simulator's estimate (core_cycles_w2_t8.txt for the machine with two
-write ports and 8 tile engines, PORTS).  The runtime's ``rtl`` backend scores through the
+write ports and 8 tile engines, PORTS; core_cycles_w2_t3_l32.txt for the one
+with 3 tile engines pooled over two ports, POOLED).  The runtime's ``rtl`` backend scores through the
 same core.
 """
 import sys
@@ -24,11 +25,16 @@ TINY = PRESETS["tiny"].replace(weight_format="ms-fp9", activation_format="ms-fp9
 #: The machine with write ports the co-simulation runs: two ports, 8 tile engines on N/LANES = 4 (two tile ops
 #: finish per cycle, one per port), a vector memory of two banks.
 PORTS = {"write_ports": 2, "tiles": 8}
+#: The machine with pooled tile engines: two ports, one cycle a tile (N/LANES = 1) and 3 engines shared by the
+#: ports (1.5 tile ops a cycle per port, as bw-s10-n64w16's 24 engines on 16 ports): a port issues up to two
+#: tile ops of its row a cycle and its combine adds both block sums.
+POOLED = {"write_ports": 2, "tiles": 3, "lanes": 32}
 
 
 @pytest.mark.rtl
 @pytest.mark.parametrize("block,mfu,machine", [("ms-fp9", "fp16", {}), ("ms-fp8", "bf16", {}), ("bfp24", "fp32", {}),
-                                               ("ms-fp9", "fp16", {"write_ports": 4, "tiles": 8})])
+                                               ("ms-fp9", "fp16", {"write_ports": 4, "tiles": 8}),
+                                               ("ms-fp9", "fp16", POOLED)])
 def test_core_lints_clean(block, mfu, machine):
     cfg = TINY.replace(weight_format=block, activation_format=block, mfu_format=mfu, **machine)
     result = lint(*SOURCES, top="npu_core", parameters=core_parameters(cfg))
@@ -56,13 +62,13 @@ def run_core_testbench(tmp_path, block: str, mfu: str, models: bool) -> None:
 
 
 @pytest.mark.rtl
-@pytest.mark.parametrize("machine", [{}, PORTS], ids=["tiny", "tiny_w2_t8"])
+@pytest.mark.parametrize("machine", [{}, PORTS, POOLED], ids=["tiny", "tiny_w2_t8", "tiny_w2_t3_l32"])
 def test_core_runs_programs_and_small_cnns_bit_exactly(machine):
     """The compiler's tiny target, ms-fp9 with fp16 MFUs, on the fast path: tests/hdl/tb_core.py's programs
     (the simulator tests' kernels, the small ResNet, VGG and MobileNet-style network, compiled for the
     machine), each on a fresh core, against the simulator with the AXI RAM's read latency
     (test_hdl_core_formats.py runs other formats); and again on `tiny` with two write ports and 8 tile
-    engines (PORTS)."""
+    engines (PORTS), and with two ports sharing 3 tile engines at one cycle a tile (POOLED)."""
     from hdl.core import run_program
     from npu.sim import simulate
 
@@ -86,7 +92,8 @@ def test_core_runs_programs_and_small_cnns_bit_exactly(machine):
         report.append(f"{name}: RTL {run.cycles} cycles, simulator {sim.stats.total_cycles} ({ratio:.2f}x)")
         if abs(ratio - 1) > 0.10:
             failures.append(f"{name}: RTL cycles {run.cycles} are {ratio:.2f}x the simulator's")
-    suffix = "".join(f"_{'w' if k == 'write_ports' else 't'}{v}" for k, v in sorted(machine.items(), reverse=True))
+    letter = {"write_ports": "w", "tiles": "t", "lanes": "l"}
+    suffix = "".join(f"_{letter[k]}{machine[k]}" for k in letter if k in machine)
     (build_dir(TINY).parent / f"core_cycles{suffix}.txt").write_text("\n".join(report) + "\n")
     assert report and not failures, "; ".join(failures)
 
@@ -145,16 +152,32 @@ def test_unsupported_machines_are_refused_clearly():
         core_parameters(TINY.replace(weight_format="mxfp8_e4m3"))
     with pytest.raises(UnsupportedConfig, match="msfp12"):                  # blocks of 16 on N = 32
         core_parameters(TINY.replace(weight_format="msfp12", activation_format="msfp12"))
-    # at most N/LANES tile engines per write port (here N/LANES = 2, one port)
-    with pytest.raises(UnsupportedConfig, match=r"tiles=8 > write_ports x native_dim/lanes=1 x 2"):
+    # at N/LANES > 1, at most N/LANES tile engines per write port, a multiple of write_ports (here N/LANES = 2,
+    # one port; N/LANES = 4, two ports)
+    with pytest.raises(UnsupportedConfig, match=r"tiles=8 with write_ports=1 at native_dim/lanes=2 .*pools them "
+                                                r"across the ports only at native_dim/lanes = 1"):
         core_parameters(TINY.replace(tiles=8, lanes=16))
-    with pytest.raises(UnsupportedConfig, match=r"tiles=16 > write_ports x native_dim/lanes=2 x 4"):
+    with pytest.raises(UnsupportedConfig, match=r"tiles=16 with write_ports=2 at native_dim/lanes=4"):
         core_parameters(TINY.replace(tiles=16, write_ports=2))
-    # the tile engines split evenly over the ports
-    with pytest.raises(UnsupportedConfig, match="tiles=2 with write_ports=4"):
+    with pytest.raises(UnsupportedConfig, match="tiles=2 with write_ports=4 at native_dim/lanes=4"):
         core_parameters(TINY.replace(write_ports=4))
-    with pytest.raises(UnsupportedConfig, match="tiles=6 with write_ports=4"):
+    with pytest.raises(UnsupportedConfig, match="tiles=6 with write_ports=4 at native_dim/lanes=4"):
         core_parameters(TINY.replace(write_ports=4, tiles=6))
-    # what the RTL builds: up to write_ports x N/LANES engines, a multiple of write_ports
+    # at N/LANES = 1 the engines are pooled: at most two tile ops a cycle per port
+    with pytest.raises(UnsupportedConfig, match=r"tiles=5 > 2 x write_ports=2 at native_dim/lanes=1"):
+        core_parameters(TINY.replace(lanes=32, write_ports=2, tiles=5))
+    with pytest.raises(UnsupportedConfig, match=r"tiles=3 > 2 x write_ports=1 at native_dim/lanes=1"):
+        core_parameters(TINY.replace(lanes=32, tiles=3))
+    # what the RTL builds: up to write_ports x N/LANES engines, a multiple of write_ports; at N/LANES = 1 any
+    # number up to 2 x write_ports
     for w, tiles in ((1, 4), (2, 2), (2, 8), (4, 4), (4, 16), (8, 32)):
         assert core_parameters(TINY.replace(write_ports=w, tiles=tiles))["WP"] == w
+    for w, tiles in ((1, 2), (2, 1), (2, 3), (2, 4), (4, 6), (16, 24), (16, 32)):
+        assert core_parameters(TINY.replace(lanes=32, write_ports=w, tiles=tiles))["TILES"] == tiles
+
+
+def test_the_rtl_accepts_bw_s10_n64w16():
+    """The machine the pooled tile engines are for: 24 engines at one cycle a tile on 16 write ports (only its
+    parameters: it is far too big to simulate)."""
+    params = core_parameters(PRESETS["bw-s10-n64w16"])
+    assert (params["N"], params["LANES"], params["TILES"], params["WP"]) == (64, 64, 24, 16)

@@ -4,6 +4,8 @@
 // or the widened input x to itself, or to zero on a row's first step (`first`); with `max_en` the running
 // max takes x on the first step, else max(itself, x); with `row_en` z takes the accumulator's new value
 // rounded to the MFU format (`sel_acc`), the new running max (`sel_max`, after the first step) or x.
+// With `acc2_en` (pooled tile engines: two block sums of a row in one cycle) the accumulator then adds p2
+// to that sum, chained in reduction order: acc = (acc + p) + p2.
 // Registers without their enable hold (and the arithmetic does not evaluate in simulation); `row_en` comes
 // only with `acc_en`, and with `max_en` when it selects the max.
 module npu_combine_lane #(
@@ -12,6 +14,7 @@ module npu_combine_lane #(
 ) (
     input  wire          clk,
     input  wire          acc_en,
+    input  wire          acc2_en,
     input  wire          max_en,
     input  wire          row_en,
     input  wire          first,
@@ -20,6 +23,7 @@ module npu_combine_lane #(
     input  wire          sel_max,
     input  wire [EW-1:0] x,
     input  wire [31:0]   p,
+    input  wire [31:0]   p2,
     output reg  [EW-1:0] z
 );
     /* verilator lint_off UNUSEDPARAM */
@@ -37,6 +41,7 @@ module npu_combine_lane #(
         mx = x;
         if (acc_en) begin
             sum = fp32_add(first ? 32'd0 : acc, use_p ? p : mfu_to_fp32(x));
+            if (acc2_en) sum = fp32_add(sum, p2);
             acc <= sum;
         end
         if (max_en) begin

@@ -141,7 +141,13 @@ module npu_compute #(
     // counters, input read and MRF read, TILES/WP tile engines per format mode (staggered by a cycle within
     // the N/LANES-cycle period, so its combine adds at most one block sum a cycle), its own combine lanes,
     // MFU pipeline and write port.
-    localparam integer TP = TILES / WP;                 // tile engines per port
+    // Pooled (TILES not a multiple of WP, or more than WP x N/LANES; hdl/core.py allows it at N/LANES = 1 with
+    // TILES <= 2 WP): the TILES engines serve every port; a port issues up to two tile ops of its row a
+    // cycle (in reduction order), an arbiter grants at most TILES a cycle over the ports in round-robin
+    // order, each result returns to its port a cycle later, and the port's combine adds both block sums.
+    localparam integer POOL = (TILES % WP != 0 || TILES > WP * CPT) ? 1 : 0;
+    localparam integer TP = (POOL != 0) ? 1 : TILES / WP;      // tile engines per port (unpooled)
+    localparam integer OS_W = $clog2(2 * WP);           // an op slot: port x 2 + (first or second op)
     localparam integer WP_B = (WP > 1) ? $clog2(WP) : 1;
 
     /* verilator lint_off UNUSEDSIGNAL */
@@ -170,6 +176,24 @@ module npu_compute #(
                 end
             end
             row_next = {w, a, b, c};
+        end
+    endfunction
+
+    // the reduction step after {j0, j1, cc} (j0 past its end once the row's steps are done)
+    function automatic [35:0] step_next(input [35:0] cur, input [11:0] k1_, input [11:0] cc_n_);
+        reg [11:0] a, b, c;
+        begin
+            {a, b, c} = cur;
+            if (c != cc_n_ - 1) c = c + 12'd1;
+            else begin
+                c = 12'd0;
+                if (b != k1_ - 1) b = b + 12'd1;
+                else begin
+                    b = 12'd0;
+                    a = a + 12'd1;
+                end
+            end
+            step_next = {a, b, c};
         end
     endfunction
 
@@ -217,6 +241,15 @@ module npu_compute #(
     /* verilator lint_on UNUSEDSIGNAL */
     wire [WP-1:0]    p_credit;                  // the row's write bank has room for it (the write queues)
     reg  [WP-1:0]    p_go;                      // the port issues / reads this cycle
+    reg  [2*WP-1:0]  p_n;                       // ... this many tile ops (pooled: 1 or 2; else 1)
+    wire [WP-1:0]    p_two;                     // two steps of the port's row remain (pooled)
+    /* verilator lint_off UNUSEDSIGNAL */
+    /* verilator lint_off UNDRIVEN */
+    wire [VW-1:0]        px  [0:2*WP-1];        // pooled: each op slot's input vector and tile (unpooled: unused)
+    wire [TILE_BITS-1:0] ptl [0:2*WP-1];
+    /* verilator lint_on UNDRIVEN */
+    reg  [32*N-1:0]      pool_r [0:2*WP-1];     // ... and its block sums, a cycle later
+    /* verilator lint_on UNUSEDSIGNAL */
     wire [WP-1:0]    p_busy;                    // rows remain, or are in the port's engines or pipeline
     wire [WP-1:0]    p_tile_bad;                // a tile loaded in another mode than the chain's
     wire [WP-1:0]    pw_valid;                  // the port's row leaves its pipeline this cycle ...
@@ -227,17 +260,34 @@ module npu_compute #(
     // vector per bank per cycle (a port whose bank another took this cycle waits)
     reg [WP-1:0]   rd_taken;
     reg [WP_B-1:0] pk;
-    integer k;
+    integer k, budget;
     always @* begin
         rd_taken = {WP{1'b0}};
         p_go = {WP{1'b0}};
+        p_n = {2*WP{1'b0}};
+        budget = TILES;
         for (k = 0; k < WP; k = k + 1) begin
             /* verilator lint_off WIDTH */
             pk = rot + k;
             /* verilator lint_on WIDTH */
             if (p_want[pk] && (!p_row_start[pk] || p_credit[pk]) && (has_mvu || !rd_taken[p_rbank[pk]])) begin
-                p_go[pk] = 1'b1;
-                if (!has_mvu) rd_taken[p_rbank[pk]] = 1'b1;
+                if (POOL != 0 && has_mvu) begin
+                    // the pooled engines: at most TILES ops this cycle over the ports, up to two a port
+                    if (budget > 0) begin
+                        p_go[pk] = 1'b1;
+                        if (p_two[pk] && budget > 1) begin
+                            p_n[2 * pk +: 2] = 2'd2;
+                            budget = budget - 2;
+                        end else begin
+                            p_n[2 * pk +: 2] = 2'd1;
+                            budget = budget - 1;
+                        end
+                    end
+                end else begin
+                    p_go[pk] = 1'b1;
+                    p_n[2 * pk +: 2] = 2'd1;
+                    if (!has_mvu) rd_taken[p_rbank[pk]] = 1'b1;
+                end
             end
         end
     end
@@ -271,15 +321,36 @@ module npu_compute #(
             wire first_j = (jflat == 32'd0);
             wire last_j = (cc == cc_n - 1) && (j1 == k1 - 1) && (j0 == k0 - 1);
             wire [35:0] row_idx = {i0, i1, rr};
+            // the row's next reduction step (a pooled port's second op this cycle) and the one after it
+            wire [35:0] step_b = step_next({j0, j1, cc}, k1, cc_n);
+            wire [35:0] step_c = step_next(step_b, k1, cc_n);
+            /* verilator lint_off UNUSEDSIGNAL */
+            wire signed [31:0] rd_addr_b = $signed({12'd0, rd_base}) + u32(i0) * rd_sn0 + u32(i1) * rd_sn1 +
+                                           u32(step_b[35:24]) * rd_sk0 + u32(step_b[23:12]) * rd_sk1 +
+                                           u32(step_b[11:0]);
+            wire [31:0] tile_index_b = tile_index + 32'd1;
+            /* verilator lint_on UNUSEDSIGNAL */
+            /* verilator lint_off UNUSEDSIGNAL */
+            wire [VW-1:0]        x_vec_b = vrf[rd_addr_b[VA-1:0]];
+            wire [TILE_BITS-1:0] tile_b = mrf[tile_index_b[$clog2(MRF_TILES)-1:0]];
+            /* verilator lint_on UNUSEDSIGNAL */
+            wire [2:0]           tile_mode_b = mrf_mode[tile_index_b[$clog2(MRF_TILES)-1:0]];
+            wire last_b = (step_b[11:0] == cc_n - 1) && (step_b[23:12] == k1 - 1) && (step_b[35:24] == k0 - 1);
+            wire two = p_n[2 * gp +: 2] == 2'd2;
+            assign p_two[gp] = !last_j;
             wire issue_mvu = p_go[gp] && has_mvu;
             wire read_now = p_go[gp] && !has_mvu;
             assign p_want[gp] = (state == S_RUN) && issuing && (!has_mvu || {{(32 - PH_W){1'b0}}, ph} < TP);
             assign p_row_start[gp] = first_j;
             assign p_rbank[gp] = bank_of(rd_addr[VA-1:0]);
             assign p_wbank[gp] = bank_of(write_address(row_idx));
-            assign p_tile_bad[gp] = issue_mvu && tile_mode != cmode;
+            assign p_tile_bad[gp] = issue_mvu && (tile_mode != cmode || (two && tile_mode_b != cmode));
 
             // ---- MVU: input conversion and the port's tile engines, one set per format mode ----------------
+            wire [32*N-1:0] fin_p, fin_p2;          // the block sums arriving this cycle (fin_p2: pooled, second op)
+            wire            fin_any, fin_two, fin_first, fin_last, eng_pending;
+            wire [35:0]     fin_idx;
+            if (POOL == 0) begin : own
             wire [TP-1:0]   mode_busy [0:MODES-1];
             wire [TP-1:0]   mode_fin [0:MODES-1];
             wire [32*N-1:0] mode_p [0:MODES*TP-1];
@@ -336,18 +407,62 @@ module npu_compute #(
             end
 
             // the engine finishing this cycle (at most one: they are a cycle apart)
-            reg [32*N-1:0] fin_p;
-            reg            fin_any, fin_first, fin_last;
-            reg [35:0]     fin_idx;
+            reg [32*N-1:0] f_p;
+            reg            f_any, f_first, f_last;
+            reg [35:0]     f_idx;
             integer fe;
             always @* begin
-                fin_p = {32*N{1'b0}};
-                fin_any = 1'b0; fin_first = 1'b0; fin_last = 1'b0; fin_idx = 36'd0;
+                f_p = {32*N{1'b0}};
+                f_any = 1'b0; f_first = 1'b0; f_last = 1'b0; f_idx = 36'd0;
                 for (fe = 0; fe < TP; fe = fe + 1)
                     if (eng_fin[fe]) begin
-                        fin_p = eng_p[fe];
-                        fin_any = 1'b1; fin_first = eng_first[fe]; fin_last = eng_last[fe]; fin_idx = eng_idx[fe];
+                        f_p = eng_p[fe];
+                        f_any = 1'b1; f_first = eng_first[fe]; f_last = eng_last[fe]; f_idx = eng_idx[fe];
                     end
+            end
+            assign fin_p = f_p;
+            assign fin_p2 = {32*N{1'b0}};
+            assign fin_any = f_any;
+            assign fin_two = 1'b0;
+            assign fin_first = f_first;
+            assign fin_last = f_last;
+            assign fin_idx = f_idx;
+            assign eng_pending = eng_busy != {TP{1'b0}};
+            integer q2;
+            always @(posedge clk)
+                for (q2 = 0; q2 < TP; q2 = q2 + 1)
+                    if (issue_mvu && {{(32 - PH_W){1'b0}}, ph} == q2) begin
+                        eng_first[q2] <= first_j;
+                        eng_last[q2] <= last_j;
+                        eng_idx[q2] <= row_idx;
+                    end
+            end else begin : pooled
+            // the op slots' operands go to the pool (below); its block sums come back a cycle later
+            reg         pv0, pv1, pfirst, plast;
+            reg [35:0]  pidx;
+            assign px[2 * gp] = x_vec;
+            assign px[2 * gp + 1] = x_vec_b;
+            assign ptl[2 * gp] = tile;
+            assign ptl[2 * gp + 1] = tile_b;
+            assign fin_p = pool_r[2 * gp];
+            assign fin_p2 = pool_r[2 * gp + 1];
+            assign fin_any = pv0;
+            assign fin_two = pv1;
+            assign fin_first = pfirst;
+            assign fin_last = plast;
+            assign fin_idx = pidx;
+            assign eng_pending = pv0;
+            always @(posedge clk) begin
+                pv0 <= issue_mvu;
+                pv1 <= issue_mvu && p_n[2 * gp +: 2] == 2'd2;
+                pfirst <= first_j;
+                plast <= (p_n[2 * gp +: 2] == 2'd2) ? last_b : last_j;
+                pidx <= row_idx;
+                if (rst) begin
+                    pv0 <= 1'b0;
+                    pv1 <= 1'b0;
+                end
+            end
             end
 
             // ---- combine: binary32 accumulation in reduction order, reductions without the MVU ------------
@@ -356,9 +471,11 @@ module npu_compute #(
             wire [VW-1:0] em_val;                   // the rounded row, entering stage 0 (valid with em_valid)
             for (g = 0; g < N; g = g + 1) begin : lane
                 npu_combine_lane #(.FMT(FMT)) combine (
-                    .clk(clk), .acc_en(has_mvu ? fin_any : read_now), .max_en(read_now), .row_en(row_valid),
+                    .clk(clk), .acc_en(has_mvu ? fin_any : read_now), .acc2_en(has_mvu && fin_two),
+                    .max_en(read_now), .row_en(row_valid),
                     .first(has_mvu ? fin_first : first_j), .use_p(has_mvu), .sel_acc(has_mvu || reduce == 2'd1),
                     .sel_max(reduce == 2'd2 && !first_j), .x(x_vec[EW * g +: EW]), .p(fin_p[32 * g +: 32]),
+                    .p2(fin_p2[32 * g +: 32]),
                     .z(em_val[EW * g +: EW]));
             end
 
@@ -421,7 +538,7 @@ module npu_compute #(
                 any_stage = 1'b0;
                 for (as = 0; as < STAGES; as = as + 1) any_stage = any_stage | sv[as];
             end
-            assign p_busy[gp] = issuing || eng_busy != {TP{1'b0}} || em_valid || any_stage;
+            assign p_busy[gp] = issuing || eng_pending || em_valid || any_stage;
 
             integer q;
             always @(posedge clk) begin
@@ -432,12 +549,6 @@ module npu_compute #(
                     sv[q] <= (q == 0) ? em_valid : sv[q - 1];
                     sidx[q] <= (q == 0) ? em_idx : sidx[q - 1];
                 end
-                for (q = 0; q < TP; q = q + 1)
-                    if (issue_mvu && {{(32 - PH_W){1'b0}}, ph} == q) begin
-                        eng_first[q] <= first_j;
-                        eng_last[q] <= last_j;
-                        eng_idx[q] <= row_idx;
-                    end
                 if (rst) begin
                     issuing <= 1'b0;
                     em_valid <= 1'b0;
@@ -448,7 +559,10 @@ module npu_compute #(
                     issuing <= !first_row[36];
                 end else if (p_go[gp]) begin
                     // advance the loops: reduction steps (j0, j1, cc), then this port's rows (WP apart)
-                    if (!last_j) begin
+                    if (two && !last_b) begin          // (pooled) two steps of the row
+                        jflat <= jflat + 2;
+                        {j0, j1, cc} <= step_c;
+                    end else if (!(two ? last_b : last_j)) begin
                         jflat <= jflat + 1;
                         if (cc != cc_n - 1) cc <= cc + 1;
                         else begin
@@ -466,6 +580,95 @@ module npu_compute #(
                     end
                 end
             end
+        end
+    endgenerate
+
+    // ---- the pooled tile engines (POOL) ---------------------------------------------------------------
+    // This cycle's granted ops, in round-robin port order (a port's first op before its second), take engines
+    // 0, 1, 2, ...; each engine remembers its op slot and hands its block sums back to it when it finishes
+    // (one cycle later at N/LANES = 1).
+    generate
+        if (POOL != 0) begin : pool
+            reg [TILES-1:0] e_issue;
+            reg [OS_W-1:0]  e_sel [0:TILES-1];
+            reg [OS_W-1:0]  e_tag [0:TILES-1];
+            reg [OS_W-1:0]  os;
+            reg [WP_B-1:0]  pk2;
+            integer pa, ps, pe, cnt;
+            always @* begin
+                e_issue = {TILES{1'b0}};
+                os = {OS_W{1'b0}};
+                pk2 = {WP_B{1'b0}};
+                for (pe = 0; pe < TILES; pe = pe + 1) e_sel[pe] = {OS_W{1'b0}};
+                cnt = 0;
+                for (pa = 0; pa < WP; pa = pa + 1) begin
+                    /* verilator lint_off WIDTH */
+                    pk2 = rot + pa;
+                    /* verilator lint_on WIDTH */
+                    for (ps = 0; ps < 2; ps = ps + 1)
+                        if (has_mvu && p_go[pk2] && ps < {30'd0, p_n[2 * pk2 +: 2]}) begin
+                            /* verilator lint_off WIDTH */
+                            os = 2 * pk2 + ps;
+                            /* verilator lint_on WIDTH */
+                            for (pe = 0; pe < TILES; pe = pe + 1)
+                                if (pe == cnt) begin
+                                    e_issue[pe] = 1'b1;
+                                    e_sel[pe] = os;
+                                end
+                            cnt = cnt + 1;
+                        end
+                end
+            end
+            wire [TILES-1:0] mode_fin [0:MODES-1];
+            wire [32*N-1:0]  mode_p [0:MODES*TILES-1];
+            for (gm = 0; gm < MODES; gm = gm + 1) begin : mode
+                localparam integer KIND = mode_field(MODE_KIND, gm);
+                localparam integer E_BITS = mode_field(MODE_E_BITS, gm);
+                localparam integer M_BITS = mode_field(MODE_M_BITS, gm);
+                localparam integer F_BITS = mode_field(MODE_F_BITS, gm);
+                localparam integer EXP_BITS = mode_field(MODE_EXP_BITS, gm);
+                localparam integer EXP_BIAS = mode_field(MODE_EXP_BIAS, gm);
+                localparam integer ELEM_SPECIAL = mode_field(MODE_ELEM_SPECIAL, gm);
+                localparam integer SCALE_BITS = mode_field(MODE_SCALE_BITS, gm);
+                localparam integer SCALE_BIAS = mode_field(MODE_SCALE_BIAS, gm);
+                localparam integer EMAX = mode_field(MODE_EMAX, gm);
+                localparam integer TB = 8 * (N + N * N * E_BITS / 8);     // this mode's packed tile
+                wire [TILES-1:0] fin_m;
+                assign mode_fin[gm] = fin_m;
+                for (ge = 0; ge < TILES; ge = ge + 1) begin : engine
+                    wire [N*E_BITS-1:0]   x_codes;
+                    wire [SCALE_BITS-1:0] x_scale;
+                    /* verilator lint_off UNUSEDSIGNAL */
+                    wire [TILE_BITS-1:0]  tile = ptl[e_sel[ge]];
+                    wire                  busy_e;
+                    /* verilator lint_on UNUSEDSIGNAL */
+                    npu_block_quantize #(.B(N), .FMT(FMT), .KIND(KIND), .E_BITS(E_BITS), .M_BITS(M_BITS),
+                                         .F_BITS(F_BITS), .EXP_BITS(EXP_BITS), .EXP_BIAS(EXP_BIAS),
+                                         .ELEM_SPECIAL(ELEM_SPECIAL), .SCALE_BITS(SCALE_BITS),
+                                         .SCALE_BIAS(SCALE_BIAS), .EMAX(EMAX))
+                        quantize (.x(px[e_sel[ge]]), .codes(x_codes), .scale(x_scale));
+                    npu_tile_engine #(.N(N), .L(LANES), .KIND(KIND), .E_BITS(E_BITS), .M_BITS(M_BITS), .F_BITS(F_BITS),
+                                      .EXP_BITS(EXP_BITS), .ELEM_SPECIAL(ELEM_SPECIAL), .SCALE_BITS(SCALE_BITS),
+                                      .SCALE_BIAS(SCALE_BIAS), .TILE_BITS(TB)) te (
+                        .clk(clk), .rst(rst), .issue(e_issue[ge] && {29'd0, cmode} == gm),
+                        .x_codes(x_codes), .x_scale(x_scale), .tile(tile[TB-1:0]),
+                        .busy(busy_e), .finishing(fin_m[ge]), .p(mode_p[gm * TILES + ge]));
+                end
+            end
+
+            integer pt, pq, pm, po;
+            always @(posedge clk)
+                for (pt = 0; pt < TILES; pt = pt + 1)
+                    if (e_issue[pt]) e_tag[pt] <= e_sel[pt];
+            always @* begin
+                for (po = 0; po < 2 * WP; po = po + 1) pool_r[po] = {32*N{1'b0}};
+                for (pq = 0; pq < TILES; pq = pq + 1)
+                    for (pm = 0; pm < MODES; pm = pm + 1)
+                        if (mode_fin[pm][pq]) pool_r[e_tag[pq]] = mode_p[pm * TILES + pq];
+            end
+        end else begin : no_pool
+            integer po;
+            always @* for (po = 0; po < 2 * WP; po = po + 1) pool_r[po] = {32*N{1'b0}};
         end
     endgenerate
 
