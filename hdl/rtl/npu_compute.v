@@ -14,6 +14,9 @@
 // With WP write ports the datapath from issue to write is there WP times ("ports"): the rows of a chain
 // go round-robin to the ports, each with TILES/WP tile engines, and the vector memory has WP banks
 // (bank = address mod WP) that take one row a cycle each, through per-port write queues (below).
+// When TILES is not a multiple of WP or exceeds WP x N/LANES (at N/LANES = 1 only, TILES <= 2 WP), the
+// TILES engines are pooled across the ports: a port issues up to two tile ops of its row a cycle and its
+// combine adds both block sums in order (POOL, below).
 // The next chain starts when the pipeline has drained.  Instructions of the other streams are skipped
 // (the loads and stores are the DMA engines').  Back doors load and read both register files.
 module npu_compute #(
