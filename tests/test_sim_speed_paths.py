@@ -355,6 +355,30 @@ def test_e4m3_weight_planes_cover_every_code():
     assert np.abs(w1).max() < 2 ** (fused.E0W + 12)
 
 
+def test_plane1_chunks_hold_every_plane1_weight_once():
+    """The plane-1 weights' K-step chunks, laid back out by their (group, panel, block, column group) and
+    K-step, give back every plane-1 weight, and each chunk holds some."""
+    rng = np.random.default_rng(31)
+    r, nb, n = 3, 5, 80                                       # 80 columns: panels of 4 and 1 column groups
+    w1 = np.where(rng.random((r, nb, 32, n)) < 0.004, rng.integers(-63, 64, (r, nb, 32, n)), 0).astype(np.int32)
+    w1[1, 2, 31, 79] = 5                                      # the last element of the last column
+    steps = np.full(nb, 16, np.int64)
+    nvs = fused.panel_widths(n)
+    chunks, ksteps, off = fused._plane1_chunks(w1, nvs, steps)
+    back = np.zeros_like(w1)
+    c0 = 0
+    for p, nv in enumerate(nvs):
+        for g, b, v in np.argwhere(off[:, p] != 0):
+            first, count = off[g, p, b, v] >> fused.CHUNK_COUNT_BITS, off[g, p, b, v] & 31
+            for q in range(first, first + count):
+                pairs = chunks[32 * q: 32 * q + 32].reshape(16, 2)            # per column, the step's two elements
+                assert pairs.any()
+                cols = slice(c0 + 16 * v, c0 + 16 * v + 16)
+                back[g, b, 2 * ksteps[q]: 2 * ksteps[q] + 2, cols] = pairs.T[:, :n - cols.start]
+        c0 += 16 * int(nv)
+    assert np.array_equal(back, w1) and np.count_nonzero(w1) > 100
+
+
 @needs_vnni
 @pytest.mark.parametrize("name, precision", [("resnet_small", "ms-fp9"), ("resnet_small", "mxfp8"),
                                              ("densenet_small", "mxfp8")])

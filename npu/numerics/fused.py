@@ -77,6 +77,7 @@ _I8, _I32, _I64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
 _F32, _F64 = ir.FloatType(), ir.DoubleType()
 _V16I, _V16F = ir.VectorType(_I32, 16), ir.VectorType(_F32, 16)
 _V8D = ir.VectorType(_F64, 8)
+_V8Q = ir.VectorType(_I64, 8)
 
 
 def _data(context, builder, arrty, arr):
@@ -230,16 +231,21 @@ def _e4m3_kernel(nv: int, w_to_d: float):
     pairs, ``w0`` the byte offset of block 0; ``steps``; ``ws`` (binary32, 16*nv per block from
     ``c0``); ``acc``, ``o0``, ``ldo``; the plane-1 weights: ``w1vec[v0 + b]`` bits ``2v`` and
     ``2v + 1`` for the 8-column halves of 16-column group ``v`` holding some, ``w1start[s0 + b] ..
-    w1start[s0 + b + 1]`` their entries: ``w1j`` (element), ``w1c`` (column), ``w1v`` (value in
-    quanta 2**-9, binary64).
+    w1start[s0 + b + 1]`` their entries, group by group: ``w1j`` (element), ``w1c`` (column), ``w1v`` (value in
+    quanta 2**-9, binary64); and the same weights by K-step chunks (:func:`_plane1_chunks`): ``w1p``
+    (int16), ``w1s`` (each chunk's K-step), ``w1off[v0 * NV_MAX + b * NV_MAX + v]`` (first chunk and count).
 
-    Block sum in plane-0 units ``D = sum X0 * W0`` (vpdpwssd, below 2**31).  A 16-column group with
-    plane-1 weights, and a row with plane-1 activations, adds the corrections (plane-1 activations
-    times plane-0 weights, every activation times plane-1 weights; multiples of 2**-10 units below
-    2**41, exact in binary64) to ``D`` in binary64, multiplies by ``xs * ws`` and rounds once; the
-    others take ``fl32(D) * (xs * ws)``, fused into the accumulator (the product is an exact
-    power-of-two scaling, so a lane without corrections gets the same bits either way).  The branches
-    per group repeat the same pattern on every tile (plane-1 weights are static), so they predict well.
+    Block sum in plane-0 units ``D0 = sum X0 * W0`` (vpdpwssd, below 2**31).  In a block where no
+    row of the tile has plane-1 activations, a 16-column group with plane-1 weights adds their sums
+    ``D1 = sum X0 * W1`` (vpdpwssd over the chunks' K-steps only; quanta 2**-9, so ``D = D0 + D1 / 8``
+    exactly) and takes ``fl32(8 * D0 + D1)`` (an exact int64, rounded once) times ``xs * ws / 8``.
+    Otherwise a group with plane-1 weights, and a row with plane-1 activations, adds the corrections
+    (plane-1 activations times plane-0 weights, every activation times plane-1 weights, entry by entry;
+    multiples of 2**-10 units below 2**41, exact in binary64) to ``D0`` in binary64, multiplies by
+    ``xs * ws`` and rounds once.  The others take ``fl32(D0) * (xs * ws)``, fused into the
+    accumulator (the products are exact power-of-two scalings, so a lane without corrections gets the
+    same bits either way).  The branches per group repeat the same pattern on every tile (plane-1
+    weights are static), so they predict well.
     """
     mr = MICRO_ROWS
     width = 16 * nv
@@ -247,7 +253,7 @@ def _e4m3_kernel(nv: int, w_to_d: float):
     def codegen(context, builder, signature, args):
         T = signature.args
         (x0, x1, aoff, t0, xs, xbits, xf, rmask, r0, nb, wp, w0, steps, ws, c0, acc, o0, ldo,
-         w1vec, v0, w1start, s0, w1j, w1c, w1v) = args
+         w1vec, v0, w1start, s0, w1j, w1c, w1v, w1p, w1s, w1off) = args
         c = lambda v: ir.Constant(_I64, v)                                     # noqa: E731
         i8p = _I8.as_pointer()
         px0 = builder.bitcast(_data(context, builder, T[0], x0), i8p)
@@ -266,6 +272,9 @@ def _e4m3_kernel(nv: int, w_to_d: float):
         pw1j = _data(context, builder, T[22], w1j)
         pw1c = _data(context, builder, T[23], w1c)
         pw1v = _data(context, builder, T[24], w1v)
+        pw1p = builder.bitcast(_data(context, builder, T[25], w1p), i8p)
+        pw1s = _data(context, builder, T[26], w1s)
+        pw1off = builder.gep(_data(context, builder, T[27], w1off), [builder.mul(v0, ir.Constant(_I64, NV_MAX))])
         dp = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V16I, [_V16I, _V16I, _V16I]),
                                             "llvm.x86.avx512.vpdpwssd.512")
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V16F, [_V16F, _V16F, _V16F]),
@@ -284,6 +293,8 @@ def _e4m3_kernel(nv: int, w_to_d: float):
         lo_mask = ir.Constant(ir.VectorType(_I32, 8), list(range(8)))
         hi_mask = ir.Constant(ir.VectorType(_I32, 8), list(range(8, 16)))
         cat_mask = ir.Constant(ir.VectorType(_I32, 16), list(range(16)))
+        three_q = ir.Constant(_V8Q, [3] * 8)
+        eighth_f = ir.Constant(_V16F, [0.125] * 16)
 
         def splat(val, undef, mask):
             return builder.shuffle_vector(builder.insert_element(undef, val, lane0), undef, mask)
@@ -456,7 +467,54 @@ def _e4m3_kernel(nv: int, w_to_d: float):
                 return builder.shuffle_vector(exact_half(k, lo_mask, plo), exact_half(k, hi_mask, phi_), cat_mask)
             return exact() if always else choose(rb, exact, plain[k])
 
+        def plane1_sums(v):
+            """Per row, the int32 sums of plane-0 activations times group v's plane-1 weights: vpdpwssd over
+            the K-steps of the block that hold some (the group's chunks, a K-step each)."""
+            code = builder.load(builder.gep(pw1off, [builder.add(builder.mul(b, c(NV_MAX)), c(v))]))
+            first = builder.ashr(code, c(CHUNK_COUNT_BITS))
+            count = builder.and_(code, c((1 << CHUNK_COUNT_BITS) - 1))
+            entry_bb = builder.block
+            head = builder.append_basic_block(f"g{v}_p1_head")
+            body = builder.append_basic_block(f"g{v}_p1_body")
+            out = builder.append_basic_block(f"g{v}_p1_done")
+            builder.branch(head)
+            builder.position_at_end(head)
+            t = builder.phi(_I64)
+            t.add_incoming(c(0), entry_bb)
+            sums = []
+            for i in range(mr):
+                ph = builder.phi(_V16I)
+                ph.add_incoming(zero_i, entry_bb)
+                sums.append(ph)
+            builder.cbranch(builder.icmp_signed("<", t, count), body, out)
+            builder.position_at_end(body)
+            q = builder.add(first, t)
+            step = builder.load(builder.gep(pw1s, [q]))
+            w1v_ = builder.load(vptr(pw1p, builder.mul(q, c(64)), _V16I), align=1)
+            for i in range(mr):
+                av = splat(builder.load(vptr(rows[i], builder.mul(step, c(4)), _I32), align=1), undef_i, splat16)
+                sums[i].add_incoming(builder.call(dp, [sums[i], av, w1v_]), body)
+            t.add_incoming(builder.add(t, c(1)), body)
+            builder.branch(head)
+            builder.position_at_end(out)
+            return sums
+
+        def plane1_rows(v, d1):
+            """Group v's new accumulators: ``fl32(8 * D0 + D1)`` (exact int64, rounded once) times the scales / 8."""
+            res = []
+            for i in range(mr):
+                k = i * nv + v
+                halves = []
+                for hmask in (lo_mask, hi_mask):
+                    d0 = builder.sext(builder.shuffle_vector(iacc[k], undef_i, hmask), _V8Q)
+                    d1h = builder.sext(builder.shuffle_vector(d1[i], undef_i, hmask), _V8Q)
+                    halves.append(builder.sitofp(builder.add(builder.shl(d0, three_q), d1h), ir.VectorType(_F32, 8)))
+                d8 = builder.shuffle_vector(halves[0], halves[1], cat_mask)
+                res.append(builder.call(fma, [d8, builder.fmul(scales[k], eighth_f), facc[k]]))
+            return res
+
         mixed = [None] * (mr * nv)
+        cursor = e_lo                  # the block's entries run group by group: group v's from here
         for v in range(nv):
             bits2 = builder.and_(builder.lshr(vecm, c(2 * v)), c(3))       # halves of group v with plane-1 weights
             w1_bb = builder.append_basic_block(f"g{v}_w1")
@@ -464,27 +522,35 @@ def _e4m3_kernel(nv: int, w_to_d: float):
             rows_bb = builder.append_basic_block(f"g{v}_rows")
             vjoin = builder.append_basic_block(f"g{v}_join")
             builder.cbranch(builder.icmp_signed("!=", bits2, c(0)), w1_bb, now1_bb)
-            # -- group with plane-1 weights: every row's corrections into the stack buffer, then the rows
+            # -- group with plane-1 weights and no row with plane-1 activations: the plane-1 weights' block
+            # sums D1 (int32, quanta 2**-9) by vpdpwssd, then fl32(8 * D0 + D1) times the scales / 8
             builder.position_at_end(w1_bb)
+            fast_bb = builder.append_basic_block(f"g{v}_w1_fast")
+            slow_bb = builder.append_basic_block(f"g{v}_w1_slow")
+            w1_join = builder.append_basic_block(f"g{v}_w1_join")
+            builder.cbranch(builder.icmp_signed("==", rowm, c(0)), fast_bb, slow_bb)
+            builder.position_at_end(fast_bb)
+            fast_res = plane1_rows(v, plane1_sums(v))
+            fast_end = builder.block
+            builder.branch(w1_join)
+            # -- otherwise every row's corrections, entry by entry, into the stack buffer, then the rows
+            builder.position_at_end(slow_bb)
             for q in range(0, mr * 16, 8):
                 builder.store(zero_d, vptr(cbase, c(q), _V8D), align=8)
             eh = builder.append_basic_block(f"g{v}_e_head")
             ebody = builder.append_basic_block(f"g{v}_e_body")
-            ehit = builder.append_basic_block(f"g{v}_e_hit")
             edone = builder.append_basic_block(f"g{v}_e_done")
             before = builder.block
             builder.branch(eh)
             builder.position_at_end(eh)
             e = builder.phi(_I64)
-            e.add_incoming(e_lo, before)
-            builder.cbranch(builder.icmp_signed("<", e, e_hi), ebody, edone)
+            e.add_incoming(cursor, before)
+            ein = builder.icmp_signed("<", e, e_hi)
+            col = builder.load(builder.gep(pw1c, [builder.select(ein, e, c(0))]))
+            mine = builder.and_(ein, builder.icmp_signed("==", builder.lshr(col, c(4)), c(v)))
+            builder.cbranch(mine, ebody, edone)
             builder.position_at_end(ebody)
-            col = builder.load(builder.gep(pw1c, [e]))
-            enext = builder.add(e, c(1))
-            e.add_incoming(enext, ebody)
-            e.add_incoming(enext, ehit)
-            builder.cbranch(builder.icmp_signed("==", builder.lshr(col, c(4)), c(v)), ehit, eh)
-            builder.position_at_end(ehit)
+            e.add_incoming(builder.add(e, c(1)), ebody)
             je = builder.mul(builder.load(builder.gep(pw1j, [e])), c(2))
             wval = builder.fmul(builder.load(builder.gep(pw1v, [e])), ir.Constant(_F64, w_to_d))
             lane = builder.and_(col, c(15))
@@ -501,6 +567,19 @@ def _e4m3_kernel(nv: int, w_to_d: float):
                 clo = builder.load(vptr(cbase, c(16 * i), _V8D), align=8)
                 chi = builder.load(vptr(cbase, c(16 * i + 8), _V8D), align=8)
                 w1_res.append(row_result(i, v, clo, chi, True))
+            slow_end = builder.block
+            builder.branch(w1_join)
+            builder.position_at_end(w1_join)
+            joined = []
+            for i in range(mr):
+                p = builder.phi(_V16F)
+                p.add_incoming(fast_res[i], fast_end)
+                p.add_incoming(w1_res[i], slow_end)
+                joined.append(p)
+            w1_res = joined
+            cur = builder.phi(_I64)
+            cur.add_incoming(cursor, fast_end)
+            cur.add_incoming(e, slow_end)
             w1_end = builder.block
             builder.branch(vjoin)
             # -- no plane-1 weights here: rows with plane-1 activations take the exact term
@@ -511,6 +590,11 @@ def _e4m3_kernel(nv: int, w_to_d: float):
             rows_end = builder.block
             builder.branch(vjoin)
             builder.position_at_end(vjoin)
+            nxt = builder.phi(_I64)
+            nxt.add_incoming(cur, w1_end)
+            nxt.add_incoming(cursor, now1_bb)
+            nxt.add_incoming(cursor, rows_end)
+            cursor = nxt
             for i in range(mr):
                 k = i * nv + v
                 p = builder.phi(_V16F)
@@ -544,10 +628,10 @@ def _e4m3_kernel(nv: int, w_to_d: float):
 
     @intrinsic
     def tile(typingctx, x0, x1, aoff, t0, xs, xbits, xf, rmask, r0, nb, wp, w0, steps, ws, c0, acc, o0, ldo,
-             w1vec, v0, w1start, s0, w1j, w1c, w1v):
+             w1vec, v0, w1start, s0, w1j, w1c, w1v, w1p, w1s, w1off):
         i64 = types.int64
         sig = types.void(x0, x1, aoff, i64, xs, xbits, xf, rmask, i64, i64, wp, i64, steps, ws, i64, acc, i64, i64,
-                         w1vec, i64, w1start, i64, w1j, w1c, w1v)
+                         w1vec, i64, w1start, i64, w1j, w1c, w1v, w1p, w1s, w1off)
         return sig, codegen
     return tile
 
@@ -1032,9 +1116,10 @@ def e4m3_weight_planes(w: np.ndarray):
 
 class Plane1Weights:
     """A chain's plane-1 weights as lists per (group, panel, block): ``start[g, p, b] .. start[g, p, b + 1]``
-    index ``j`` (element in the block), ``c`` (column in the panel) and ``v`` (integer, quanta 2**-9)."""
+    index ``j`` (element in the block), ``c`` (column in the panel) and ``v`` (integer, quanta 2**-9),
+    ordered by the column's 16-column group."""
 
-    def __init__(self, w1: np.ndarray, nvs: np.ndarray):
+    def __init__(self, w1: np.ndarray, nvs: np.ndarray, steps: np.ndarray):
         r, nb, kb, n = w1.shape
         npan = nvs.size
         start = np.zeros((r, npan, nb + 1), np.int64)
@@ -1046,6 +1131,8 @@ class Plane1Weights:
                 width = 16 * int(nv)
                 part = w1[g, :, :, c0:c0 + width]                        # (nb, kb, width)
                 b_idx, j_idx, c_idx = np.nonzero(part)
+                order = np.lexsort((c_idx // 16, b_idx))            # per block, 16-column group by group
+                b_idx, j_idx, c_idx = b_idx[order], j_idx[order], c_idx[order]
                 per_block = np.bincount(b_idx, minlength=nb)
                 start[g, p, 0] = count
                 start[g, p, 1:] = count + np.cumsum(per_block)
@@ -1064,10 +1151,42 @@ class Plane1Weights:
         owner = np.repeat(np.arange(r * npan * nb), np.diff(np.append(start[:, :, :-1].reshape(-1), count)))
         np.bitwise_or.at(self.vec, owner, np.left_shift(1, self.c // 8))
         self.vec = self.vec.reshape(r, npan, nb)
+        self.p, self.s, self.off = _plane1_chunks(w1, nvs, steps)
 
     @property
     def nbytes(self) -> int:
-        return self.start.nbytes + self.j.nbytes + self.c.nbytes + self.v.nbytes + self.vec.nbytes
+        return sum(a.nbytes for a in (self.start, self.j, self.c, self.v, self.vec, self.p, self.s, self.off))
+
+
+def _plane1_chunks(w1: np.ndarray, nvs: np.ndarray, steps: np.ndarray):
+    """The plane-1 weights by K-step chunks: for every (group, panel, block, 16-column group), each K-step
+    holding some as 32 int16 laid out as the plane-0 panel's (the 16 columns' element pairs).  Returns
+    (the chunks, int16 (chunks * 32,); each chunk's K-step (chunks,); ``off[g, p, b, v]`` = first chunk
+    ``<< CHUNK_COUNT_BITS`` | chunk count, 0 where there is none)."""
+    r, nb, kb, n = w1.shape
+    off = np.zeros((r, nvs.size, nb, NV_MAX), np.int64)
+    chunks, ksteps, pos, c0 = [], [], 0, 0
+    for p, nv in enumerate(nvs):
+        width = 16 * int(nv)
+        part = np.zeros((r, nb, 2 * ((kb + 1) // 2), width), np.int16)
+        live = w1[:, :, :, c0:c0 + width]
+        part[:, :, :kb, :live.shape[3]] = live
+        pairs = part.reshape(r, nb, -1, 2, int(nv), 16)                     # (r, nb, step, pair, v, col)
+        held = pairs.any(axis=(3, 5))                                        # (r, nb, step, v)
+        g, b, v, t = np.nonzero(held.transpose(0, 1, 3, 2))                 # by (g, b, v), then K-step
+        chunks.append(pairs[g, b, t, :, v, :].transpose(0, 2, 1).reshape(-1))
+        ksteps.append(t)
+        owner = (g * nb + b) * NV_MAX + v
+        firsts, counts = np.unique(owner, return_index=True, return_counts=True)[1:]
+        off[g[firsts], p, b[firsts], v[firsts]] = ((pos + firsts) << CHUNK_COUNT_BITS) | counts
+        pos += t.size
+        c0 += width
+    flat = np.concatenate(chunks + [np.zeros(32, np.int16)])        # 64 spare bytes: never read past the end
+    return flat, np.concatenate(ksteps + [np.zeros(1, np.int64)]).astype(np.int64), off
+
+
+#: Bits of a plane-1 chunk reference holding the count of its K-steps (at most MX_BLOCK / 2).
+CHUNK_COUNT_BITS = 5
 
 
 #: Plane-1 weight quanta (2**-9) in plane-0 weight units.
@@ -1080,19 +1199,19 @@ e4m3_tile_4 = _e4m3_kernel(4, W_TO_D)
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _tile_e4m3(nv, x0, x1, aoff, t0, xs, xbits, xf, rmask, r0, nb, wp, w0, steps, ws, c0, acc, o0, ldo, w1vec, v0,
-               w1start, s0, w1j, w1c, w1v):
+               w1start, s0, w1j, w1c, w1v, w1p, w1s, w1off):
     if nv == 4:
         e4m3_tile_4(x0, x1, aoff, t0, xs, xbits, xf, rmask, r0, nb, wp, w0, steps, ws, c0, acc, o0, ldo, w1vec,
-                    v0, w1start, s0, w1j, w1c, w1v)
+                    v0, w1start, s0, w1j, w1c, w1v, w1p, w1s, w1off)
     elif nv == 3:
         e4m3_tile_3(x0, x1, aoff, t0, xs, xbits, xf, rmask, r0, nb, wp, w0, steps, ws, c0, acc, o0, ldo, w1vec,
-                    v0, w1start, s0, w1j, w1c, w1v)
+                    v0, w1start, s0, w1j, w1c, w1v, w1p, w1s, w1off)
     elif nv == 2:
         e4m3_tile_2(x0, x1, aoff, t0, xs, xbits, xf, rmask, r0, nb, wp, w0, steps, ws, c0, acc, o0, ldo, w1vec,
-                    v0, w1start, s0, w1j, w1c, w1v)
+                    v0, w1start, s0, w1j, w1c, w1v, w1p, w1s, w1off)
     else:
         e4m3_tile_1(x0, x1, aoff, t0, xs, xbits, xf, rmask, r0, nb, wp, w0, steps, ws, c0, acc, o0, ldo, w1vec,
-                    v0, w1start, s0, w1j, w1c, w1v)
+                    v0, w1start, s0, w1j, w1c, w1v, w1p, w1s, w1off)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -1130,15 +1249,16 @@ def _row_tables_e4m3(aidx, blocks, sub, xscale, vnan, xflags, xunit, kmask, m0, 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def chain_e4m3(x0, x1, xflags, xunit, row_elems, xscale, aidx, sub, blocks, wp, pan_w0, pan_c0, pan_nv, steps, cw,
-               ws, colnan, w1_start, w1_j, w1_c, w1_v, w1_vec, fmt, ops, sources, scalars, operand_addr, vmem, tables, out,
-               wrows, threads):
+               ws, colnan, w1_start, w1_j, w1_c, w1_v, w1_vec, w1_p, w1_s, w1_off, fmt, ops, sources, scalars,
+               operand_addr, vmem, tables, out, wrows, threads):
     """One batch of an MVU chain on E4M3 planes (see above): ``out[m * r + g]`` = MFU-format bits.
 
     ``x0``, ``x1`` (V * row_elems,) int16 activation planes, ``xflags`` (V, sub) a bit per plane-1
     element of each block, ``xunit`` (V, sub) the plane-1 quantum in the block's plane-0 units,
     ``xscale`` (V, sub) block scales times the block's plane-0 unit; the weights a :class:`PackedWeights` of
     the plane-0 integers (int16 pairs ``wp``) and a :class:`Plane1Weights`' lists
-    (``w1_start`` (r, npan, nb + 1), ``w1_vec`` (r, npan, nb)).  ``cw`` is unused (no zero point).  The weights
+    (``w1_start`` (r, npan, nb + 1), ``w1_vec`` (r, npan, nb)) and K-step chunks (``w1_p``, ``w1_s``,
+    ``w1_off``).  ``cw`` is unused (no zero point).  The weights
     cover the ``nb`` blocks ``blocks`` (indices ``kk * sub + s``) of the ``k * sub``: the others have no
     non-zero weight, so their terms are +0 (or NaN with a NaN scale, which ``colnan`` and the rows' NaN
     scales carry).
@@ -1152,6 +1272,7 @@ def chain_e4m3(x0, x1, xflags, xunit, row_elems, xscale, aidx, sub, blocks, wp, 
         live += 16 * pan_nv[p]
     w1s = w1_start.reshape(-1)
     w1v_ = w1_vec.reshape(-1)
+    w1o = w1_off.reshape(-1)
     tasks_m, per_task = row_tasks(m_rows, r, threads)
     blk_bytes = 2 * MX_BLOCK
     kmask = np.empty(nb, np.uint32)                   # per block: the flag bits of the elements within its K-steps
@@ -1182,7 +1303,7 @@ def chain_e4m3(x0, x1, xflags, xunit, row_elems, xscale, aidx, sub, blocks, wp, 
             for t in range(ntile):
                 _tile_e4m3(nv, x0, x1, aoff, t * MR * nb, xs, xbits, xf, rmask, t * nb, nb, wp, pan_w0[g, p], steps,
                            ws, pan_c0[g, p], acc, t * MR * n + col, n, w1v_, (g * npan + p) * nb, w1s,
-                           (g * npan + p) * (nb + 1), w1_j, w1_c, w1_v)
+                           (g * npan + p) * (nb + 1), w1_j, w1_c, w1_v, w1_p, w1_s, w1o)
             col += 16 * nv
         v = np.empty(n, np.float32)
         tt = np.empty(n, np.float32)

@@ -717,8 +717,8 @@ class Machine:
             w1 = packed.extra
             fused.chain_e4m3(x0.reshape(-1), x1.reshape(-1), xflags, xunit, n, xscale, aidx, sub, w1.blocks,
                              packed.wp, packed.pan_w0, packed.pan_c0, packed.pan_nv, packed.steps, packed.cw,
-                             packed.ws, packed.colnan, w1.start, w1.j, w1.c, w1.v, w1.vec, *mfu, operand_addr,
-                             self._vmem_load, tables, out, wrows, numba.get_num_threads())
+                             packed.ws, packed.colnan, w1.start, w1.j, w1.c, w1.v, w1.vec, w1.p, w1.s, w1.off,
+                             *mfu, operand_addr, self._vmem_load, tables, out, wrows, numba.get_num_threads())
         return True
 
     def _quantised_rows(self, raddr: np.ndarray, xfmt, offset, wmax: int = 0, rows=None):
@@ -782,7 +782,7 @@ class Machine:
             packed = fused.pack_weights(w0[:, live], (ws * fold(mode))[:, live], steps[live], 2, 0, np.int16,
                                         live_out=int(cols[-1]) + 1 if cols.size else 0)
             packed.colnan = np.isnan(ws).any(axis=1)              # a NaN scale of any block, with weights or not
-            packed.extra = fused.Plane1Weights(w1[:, live], packed.pan_nv)
+            packed.extra = fused.Plane1Weights(w1[:, live], packed.pan_nv, packed.steps)
             packed.extra.wmax = int(np.abs(w0.astype(np.int32)).max(initial=0))
             packed.extra.blocks = live.astype(np.int64)
         if owner is not None:
