@@ -196,6 +196,31 @@ def test_e4m3_blocks_without_weights(monkeypatch):
 
 
 @needs_vnni
+def test_e4m3_plane1_activations_times_plane1_weights(monkeypatch):
+    """Terms made of plane-1 activations times plane-1 weights alone (every other product zero): the smallest
+    block sums there are, which must still be exact (not flushed to zero)."""
+    cfg = sp.config("bw-s10", weight="mxfp8_e4m3", act="mxfp8_e4m3", mfu_format="bf16")
+    n = cfg.native_dim
+    rng = np.random.default_rng(41)
+    batch = 8
+    x = np.zeros((batch, n), np.float32)
+    x[:, 0] = 256.0                                    # the block's largest: plane-0 unit 2**-6 or coarser
+    x[:, 1] = 2.0 ** -8 * rng.choice([-3.0, -1.0, 1.0, 2.0], batch)     # plane 1: not multiples of 2**-6
+    x[::2, 5] = 2.0 ** -7
+    w = np.zeros((n, n), np.float32)
+    w[:, 2] = 1.0                                      # the weight blocks' largest (256 after their scale 2**8)
+    w[:, 1] = 2.0 ** -15 * rng.choice([-1.0, 1.0, 3.0], n)               # plane 1 after the scale
+    w[::3, 5] = -3 * 2.0 ** -16
+    kernel = sp.gemv(cfg, rng, batch=batch, rows=1, x=x.astype(ml_dtypes.bfloat16), w=w)
+    fast, slow = _run_both(monkeypatch, kernel)
+    _assert_bits(fast, slow)
+    _assert_bits(fast, _contract(cfg, kernel.inputs["x"], w).reshape(fast.shape))
+    exact = x.astype(np.float64) @ w.astype(np.float64).T          # a few products of 2**-23: exact in bf16
+    assert np.array_equal(fast.astype(np.float64).reshape(exact.shape), exact)
+    assert np.count_nonzero(exact) > exact.size // 2
+
+
+@needs_vnni
 def test_e4m3_nan_weight_codes(monkeypatch):
     """E4M3 weight codes 0x7F / 0xFF (NaN) under finite scales: their blocks' sums are NaN."""
     cfg = sp.config("tiny", weight="mxfp8_e4m3", act="mxfp8_e4m3", mfu_format="fp16")

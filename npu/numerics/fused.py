@@ -37,6 +37,7 @@ product is NaN.
 """
 from __future__ import annotations
 
+import math
 import os
 
 import numba
@@ -230,22 +231,21 @@ def _e4m3_kernel(nv: int, w_to_d: float):
     block ``b`` has plane-1 activations within its K-steps; ``wp`` the plane-0 weights as int16
     pairs, ``w0`` the byte offset of block 0; ``steps``; ``ws`` (binary32, 16*nv per block from
     ``c0``); ``acc``, ``o0``, ``ldo``; the plane-1 weights: ``w1vec[v0 + b]`` bits ``2v`` and
-    ``2v + 1`` for the 8-column halves of 16-column group ``v`` holding some, ``w1start[s0 + b] ..
-    w1start[s0 + b + 1]`` their entries, group by group: ``w1j`` (element), ``w1c`` (column), ``w1v`` (value in
-    quanta 2**-9, binary64); and the same weights by K-step chunks (:func:`_plane1_chunks`): ``w1p``
-    (int16), ``w1s`` (each chunk's K-step), ``w1off[v0 * NV_MAX + b * NV_MAX + v]`` (first chunk and count).
+    ``2v + 1`` for the 8-column halves of 16-column group ``v`` holding some, and the weights by
+    K-step chunks (:func:`_plane1_chunks`): ``w1p`` (int16), ``w1s`` (each chunk's K-step),
+    ``w1off[v0 * NV_MAX + b * NV_MAX + v]`` (first chunk and count).
 
-    Block sum in plane-0 units ``D0 = sum X0 * W0`` (vpdpwssd, below 2**31).  In a block where no
-    row of the tile has plane-1 activations, a 16-column group with plane-1 weights adds their sums
-    ``D1 = sum X0 * W1`` (vpdpwssd over the chunks' K-steps only; quanta 2**-9, so ``D = D0 + D1 / 8``
-    exactly) and takes ``fl32(8 * D0 + D1)`` (an exact int64, rounded once) times ``xs * ws / 8``.
-    Otherwise a group with plane-1 weights, and a row with plane-1 activations, adds the corrections
-    (plane-1 activations times plane-0 weights, every activation times plane-1 weights, entry by entry;
-    multiples of 2**-10 units below 2**41, exact in binary64) to ``D0`` in binary64, multiplies by
-    ``xs * ws`` and rounds once.  The others take ``fl32(D0) * (xs * ws)``, fused into the
-    accumulator (the products are exact power-of-two scalings, so a lane without corrections gets the
-    same bits either way).  The branches per group repeat the same pattern on every tile (plane-1
-    weights are static), so they predict well.
+    Block sum in plane-0 units ``D0 = sum X0 * W0`` (vpdpwssd, below 2**31); a lane takes
+    ``fl32(D0) * (xs * ws)``, fused into the accumulator, unless its 16-column group has plane-1
+    weights in the block or its row plane-1 activations.  The other sums, by vpdpwssd over the K-steps
+    that hold the plane-1 elements only: ``D1w = sum X0 * W1`` over the group's chunks, and for a row
+    with plane-1 activations ``D1x = sum X1 * W0`` and ``D11 = sum X1 * W1``.  The exact block sum
+    is ``D = D0 + D1x * xf + (D1w + D11 * xf) * w_to_d``.  Without plane-1 activations the lane takes
+    ``fl32(D0 / w_to_d + D1w)`` (an exact int64, rounded once) times ``xs * ws * w_to_d``; with them,
+    ``D`` in binary64 (multiples of 2**-10 units below 2**41: exact) times ``xs * ws``, rounded once.
+    Every scale product is an exact power-of-two scaling into binary32's normal range, so each way
+    gives the bits of ``fl32(D * xs * ws)``.  The branches per group repeat the same pattern on every
+    tile (plane-1 weights are static), so they predict well.
     """
     mr = MICRO_ROWS
     width = 16 * nv
@@ -253,7 +253,7 @@ def _e4m3_kernel(nv: int, w_to_d: float):
     def codegen(context, builder, signature, args):
         T = signature.args
         (x0, x1, aoff, t0, xs, xbits, xf, rmask, r0, nb, wp, w0, steps, ws, c0, acc, o0, ldo,
-         w1vec, v0, w1start, s0, w1j, w1c, w1v, w1p, w1s, w1off) = args
+         w1vec, v0, w1p, w1s, w1off) = args
         c = lambda v: ir.Constant(_I64, v)                                     # noqa: E731
         i8p = _I8.as_pointer()
         px0 = builder.bitcast(_data(context, builder, T[0], x0), i8p)
@@ -268,23 +268,16 @@ def _e4m3_kernel(nv: int, w_to_d: float):
         pws = builder.gep(_data(context, builder, T[13], ws), [c0])
         pacc = builder.gep(_data(context, builder, T[15], acc), [o0])
         pw1vec = builder.gep(_data(context, builder, T[18], w1vec), [v0])
-        pw1start = builder.gep(_data(context, builder, T[20], w1start), [s0])
-        pw1j = _data(context, builder, T[22], w1j)
-        pw1c = _data(context, builder, T[23], w1c)
-        pw1v = _data(context, builder, T[24], w1v)
-        pw1p = builder.bitcast(_data(context, builder, T[25], w1p), i8p)
-        pw1s = _data(context, builder, T[26], w1s)
-        pw1off = builder.gep(_data(context, builder, T[27], w1off), [builder.mul(v0, ir.Constant(_I64, NV_MAX))])
+        pw1p = builder.bitcast(_data(context, builder, T[20], w1p), i8p)
+        pw1s = _data(context, builder, T[21], w1s)
+        pw1off = builder.gep(_data(context, builder, T[22], w1off), [builder.mul(v0, ir.Constant(_I64, NV_MAX))])
         dp = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V16I, [_V16I, _V16I, _V16I]),
                                             "llvm.x86.avx512.vpdpwssd.512")
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V16F, [_V16F, _V16F, _V16F]),
                                              "llvm.fma.v16f32")
         cttz = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_I64, [_I64, ir.IntType(1)]),
                                               "llvm.cttz.i64")
-        cbuf = cgutils.alloca_once(builder, ir.ArrayType(_F64, mr * 16))      # one group's weight corrections
-        cbase = builder.bitcast(cbuf, _F64.as_pointer())
         zero_i = ir.Constant(_V16I, [0] * 16)
-        zero_d = ir.Constant(_V8D, [0.0] * 8)
         undef_i, undef_f = ir.Constant(_V16I, ir.Undefined), ir.Constant(_V16F, ir.Undefined)
         undef_d = ir.Constant(_V8D, ir.Undefined)
         lane0 = ir.Constant(_I32, 0)
@@ -293,8 +286,9 @@ def _e4m3_kernel(nv: int, w_to_d: float):
         lo_mask = ir.Constant(ir.VectorType(_I32, 8), list(range(8)))
         hi_mask = ir.Constant(ir.VectorType(_I32, 8), list(range(8, 16)))
         cat_mask = ir.Constant(ir.VectorType(_I32, 16), list(range(16)))
-        three_q = ir.Constant(_V8Q, [3] * 8)
-        eighth_f = ir.Constant(_V16F, [0.125] * 16)
+        w_shift = ir.Constant(_V8Q, [round(-math.log2(w_to_d))] * 8)
+        w_to_d_f = ir.Constant(_V16F, [w_to_d] * 16)
+        w_to_d_v = ir.Constant(_V8D, [w_to_d] * 8)
 
         def splat(val, undef, mask):
             return builder.shuffle_vector(builder.insert_element(undef, val, lane0), undef, mask)
@@ -302,9 +296,6 @@ def _e4m3_kernel(nv: int, w_to_d: float):
         def vptr(base, offset, vty):
             return builder.bitcast(builder.gep(base, [offset]), vty.as_pointer())
 
-        def load_i16(base, byte_offset):
-            return builder.sitofp(builder.load(builder.bitcast(builder.gep(base, [byte_offset]),
-                                                               ir.IntType(16).as_pointer()), align=2), _F64)
 
         def row_index(i):
             return builder.add(builder.mul(c(i), nb), b)
@@ -378,229 +369,147 @@ def _e4m3_kernel(nv: int, w_to_d: float):
         builder.cbranch(builder.icmp_signed("!=", builder.or_(rowm, vecm), c(0)), lanes_bb, join_bb)
         builder.position_at_end(lanes_bb)
         kmask = builder.sub(builder.shl(c(1), builder.mul(nsteps, c(2))), c(1))
-        e_lo = builder.load(builder.gep(pw1start, [b]))
-        e_hi = builder.load(builder.gep(pw1start, [builder.add(b, c(1))]))
+        pair_bits = c(0x5555555555555555)
 
-        def x1_terms(i, v, clo, chi):
-            """(clo, chi) plus row i's plane-1 activations times the plane-0 weights of group v."""
+        def int_sums(name, count, trip, srcs):
+            """Int32 sums, one per activation row pointer of ``srcs``: ``trip(t)`` gives loop trip ``t``'s
+            (K-step, weight vector); ``count``: (initial state, state -> continue?, state -> (t, next state))."""
+            start, more, advance = count
             entry_bb = builder.block
-            bits0 = builder.and_(builder.zext(builder.load(builder.gep(pxbits, [row_index(i)])), _I64), kmask)
-            x_to_d = builder.load(builder.gep(pxf, [row_index(i)]))
-            x1row = builder.gep(px1, [offs[i]])
-            head = builder.append_basic_block("x1_head")
-            body = builder.append_basic_block("x1_body")
-            out = builder.append_basic_block("x1_out")
+            head = builder.append_basic_block(f"{name}_head")
+            body = builder.append_basic_block(f"{name}_body")
+            out = builder.append_basic_block(f"{name}_done")
             builder.branch(head)
             builder.position_at_end(head)
-            bits = builder.phi(_I64)
-            bits.add_incoming(bits0, entry_bb)
-            plo, phi_ = builder.phi(_V8D), builder.phi(_V8D)
-            plo.add_incoming(clo, entry_bb)
-            phi_.add_incoming(chi, entry_bb)
-            builder.cbranch(builder.icmp_signed("!=", bits, c(0)), body, out)
-            builder.position_at_end(body)
-            j = builder.call(cttz, [bits, ir.Constant(ir.IntType(1), 1)])
-            f = splat(builder.fmul(load_i16(x1row, builder.mul(j, c(2))), x_to_d), undef_d, splat8)
-            # element j of the 16 columns: in K-step j // 2 (32 int16: the columns' pairs), pair lane j % 2
-            pairs = builder.load(vptr(wblock, builder.add(builder.mul(builder.lshr(j, c(1)), c(64 * nv)), c(64 * v)),
-                                      ir.VectorType(ir.IntType(16), 32)), align=2)
-            even = builder.shuffle_vector(pairs, pairs, ir.Constant(ir.VectorType(_I32, 16), list(range(0, 32, 2))))
-            odd = builder.shuffle_vector(pairs, pairs, ir.Constant(ir.VectorType(_I32, 16), list(range(1, 32, 2))))
-            wrow = builder.select(builder.icmp_signed("!=", builder.and_(j, c(1)), c(0)), odd, even)
-            w32 = builder.sext(wrow, _V16I)
-            wlo = builder.sitofp(builder.shuffle_vector(w32, undef_i, lo_mask), _V8D)
-            whi = builder.sitofp(builder.shuffle_vector(w32, undef_i, hi_mask), _V8D)
-            nlo = builder.fadd(plo, builder.fmul(f, wlo))
-            nhi = builder.fadd(phi_, builder.fmul(f, whi))
-            bits.add_incoming(builder.and_(bits, builder.sub(bits, c(1))), body)
-            plo.add_incoming(nlo, body)
-            phi_.add_incoming(nhi, body)
-            builder.branch(head)
-            builder.position_at_end(out)
-            return plo, phi_
-
-        def exact_half(k, hmask, corr):
-            """binary32 accumulator lanes of one half (8 lanes) of group k with the exact term."""
-            dh = builder.sitofp(builder.shuffle_vector(iacc[k], undef_i, hmask), _V8D)
-            sc = builder.fpext(builder.shuffle_vector(scales[k], undef_f, hmask), _V8D)
-            term = builder.fptrunc(builder.fmul(builder.fadd(dh, corr), sc), ir.VectorType(_F32, 8))
-            return builder.fadd(builder.shuffle_vector(facc[k], undef_f, hmask), term)
-
-        def choose(cond, make, otherwise):
-            """``make()`` where ``cond`` holds, else ``otherwise`` (a value computed before)."""
-            here = builder.block
-            yes = builder.append_basic_block("pick")
-            after = builder.append_basic_block("picked")
-            builder.cbranch(cond, yes, after)
-            builder.position_at_end(yes)
-            val = make()
-            yes_end = builder.block
-            builder.branch(after)
-            builder.position_at_end(after)
-            p = builder.phi(val.type)
-            p.add_incoming(otherwise, here)
-            p.add_incoming(val, yes_end)
-            return p
-
-        def row_result(i, v, clo, chi, always):
-            """Group (i, v): plane-1 activation corrections added if row i has them, then the exact term in all
-            16 lanes when ``always`` (a group with plane-1 weights) or the row has them, else the binary32 lanes.
-            (Where the correction is zero both give the same bits: the scale product is a normal power of two.)"""
-            k = i * nv + v
-            rb = builder.icmp_signed("!=", builder.and_(builder.lshr(rowm, c(i)), c(1)), c(0))
-            pre = builder.block
-            x1_bb = builder.append_basic_block("x1")
-            x1_done = builder.append_basic_block("x1_done")
-            builder.cbranch(rb, x1_bb, x1_done)
-            builder.position_at_end(x1_bb)
-            nlo, nhi = x1_terms(i, v, clo, chi)
-            x1_end = builder.block
-            builder.branch(x1_done)
-            builder.position_at_end(x1_done)
-            plo, phi_ = builder.phi(_V8D), builder.phi(_V8D)
-            plo.add_incoming(clo, pre)
-            plo.add_incoming(nlo, x1_end)
-            phi_.add_incoming(chi, pre)
-            phi_.add_incoming(nhi, x1_end)
-
-            def exact():
-                return builder.shuffle_vector(exact_half(k, lo_mask, plo), exact_half(k, hi_mask, phi_), cat_mask)
-            return exact() if always else choose(rb, exact, plain[k])
-
-        def plane1_sums(v):
-            """Per row, the int32 sums of plane-0 activations times group v's plane-1 weights: vpdpwssd over
-            the K-steps of the block that hold some (the group's chunks, a K-step each)."""
-            code = builder.load(builder.gep(pw1off, [builder.add(builder.mul(b, c(NV_MAX)), c(v))]))
-            first = builder.ashr(code, c(CHUNK_COUNT_BITS))
-            count = builder.and_(code, c((1 << CHUNK_COUNT_BITS) - 1))
-            entry_bb = builder.block
-            head = builder.append_basic_block(f"g{v}_p1_head")
-            body = builder.append_basic_block(f"g{v}_p1_body")
-            out = builder.append_basic_block(f"g{v}_p1_done")
-            builder.branch(head)
-            builder.position_at_end(head)
-            t = builder.phi(_I64)
-            t.add_incoming(c(0), entry_bb)
+            state = builder.phi(_I64)
+            state.add_incoming(start, entry_bb)
             sums = []
-            for i in range(mr):
+            for _ in srcs:
                 ph = builder.phi(_V16I)
                 ph.add_incoming(zero_i, entry_bb)
                 sums.append(ph)
-            builder.cbranch(builder.icmp_signed("<", t, count), body, out)
+            builder.cbranch(more(state), body, out)
             builder.position_at_end(body)
-            q = builder.add(first, t)
-            step = builder.load(builder.gep(pw1s, [q]))
-            w1v_ = builder.load(vptr(pw1p, builder.mul(q, c(64)), _V16I), align=1)
-            for i in range(mr):
-                av = splat(builder.load(vptr(rows[i], builder.mul(step, c(4)), _I32), align=1), undef_i, splat16)
-                sums[i].add_incoming(builder.call(dp, [sums[i], av, w1v_]), body)
-            t.add_incoming(builder.add(t, c(1)), body)
+            t, nxt = advance(state)
+            step, wv = trip(t)
+            for ph, src in zip(sums, srcs):
+                av = splat(builder.load(vptr(src, builder.mul(step, c(4)), _I32), align=1), undef_i, splat16)
+                ph.add_incoming(builder.call(dp, [ph, av, wv]), body)
+            state.add_incoming(nxt, body)
             builder.branch(head)
             builder.position_at_end(out)
             return sums
 
-        def plane1_rows(v, d1):
-            """Group v's new accumulators: ``fl32(8 * D0 + D1)`` (exact int64, rounded once) times the scales / 8."""
-            res = []
-            for i in range(mr):
-                k = i * nv + v
-                halves = []
-                for hmask in (lo_mask, hi_mask):
-                    d0 = builder.sext(builder.shuffle_vector(iacc[k], undef_i, hmask), _V8Q)
-                    d1h = builder.sext(builder.shuffle_vector(d1[i], undef_i, hmask), _V8Q)
-                    halves.append(builder.sitofp(builder.add(builder.shl(d0, three_q), d1h), ir.VectorType(_F32, 8)))
-                d8 = builder.shuffle_vector(halves[0], halves[1], cat_mask)
-                res.append(builder.call(fma, [d8, builder.fmul(scales[k], eighth_f), facc[k]]))
-            return res
+        def chunk_sums(v, srcs):
+            """Per activation row of ``srcs``: the sum of its elements times group v's plane-1 weights (over the
+            chunks: the block's K-steps holding some)."""
+            code = builder.load(builder.gep(pw1off, [builder.add(builder.mul(b, c(NV_MAX)), c(v))]))
+            first = builder.ashr(code, c(CHUNK_COUNT_BITS))
+            count = builder.and_(code, c((1 << CHUNK_COUNT_BITS) - 1))
 
+            def trip(t):
+                q = builder.add(first, t)
+                return builder.load(builder.gep(pw1s, [q])), builder.load(vptr(pw1p, builder.mul(q, c(64)), _V16I),
+                                                                          align=1)
+            return int_sums(f"g{v}_w1", (c(0), lambda s: builder.icmp_signed("<", s, count),
+                                         lambda s: (s, builder.add(s, c(1)))), trip, srcs)
+
+        def x1_sums(i, v):
+            """Row i's plane-1 activations times group v's plane-0 weights (over the K-steps holding some)."""
+            bits = builder.and_(builder.zext(builder.load(builder.gep(pxbits, [row_index(i)])), _I64), kmask)
+            pairs = builder.and_(builder.or_(bits, builder.lshr(bits, c(1))), pair_bits)
+
+            def trip(j):
+                step = builder.lshr(j, c(1))
+                wv = builder.load(vptr(wblock, builder.add(builder.mul(step, c(64 * nv)), c(64 * v)), _V16I), align=1)
+                return step, wv
+            return int_sums(f"r{i}g{v}_x1", (pairs, lambda s: builder.icmp_signed("!=", s, c(0)),
+                                             lambda s: (builder.call(cttz, [s, ir.Constant(ir.IntType(1), 1)]),
+                                                        builder.and_(s, builder.sub(s, c(1))))),
+                            trip, [x1rows[i]])[0]
+
+        def half_f64(vec, hmask):
+            return builder.sitofp(builder.shuffle_vector(vec, undef_i, hmask), _V8D)
+
+        def exact_row(i, v, d1x, d1w, d11):
+            """Row i's accumulators of group v with the exact term: ``D0 + D1x * xf + D1w * w_to_d + D11 * xf *
+            w_to_d`` (multiples of 2**-10 units below 2**41: exact in binary64) times the scales, rounded once."""
+            k = i * nv + v
+            xfv = builder.load(builder.gep(pxf, [row_index(i)]))
+            f_x = splat(xfv, undef_d, splat8)
+            f_xw = splat(builder.fmul(xfv, ir.Constant(_F64, w_to_d)), undef_d, splat8)
+            halves = []
+            for hmask in (lo_mask, hi_mask):
+                d = builder.fadd(half_f64(iacc[k], hmask), builder.fmul(half_f64(d1x, hmask), f_x))
+                d = builder.fadd(d, builder.fmul(half_f64(d1w, hmask), w_to_d_v))
+                d = builder.fadd(d, builder.fmul(half_f64(d11, hmask), f_xw))
+                sc = builder.fpext(builder.shuffle_vector(scales[k], undef_f, hmask), _V8D)
+                term = builder.fptrunc(builder.fmul(d, sc), ir.VectorType(_F32, 8))
+                halves.append(builder.fadd(builder.shuffle_vector(facc[k], undef_f, hmask), term))
+            return builder.shuffle_vector(halves[0], halves[1], cat_mask)
+
+        def weights_row(i, v, d1w):
+            """Row i (no plane-1 activations) of a group with plane-1 weights: ``fl32(D0 / w_to_d + D1w)`` (an
+            exact int64, rounded once) times the scales times ``w_to_d``."""
+            k = i * nv + v
+            halves = []
+            for hmask in (lo_mask, hi_mask):
+                d0 = builder.sext(builder.shuffle_vector(iacc[k], undef_i, hmask), _V8Q)
+                d1 = builder.sext(builder.shuffle_vector(d1w, undef_i, hmask), _V8Q)
+                halves.append(builder.sitofp(builder.add(builder.shl(d0, w_shift), d1), ir.VectorType(_F32, 8)))
+            d8 = builder.shuffle_vector(halves[0], halves[1], cat_mask)
+            return builder.call(fma, [d8, builder.fmul(scales[k], w_to_d_f), facc[k]])
+
+        def branch_value(cond, make, name):
+            """``(value, block)`` pairs of ``make()`` where ``cond`` holds, else None: a phi of them after."""
+            here = builder.block
+            yes = builder.append_basic_block(f"{name}_yes")
+            after = builder.append_basic_block(f"{name}_after")
+            builder.cbranch(cond, yes, after)
+            builder.position_at_end(yes)
+            vals = make()
+            yes_end = builder.block
+            builder.branch(after)
+            builder.position_at_end(after)
+            out = []
+            for val, other in vals:
+                p = builder.phi(val.type)
+                p.add_incoming(other, here)
+                p.add_incoming(val, yes_end)
+                out.append(p)
+            return out
+
+        x1rows = [builder.gep(px1, [o]) for o in offs]
         mixed = [None] * (mr * nv)
-        cursor = e_lo                  # the block's entries run group by group: group v's from here
         for v in range(nv):
-            bits2 = builder.and_(builder.lshr(vecm, c(2 * v)), c(3))       # halves of group v with plane-1 weights
-            w1_bb = builder.append_basic_block(f"g{v}_w1")
-            now1_bb = builder.append_basic_block(f"g{v}_rows_check")
-            rows_bb = builder.append_basic_block(f"g{v}_rows")
-            vjoin = builder.append_basic_block(f"g{v}_join")
-            builder.cbranch(builder.icmp_signed("!=", bits2, c(0)), w1_bb, now1_bb)
-            # -- group with plane-1 weights and no row with plane-1 activations: the plane-1 weights' block
-            # sums D1 (int32, quanta 2**-9) by vpdpwssd, then fl32(8 * D0 + D1) times the scales / 8
-            builder.position_at_end(w1_bb)
-            fast_bb = builder.append_basic_block(f"g{v}_w1_fast")
-            slow_bb = builder.append_basic_block(f"g{v}_w1_slow")
-            w1_join = builder.append_basic_block(f"g{v}_w1_join")
-            builder.cbranch(builder.icmp_signed("==", rowm, c(0)), fast_bb, slow_bb)
-            builder.position_at_end(fast_bb)
-            fast_res = plane1_rows(v, plane1_sums(v))
-            fast_end = builder.block
-            builder.branch(w1_join)
-            # -- otherwise every row's corrections, entry by entry, into the stack buffer, then the rows
-            builder.position_at_end(slow_bb)
-            for q in range(0, mr * 16, 8):
-                builder.store(zero_d, vptr(cbase, c(q), _V8D), align=8)
-            eh = builder.append_basic_block(f"g{v}_e_head")
-            ebody = builder.append_basic_block(f"g{v}_e_body")
-            edone = builder.append_basic_block(f"g{v}_e_done")
-            before = builder.block
-            builder.branch(eh)
-            builder.position_at_end(eh)
-            e = builder.phi(_I64)
-            e.add_incoming(cursor, before)
-            ein = builder.icmp_signed("<", e, e_hi)
-            col = builder.load(builder.gep(pw1c, [builder.select(ein, e, c(0))]))
-            mine = builder.and_(ein, builder.icmp_signed("==", builder.lshr(col, c(4)), c(v)))
-            builder.cbranch(mine, ebody, edone)
-            builder.position_at_end(ebody)
-            e.add_incoming(builder.add(e, c(1)), ebody)
-            je = builder.mul(builder.load(builder.gep(pw1j, [e])), c(2))
-            wval = builder.fmul(builder.load(builder.gep(pw1v, [e])), ir.Constant(_F64, w_to_d))
-            lane = builder.and_(col, c(15))
-            for i in range(mr):
-                x_to_d = builder.load(builder.gep(pxf, [row_index(i)]))
-                x1v = builder.fmul(load_i16(builder.gep(px1, [offs[i]]), je), x_to_d)
-                xv = builder.fadd(load_i16(rows[i], je), x1v)
-                slot = builder.gep(cbase, [builder.add(c(16 * i), lane)])
-                builder.store(builder.fadd(builder.load(slot), builder.fmul(xv, wval)), slot)
-            builder.branch(eh)
-            builder.position_at_end(edone)
-            w1_res = []
-            for i in range(mr):
-                clo = builder.load(vptr(cbase, c(16 * i), _V8D), align=8)
-                chi = builder.load(vptr(cbase, c(16 * i + 8), _V8D), align=8)
-                w1_res.append(row_result(i, v, clo, chi, True))
-            slow_end = builder.block
-            builder.branch(w1_join)
-            builder.position_at_end(w1_join)
-            joined = []
-            for i in range(mr):
-                p = builder.phi(_V16F)
-                p.add_incoming(fast_res[i], fast_end)
-                p.add_incoming(w1_res[i], slow_end)
-                joined.append(p)
-            w1_res = joined
-            cur = builder.phi(_I64)
-            cur.add_incoming(cursor, fast_end)
-            cur.add_incoming(e, slow_end)
-            w1_end = builder.block
-            builder.branch(vjoin)
-            # -- no plane-1 weights here: rows with plane-1 activations take the exact term
-            builder.position_at_end(now1_bb)
-            builder.cbranch(builder.icmp_signed("!=", rowm, c(0)), rows_bb, vjoin)
-            builder.position_at_end(rows_bb)
-            row_res = [row_result(i, v, zero_d, zero_d, False) for i in range(mr)]
-            rows_end = builder.block
-            builder.branch(vjoin)
-            builder.position_at_end(vjoin)
-            nxt = builder.phi(_I64)
-            nxt.add_incoming(cur, w1_end)
-            nxt.add_incoming(cursor, now1_bb)
-            nxt.add_incoming(cursor, rows_end)
-            cursor = nxt
+            dirty = builder.icmp_signed("!=", builder.and_(builder.lshr(vecm, c(2 * v)), c(3)), c(0))
+            d1w = branch_value(dirty, lambda: [(s, zero_i) for s in chunk_sums(v, rows)], f"g{v}_d1w")
             for i in range(mr):
                 k = i * nv + v
+                rb = builder.icmp_signed("!=", builder.and_(builder.lshr(rowm, c(i)), c(1)), c(0))
+                pre = builder.block
+                x1_bb = builder.append_basic_block(f"r{i}g{v}_x1")
+                no_x1 = builder.append_basic_block(f"r{i}g{v}_no_x1")
+                w1_bb = builder.append_basic_block(f"r{i}g{v}_w1")
+                row_join = builder.append_basic_block(f"r{i}g{v}_join")
+                builder.cbranch(rb, x1_bb, no_x1)
+                builder.position_at_end(x1_bb)
+                d1x = x1_sums(i, v)
+                (d11,) = branch_value(dirty, lambda: [(chunk_sums(v, [x1rows[i]])[0], zero_i)], f"r{i}g{v}_d11")
+                res_x = exact_row(i, v, d1x, d1w[i], d11)
+                end_x = builder.block
+                builder.branch(row_join)
+                builder.position_at_end(no_x1)
+                builder.cbranch(dirty, w1_bb, row_join)
+                builder.position_at_end(w1_bb)
+                res_w = weights_row(i, v, d1w[i])
+                end_w = builder.block
+                builder.branch(row_join)
+                builder.position_at_end(row_join)
                 p = builder.phi(_V16F)
-                p.add_incoming(w1_res[i], w1_end)
-                p.add_incoming(plain[k], now1_bb)
-                p.add_incoming(row_res[i], rows_end)
+                p.add_incoming(res_x, end_x)
+                p.add_incoming(plain[k], no_x1)
+                p.add_incoming(res_w, end_w)
                 mixed[k] = p
         lanes_end = builder.block
         builder.branch(join_bb)
@@ -628,10 +537,10 @@ def _e4m3_kernel(nv: int, w_to_d: float):
 
     @intrinsic
     def tile(typingctx, x0, x1, aoff, t0, xs, xbits, xf, rmask, r0, nb, wp, w0, steps, ws, c0, acc, o0, ldo,
-             w1vec, v0, w1start, s0, w1j, w1c, w1v, w1p, w1s, w1off):
+             w1vec, v0, w1p, w1s, w1off):
         i64 = types.int64
         sig = types.void(x0, x1, aoff, i64, xs, xbits, xf, rmask, i64, i64, wp, i64, steps, ws, i64, acc, i64, i64,
-                         w1vec, i64, w1start, i64, w1j, w1c, w1v, w1p, w1s, w1off)
+                         w1vec, i64, w1p, w1s, w1off)
         return sig, codegen
     return tile
 
@@ -1115,47 +1024,24 @@ def e4m3_weight_planes(w: np.ndarray):
 
 
 class Plane1Weights:
-    """A chain's plane-1 weights as lists per (group, panel, block): ``start[g, p, b] .. start[g, p, b + 1]``
-    index ``j`` (element in the block), ``c`` (column in the panel) and ``v`` (integer, quanta 2**-9),
-    ordered by the column's 16-column group."""
+    """A chain's plane-1 weights per (group, panel, block): ``vec[g, p, b]`` bits ``2v`` and ``2v + 1`` for the
+    8-column halves of 16-column group ``v`` holding some, and the weights by K-step chunks (``p``, ``s``,
+    ``off``: :func:`_plane1_chunks`)."""
 
     def __init__(self, w1: np.ndarray, nvs: np.ndarray, steps: np.ndarray):
         r, nb, kb, n = w1.shape
-        npan = nvs.size
-        start = np.zeros((r, npan, nb + 1), np.int64)
-        js, cs, vs = [], [], []
-        count = 0
-        for g in range(r):
-            c0 = 0
-            for p, nv in enumerate(nvs):
-                width = 16 * int(nv)
-                part = w1[g, :, :, c0:c0 + width]                        # (nb, kb, width)
-                b_idx, j_idx, c_idx = np.nonzero(part)
-                order = np.lexsort((c_idx // 16, b_idx))            # per block, 16-column group by group
-                b_idx, j_idx, c_idx = b_idx[order], j_idx[order], c_idx[order]
-                per_block = np.bincount(b_idx, minlength=nb)
-                start[g, p, 0] = count
-                start[g, p, 1:] = count + np.cumsum(per_block)
-                count += b_idx.size
-                js.append(j_idx)
-                cs.append(c_idx)
-                vs.append(part[b_idx, j_idx, c_idx])
-                c0 += width
-        self.start = start
-        self.j = np.concatenate(js).astype(np.int64) if js else np.zeros(0, np.int64)
-        self.c = np.concatenate(cs).astype(np.int64) if cs else np.zeros(0, np.int64)
-        self.v = np.concatenate(vs).astype(np.float64) if vs else np.zeros(0, np.float64)
-        #: per (group, panel, block): bits 2v, 2v + 1 for the 8-column halves of 16-column group v holding
-        #: plane-1 weights
-        self.vec = np.zeros(r * npan * nb, np.int64)
-        owner = np.repeat(np.arange(r * npan * nb), np.diff(np.append(start[:, :, :-1].reshape(-1), count)))
-        np.bitwise_or.at(self.vec, owner, np.left_shift(1, self.c // 8))
-        self.vec = self.vec.reshape(r, npan, nb)
+        self.vec = np.zeros((r, nvs.size, nb), np.int64)
+        c0 = 0
+        for p, nv in enumerate(nvs):
+            for half in range(2 * int(nv)):
+                held = w1[:, :, :, c0 + 8 * half:c0 + 8 * half + 8].any(axis=(2, 3))        # (r, nb)
+                self.vec[:, p] |= held.astype(np.int64) << half
+            c0 += 16 * int(nv)
         self.p, self.s, self.off = _plane1_chunks(w1, nvs, steps)
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.start, self.j, self.c, self.v, self.vec, self.p, self.s, self.off))
+        return sum(a.nbytes for a in (self.vec, self.p, self.s, self.off))
 
 
 def _plane1_chunks(w1: np.ndarray, nvs: np.ndarray, steps: np.ndarray):
@@ -1199,19 +1085,19 @@ e4m3_tile_4 = _e4m3_kernel(4, W_TO_D)
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _tile_e4m3(nv, x0, x1, aoff, t0, xs, xbits, xf, rmask, r0, nb, wp, w0, steps, ws, c0, acc, o0, ldo, w1vec, v0,
-               w1start, s0, w1j, w1c, w1v, w1p, w1s, w1off):
+               w1p, w1s, w1off):
     if nv == 4:
         e4m3_tile_4(x0, x1, aoff, t0, xs, xbits, xf, rmask, r0, nb, wp, w0, steps, ws, c0, acc, o0, ldo, w1vec,
-                    v0, w1start, s0, w1j, w1c, w1v, w1p, w1s, w1off)
+                    v0, w1p, w1s, w1off)
     elif nv == 3:
         e4m3_tile_3(x0, x1, aoff, t0, xs, xbits, xf, rmask, r0, nb, wp, w0, steps, ws, c0, acc, o0, ldo, w1vec,
-                    v0, w1start, s0, w1j, w1c, w1v, w1p, w1s, w1off)
+                    v0, w1p, w1s, w1off)
     elif nv == 2:
         e4m3_tile_2(x0, x1, aoff, t0, xs, xbits, xf, rmask, r0, nb, wp, w0, steps, ws, c0, acc, o0, ldo, w1vec,
-                    v0, w1start, s0, w1j, w1c, w1v, w1p, w1s, w1off)
+                    v0, w1p, w1s, w1off)
     else:
         e4m3_tile_1(x0, x1, aoff, t0, xs, xbits, xf, rmask, r0, nb, wp, w0, steps, ws, c0, acc, o0, ldo, w1vec,
-                    v0, w1start, s0, w1j, w1c, w1v, w1p, w1s, w1off)
+                    v0, w1p, w1s, w1off)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -1249,16 +1135,15 @@ def _row_tables_e4m3(aidx, blocks, sub, xscale, vnan, xflags, xunit, kmask, m0, 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def chain_e4m3(x0, x1, xflags, xunit, row_elems, xscale, aidx, sub, blocks, wp, pan_w0, pan_c0, pan_nv, steps, cw,
-               ws, colnan, w1_start, w1_j, w1_c, w1_v, w1_vec, w1_p, w1_s, w1_off, fmt, ops, sources, scalars,
-               operand_addr, vmem, tables, out, wrows, threads):
+               ws, colnan, w1_vec, w1_p, w1_s, w1_off, fmt, ops, sources, scalars, operand_addr, vmem, tables, out,
+               wrows, threads):
     """One batch of an MVU chain on E4M3 planes (see above): ``out[m * r + g]`` = MFU-format bits.
 
     ``x0``, ``x1`` (V * row_elems,) int16 activation planes, ``xflags`` (V, sub) a bit per plane-1
     element of each block, ``xunit`` (V, sub) the plane-1 quantum in the block's plane-0 units,
     ``xscale`` (V, sub) block scales times the block's plane-0 unit; the weights a :class:`PackedWeights` of
-    the plane-0 integers (int16 pairs ``wp``) and a :class:`Plane1Weights`' lists
-    (``w1_start`` (r, npan, nb + 1), ``w1_vec`` (r, npan, nb)) and K-step chunks (``w1_p``, ``w1_s``,
-    ``w1_off``).  ``cw`` is unused (no zero point).  The weights
+    the plane-0 integers (int16 pairs ``wp``) and a :class:`Plane1Weights`' column groups ``w1_vec``
+    (r, npan, nb) and K-step chunks (``w1_p``, ``w1_s``, ``w1_off``).  ``cw`` is unused (no zero point).  The weights
     cover the ``nb`` blocks ``blocks`` (indices ``kk * sub + s``) of the ``k * sub``: the others have no
     non-zero weight, so their terms are +0 (or NaN with a NaN scale, which ``colnan`` and the rows' NaN
     scales carry).
@@ -1270,7 +1155,6 @@ def chain_e4m3(x0, x1, xflags, xunit, row_elems, xscale, aidx, sub, blocks, wp, 
     live = 0
     for p in range(npan):
         live += 16 * pan_nv[p]
-    w1s = w1_start.reshape(-1)
     w1v_ = w1_vec.reshape(-1)
     w1o = w1_off.reshape(-1)
     tasks_m, per_task = row_tasks(m_rows, r, threads)
@@ -1302,8 +1186,7 @@ def chain_e4m3(x0, x1, xflags, xunit, row_elems, xscale, aidx, sub, blocks, wp, 
             nv = pan_nv[p]
             for t in range(ntile):
                 _tile_e4m3(nv, x0, x1, aoff, t * MR * nb, xs, xbits, xf, rmask, t * nb, nb, wp, pan_w0[g, p], steps,
-                           ws, pan_c0[g, p], acc, t * MR * n + col, n, w1v_, (g * npan + p) * nb, w1s,
-                           (g * npan + p) * (nb + 1), w1_j, w1_c, w1_v, w1_p, w1_s, w1o)
+                           ws, pan_c0[g, p], acc, t * MR * n + col, n, w1v_, (g * npan + p) * nb, w1_p, w1_s, w1o)
             col += 16 * nv
         v = np.empty(n, np.float32)
         tt = np.empty(n, np.float32)

@@ -717,8 +717,8 @@ class Machine:
             w1 = packed.extra
             fused.chain_e4m3(x0.reshape(-1), x1.reshape(-1), xflags, xunit, n, xscale, aidx, sub, w1.blocks,
                              packed.wp, packed.pan_w0, packed.pan_c0, packed.pan_nv, packed.steps, packed.cw,
-                             packed.ws, packed.colnan, w1.start, w1.j, w1.c, w1.v, w1.vec, w1.p, w1.s, w1.off,
-                             *mfu, operand_addr, self._vmem_load, tables, out, wrows, numba.get_num_threads())
+                             packed.ws, packed.colnan, w1.vec, w1.p, w1.s, w1.off, *mfu, operand_addr,
+                             self._vmem_load, tables, out, wrows, numba.get_num_threads())
         return True
 
     def _quantised_rows(self, raddr: np.ndarray, xfmt, offset, wmax: int = 0, rows=None):
