@@ -308,6 +308,13 @@ def _e4m3_kernel(nv: int, w_to_d: float):
         bepi = builder.append_basic_block("block_end")
         bnext = builder.append_basic_block("block_next")
         done = builder.append_basic_block("done")
+        # the binary32 accumulators live in memory across blocks (with the int32 sums, more than the registers)
+        fbuf = cgutils.alloca_once(builder, ir.ArrayType(_V16F, mr * nv))
+        dbuf = cgutils.alloca_once(builder, ir.ArrayType(_V16I, mr * nv))      # D0, on the rare paths
+        fslot = [builder.gep(fbuf, [ir.Constant(_I32, 0), ir.Constant(_I32, k)]) for k in range(mr * nv)]
+        dslot = [builder.gep(dbuf, [ir.Constant(_I32, 0), ir.Constant(_I32, k)]) for k in range(mr * nv)]
+        for k in range(mr * nv):
+            builder.store(ir.Constant(_V16F, [0.0] * 16), fslot[k], align=64)
         builder.branch(bhead)
 
         builder.position_at_end(bhead)
@@ -315,11 +322,6 @@ def _e4m3_kernel(nv: int, w_to_d: float):
         b.add_incoming(c(0), first)
         woff = builder.phi(_I64)                       # byte offset of block b in wp
         woff.add_incoming(c(0), first)
-        facc = []
-        for k in range(mr * nv):
-            p = builder.phi(_V16F)
-            p.add_incoming(ir.Constant(_V16F, [0.0] * 16), first)
-            facc.append(p)
         builder.cbranch(builder.icmp_signed("<", b, nb), bbody, done)
 
         builder.position_at_end(bbody)
@@ -355,19 +357,32 @@ def _e4m3_kernel(nv: int, w_to_d: float):
         builder.position_at_end(bepi)
         cb = builder.mul(b, c(width))
         wsv = [builder.load(vptr(pws, builder.add(cb, c(16 * v)), _V16F), align=4) for v in range(nv)]
-        scales = []
-        for i in range(mr):
-            sxv = splat(builder.load(builder.gep(pxs, [row_index(i)])), undef_f, splat16)
-            for v in range(nv):
-                scales.append(builder.fmul(sxv, wsv[v]))
-        plain = [builder.call(fma, [builder.sitofp(iacc[k], _V16F), scales[k], facc[k]]) for k in range(mr * nv)]
+        xsl = [builder.load(builder.gep(pxs, [row_index(i)])) for i in range(mr)]
+
+        def scale(k):
+            return builder.fmul(splat(xsl[k // nv], undef_f, splat16), wsv[k % nv])
+
+        def facc(k):
+            return builder.load(fslot[k], align=64)
+
+        def plain_of(k, d0):
+            return builder.call(fma, [builder.sitofp(d0, _V16F), scale(k), facc(k)])
+
         rowm = builder.load(builder.gep(prmask, [b]))
         vecm = builder.load(builder.gep(pw1vec, [b]))
-        pre_bb = builder.block
         lanes_bb = builder.append_basic_block("lanes")
-        join_bb = builder.append_basic_block("lanes_join")
-        builder.cbranch(builder.icmp_signed("!=", builder.or_(rowm, vecm), c(0)), lanes_bb, join_bb)
+        clean_bb = builder.append_basic_block("clean")
+        builder.cbranch(builder.icmp_signed("!=", builder.or_(rowm, vecm), c(0)), lanes_bb, clean_bb)
+        builder.position_at_end(clean_bb)
+        for k in range(mr * nv):
+            builder.store(plain_of(k, iacc[k]), fslot[k], align=64)
+        builder.branch(bnext)
         builder.position_at_end(lanes_bb)
+        for k in range(mr * nv):
+            builder.store(iacc[k], dslot[k], align=64)
+
+        def d0(k):
+            return builder.load(dslot[k], align=64)
         kmask = builder.sub(builder.shl(c(1), builder.mul(nsteps, c(2))), c(1))
         pair_bits = c(0x5555555555555555)
 
@@ -440,12 +455,12 @@ def _e4m3_kernel(nv: int, w_to_d: float):
             f_xw = splat(builder.fmul(xfv, ir.Constant(_F64, w_to_d)), undef_d, splat8)
             halves = []
             for hmask in (lo_mask, hi_mask):
-                d = builder.fadd(half_f64(iacc[k], hmask), builder.fmul(half_f64(d1x, hmask), f_x))
+                d = builder.fadd(half_f64(d0(k), hmask), builder.fmul(half_f64(d1x, hmask), f_x))
                 d = builder.fadd(d, builder.fmul(half_f64(d1w, hmask), w_to_d_v))
                 d = builder.fadd(d, builder.fmul(half_f64(d11, hmask), f_xw))
-                sc = builder.fpext(builder.shuffle_vector(scales[k], undef_f, hmask), _V8D)
+                sc = builder.fpext(builder.shuffle_vector(scale(k), undef_f, hmask), _V8D)
                 term = builder.fptrunc(builder.fmul(d, sc), ir.VectorType(_F32, 8))
-                halves.append(builder.fadd(builder.shuffle_vector(facc[k], undef_f, hmask), term))
+                halves.append(builder.fadd(builder.shuffle_vector(facc(k), undef_f, hmask), term))
             return builder.shuffle_vector(halves[0], halves[1], cat_mask)
 
         def weights_row(i, v, d1w):
@@ -454,11 +469,11 @@ def _e4m3_kernel(nv: int, w_to_d: float):
             k = i * nv + v
             halves = []
             for hmask in (lo_mask, hi_mask):
-                d0 = builder.sext(builder.shuffle_vector(iacc[k], undef_i, hmask), _V8Q)
+                dh = builder.sext(builder.shuffle_vector(d0(k), undef_i, hmask), _V8Q)
                 d1 = builder.sext(builder.shuffle_vector(d1w, undef_i, hmask), _V8Q)
-                halves.append(builder.sitofp(builder.add(builder.shl(d0, w_shift), d1), ir.VectorType(_F32, 8)))
+                halves.append(builder.sitofp(builder.add(builder.shl(dh, w_shift), d1), ir.VectorType(_F32, 8)))
             d8 = builder.shuffle_vector(halves[0], halves[1], cat_mask)
-            return builder.call(fma, [d8, builder.fmul(scales[k], w_to_d_f), facc[k]])
+            return builder.call(fma, [d8, builder.fmul(scale(k), w_to_d_f), facc(k)])
 
         def branch_value(cond, make, name):
             """``(value, block)`` pairs of ``make()`` where ``cond`` holds, else None: a phi of them after."""
@@ -480,59 +495,43 @@ def _e4m3_kernel(nv: int, w_to_d: float):
             return out
 
         x1rows = [builder.gep(px1, [o]) for o in offs]
-        mixed = [None] * (mr * nv)
         for v in range(nv):
             dirty = builder.icmp_signed("!=", builder.and_(builder.lshr(vecm, c(2 * v)), c(3)), c(0))
             d1w = branch_value(dirty, lambda: [(s, zero_i) for s in chunk_sums(v, rows)], f"g{v}_d1w")
             for i in range(mr):
                 k = i * nv + v
                 rb = builder.icmp_signed("!=", builder.and_(builder.lshr(rowm, c(i)), c(1)), c(0))
-                pre = builder.block
                 x1_bb = builder.append_basic_block(f"r{i}g{v}_x1")
                 no_x1 = builder.append_basic_block(f"r{i}g{v}_no_x1")
                 w1_bb = builder.append_basic_block(f"r{i}g{v}_w1")
-                row_join = builder.append_basic_block(f"r{i}g{v}_join")
+                plain_bb = builder.append_basic_block(f"r{i}g{v}_plain")
+                row_done = builder.append_basic_block(f"r{i}g{v}_done")
                 builder.cbranch(rb, x1_bb, no_x1)
                 builder.position_at_end(x1_bb)
                 d1x = x1_sums(i, v)
                 (d11,) = branch_value(dirty, lambda: [(chunk_sums(v, [x1rows[i]])[0], zero_i)], f"r{i}g{v}_d11")
-                res_x = exact_row(i, v, d1x, d1w[i], d11)
-                end_x = builder.block
-                builder.branch(row_join)
+                builder.store(exact_row(i, v, d1x, d1w[i], d11), fslot[k], align=64)
+                builder.branch(row_done)
                 builder.position_at_end(no_x1)
-                builder.cbranch(dirty, w1_bb, row_join)
+                builder.cbranch(dirty, w1_bb, plain_bb)
                 builder.position_at_end(w1_bb)
-                res_w = weights_row(i, v, d1w[i])
-                end_w = builder.block
-                builder.branch(row_join)
-                builder.position_at_end(row_join)
-                p = builder.phi(_V16F)
-                p.add_incoming(res_x, end_x)
-                p.add_incoming(plain[k], no_x1)
-                p.add_incoming(res_w, end_w)
-                mixed[k] = p
-        lanes_end = builder.block
-        builder.branch(join_bb)
-        builder.position_at_end(join_bb)
-        new_acc = []
-        for k in range(mr * nv):
-            p = builder.phi(_V16F)
-            p.add_incoming(plain[k], pre_bb)
-            p.add_incoming(mixed[k], lanes_end)
-            new_acc.append(p)
+                builder.store(weights_row(i, v, d1w[i]), fslot[k], align=64)
+                builder.branch(row_done)
+                builder.position_at_end(plain_bb)
+                builder.store(plain_of(k, d0(k)), fslot[k], align=64)
+                builder.branch(row_done)
+                builder.position_at_end(row_done)
         builder.branch(bnext)
         builder.position_at_end(bnext)
         b.add_incoming(builder.add(b, c(1)), bnext)
         woff.add_incoming(builder.add(woff, builder.mul(nsteps, c(64 * nv))), bnext)
-        for p, val in zip(facc, new_acc):
-            p.add_incoming(val, bnext)
         builder.branch(bhead)
 
         builder.position_at_end(done)
         for i in range(mr):
             row = builder.gep(pacc, [builder.mul(c(i), ldo)])
             for v in range(nv):
-                builder.store(facc[i * nv + v], vptr(row, c(16 * v), _V16F), align=4)
+                builder.store(facc(i * nv + v), vptr(row, c(16 * v), _V16F), align=4)
         return context.get_dummy_value()
 
     @intrinsic
