@@ -460,7 +460,14 @@ def test_fused_mfu_rows_equal_the_generic_pipeline(fmt_name):
         v, t, w = np.empty(n, np.float32), np.empty(n, np.float32), np.empty(n, np.float32)
         scalars = np.zeros(ops.shape[0], np.float32)
         for i in range(y.shape[0]):
-            mk._pipeline_row_fused(pattern, y[i], i, fmt, oa, vmem, fast[i])
+            if pattern == 0:
+                mk._row_round(y[i], i, fmt, oa, vmem, fast[i])
+            elif pattern == 1:
+                mk._row_add(y[i], i, fmt, oa, vmem, fast[i])
+            elif pattern == 2:
+                mk._row_add_relu(y[i], i, fmt, oa, vmem, fast[i])
+            else:
+                mk._row_add_add_relu(y[i], i, fmt, oa, vmem, fast[i])
             mk._pipeline_row(y[i], i, fmt, ops, sources, scalars, oa, vmem, tables, v, t, w, slow)
 
     for ops in ([], [mk.ADD], [mk.ADD, mk.RELU], [mk.ADD, mk.ADD, mk.RELU]):

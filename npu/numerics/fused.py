@@ -47,7 +47,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .mfu_kernels import _fused_pattern, _pipeline_row, _pipeline_row_fused
+from .mfu_kernels import _fused_pattern, _pipeline_row, _row_add, _row_add_add_relu, _row_add_relu, _row_round
 
 # =====================================================================================================
 # Tile kernels (LLVM IR).  One call computes an MR x 16*nv tile of MVU accumulators over the chain's
@@ -859,12 +859,29 @@ def _finish_rows(acc, n, live, m0, rows, g, r, rownan, colnan, fmt, ops, sources
             row[live:] = tail
             for c in nan_cols:
                 row[c] = np.float32(np.nan)
-        o = (m0 + i) * r + g
-        orow = wrows[o] if wrows.size else o
-        if pattern >= 0:
-            _pipeline_row_fused(pattern, row, o, fmt, operand_addr, vmem, out[orow])
-        else:
-            _pipeline_row(row, o, fmt, ops, sources, scalars, operand_addr, vmem, tables, v, t, w, out, orow)
+    # one loop over the rows per op sequence: the one-pass rows vectorise only so (see mfu_kernels)
+    if pattern == 0:
+        for i in range(rows):
+            o = (m0 + i) * r + g
+            _row_round(acc[i * n:(i + 1) * n], o, fmt, operand_addr, vmem, out[wrows[o] if wrows.size else o])
+    elif pattern == 1:
+        for i in range(rows):
+            o = (m0 + i) * r + g
+            _row_add(acc[i * n:(i + 1) * n], o, fmt, operand_addr, vmem, out[wrows[o] if wrows.size else o])
+    elif pattern == 2:
+        for i in range(rows):
+            o = (m0 + i) * r + g
+            _row_add_relu(acc[i * n:(i + 1) * n], o, fmt, operand_addr, vmem, out[wrows[o] if wrows.size else o])
+    elif pattern == 3:
+        for i in range(rows):
+            o = (m0 + i) * r + g
+            _row_add_add_relu(acc[i * n:(i + 1) * n], o, fmt, operand_addr, vmem,
+                              out[wrows[o] if wrows.size else o])
+    else:
+        for i in range(rows):
+            o = (m0 + i) * r + g
+            _pipeline_row(acc[i * n:(i + 1) * n], o, fmt, ops, sources, scalars, operand_addr, vmem, tables, v, t,
+                          w, out, wrows[o] if wrows.size else o)
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
