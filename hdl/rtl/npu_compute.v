@@ -361,17 +361,7 @@ module npu_compute #(
             reg             eng_last [0:TP-1];
             reg  [35:0]     eng_idx [0:TP-1];
             for (gm = 0; gm < MODES; gm = gm + 1) begin : mode
-                localparam integer KIND = mode_field(MODE_KIND, gm);
-                localparam integer E_BITS = mode_field(MODE_E_BITS, gm);
-                localparam integer M_BITS = mode_field(MODE_M_BITS, gm);
-                localparam integer F_BITS = mode_field(MODE_F_BITS, gm);
-                localparam integer EXP_BITS = mode_field(MODE_EXP_BITS, gm);
-                localparam integer EXP_BIAS = mode_field(MODE_EXP_BIAS, gm);
-                localparam integer ELEM_SPECIAL = mode_field(MODE_ELEM_SPECIAL, gm);
-                localparam integer SCALE_BITS = mode_field(MODE_SCALE_BITS, gm);
-                localparam integer SCALE_BIAS = mode_field(MODE_SCALE_BIAS, gm);
-                localparam integer EMAX = mode_field(MODE_EMAX, gm);
-                localparam integer TB = 8 * (N + N * N * E_BITS / 8);     // this mode's packed tile
+`include "npu_mode_fields.vh"
                 wire [N*E_BITS-1:0]   x_codes;
                 wire [SCALE_BITS-1:0] x_scale;
                 wire [TP-1:0]         busy_m, fin_m;
@@ -625,17 +615,7 @@ module npu_compute #(
             wire [TILES-1:0] mode_fin [0:MODES-1];
             wire [32*N-1:0]  mode_p [0:MODES*TILES-1];
             for (gm = 0; gm < MODES; gm = gm + 1) begin : mode
-                localparam integer KIND = mode_field(MODE_KIND, gm);
-                localparam integer E_BITS = mode_field(MODE_E_BITS, gm);
-                localparam integer M_BITS = mode_field(MODE_M_BITS, gm);
-                localparam integer F_BITS = mode_field(MODE_F_BITS, gm);
-                localparam integer EXP_BITS = mode_field(MODE_EXP_BITS, gm);
-                localparam integer EXP_BIAS = mode_field(MODE_EXP_BIAS, gm);
-                localparam integer ELEM_SPECIAL = mode_field(MODE_ELEM_SPECIAL, gm);
-                localparam integer SCALE_BITS = mode_field(MODE_SCALE_BITS, gm);
-                localparam integer SCALE_BIAS = mode_field(MODE_SCALE_BIAS, gm);
-                localparam integer EMAX = mode_field(MODE_EMAX, gm);
-                localparam integer TB = 8 * (N + N * N * E_BITS / 8);     // this mode's packed tile
+`include "npu_mode_fields.vh"
                 wire [TILES-1:0] fin_m;
                 assign mode_fin[gm] = fin_m;
                 for (ge = 0; ge < TILES; ge = ge + 1) begin : engine
