@@ -579,8 +579,8 @@ def block_top16(typingctx, src, lo):
 def _e4m3_block_kernel(bf16: bool):
     """The intrinsic converting one MX block of :func:`gather_quantize_e4m3` (finite, not all zero): the 32
     16-bit patterns ``src[lo:lo + 32]`` (binary16, or bfloat16 with ``bf16``) with shared exponent ``sh``
-    become plane integers ``x0[o:o + 32]``, ``x1[o:o + 32]``; it returns the plane-0 unit exponent ``e0``
-    times 2**32 plus the plane-1 flag bits.
+    become plane integers ``x0[o:o + 32]`` and, when the block has plane-1 elements, ``x1[o:o + 32]``; it
+    returns the plane-0 unit exponent ``e0`` times 2**32 plus the plane-1 flag bits.
 
     Lane by lane, with ``a = |v|``: ``ee = max(floor(log2 a) - sh, -6)``, ``u = min(rint(a * 2**(3 - ee - sh))
     * 2**(ee + 6), 448 * 2**9)``, the value in quanta 2**-9.  From binary16 this runs in binary32 (the powers
@@ -640,10 +640,14 @@ def _e4m3_block_kernel(bf16: bool):
         plane1 = builder.icmp_signed("!=", builder.and_(u, splat(low, v32i)), const(v32i, 0))
         p0 = builder.select(plane1, const(v32i, 0), builder.ashr(su, splat(shift, v32i)))
         p1 = builder.select(plane1, su, const(v32i, 0))
-        for arr, ty, val in ((x0_a, T[4], p0), (x1_a, T[5], p1)):
+
+        def store(arr, ty, val):
             dst = builder.gep(_data(context, builder, ty, arr), [o_v])
             builder.store(builder.trunc(val, v16), builder.bitcast(dst, v16.as_pointer()), align=2)
+        store(x0_a, T[4], p0)
         flags = builder.zext(builder.bitcast(plane1, ir.IntType(_V32)), _I64)
+        with builder.if_then(builder.icmp_unsigned("!=", flags, ir.Constant(_I64, 0)), likely=False):
+            store(x1_a, T[5], p1)                       # plane 1 only where the block has some
         return builder.or_(builder.shl(e0, ir.Constant(_I64, 32)), flags)
 
     @intrinsic
@@ -976,7 +980,8 @@ def gather_quantize_e4m3(vbits, bf16, addr, wmax, x0, x1, scodes, e0x, flags):
     plane-0 unit ``2**e0x`` (``e0x`` in [E0X_MIN, E0X]): the finest for which the block's plane-0
     integers ``X0`` satisfy ``sum |X0| * wmax < 2**31`` (``wmax``: the largest plane-0 weight integer
     it meets), so every int32 block sum is exact.  ``x0`` gets ``value / 2**e0x`` for the elements
-    that are multiples of ``2**e0x`` (else 0), ``x1`` the others in quanta 2**-9 (else 0), both int16;
+    that are multiples of ``2**e0x`` (else 0), ``x1`` the others in quanta 2**-9 (else 0), both int16, ``x1``
+    only in the blocks that hold some (elsewhere it is left as it was: the kernels read it nowhere else);
     ``scodes`` the E8M0 scale codes (255 for a NaN block, whose elements are 0; 127, scale 1, for an
     all-zero block, whose terms are +0 at any finite scale) and ``flags`` a bit per plane-1 element.
 
@@ -1011,7 +1016,6 @@ def _quantize_row_e4m3(vbits, bf16, addr, i, k, n, wmax, x0, x1, scodes, e0x, fl
                 flags[i, blk] = 0
                 for e in range(MX_BLOCK):
                     x0r[o + e] = 0
-                    x1r[o + e] = 0
                 continue
             if bf16:                                         # floor(log2) of the largest |v|, subnormals too
                 wide = np.float64(np.uint32(np.uint32(top) << np.uint32(16)).view(np.float32))
