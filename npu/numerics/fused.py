@@ -224,12 +224,14 @@ tile_i8_4 = _int8_kernel(4)
 def _e4m3_kernel(nv: int, w_to_d: float):
     """The intrinsic computing one MR x 16*nv accumulator tile of an MXFP8 E4M3 chain on int16 planes.
 
-    Arguments: ``x0``, ``x1`` activation planes (int16; ``x1`` laid out as ``x0``), ``aoff``,
-    ``t0``, ``xs``, ``nb`` as for the int8 kernel; ``xbits`` (uint32, indexed as ``aoff``) a bit
-    per plane-1 activation of the row's block, ``xf`` (binary64, indexed as ``aoff``) the plane-1
-    quantum in the block's plane-0 units, ``rmask`` (int64, ``rmask[r0 + b]``) a bit per row whose
-    block ``b`` has plane-1 activations within its K-steps; ``wp`` the plane-0 weights as int16
-    pairs, ``w0`` the byte offset of block 0; ``steps``; ``ws`` (binary32, 16*nv per block from
+    Arguments: ``x0``, ``x1`` activation planes (int16, ``row_bytes`` a vector; ``x1`` laid out as
+    ``x0``); the tile's rows ``m0 .. m0 + MR - 1``, those past ``mlast`` repeating it: row ``m``
+    reads vectors ``aidx[m * k + kk]`` (int64); block ``b`` is sub-block ``bs[b]`` of tap
+    ``bkk[b]``, of ``sub`` per vector, at byte ``64 * bs[b]`` of the vector; per (vector, sub-block)
+    ``j = v * sub + s``: ``xscale[j]`` (binary32) the scale, ``xflags[j]`` (uint32) a bit per
+    plane-1 activation, ``xunit[j]`` (binary64) the plane-1 quantum in the block's plane-0 units;
+    ``kmask[b]`` (uint32) the flag bits within block ``b``'s K-steps; ``nb`` blocks; ``wp`` the
+    plane-0 weights as int16 pairs, ``w0`` the byte offset of block 0; ``steps``; ``ws`` (binary32, 16*nv per block from
     ``c0``); ``acc``, ``o0``, ``ldo``; the plane-1 weights: ``w1vec[v0 + b]`` bits ``2v`` and
     ``2v + 1`` for the 8-column halves of 16-column group ``v`` holding some, and the weights by
     K-step chunks (:func:`_plane1_chunks`): ``w1p`` (int16), ``w1s`` (each chunk's K-step),
@@ -252,25 +254,33 @@ def _e4m3_kernel(nv: int, w_to_d: float):
 
     def codegen(context, builder, signature, args):
         T = signature.args
-        (x0, x1, aoff, t0, xs, xbits, xf, rmask, r0, nb, wp, w0, steps, ws, c0, acc, o0, ldo,
-         w1vec, v0, w1p, w1s, w1off) = args
+        (x0, x1, aidx, m0, mlast, k, bkk, bs, sub, row_bytes, xscale, xflags, xunit, kmask, nb, wp, w0, steps, ws,
+         c0, acc, o0, ldo, w1vec, v0, w1p, w1s, w1off) = args
         c = lambda v: ir.Constant(_I64, v)                                     # noqa: E731
         i8p = _I8.as_pointer()
         px0 = builder.bitcast(_data(context, builder, T[0], x0), i8p)
         px1 = builder.bitcast(_data(context, builder, T[1], x1), i8p)
-        paoff = builder.gep(_data(context, builder, T[2], aoff), [t0])
-        pxs = builder.gep(_data(context, builder, T[4], xs), [t0])
-        pxbits = builder.gep(_data(context, builder, T[5], xbits), [t0])
-        pxf = builder.gep(_data(context, builder, T[6], xf), [t0])
-        prmask = builder.gep(_data(context, builder, T[7], rmask), [r0])
-        pwp = builder.gep(builder.bitcast(_data(context, builder, T[10], wp), i8p), [w0])
-        psteps = _data(context, builder, T[12], steps)
-        pws = builder.gep(_data(context, builder, T[13], ws), [c0])
-        pacc = builder.gep(_data(context, builder, T[15], acc), [o0])
-        pw1vec = builder.gep(_data(context, builder, T[18], w1vec), [v0])
-        pw1p = builder.bitcast(_data(context, builder, T[20], w1p), i8p)
-        pw1s = _data(context, builder, T[21], w1s)
-        pw1off = builder.gep(_data(context, builder, T[22], w1off), [builder.mul(v0, ir.Constant(_I64, NV_MAX))])
+        paidx = _data(context, builder, T[2], aidx)
+        pbkk = _data(context, builder, T[6], bkk)
+        pbs = _data(context, builder, T[7], bs)
+        pxscale = _data(context, builder, T[10], xscale)
+        pxflags = _data(context, builder, T[11], xflags)
+        pxunit = _data(context, builder, T[12], xunit)
+        pkmask = _data(context, builder, T[13], kmask)
+        pwp = builder.gep(builder.bitcast(_data(context, builder, T[15], wp), i8p), [w0])
+        psteps = _data(context, builder, T[17], steps)
+        pws = builder.gep(_data(context, builder, T[18], ws), [c0])
+        pacc = builder.gep(_data(context, builder, T[20], acc), [o0])
+        pw1vec = builder.gep(_data(context, builder, T[23], w1vec), [v0])
+        pw1p = builder.bitcast(_data(context, builder, T[25], w1p), i8p)
+        pw1s = _data(context, builder, T[26], w1s)
+        pw1off = builder.gep(_data(context, builder, T[27], w1off), [builder.mul(v0, ir.Constant(_I64, NV_MAX))])
+        # each row's taps: rows past mlast repeat it
+        arows = []
+        for i in range(mr):
+            m = builder.add(m0, c(i))
+            m = builder.select(builder.icmp_signed(">", m, mlast), mlast, m)
+            arows.append(builder.gep(paidx, [builder.mul(m, k)]))
         dp = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V16I, [_V16I, _V16I, _V16I]),
                                             "llvm.x86.avx512.vpdpwssd.512")
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_V16F, [_V16F, _V16F, _V16F]),
@@ -296,9 +306,10 @@ def _e4m3_kernel(nv: int, w_to_d: float):
         def vptr(base, offset, vty):
             return builder.bitcast(builder.gep(base, [offset]), vty.as_pointer())
 
-
-        def row_index(i):
-            return builder.add(builder.mul(c(i), nb), b)
+        def vector_of(i):
+            """Row i's vector of block b and its (vector, sub-block) index j."""
+            v = builder.load(builder.gep(arows[i], [kk]))
+            return v, builder.add(builder.mul(v, sub), sblk)
 
         first = builder.block
         bhead = builder.append_basic_block("block_head")
@@ -326,7 +337,10 @@ def _e4m3_kernel(nv: int, w_to_d: float):
 
         builder.position_at_end(bbody)
         nsteps = builder.load(builder.gep(psteps, [b]))
-        offs = [builder.load(builder.gep(paoff, [row_index(i)])) for i in range(mr)]
+        kk = builder.load(builder.gep(pbkk, [b]))
+        sblk = builder.load(builder.gep(pbs, [b]))
+        sub_off = builder.mul(sblk, c(2 * MX_BLOCK))
+        offs = [builder.add(builder.mul(vector_of(i)[0], row_bytes), sub_off) for i in range(mr)]
         rows = [builder.gep(px0, [o]) for o in offs]
         wblock = builder.gep(pwp, [woff])
         builder.branch(shead)
@@ -357,7 +371,8 @@ def _e4m3_kernel(nv: int, w_to_d: float):
         builder.position_at_end(bepi)
         cb = builder.mul(b, c(width))
         wsv = [builder.load(vptr(pws, builder.add(cb, c(16 * v)), _V16F), align=4) for v in range(nv)]
-        xsl = [builder.load(builder.gep(pxs, [row_index(i)])) for i in range(mr)]
+        jrow = [vector_of(i)[1] for i in range(mr)]
+        xsl = [builder.load(builder.gep(pxscale, [j])) for j in jrow]
 
         def scale(k):
             return builder.fmul(splat(xsl[k // nv], undef_f, splat16), wsv[k % nv])
@@ -368,7 +383,12 @@ def _e4m3_kernel(nv: int, w_to_d: float):
         def plain_of(k, d0):
             return builder.call(fma, [builder.sitofp(d0, _V16F), scale(k), facc(k)])
 
-        rowm = builder.load(builder.gep(prmask, [b]))
+        kmask_b = builder.zext(builder.load(builder.gep(pkmask, [b])), _I64)
+        xbits_in = [builder.and_(builder.zext(builder.load(builder.gep(pxflags, [j])), _I64), kmask_b) for j in jrow]
+        rowm = c(0)                                    # a bit per row with plane-1 activations in the block
+        for i in range(mr):
+            rowm = builder.or_(rowm, builder.shl(builder.zext(builder.icmp_signed("!=", xbits_in[i], c(0)), _I64),
+                                                 c(i)))
         vecm = builder.load(builder.gep(pw1vec, [b]))
         lanes_bb = builder.append_basic_block("lanes")
         clean_bb = builder.append_basic_block("clean")
@@ -383,7 +403,6 @@ def _e4m3_kernel(nv: int, w_to_d: float):
 
         def d0(k):
             return builder.load(dslot[k], align=64)
-        kmask = builder.sub(builder.shl(c(1), builder.mul(nsteps, c(2))), c(1))
         pair_bits = c(0x5555555555555555)
 
         def int_sums(name, count, trip, srcs):
@@ -431,7 +450,7 @@ def _e4m3_kernel(nv: int, w_to_d: float):
 
         def x1_sums(i, v):
             """Row i's plane-1 activations times group v's plane-0 weights (over the K-steps holding some)."""
-            bits = builder.and_(builder.zext(builder.load(builder.gep(pxbits, [row_index(i)])), _I64), kmask)
+            bits = xbits_in[i]
             pairs = builder.and_(builder.or_(bits, builder.lshr(bits, c(1))), pair_bits)
 
             def trip(j):
@@ -450,7 +469,7 @@ def _e4m3_kernel(nv: int, w_to_d: float):
             """Row i's accumulators of group v with the exact term: ``D0 + D1x * xf + D1w * w_to_d + D11 * xf *
             w_to_d`` (multiples of 2**-10 units below 2**41: exact in binary64) times the scales, rounded once."""
             k = i * nv + v
-            xfv = builder.load(builder.gep(pxf, [row_index(i)]))
+            xfv = builder.load(builder.gep(pxunit, [jrow[i]]))
             f_x = splat(xfv, undef_d, splat8)
             f_xw = splat(builder.fmul(xfv, ir.Constant(_F64, w_to_d)), undef_d, splat8)
             halves = []
@@ -535,11 +554,11 @@ def _e4m3_kernel(nv: int, w_to_d: float):
         return context.get_dummy_value()
 
     @intrinsic
-    def tile(typingctx, x0, x1, aoff, t0, xs, xbits, xf, rmask, r0, nb, wp, w0, steps, ws, c0, acc, o0, ldo,
-             w1vec, v0, w1p, w1s, w1off):
+    def tile(typingctx, x0, x1, aidx, m0, mlast, k, bkk, bs, sub, row_bytes, xscale, xflags, xunit, kmask, nb, wp, w0,
+             steps, ws, c0, acc, o0, ldo, w1vec, v0, w1p, w1s, w1off):
         i64 = types.int64
-        sig = types.void(x0, x1, aoff, i64, xs, xbits, xf, rmask, i64, i64, wp, i64, steps, ws, i64, acc, i64, i64,
-                         w1vec, i64, w1p, w1s, w1off)
+        sig = types.void(x0, x1, aidx, i64, i64, i64, bkk, bs, i64, i64, xscale, xflags, xunit, kmask, i64, wp, i64,
+                         steps, ws, i64, acc, i64, i64, w1vec, i64, w1p, w1s, w1off)
         return sig, codegen
     return tile
 
@@ -1104,53 +1123,30 @@ e4m3_tile_4 = _e4m3_kernel(4, W_TO_D)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _tile_e4m3(nv, x0, x1, aoff, t0, xs, xbits, xf, rmask, r0, nb, wp, w0, steps, ws, c0, acc, o0, ldo, w1vec, v0,
-               w1p, w1s, w1off):
+def _tile_e4m3(nv, x0, x1, aidx, m0, mlast, k, bkk, bs, sub, row_bytes, xscale, xflags, xunit, kmask, nb, wp, w0, steps,
+               ws, c0, acc, o0, ldo, w1vec, v0, w1p, w1s, w1off):
     if nv == 4:
-        e4m3_tile_4(x0, x1, aoff, t0, xs, xbits, xf, rmask, r0, nb, wp, w0, steps, ws, c0, acc, o0, ldo, w1vec,
-                    v0, w1p, w1s, w1off)
+        e4m3_tile_4(x0, x1, aidx, m0, mlast, k, bkk, bs, sub, row_bytes, xscale, xflags, xunit, kmask, nb, wp, w0,
+                    steps, ws, c0, acc, o0, ldo, w1vec, v0, w1p, w1s, w1off)
     elif nv == 3:
-        e4m3_tile_3(x0, x1, aoff, t0, xs, xbits, xf, rmask, r0, nb, wp, w0, steps, ws, c0, acc, o0, ldo, w1vec,
-                    v0, w1p, w1s, w1off)
+        e4m3_tile_3(x0, x1, aidx, m0, mlast, k, bkk, bs, sub, row_bytes, xscale, xflags, xunit, kmask, nb, wp, w0,
+                    steps, ws, c0, acc, o0, ldo, w1vec, v0, w1p, w1s, w1off)
     elif nv == 2:
-        e4m3_tile_2(x0, x1, aoff, t0, xs, xbits, xf, rmask, r0, nb, wp, w0, steps, ws, c0, acc, o0, ldo, w1vec,
-                    v0, w1p, w1s, w1off)
+        e4m3_tile_2(x0, x1, aidx, m0, mlast, k, bkk, bs, sub, row_bytes, xscale, xflags, xunit, kmask, nb, wp, w0,
+                    steps, ws, c0, acc, o0, ldo, w1vec, v0, w1p, w1s, w1off)
     else:
-        e4m3_tile_1(x0, x1, aoff, t0, xs, xbits, xf, rmask, r0, nb, wp, w0, steps, ws, c0, acc, o0, ldo, w1vec,
-                    v0, w1p, w1s, w1off)
+        e4m3_tile_1(x0, x1, aidx, m0, mlast, k, bkk, bs, sub, row_bytes, xscale, xflags, xunit, kmask, nb, wp, w0,
+                    steps, ws, c0, acc, o0, ldo, w1vec, v0, w1p, w1s, w1off)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _row_tables_e4m3(aidx, blocks, sub, xscale, vnan, xflags, xunit, kmask, m0, rows, ntile, row_bytes, blk_bytes, aoff,
-                     xs, rownan, xbits, xf, rmask):
-    """:func:`_row_tables` over the chain's blocks with weights (``blocks``: indices ``kk * sub + s``), with the
-    E4M3 planes' tables per (row, such block): ``xbits`` the plane-1 flags, ``xf`` the plane-1 quantum in
-    plane-0 units, and ``rmask`` per micro tile and block a bit per row with plane-1 activations within the
-    block's K-steps (``kmask``).  ``rownan``: whether any block of the row's vectors has a NaN scale
-    (``vnan`` per vector), blocks without weights too."""
-    k = aidx.shape[1]
-    nb = blocks.shape[0]
-    for i in range(ntile * MR):
-        m = m0 + min(i, rows - 1)
+def _row_nans(aidx, vnan, m0, rows, rownan):
+    """Per row ``m0 + i`` of a task: whether any of its vectors has a NaN block scale (``vnan``)."""
+    for i in range(rows):
         bad = False
-        for kk in range(k):
-            bad = bad or vnan[aidx[m, kk]]
+        for kk in range(aidx.shape[1]):
+            bad = bad or vnan[aidx[m0 + i, kk]]
         rownan[i] = bad
-        row_bit = np.int64(1) << np.int64(i % MR)
-        t0 = (i // MR) * nb
-        for bi in range(nb):
-            b = blocks[bi]
-            kk = b // sub
-            s = b - kk * sub
-            v = aidx[m, kk]
-            j = i * nb + bi
-            aoff[j] = v * row_bytes + s * blk_bytes
-            xs[j] = xscale[v, s]
-            bits = xflags[v, s]
-            xbits[j] = bits
-            xf[j] = xunit[v, s]
-            if bits & kmask[bi]:
-                rmask[t0 + bi] |= row_bit
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
@@ -1168,7 +1164,7 @@ def chain_e4m3(x0, x1, xflags, xunit, row_elems, xscale, aidx, sub, blocks, wp, 
     non-zero weight, so their terms are +0 (or NaN with a NaN scale, which ``colnan`` and the rows' NaN
     scales carry).
     """
-    m_rows = aidx.shape[0]
+    m_rows, k = aidx.shape
     nb = blocks.shape[0]
     r, npan = pan_w0.shape
     n = out.shape[1]
@@ -1178,10 +1174,17 @@ def chain_e4m3(x0, x1, xflags, xunit, row_elems, xscale, aidx, sub, blocks, wp, 
     w1v_ = w1_vec.reshape(-1)
     w1o = w1_off.reshape(-1)
     tasks_m, per_task = row_tasks(m_rows, r, threads)
-    blk_bytes = 2 * MX_BLOCK
     kmask = np.empty(nb, np.uint32)                   # per block: the flag bits of the elements within its K-steps
+    bkk = np.empty(nb, np.int64)                      # per block: its tap and sub-block
+    bs = np.empty(nb, np.int64)
     for b in range(nb):
         kmask[b] = np.uint32((np.uint64(1) << np.uint64(2 * steps[b])) - np.uint64(1))
+        bkk[b] = blocks[b] // sub
+        bs[b] = blocks[b] - bkk[b] * sub
+    aidx_f = aidx.reshape(-1)
+    xscale_f = xscale.reshape(-1)
+    xflags_f = xflags.reshape(-1)
+    xunit_f = xunit.reshape(-1)
     vnan = np.zeros(xscale.shape[0], np.bool_)        # per vector: any block scale NaN
     for v in range(xscale.shape[0]):
         for s in range(sub):
@@ -1192,21 +1195,16 @@ def chain_e4m3(x0, x1, xflags, xunit, row_elems, xscale, aidx, sub, blocks, wp, 
         m0 = mt * per_task
         rows = min(per_task, m_rows - m0)
         ntile = (rows + MR - 1) // MR
-        aoff = np.empty(ntile * MR * nb, np.int64)
-        xs = np.empty(ntile * MR * nb, np.float32)
-        rownan = np.empty(ntile * MR, np.bool_)
-        xbits = np.empty(ntile * MR * nb, np.uint32)
-        xf = np.empty(ntile * MR * nb, np.float64)
-        rmask = np.zeros(ntile * nb, np.int64)        # per micro tile and block: rows with plane-1 activations
-        _row_tables_e4m3(aidx, blocks, sub, xscale, vnan, xflags, xunit, kmask, m0, rows, ntile, 2 * row_elems,
-                         blk_bytes, aoff, xs, rownan, xbits, xf, rmask)
+        rownan = np.empty(rows, np.bool_)
+        _row_nans(aidx, vnan, m0, rows, rownan)
         acc = np.empty(ntile * MR * n, np.float32)
         col = 0
         for p in range(npan):
             nv = pan_nv[p]
             for t in range(ntile):
-                _tile_e4m3(nv, x0, x1, aoff, t * MR * nb, xs, xbits, xf, rmask, t * nb, nb, wp, pan_w0[g, p], steps,
-                           ws, pan_c0[g, p], acc, t * MR * n + col, n, w1v_, (g * npan + p) * nb, w1_p, w1_s, w1o)
+                _tile_e4m3(nv, x0, x1, aidx_f, m0 + t * MR, m0 + rows - 1, k, bkk, bs, sub, 2 * row_elems, xscale_f,
+                           xflags_f, xunit_f, kmask, nb, wp, pan_w0[g, p], steps, ws, pan_c0[g, p], acc,
+                           t * MR * n + col, n, w1v_, (g * npan + p) * nb, w1_p, w1_s, w1o)
             col += 16 * nv
         v = np.empty(n, np.float32)
         tt = np.empty(n, np.float32)
