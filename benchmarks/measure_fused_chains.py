@@ -10,9 +10,11 @@ call is then replayed on its own, best of ``--rounds``, on each thread
 count, the calling thread and its kernel threads placed as a run places
 them (``npu.sim.placement``); the sums are printed with the dot-product
 instructions the E4M3 calls issue (``vpdpwssd``: micro tiles of 6 rows).
-The figure is the chains' share of a run without the rest of it (input
-conversion, MFU-only chains, Python), and without the misses of a run
-whose weights stream once: a lower bound on their time in a run.
+The figure is the chains' share of a run without the rest of it (MFU-only
+chains, Python; the ms-fp9 input conversion, which runs before its chain
+kernel, while the E4M3 kernel converts its own input), and without the
+misses of a run whose weights stream once: a lower bound on their time in
+a run.
 """
 from __future__ import annotations
 
@@ -77,7 +79,7 @@ def vpdpwssd_count(calls: list[tuple]) -> int:
     """``vpdpwssd`` instructions of the E4M3 calls (rows padded to micro tiles, as the kernel runs them)."""
     count = 0
     for args in calls:
-        aidx, pan_w0, pan_nv, steps = args[6], args[10], args[12], args[13]
+        aidx, pan_w0, pan_nv, steps = args[13], args[17], args[19], args[20]
         tiles = -(-aidx.shape[0] // fused.MICRO_ROWS)
         count += tiles * fused.MICRO_ROWS * pan_w0.shape[0] * int(pan_nv.sum()) * int(steps.sum())
     return count

@@ -802,23 +802,16 @@ SCALE_MAX = 2.0 ** 96
 
 
 @numba.njit(cache=True, nogil=True)
-def block_scales(scodes, rep, table, e0x, xscale, xunit):
-    """Activation scale values per reduction block, and the range of the finite ones.
+def block_scales(scodes, rep, table, xscale):
+    """Activation scale values per reduction block, and the range of the finite ones (the int8 plan).
 
     ``xscale[v, s] = table[scodes[v, s // rep]]`` (binary32 value of each scale code, NaN for the NaN
-    code), times ``2**e0x[v, s]`` and with ``xunit[v, s] = 2**(-9 - e0x[v, s])`` when ``e0x`` is
-    given (the E4M3 planes' units; an empty ``e0x`` leaves ``xunit`` alone).  Returns (smallest,
-    largest) finite value, (1, 1) when there is none.
+    code).  Returns (smallest, largest) finite value, (1, 1) when there is none.
     """
     lo, hi = np.inf, -np.inf
-    units = e0x.size > 0
     for v in range(xscale.shape[0]):
         for s_ in range(xscale.shape[1]):
             x = np.float64(table[scodes[v, s_ // rep]])
-            if units:
-                e = np.int64(e0x[v, s_])
-                x *= _pow2_f64(e)
-                xunit[v, s_] = _pow2_f64(-9 - e)
             xscale[v, s_] = x
             if x == x:
                 lo = min(lo, x)
@@ -826,7 +819,8 @@ def block_scales(scodes, rep, table, e0x, xscale, xunit):
     return (lo, hi) if lo <= hi else (1.0, 1.0)
 
 
-def scales_fit(xs_lo: float, xs_hi: float, ws_lo: float, ws_hi: float, tiny: float) -> bool:
+@numba.njit(cache=True, nogil=True)
+def scales_fit(xs_lo, xs_hi, ws_lo, ws_hi, tiny):
     """Whether every product of finite scales in the ranges is a binary32 power of two in [tiny, SCALE_MAX]."""
     return min(xs_lo, ws_lo, xs_lo * ws_lo) >= tiny and max(xs_hi, ws_hi, xs_hi * ws_hi) <= SCALE_MAX
 
@@ -1149,31 +1143,103 @@ def _row_nans(aidx, vnan, m0, rows, rownan):
         rownan[i] = bad
 
 
-@numba.njit(cache=True, nogil=True, parallel=True)
-def chain_e4m3(x0, x1, xflags, xunit, row_elems, xscale, aidx, sub, blocks, wp, pan_w0, pan_c0, pan_nv, steps, cw,
-               ws, colnan, w1_vec, w1_p, w1_s, w1_off, fmt, ops, sources, scalars, operand_addr, vmem, tables, out,
-               wrows, threads):
-    """One batch of an MVU chain on E4M3 planes (see above): ``out[m * r + g]`` = MFU-format bits.
+#: Vectors one claim of a chain's input conversion takes (``chain_e4m3``'s first phase).
+_CONVERT_ROWS = 32
+#: Slots of a chain's work counters (one cache line apart): conversion chunks claimed, converted; tasks claimed.
+_CLAIMED, _CONVERTED, _TASKS = 0, 8, 16
 
-    ``x0``, ``x1`` (V * row_elems,) int16 activation planes, ``xflags`` (V, sub) a bit per plane-1
-    element of each block, ``xunit`` (V, sub) the plane-1 quantum in the block's plane-0 units,
-    ``xscale`` (V, sub) block scales times the block's plane-0 unit; the weights a :class:`PackedWeights` of
-    the plane-0 integers (int16 pairs ``wp``) and a :class:`Plane1Weights`' column groups ``w1_vec``
-    (r, npan, nb) and K-step chunks (``w1_p``, ``w1_s``, ``w1_off``).  ``cw`` is unused (no zero point).  The weights
-    cover the ``nb`` blocks ``blocks`` (indices ``kk * sub + s``) of the ``k * sub``: the others have no
-    non-zero weight, so their terms are +0 (or NaN with a NaN scale, which ``colnan`` and the rows' NaN
-    scales carry).
+
+@intrinsic
+def _fetch_add(typingctx, counters, slot, value):
+    """Atomically add ``value`` to ``counters[slot]`` (int64), returning the value before."""
+    def codegen(context, builder, signature, args):
+        ptr = builder.gep(_data(context, builder, signature.args[0], args[0]), [args[1]])
+        return builder.atomic_rmw("add", ptr, args[2], "seq_cst")
+    return types.int64(counters, types.int64, types.int64), codegen
+
+
+@intrinsic
+def _load_acquire(typingctx, counters, slot):
+    """``counters[slot]`` (int64), read atomically: whatever was written before its last atomic add is seen."""
+    def codegen(context, builder, signature, args):
+        ptr = builder.gep(_data(context, builder, signature.args[0], args[0]), [args[1]])
+        return builder.load_atomic(ptr, "acquire", 8)
+    return types.int64(counters, types.int64), codegen
+
+
+@intrinsic
+def _spin_pause(typingctx):
+    """The x86 ``pause`` hint of a spin-wait loop."""
+    def codegen(context, builder, signature, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause")
+        builder.call(fn, [])
+        return context.get_dummy_value()
+    return types.void(), codegen
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _convert_rows(vbits, bf16, addr, wmax, lo_v, hi_v, table, rep, x0, x1, xflags, e0x, scodes, xscale, xunit, vnan):
+    """Vectors ``lo_v .. hi_v - 1`` of :func:`chain_e4m3`'s input: E4M3 planes, each block's scale times its
+    plane-0 unit and its plane-1 quantum in those units; returns the (smallest, largest) finite scale
+    ((inf, -inf) when none)."""
+    n = vbits.shape[1]
+    sub = xscale.shape[1]
+    lo, hi = np.inf, -np.inf
+    for v in range(lo_v, hi_v):
+        _quantize_row_e4m3(vbits, bf16, addr, v, 1, n, wmax, x0, x1, scodes, e0x, xflags)
+        bad = False
+        for s in range(sub):
+            e = np.int64(e0x[v, s])
+            x = np.float64(table[scodes[v, s // rep]]) * _pow2_f64(e)
+            xunit[v, s] = _pow2_f64(-9 - e)
+            xscale[v, s] = x
+            if x == x:
+                lo = min(lo, x)
+                hi = max(hi, x)
+            else:
+                bad = True
+        vnan[v] = bad
+    return lo, hi
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def chain_e4m3(vbits, bf16, addr, wmax, table, rep, x0, x1, xflags, e0x, scodes, xscale, xunit, aidx, sub, blocks,
+               wp, pan_w0, pan_c0, pan_nv, steps, ws, ws_lo, ws_hi, colnan, w1_vec, w1_p, w1_s, w1_off, fmt, ops,
+               sources, scalars, operand_addr, vmem, tables, out, wrows, threads):
+    """One batch of an MVU chain on E4M3 planes (see above), from its input vectors: ``out[m * r + g]`` =
+    MFU-format bits.  Returns False, having written nothing, when a scale product leaves the range the
+    tile kernels take (:func:`scales_fit`): the caller then takes the block-sum path.
+
+    The input: vectors ``vbits[addr[v, 0]]`` (16-bit patterns, bfloat16 with ``bf16``, else binary16) become
+    the int16 planes ``x0``, ``x1`` (V, N) for weights up to ``wmax`` (:func:`gather_quantize_e4m3`), with
+    per block ``xflags`` a bit per plane-1 element, ``e0x`` the plane-0 unit, ``scodes`` the scale codes
+    (of the format's scale blocks, ``rep`` reduction blocks each, values ``table``), ``xscale`` the scale
+    value times the plane-0 unit and ``xunit`` the plane-1 quantum in plane-0 units; iteration ``m``
+    reads vectors ``aidx[m, :]`` (rows of the planes).  The weights: a :class:`PackedWeights` of the
+    plane-0 integers (int16 pairs ``wp``, its scales' finite range ``ws_lo`` .. ``ws_hi``) and a
+    :class:`Plane1Weights`' column groups ``w1_vec`` (r, npan, nb) and K-step chunks (``w1_p``,
+    ``w1_s``, ``w1_off``).  They cover the ``nb`` blocks ``blocks`` (indices ``kk * sub + s``) of the
+    ``k * sub``: the others have no non-zero weight, so their terms are +0 (or NaN with a NaN scale,
+    which ``colnan`` and the rows' NaN scales carry).
+
+    One parallel loop, one iteration per thread, does both phases: each thread claims chunks of
+    :data:`_CONVERT_ROWS` vectors to convert until none is left, waits until every claimed chunk is
+    converted (a spin on a counter; each waits only on chunks other running threads hold), then claims
+    row tasks (:func:`row_tasks`) until none is left.  So the calling thread converts while the others
+    wake (about 45 us each on a 2-core virtual machine), and one loop start serves both phases.
     """
     m_rows, k = aidx.shape
     nb = blocks.shape[0]
     r, npan = pan_w0.shape
     n = out.shape[1]
+    count = addr.shape[0]
     live = 0
     for p in range(npan):
         live += 16 * pan_nv[p]
     w1v_ = w1_vec.reshape(-1)
     w1o = w1_off.reshape(-1)
     tasks_m, per_task = row_tasks(m_rows, r, threads)
+    ntasks = tasks_m * r
     kmask = np.empty(nb, np.uint32)                   # per block: the flag bits of the elements within its K-steps
     bkk = np.empty(nb, np.int64)                      # per block: its tap and sub-block
     bs = np.empty(nb, np.int64)
@@ -1182,33 +1248,65 @@ def chain_e4m3(x0, x1, xflags, xunit, row_elems, xscale, aidx, sub, blocks, wp, 
         bkk[b] = blocks[b] // sub
         bs[b] = blocks[b] - bkk[b] * sub
     aidx_f = aidx.reshape(-1)
+    x0_f = x0.reshape(-1)
+    x1_f = x1.reshape(-1)
     xscale_f = xscale.reshape(-1)
     xflags_f = xflags.reshape(-1)
     xunit_f = xunit.reshape(-1)
-    vnan = np.zeros(xscale.shape[0], np.bool_)        # per vector: any block scale NaN
-    for v in range(xscale.shape[0]):
-        for s in range(sub):
-            vnan[v] = vnan[v] or xscale[v, s] != xscale[v, s]
-    for task in numba.prange(tasks_m * r):
-        mt = np.int64(task) // r
-        g = np.int64(task) - mt * r
-        m0 = mt * per_task
-        rows = min(per_task, m_rows - m0)
-        ntile = (rows + MR - 1) // MR
-        rownan = np.empty(rows, np.bool_)
-        _row_nans(aidx, vnan, m0, rows, rownan)
-        acc = np.empty(ntile * MR * n, np.float32)
-        col = 0
-        for p in range(npan):
-            nv = pan_nv[p]
-            for t in range(ntile):
-                _tile_e4m3(nv, x0, x1, aidx_f, m0 + t * MR, m0 + rows - 1, k, bkk, bs, sub, 2 * row_elems, xscale_f,
-                           xflags_f, xunit_f, kmask, nb, wp, pan_w0[g, p], steps, ws, pan_c0[g, p], acc,
-                           t * MR * n + col, n, w1v_, (g * npan + p) * nb, w1_p, w1_s, w1o)
-            col += 16 * nv
-        v = np.empty(n, np.float32)
-        tt = np.empty(n, np.float32)
-        w = np.empty(n, np.float32)
-        _finish_rows(acc, n, live, m0, rows, g, r, rownan, colnan, fmt, ops, sources, scalars, operand_addr, vmem,
-                     tables, v, tt, w, out, wrows)
-    return out
+    vnan = np.empty(count, np.bool_)                  # per vector: any block scale NaN
+    chunks = (count + _CONVERT_ROWS - 1) // _CONVERT_ROWS
+    chunk_lo = np.empty(chunks, np.float64)
+    chunk_hi = np.empty(chunks, np.float64)
+    counters = np.zeros(24, np.int64)
+    team = max(1, min(threads, max(chunks, ntasks)))
+    for _member in numba.prange(team):
+        while True:                                   # phase 1: convert the input vectors
+            c = _fetch_add(counters, _CLAIMED, 1)
+            if c >= chunks:
+                break
+            lo_c, hi_c = _convert_rows(vbits, bf16, addr, wmax, c * _CONVERT_ROWS, min(count, (c + 1) * _CONVERT_ROWS),
+                                       table, rep, x0, x1, xflags, e0x, scodes, xscale, xunit, vnan)
+            chunk_lo[c] = lo_c
+            chunk_hi[c] = hi_c
+            _fetch_add(counters, _CONVERTED, 1)
+        while _load_acquire(counters, _CONVERTED) < chunks:
+            _spin_pause()
+        lo, hi = np.inf, -np.inf
+        for c in range(chunks):
+            lo = min(lo, chunk_lo[c])
+            hi = max(hi, chunk_hi[c])
+        if lo > hi:
+            lo, hi = 1.0, 1.0
+        fits = scales_fit(lo, hi, ws_lo, ws_hi, 2.0 ** -126)
+        while fits:                                   # phase 2: the row tasks
+            task = _fetch_add(counters, _TASKS, 1)
+            if task >= ntasks:
+                break
+            mt = task // r
+            g = task - mt * r
+            m0 = mt * per_task
+            rows = min(per_task, m_rows - m0)
+            ntile = (rows + MR - 1) // MR
+            rownan = np.empty(rows, np.bool_)
+            _row_nans(aidx, vnan, m0, rows, rownan)
+            acc = np.empty(ntile * MR * n, np.float32)
+            col = 0
+            for p in range(npan):
+                nv = pan_nv[p]
+                for t in range(ntile):
+                    _tile_e4m3(nv, x0_f, x1_f, aidx_f, m0 + t * MR, m0 + rows - 1, k, bkk, bs, sub, 2 * n, xscale_f,
+                               xflags_f, xunit_f, kmask, nb, wp, pan_w0[g, p], steps, ws, pan_c0[g, p], acc,
+                               t * MR * n + col, n, w1v_, (g * npan + p) * nb, w1_p, w1_s, w1o)
+                col += 16 * nv
+            v = np.empty(n, np.float32)
+            tt = np.empty(n, np.float32)
+            w = np.empty(n, np.float32)
+            _finish_rows(acc, n, live, m0, rows, g, r, rownan, colnan, fmt, ops, sources, scalars, operand_addr, vmem,
+                         tables, v, tt, w, out, wrows)
+    lo, hi = np.inf, -np.inf
+    for c in range(chunks):
+        lo = min(lo, chunk_lo[c])
+        hi = max(hi, chunk_hi[c])
+    if lo > hi:
+        lo, hi = 1.0, 1.0
+    return scales_fit(lo, hi, ws_lo, ws_hi, 2.0 ** -126)

@@ -35,8 +35,7 @@ from .program import ChainOp, DmaOp, ScalarOp
 #: parallel loop and joining its threads costs about 0.1 ms on a 2-core host, more than it saves there.
 SERIAL_BELOW_S = 3e-4
 #: Measured serial seconds per element of the kernels :func:`_threads_for` sizes (2-core AMD EPYC).
-KERNEL_S_PER_ELEMENT = {"gather_reduce": 0.2e-9, "run_chain": 0.45e-9, "quantize_fixed": 0.43e-9,
-                        "quantize_e4m3": 0.6e-9}
+KERNEL_S_PER_ELEMENT = {"gather_reduce": 0.2e-9, "run_chain": 0.45e-9, "quantize_fixed": 0.43e-9}
 
 
 @contextmanager
@@ -324,8 +323,6 @@ def _row_indices(raddr: np.ndarray):
         return (np.ascontiguousarray(raddr.reshape(-1, 1), dtype=np.int64),
                 np.arange(m * k, dtype=np.int64).reshape(m, k))
     return np.arange(lo, hi + 1, dtype=np.int64)[:, None], np.ascontiguousarray(raddr - lo, dtype=np.int64)
-_NO_E0X = np.zeros((0, 0), np.int8)
-_NO_UNITS = np.zeros((0, 0), np.float64)
 
 
 class Machine:
@@ -691,59 +688,29 @@ class Machine:
             self._check_tile_modes(ch, r * k)
         packed = self._packed_weights(ch, self.mrf_tiles(ch.mbase, r * k), mode)
         sub = n // mode.block
-        if mode.fused == "int8":
-            codes, scodes, aidx = self._quantised_rows(raddr, mode.xfmt, fused.ZERO_POINT, rows=rows)
-            tiny = 2.0 ** -149
-        else:
-            packed_wmax = packed.extra.wmax
-            (x0, x1, xflags, e0x), scodes, aidx = self._quantised_rows(raddr, mode.xfmt, None, packed_wmax, rows)
-            tiny = 2.0 ** -126
         rep = mode.xfmt.block_for(n) // mode.block
-        xscale = np.empty((scodes.shape[0], sub), np.float32)              # (V, sub), each reduction block's scale
-        if mode.fused == "int8":
-            xunit = _NO_UNITS
-            lo, hi = fused.block_scales(scodes, rep, mode.xscale_table, _NO_E0X, xscale, xunit)
-        else:                                          # each block's plane-0 unit rides on its scale
-            xunit = np.empty((scodes.shape[0], sub), np.float64)
-            lo, hi = fused.block_scales(scodes, rep, mode.xscale_table, e0x, xscale, xunit)
-        if not fused.scales_fit(lo, hi, packed.ws_lo, packed.ws_hi, tiny):
-            return False
-        if mode.fused == "int8":
-            fused.chain_int8(codes.reshape(-1), n, xscale, aidx, sub, mode.block, packed.wp,
-                             packed.pan_w0, packed.pan_c0, packed.pan_nv, packed.steps, packed.cw, packed.ws,
-                             packed.colnan, *mfu, operand_addr, self._vmem_load, tables, out, wrows,
-                             numba.get_num_threads())
-        else:
-            w1 = packed.extra
-            fused.chain_e4m3(x0.reshape(-1), x1.reshape(-1), xflags, xunit, n, xscale, aidx, sub, w1.blocks,
-                             packed.wp, packed.pan_w0, packed.pan_c0, packed.pan_nv, packed.steps, packed.cw,
-                             packed.ws, packed.colnan, w1.vec, w1.p, w1.s, w1.off, *mfu, operand_addr,
-                             self._vmem_load, tables, out, wrows, numba.get_num_threads())
-        return True
-
-    def _quantised_rows(self, raddr: np.ndarray, xfmt, offset, wmax: int = 0, rows=None):
-        """Integer codes (V, N), scale codes (V, blocks) and row indices ``aidx`` (M, k) of the MVU inputs.
-
-        Codes are the integers plus ``offset`` (uint8) or, with ``offset`` None, the E4M3 planes
-        (``fused.gather_quantize_e4m3`` for weights up to ``wmax``: plane 0, plane 1, plane-1 flags and
-        plane-0 unit exponents per block).  Iteration ``m`` reads the vectors at rows ``aidx[m, :]``
-        (:func:`_row_indices`, or ``rows`` when given).
-        """
-        n = self.config.native_dim
         addr, aidx = rows if rows is not None else _row_indices(raddr)
-        if offset is not None:
-            with _threads_for("quantize_fixed", addr.size * n):
-                codes, scodes = gather_quantize_to_integers(self.vmem, addr, xfmt, n, offset)
-            return codes, scodes, aidx
-        count = addr.shape[0]
-        x0, x1 = np.empty((count, n), np.int16), np.empty((count, n), np.int16)
-        scodes = np.empty((count, n // fused.MX_BLOCK), np.uint8)
-        flags = np.empty((count, n // fused.MX_BLOCK), np.uint32)
-        e0x = np.empty((count, n // fused.MX_BLOCK), np.int8)
-        with _threads_for("quantize_e4m3", addr.size * n):
-            fused.gather_quantize_e4m3(self.vmem.view(np.uint16), self.vmem.dtype != np.float16, addr, wmax, x0,
-                                       x1, scodes, e0x, flags)
-        return (x0, x1, flags, e0x), scodes, aidx
+        if mode.fused == "e4m3":                       # the input's conversion runs inside the chain's kernel
+            count, blocks = addr.shape[0], n // fused.MX_BLOCK
+            w1 = packed.extra
+            return fused.chain_e4m3(
+                self.vmem.view(np.uint16), self.vmem.dtype != np.float16, addr, w1.wmax, mode.xscale_table, rep,
+                np.empty((count, n), np.int16), np.empty((count, n), np.int16), np.empty((count, blocks), np.uint32),
+                np.empty((count, blocks), np.int8), np.empty((count, blocks), np.uint8),
+                np.empty((count, sub), np.float32), np.empty((count, sub), np.float64), aidx, sub, w1.blocks,
+                packed.wp, packed.pan_w0, packed.pan_c0, packed.pan_nv, packed.steps, packed.ws, packed.ws_lo,
+                packed.ws_hi, packed.colnan, w1.vec, w1.p, w1.s, w1.off, *mfu, operand_addr, self._vmem_load, tables,
+                out, wrows, numba.get_num_threads())
+        with _threads_for("quantize_fixed", addr.size * n):
+            codes, scodes = gather_quantize_to_integers(self.vmem, addr, mode.xfmt, n, fused.ZERO_POINT)
+        xscale = np.empty((scodes.shape[0], sub), np.float32)              # (V, sub), each reduction block's scale
+        lo, hi = fused.block_scales(scodes, rep, mode.xscale_table, xscale)
+        if not fused.scales_fit(lo, hi, packed.ws_lo, packed.ws_hi, 2.0 ** -149):
+            return False
+        fused.chain_int8(codes.reshape(-1), n, xscale, aidx, sub, mode.block, packed.wp, packed.pan_w0, packed.pan_c0,
+                         packed.pan_nv, packed.steps, packed.cw, packed.ws, packed.colnan, *mfu, operand_addr,
+                         self._vmem_load, tables, out, wrows, numba.get_num_threads())
+        return True
 
     def _packed_weights(self, ch: ChainOp, tiles: "DecodedTiles", mode: "MvuMode") -> "fused.PackedWeights":
         """The chain's weights packed for the fused kernel, kept in ``ch.derived`` for the tiles they came from."""
