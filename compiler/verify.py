@@ -34,7 +34,7 @@ from npu.sim import simulate
 from .compile import CompiledModel, compile_model
 from .errors import CompileError
 from .frontend.loader import _read
-from npu.hostio import dram_image_with_inputs
+from npu.hostio import dram_with_inputs
 from .ir import Concat, Flatten
 from npu.layout import ActLayout
 from .reference import Reference
@@ -287,7 +287,7 @@ def verify_model(model, config="bw-s10", precision: str = "wide", inputs: list[n
         local, graph_err = _local_errors(graph, reference, exact, feeds, program.inputs, ort_ir)
         say(f"input {k + 1}/{len(inputs)}: simulation")
         recorder = _Recorder(compiled, tensors)
-        result = simulate(program, program.config, dram=dram_image_with_inputs(program, feeds),
+        result = simulate(program, program.config, dram=dram_with_inputs(program, feeds),
                           mode="functional", observe=recorder.observe)
         got = recorder.finish(result)
         for t in tensors:

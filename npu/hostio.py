@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from npu.numerics import mfu
-from npu.numerics.pack import pack_floats, unpack_floats
+from npu.numerics import mfu, mfu_kernels
+from npu.numerics.pack import unpack_floats
 from npu.npuz import TensorDesc
 
 from .layout import ActLayout
@@ -85,8 +85,10 @@ def input_tensor(desc: TensorDesc, array: np.ndarray) -> np.ndarray:
 def pack_input(desc: TensorDesc, array: np.ndarray) -> bytes:
     """The DRAM image of one model input (border and padding channels zero, in the MFU format)."""
     x = input_tensor(desc, array)
-    lay = _layout(desc)
-    img = pack_floats(mfu.to_format(lay.to_vectors(x), desc.dtype), desc.dtype)
+    vectors = _layout(desc).to_vectors(x).reshape(-1)                    # binary32
+    bits = np.empty(vectors.size, np.uint32 if mfu.mfu_format(desc.dtype).bits == 32 else np.uint16)
+    mfu_kernels.encode_values(vectors, mfu_kernels.format_code(desc.dtype), bits)     # = mfu.to_format's bits
+    img = bits.astype(bits.dtype.newbyteorder("<"), copy=False).tobytes()
     if len(img) != desc.nbytes:
         raise ValueError(f"input {desc.name!r}: image of {len(img)} bytes, the program expects {desc.nbytes}")
     return img
@@ -105,29 +107,40 @@ def unpack_output(desc: TensorDesc, data: bytes) -> np.ndarray:
     return chw.reshape(desc.shape)
 
 
-def dram_image_with_inputs(program, feeds: dict[str, np.ndarray]) -> bytearray:
-    """The program's DRAM image with every input written at its address."""
-    image = bytearray(program.dram)
+def dram_with_inputs(program, feeds: dict[str, np.ndarray]):
+    """The program's DRAM image with every input written at its address, as a ``npu.sim.dram.DramImage``: the
+    program's own (immutable) image and the inputs over it, so that runs share the unchanged weights."""
+    from npu.sim.dram import DramImage
+
     names = {d.name for d in program.inputs}
     unknown = set(feeds) - names
     if unknown:
         raise ValueError(f"unknown input(s) {', '.join(sorted(unknown))}; the program takes {', '.join(sorted(names))}")
+    writes = []
     for desc in program.inputs:
         if desc.name not in feeds:
             raise ValueError(f"input {desc.name!r} is missing")
-        data = pack_input(desc, feeds[desc.name])
-        end = desc.daddr + len(data)
-        if len(image) < end:
-            image += bytes(end - len(image))
-        image[desc.daddr:end] = data
-    return image
+        writes.append((desc.daddr, pack_input(desc, feeds[desc.name])))
+    return DramImage(bytes(program.dram), tuple(writes))
+
+
+def dram_image_with_inputs(program, feeds: dict[str, np.ndarray]) -> bytearray:
+    """The program's DRAM image with every input written at its address, as one mutable buffer."""
+    image = dram_with_inputs(program, feeds)
+    out = bytearray(image.base)
+    for addr, data in image.writes:
+        end = addr + len(data)
+        if len(out) < end:
+            out += bytes(end - len(out))
+        out[addr:end] = data
+    return out
 
 
 def run_on_simulator(program, feeds: dict[str, np.ndarray], mode: str = "full"):
     """Simulate ``program`` on ``feeds``; returns ({output name: array}, SimResult)."""
     from npu.sim import simulate
 
-    result = simulate(program, program.config, dram=dram_image_with_inputs(program, feeds), mode=mode)
+    result = simulate(program, program.config, dram=dram_with_inputs(program, feeds), mode=mode)
     outs = {}
     if result.machine is not None:
         for desc in program.outputs:
@@ -142,7 +155,7 @@ def run_warm(program, feeds: dict[str, np.ndarray], cold_result, mode: str = "fu
     warm = program.warm()
     if warm is None:
         raise ValueError("the program has no warm variant (its weights do not all fit in the MRF)")
-    result = simulate(warm, program.config, dram=dram_image_with_inputs(program, feeds), mode=mode,
+    result = simulate(warm, program.config, dram=dram_with_inputs(program, feeds), mode=mode,
                       mrf_from=cold_result)
     outs = {}
     if result.machine is not None:

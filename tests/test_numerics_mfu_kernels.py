@@ -71,6 +71,17 @@ def run(y: np.ndarray, name: str, ops=(), operand_addr=None, vmem=None, scalars=
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_encode_values_equals_to_format_at_every_edge(name):
+    """encode_values (the host's input packing) gives the bits of mfu.to_format, canonical NaN included."""
+    x = edge_binary32()
+    got = np.empty(x.size, UINT[name])
+    mk.encode_values(x, mk.format_code(name), got)
+    want = mfu.to_format(x, name).view(UINT[name])
+    bad = np.nonzero(got != want)[0]
+    assert not bad.size, f"{bad.size} differ, first {x[bad[0]]!r}: {got[bad[0]]:#x} vs {want[bad[0]]:#x}"
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_rounding_and_encoding_at_every_edge(name):
     """The chain input rounded to the format and encoded equals mfu.accumulator_to_format."""
     x = edge_binary32()

@@ -128,6 +128,15 @@ def encode_row(v, fmt, out):
 
 
 @numba.njit(cache=True, nogil=True)
+def encode_values(v, fmt, out):
+    """``out`` = bits of binary32 values ``v`` (1-D) rounded to the MFU format: :func:`npu.numerics.mfu.to_format`
+    (RNE, overflow to infinity, canonical NaN) as its bit patterns (uint16 for fp16/bf16, uint32 for fp32)."""
+    rounded = np.empty_like(v)
+    round_into(v, fmt, rounded)
+    encode_row(rounded, fmt, out)
+
+
+@numba.njit(cache=True, nogil=True)
 def _activation(x, a_tab, b_tab, lo_value, hi_value):
     """Piecewise-linear table activation in binary32 (before the rounding to the MFU format)."""
     if x != x:

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..config import NPUConfig
 from .errors import CycleBudgetExceeded, SimulationError
+from .dram import DramImage
 from .machine import Machine
 from .memory import DEFAULT_MEMORY_BUDGET, Footprint, footprint
 from .placement import threads_apart
@@ -112,7 +113,9 @@ def clear_program_cache() -> None:
 def _image_bytes(dram) -> int:
     if dram is None:
         return 0
-    return int(dram.nbytes) if isinstance(dram, np.ndarray) else len(memoryview(dram).cast("B"))
+    if isinstance(dram, (np.ndarray, DramImage)):
+        return int(dram.nbytes)
+    return len(memoryview(dram).cast("B"))
 
 
 def _empty() -> SimulationError:
@@ -129,12 +132,16 @@ def _placed(prog: SimProgram, config: NPUConfig, tile_bytes: int, cycle_budget, 
     return sched
 
 
-def simulate(program, config: NPUConfig, *, dram: bytes | np.ndarray | None = None, mode: str = "full",
+def simulate(program, config: NPUConfig, *, dram: DramImage | bytes | np.ndarray | None = None, mode: str = "full",
              cycle_budget: int | None = DEFAULT_CYCLE_BUDGET, mrf_from: "SimResult | None" = None,
              observe=None, memory_budget: int | None = DEFAULT_MEMORY_BUDGET) -> SimResult:
     """Run ``program`` (binary words, an assembled program, a ProgramFile, or a path) on ``config``.
 
-    ``dram`` is the initial DRAM image (inputs, weights).  ``mrf_from`` starts
+    ``dram`` is the initial DRAM image (inputs, weights): a
+    :class:`DramImage` (the program's immutable image and the inputs over
+    it; a run over the same base as an earlier one skips copying and
+    comparing its unchanged weights, see ``npu.sim.dram``), ``bytes``, or
+    any byte buffer or array (copied).  ``mrf_from`` starts
     the matrix register file with the contents it had at the end of an
     earlier run (a warm program whose weights stay resident).  ``observe(op,
     machine)`` is called after each op has changed the machine's state (full

@@ -27,6 +27,7 @@ from ..numerics.pack import tile_nbytes, unpack_bits
 from ..numerics.quantize import (element_values, gather_quantize_to_integers, gather_quantize_to_values,
                                  integers_gather, scale_values)
 from ..isa.validate import address_extent
+from .dram import Dram
 from .errors import SimulationError
 from .program import ChainOp, DmaOp, ScalarOp
 
@@ -51,81 +52,6 @@ def _threads_for(kernel: str, elements: int):
         yield
     finally:
         numba.set_num_threads(threads)
-
-
-class Dram:
-    """Byte-addressed external memory of ``size`` bytes.
-
-    Storage covers the initial image and ``extent`` bytes (the highest
-    address the program's transfers reach, known before the run) and grows
-    on demand beyond that; bytes never stored read as zero.
-    """
-
-    def __init__(self, size: int, image: bytes | np.ndarray | None = None, extent: int = 0):
-        self.size = size
-        data = _byte_view(image)
-        if data.size > size:
-            raise SimulationError(f"DRAM image of {data.size} bytes exceeds the configured {size} bytes")
-        self.data = np.empty(min(size, max(data.size, extent, 1 << 12)), np.uint8)
-        self.data[: data.size] = data
-        self.data[data.size:] = 0
-
-    def _ensure(self, end: int) -> None:
-        if end > self.data.size:
-            grown = np.zeros(min(self.size, max(end, 2 * self.data.size)), np.uint8)
-            grown[: self.data.size] = self.data
-            self.data = grown
-
-    def rows(self, addr: int, count: int, stride: int, nbytes: int) -> np.ndarray:
-        """A read-only (count, nbytes) view of ``count`` rows ``stride`` bytes apart from ``addr`` (no copy)."""
-        end = addr + (count - 1) * stride + nbytes
-        self._ensure(end)
-        if stride == nbytes or count == 1:
-            view = self.data[addr: addr + count * nbytes].reshape(count, nbytes)
-        else:
-            view = np.lib.stride_tricks.as_strided(self.data[addr:], (count, nbytes), (stride, 1), writeable=False)
-        view.flags.writeable = False
-        return view
-
-    def write_rows(self, addr: int, stride: int, rows: np.ndarray) -> None:
-        """Write ``rows`` (count, nbytes) ``stride`` bytes apart from ``addr``; overlapping rows: the later wins."""
-        count, nbytes = rows.shape
-        self._ensure(addr + (count - 1) * stride + nbytes)
-        if stride == nbytes or count == 1:
-            self.data[addr: addr + count * nbytes] = rows.reshape(-1)
-        elif stride > nbytes:
-            np.lib.stride_tricks.as_strided(self.data[addr:], (count, nbytes), (stride, 1))[...] = rows
-        elif stride == 0:
-            self.data[addr: addr + nbytes] = rows[-1]
-        else:
-            for i in range(count):
-                self.data[addr + i * stride: addr + i * stride + nbytes] = rows[i]
-
-    def span(self, addr: int, nbytes: int) -> np.ndarray:
-        """A read-only view of ``nbytes`` bytes at ``addr``."""
-        self._ensure(addr + nbytes)
-        view = self.data[addr: addr + nbytes]
-        view.flags.writeable = False
-        return view
-
-    def bytes(self, addr: int, nbytes: int) -> bytes:
-        """A copy of ``nbytes`` bytes at ``addr`` (bytes past the stored ones read as zero; storage does not grow)."""
-        if addr < 0 or nbytes < 0 or addr + nbytes > self.size:
-            raise SimulationError(f"DRAM range {addr:#x}+{nbytes} lies outside the {self.size}-byte DRAM")
-        stored = self.data[min(addr, self.data.size): min(addr + nbytes, self.data.size)].tobytes()
-        return stored + bytes(nbytes - len(stored))
-
-
-def _byte_view(image) -> np.ndarray:
-    """The bytes of a DRAM image as a uint8 array, without copying when the image is contiguous."""
-    if image is None:
-        return np.zeros(0, np.uint8)
-    if isinstance(image, np.ndarray):
-        return np.ascontiguousarray(image).reshape(-1).view(np.uint8)
-    try:
-        return np.frombuffer(image, np.uint8)
-    except (TypeError, ValueError):
-        return np.frombuffer(bytes(image), np.uint8)
 
 
 class DecodedTiles(NamedTuple):
@@ -167,6 +93,7 @@ _tile_cache_size = 0
 DECODE_CHUNK_ELEMENTS = 1 << 20
 #: The image last decoded at each (format, N, DRAM address, size) and its cache key: comparing the bytes
 #: is several times faster than hashing them, and a rerun loads the same images at the same addresses.
+#: The image is a copy of its bytes, or the immutable base DRAM image (``npu.sim.dram``) that holds them.
 _LAST_AT: dict = {}
 
 
@@ -181,20 +108,33 @@ def _same_bytes(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.array_equal(a, b))
 
 
-def _decode_tiles(raw: np.ndarray, wfmt, n: int, tile_bytes: int, daddr: int) -> DecodedTiles:
+def _held_bytes(image, daddr: int, nbytes: int) -> np.ndarray:
+    """The bytes a ``_LAST_AT`` image holds: the copy itself, or the base image's at ``daddr``."""
+    if isinstance(image, bytes):
+        return np.frombuffer(image, np.uint8, nbytes, daddr)
+    return image
+
+
+def _decode_tiles(raw: np.ndarray, wfmt, n: int, tile_bytes: int, daddr: int, base: bytes | None = None
+                  ) -> DecodedTiles:
     """Decoded packed tiles, via a bounded cache keyed by the image's content.
 
     Programs run many times over the same weight image (a serving session),
-    so tiles are decoded once per distinct image.
+    so tiles are decoded once per distinct image.  ``base``: the immutable
+    DRAM image whose bytes ``raw`` are (``Dram.base_region``), if known; a
+    load of the same base's bytes as last time is known to match unread.
     """
     global _tile_cache_size
     place = (wfmt.name, n, daddr, raw.size)
     last = _LAST_AT.get(place)
-    if last is not None and last[1] in _TILE_CACHE and _same_bytes(last[0], raw):
+    if last is not None and last[1] in _TILE_CACHE and (
+            (base is not None and last[0] is base) or _same_bytes(_held_bytes(last[0], daddr, raw.size), raw)):
         key = last[1]
+        if base is not None:
+            _LAST_AT[place] = (base, key)
     else:
         key = (wfmt.name, n, raw.size, hashlib.blake2b(raw, digest_size=20).digest())
-        _LAST_AT[place] = (raw.copy(), key)
+        _LAST_AT[place] = (base if base is not None else raw.copy(), key)
     hit = _TILE_CACHE.get(key)
     if hit is not None:
         _TILE_CACHE.move_to_end(key)
@@ -328,7 +268,7 @@ def _row_indices(raddr: np.ndarray):
 class Machine:
     """Architectural state of one NPU and the functional semantics of its ops."""
 
-    def __init__(self, config: NPUConfig, dram_image: bytes | np.ndarray | None = None, dram_extent: int = 0):
+    def __init__(self, config: NPUConfig, dram_image=None, dram_extent: int = 0):
         self.config = config
         n = config.native_dim
         self.mfu_format = config.mfu_format
@@ -384,8 +324,10 @@ class Machine:
         """DRAM packed tiles -> MRF (decoded once here; identical tile images decode from a cache)."""
         count = f["count"]
         mode = self.modes[f.get("fmt", 0)]
-        raw = self.dram.span(f["daddr"], count * mode.tile_bytes)
-        tiles = _decode_tiles(raw, mode.wfmt, self.config.native_dim, mode.tile_bytes, f["daddr"])
+        nbytes = count * mode.tile_bytes
+        raw = self.dram.span(f["daddr"], nbytes)
+        tiles = _decode_tiles(raw, mode.wfmt, self.config.native_dim, mode.tile_bytes, f["daddr"],
+                              self.dram.base_region(f["daddr"], nbytes))
         dst = slice(f["maddr"], f["maddr"] + count)
         self._mrf_set[dst] = self._mrf_set_id(tiles)
         self._mrf_index[dst] = np.arange(count)
