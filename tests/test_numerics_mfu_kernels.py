@@ -143,6 +143,20 @@ def test_random_chains_match_the_numpy_model(name, seed):
 
 
 @pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("ops", [["vv_add"], ["vv_add", "v_relu"], ["vv_add", "vv_add", "v_relu"]])
+def test_one_pass_rows_at_every_edge(name, ops):
+    """The op sequences with one-pass rows (mfu_kernels._fused_pattern), on every rounding edge as the chain input
+    and operands of format values, specials included."""
+    rng = np.random.default_rng(11)
+    x = edge_binary32()
+    x = np.concatenate([x, np.zeros((-x.size) % 64, np.float32)]).reshape(-1, 64)
+    vmem = format_values(rng, name, (50, 64))
+    addr = rng.integers(0, 50, (len(ops), x.shape[0]))
+    got = run(x, name, ops, addr, vmem)
+    assert np.array_equal(got, reference(x, name, ops, vmem, addr, [0.0] * len(ops)))
+
+
+@pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("op", VV + VS + UNARY)
 def test_each_op_on_every_pair_of_edge_values(name, op):
     """Every pair of edge values: the vector operand of row i is row i; a vs_* op takes each value as its scalar."""
