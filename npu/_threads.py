@@ -8,7 +8,13 @@ a 56x56x64 convolution simulates 1.7x slower).  A short spin fixes that.
 Numba's OpenMP threads likewise spin after each parallel loop by default,
 starving the OpenBLAS workers of the next GEMM: a ResNet-50 simulation on
 two cores took 0.64 s with spinning and 0.52 s with passive waiting, and
-1.4-8 s instead of 0.6 s while another process kept one core busy.
+1.4-8 s instead of 0.6 s while another process kept one core busy.  A
+short spin (``GOMP_SPINCOUNT=1000``, some 20-30 us) saves the 45 us a
+passive thread takes to wake on a 2-core KVM guest, one per fused chain:
+an mxfp8 ResNet-50 run took 29-30 ms instead of 33-35 ms on an idle
+machine, but ms-fp9 runs took up to 1.5x as long with a busy loop on one
+core (docs/architecture.md, "Threads"), so passive waiting stays the
+default; set ``GOMP_SPINCOUNT`` where the cores are the simulator's alone.
 
 The settings only take effect if numpy has not been imported (OpenBLAS) and
 no Numba parallel loop has run (OpenMP) yet, so the entry points (the
