@@ -371,6 +371,7 @@ def _e4m3_kernel(nv: int, w_to_d: float):
         builder.position_at_end(bepi)
         cb = builder.mul(b, c(width))
         wsv = [builder.load(vptr(pws, builder.add(cb, c(16 * v)), _V16F), align=4) for v in range(nv)]
+        # each row's vector loaded again (an L1 hit): nothing more held in registers over the K-steps
         jrow = [vector_of(i)[1] for i in range(mr)]
         xsl = [builder.load(builder.gep(pxscale, [j])) for j in jrow]
 
@@ -1202,6 +1203,18 @@ def _convert_rows(vbits, bf16, addr, wmax, lo_v, hi_v, table, rep, x0, x1, xflag
     return lo, hi
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _converted_scales_fit(chunk_lo, chunk_hi, ws_lo, ws_hi):
+    """:func:`scales_fit` for the E4M3 tiles over the finite scale ranges of every converted chunk."""
+    lo, hi = np.inf, -np.inf
+    for c in range(chunk_lo.shape[0]):
+        lo = min(lo, chunk_lo[c])
+        hi = max(hi, chunk_hi[c])
+    if lo > hi:
+        lo, hi = 1.0, 1.0
+    return scales_fit(lo, hi, ws_lo, ws_hi, 2.0 ** -126)
+
+
 @numba.njit(cache=True, nogil=True, parallel=True)
 def chain_e4m3(vbits, bf16, addr, wmax, table, rep, x0, x1, xflags, e0x, scodes, xscale, xunit, aidx, sub, blocks,
                wp, pan_w0, pan_c0, pan_nv, steps, ws, ws_lo, ws_hi, colnan, w1_vec, w1_p, w1_s, w1_off, fmt, ops,
@@ -1271,13 +1284,7 @@ def chain_e4m3(vbits, bf16, addr, wmax, table, rep, x0, x1, xflags, e0x, scodes,
             _fetch_add(counters, _CONVERTED, 1)
         while _load_acquire(counters, _CONVERTED) < chunks:
             _spin_pause()
-        lo, hi = np.inf, -np.inf
-        for c in range(chunks):
-            lo = min(lo, chunk_lo[c])
-            hi = max(hi, chunk_hi[c])
-        if lo > hi:
-            lo, hi = 1.0, 1.0
-        fits = scales_fit(lo, hi, ws_lo, ws_hi, 2.0 ** -126)
+        fits = _converted_scales_fit(chunk_lo, chunk_hi, ws_lo, ws_hi)
         while fits:                                   # phase 2: the row tasks
             task = _fetch_add(counters, _TASKS, 1)
             if task >= ntasks:
@@ -1303,10 +1310,4 @@ def chain_e4m3(vbits, bf16, addr, wmax, table, rep, x0, x1, xflags, e0x, scodes,
             w = np.empty(n, np.float32)
             _finish_rows(acc, n, live, m0, rows, g, r, rownan, colnan, fmt, ops, sources, scalars, operand_addr, vmem,
                          tables, v, tt, w, out, wrows)
-    lo, hi = np.inf, -np.inf
-    for c in range(chunks):
-        lo = min(lo, chunk_lo[c])
-        hi = max(hi, chunk_hi[c])
-    if lo > hi:
-        lo, hi = 1.0, 1.0
-    return scales_fit(lo, hi, ws_lo, ws_hi, 2.0 ** -126)
+    return _converted_scales_fit(chunk_lo, chunk_hi, ws_lo, ws_hi)
