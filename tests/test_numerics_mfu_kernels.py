@@ -143,7 +143,7 @@ def test_random_chains_match_the_numpy_model(name, seed):
 
 
 @pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("ops", [["vv_add"], ["vv_add", "v_relu"], ["vv_add", "vv_add", "v_relu"]])
+@pytest.mark.parametrize("ops", [["vv_add"], ["vv_add", "v_relu"], ["vv_add", "vv_add", "v_relu"], ["vv_max", "vv_max"]])
 def test_one_pass_rows_at_every_edge(name, ops):
     """The op sequences with one-pass rows (mfu_kernels._fused_pattern), on every rounding edge as the chain input
     and operands of format values, specials included."""
@@ -189,3 +189,27 @@ def test_gather_reduce_matches_the_numpy_model(name, mode):
     want = {"none": lambda: x[:, 0], "sum": lambda: mfu.reduce_sum(np.moveaxis(x, 1, 0), name),
             "max": lambda: mfu.reduce_max(np.moveaxis(x, 1, 0), name)}[mode]()
     assert np.array_equal(got, bits_of(mfu.to_format(want, name), name))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_copy_rows_writes_what_the_numpy_model_gives(name):
+    """copy_rows (a chain with no MVU, reduction or op) writes mfu.to_format of the vectors it reads, every bit
+    pattern of the 16-bit formats (and binary32's edges), within its lanes, all read before any is written."""
+    n = 64
+    if name == "fp32":
+        patterns = edge_binary32().view(np.uint32)
+    else:
+        patterns = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
+    patterns = np.concatenate([patterns, np.zeros((-patterns.size) % n, patterns.dtype)])
+    bits = patterns.reshape(-1, n)
+    depth = bits.shape[0]
+    rng = np.random.default_rng(5)
+    src = rng.permutation(depth)
+    dst = np.roll(src, 1)                   # each vector written is read by another row: reads come first
+    for lo, hi in ((0, n), (3, 50)):
+        vmem = bits.copy()
+        mk.copy_rows(vmem, mk.format_code(name), src, dst, lo, hi)
+        want = bits.copy()
+        want[dst, lo:hi] = bits_of(mfu.to_format(bits[src].view(DTYPES[name]), name), name)[:, lo:hi]
+        bad = np.argwhere(vmem != want)
+        assert not bad.size, f"{len(bad)} lanes differ, first at {tuple(bad[0])}"

@@ -469,6 +469,11 @@ class Machine:
                     rows = kept[bi] = _row_indices(raddr)
             if direct and self._fused_chain(ch, raddr, mfu, operand_addr, tables, self._vmem_bits, waddr, rows):
                 continue                               # written straight into the vector memory
+            if ch.mbase is None and ch.reduce == "none" and not ch.mfu:        # a copy
+                n = self.config.native_dim
+                mfu_kernels.copy_rows(self._vmem_bits, self._fmt_code, raddr.reshape(raddr.shape[0] * ch.r, -1)[:, 0],
+                                      waddr, ch.wr.get("lo", 0), ch.wr.get("hi", 0) or n)
+                continue
             out = np.empty((raddr.shape[0] * ch.r, self.config.native_dim), self._vmem_bits.dtype)
             if ch.mbase is not None:                   # accumulators formed from block sums in the MFU pass
                 if direct or not self._fused_chain(ch, raddr, mfu, operand_addr, tables, out, _NO_ROWS, rows):
