@@ -337,6 +337,40 @@ def test_regions_via_sim_program_and_partial_cover():
     assert [(e.start, e.end) for e in a.schedule.entries] == [(e.start, e.end) for e in b.schedule.entries]
 
 
+def _first_region_reference(schedule, regions):
+    """Per region (name, first, last): (ops, macs, dram bytes) of the ops whose index it is the first listed to hold."""
+    out = [[0, 0, 0] for _ in regions]
+    for e in schedule.entries:
+        for i, (_, first, last) in enumerate(regions):
+            if first <= e.op.index <= last:
+                out[i][0] += 1
+                out[i][1] += e.cost.macs
+                out[i][2] += e.cost.dram_bytes
+                break
+    return [tuple(r) for r in out]
+
+
+@pytest.mark.parametrize("layout", ["apart", "out of order", "overlapping", "gaps"])
+def test_region_stats_count_each_op_in_the_first_region_holding_it(layout):
+    """Regions apart (looked up by bisection) or not (scanned in order): each op counts in the first region
+    listed that holds its index, as a plain scan finds it."""
+    k = sp.conv2d(TINY, np.random.default_rng(3), h=5, w=4, cin_v=1, cout_v=2, stride=1)
+    n = len(k.instructions)
+    starts = sorted(e.op.index for e in simulate(k.words, TINY, mode="timing").schedule.entries)
+    cuts = [0] + [starts[len(starts) * q // 5] for q in (1, 2, 3, 4)] + [n]       # regions starting at ops
+    regions = [(f"r{i}", a, b - 1) for i, (a, b) in enumerate(zip(cuts, cuts[1:]))]
+    if layout == "out of order":
+        regions = regions[::-1]
+    elif layout == "overlapping":
+        regions = [("wide", 0, n // 2)] + regions
+    elif layout == "gaps":
+        regions = regions[::2]
+    res = simulate(build_program(k.instructions, TINY, regions), TINY, dram=k.dram)
+    got = [(r.ops, r.macs, r.dram_bytes) for r in res.stats.regions]
+    assert got == _first_region_reference(res.schedule, regions)
+    assert sum(r[0] for r in got) > 0
+
+
 # ----- trace -------------------------------------------------------------------------------------
 def test_trace_json(tmp_path):
     k = sp.conv2d(TINY, np.random.default_rng(3), h=4, w=4, cin_v=1, cout_v=1, stride=1)

@@ -1,6 +1,7 @@
 """Statistics of a simulated run: totals, per-unit utilisation, stalls, per-region breakdown."""
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -113,6 +114,7 @@ def collect(schedule: Schedule, config: NPUConfig, instructions: int,
     stats = SimStats(config=config, total_cycles=schedule.total_cycles, instructions=instructions)
     stalls: dict[str, int] = defaultdict(int)
     region_stats = [RegionStats(name, first, last) for name, first, last in regions]
+    region_of = _region_lookup(region_stats)
     for e in schedule.entries:
         cost, op = e.cost, e.op
         stats.mvu_busy += cost.mvu_busy
@@ -127,21 +129,39 @@ def collect(schedule: Schedule, config: NPUConfig, instructions: int,
                 stats.dram_read_bytes += cost.dram_bytes
         for cause, cycles in e.stalls.items():
             stalls[cause] += cycles
-        idx = op.index
-        for r in region_stats:
-            if r.first <= idx <= r.last:
-                r.start = e.start if r.ops == 0 else min(r.start, e.start)
-                r.ops += 1
-                r.end = max(r.end, e.end)
-                r.mvu_busy += cost.mvu_busy
-                r.mfu_busy += cost.mfu_busy
-                r.dma_busy += cost.dma_busy
-                r.macs += cost.macs
-                r.dram_bytes += cost.dram_bytes
-                r.writes += cost.writes
-                r.reads += cost.reads
-                r.stall_cycles += e.stall
-                break
+        r = region_of(op.index)
+        if r is not None:
+            r.start = e.start if r.ops == 0 else min(r.start, e.start)
+            r.ops += 1
+            r.end = max(r.end, e.end)
+            r.mvu_busy += cost.mvu_busy
+            r.mfu_busy += cost.mfu_busy
+            r.dma_busy += cost.dma_busy
+            r.macs += cost.macs
+            r.dram_bytes += cost.dram_bytes
+            r.writes += cost.writes
+            r.reads += cost.reads
+            r.stall_cycles += e.stall
     stats.stalls = dict(stalls)
     stats.regions = region_stats
     return stats
+
+
+def _region_lookup(regions: list[RegionStats]):
+    """``index -> the first region (in list order) holding instruction index``, or None."""
+    firsts = [r.first for r in regions]
+    apart = all(a.last < b.first for a, b in zip(regions, regions[1:])) and all(r.first <= r.last for r in regions)
+    if not apart:                                   # overlapping or out of order: the first match in the list
+        def scan(idx: int):
+            for r in regions:
+                if r.first <= idx <= r.last:
+                    return r
+            return None
+        return scan
+
+    def search(idx: int):
+        i = bisect_right(firsts, idx) - 1
+        if i >= 0 and idx <= regions[i].last:
+            return regions[i]
+        return None
+    return search
