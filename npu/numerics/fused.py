@@ -1270,7 +1270,9 @@ def chain_e4m3(vbits, bf16, addr, wmax, table, rep, x0, x1, xflags, e0x, scodes,
     chunks = (count + _CONVERT_ROWS - 1) // _CONVERT_ROWS
     chunk_lo = np.empty(chunks, np.float64)
     chunk_hi = np.empty(chunks, np.float64)
-    counters = np.zeros(24, np.int64)
+    counters = np.empty(24, np.int64)
+    for i in range(24):                               # not np.zeros: that is a parallel loop of its own here
+        counters[i] = 0
     team = max(1, min(threads, max(chunks, ntasks)))
     for _member in numba.prange(team):
         while True:                                   # phase 1: convert the input vectors

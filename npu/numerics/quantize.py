@@ -149,7 +149,8 @@ def _gather_quantize_kernel(vbits, lut, addr, block, kind, frac_bits, mag_max, m
     """Rows of 16-bit vectors ``vbits[addr[i, :]]``, widened to binary32 by ``lut``, quantised to values."""
     rows, k = addr.shape
     n = vbits.shape[1]
-    dummy = np.zeros(1, np.uint16)
+    dummy = np.empty(1, np.uint16)                    # not np.zeros: that would be a parallel loop of its own
+    dummy[0] = 0
     for i in numba.prange(rows):
         x = np.empty(k * n, np.float32)
         for j in range(k):
