@@ -143,7 +143,8 @@ def test_random_chains_match_the_numpy_model(name, seed):
 
 
 @pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize("ops", [["vv_add"], ["vv_add", "v_relu"], ["vv_add", "vv_add", "v_relu"], ["vv_max", "vv_max"]])
+@pytest.mark.parametrize("ops", [["vv_add"], ["vv_add", "v_relu"], ["vv_add", "vv_add", "v_relu"],
+                                 ["vv_max", "vv_max"]])
 def test_one_pass_rows_at_every_edge(name, ops):
     """The op sequences with one-pass rows (mfu_kernels._fused_pattern), on every rounding edge as the chain input
     and operands of format values, specials included."""

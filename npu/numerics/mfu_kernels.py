@@ -285,8 +285,6 @@ def _relu(a):
     return a if (a > np.float32(0.0) or a != a) else np.float32(0.0)
 
 
-
-
 @numba.njit(cache=True, nogil=True, inline="always")
 def _fused_pattern(fmt, ops, sources):
     """0 none, 1 vv_add, 2 vv_add + relu, 3 vv_add + vv_add + relu, 4 vv_max + vv_max (16-bit formats); -1
