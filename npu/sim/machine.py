@@ -458,6 +458,7 @@ class Machine:
         scalars = self._mfu_scalars(ch)
         mfu = (self._fmt_code, ops, sources, scalars)
         direct = ch.mbase is not None and self._writes_apart(ch)
+        copy = ch.mbase is None and ch.reduce == "none" and not ch.mfu      # vectors copied as they are
         batches = self._batches(ch)
         # the fused kernel's row indices depend on the batch's read addresses alone: kept with the batches
         kept = ch.derived.setdefault("row_indices", {}) if isinstance(batches, list) and ch.mbase is not None else None
@@ -469,10 +470,9 @@ class Machine:
                     rows = kept[bi] = _row_indices(raddr)
             if direct and self._fused_chain(ch, raddr, mfu, operand_addr, tables, self._vmem_bits, waddr, rows):
                 continue                               # written straight into the vector memory
-            if ch.mbase is None and ch.reduce == "none" and not ch.mfu:        # a copy
-                n = self.config.native_dim
+            if copy:
                 mfu_kernels.copy_rows(self._vmem_bits, self._fmt_code, raddr.reshape(raddr.shape[0] * ch.r, -1)[:, 0],
-                                      waddr, ch.wr.get("lo", 0), ch.wr.get("hi", 0) or n)
+                                      waddr, ch.wr.get("lo", 0), ch.wr.get("hi", 0) or self.config.native_dim)
                 continue
             out = np.empty((raddr.shape[0] * ch.r, self.config.native_dim), self._vmem_bits.dtype)
             if ch.mbase is not None:                   # accumulators formed from block sums in the MFU pass
