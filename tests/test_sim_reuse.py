@@ -35,6 +35,27 @@ def test_repeated_runs_reuse_the_decoded_program_and_agree():
     assert np.array_equal(first.machine.dram.data, fresh.machine.dram.data)
 
 
+def test_a_rerun_gives_its_own_copy_of_the_statistics_collected_once():
+    """The statistics of a replayed placement are collected when it is placed; each run gets an independent
+    copy equal to collecting the schedule afresh, so changing one run's statistics changes no other's."""
+    from npu.sim.stats import collect
+
+    compiled, image = _compiled()
+    clear_program_cache()
+    first = simulate(compiled.program, compiled.config, dram=image)
+    again = simulate(compiled.program, compiled.config, dram=image)
+    prog = again.program
+    fresh = collect(again.schedule, compiled.config, prog.instruction_count, prog.regions)
+    assert again.stats == fresh and first.stats == fresh
+    assert again.stats is not first.stats and again.stats.regions[0] is not first.stats.regions[0]
+    assert len(fresh.regions) > 3 and fresh.stalls
+    again.stats.regions[0].macs += 1
+    again.stats.stalls["extra"] = 1
+    again.stats.mvu_busy += 1
+    third = simulate(compiled.program, compiled.config, dram=image)
+    assert third.stats == fresh and first.stats == fresh
+
+
 def test_a_program_is_reused_only_on_the_same_machine():
     compiled, image = _compiled()
     a = simulate(compiled.program, compiled.config, dram=image, mode="timing")

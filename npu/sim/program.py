@@ -97,7 +97,8 @@ class SimProgram:
     regions: list[tuple[str, int, int]] = field(default_factory=list)
     #: (config, npu.sim.memory.Footprint) once computed: the run's working set depends on nothing else.
     footprint: tuple | None = field(default=None, compare=False, repr=False)
-    #: (config, tile bytes, npu.sim.timing.Schedule) once a full or functional run has placed every op.
+    #: (config, tile bytes, npu.sim.timing.Schedule, its npu.sim.stats.SimStats) once a full or functional run
+    #: has placed every op.
     timeline: tuple | None = field(default=None, compare=False, repr=False)
 
 

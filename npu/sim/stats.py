@@ -11,6 +11,13 @@ from .program import DmaOp
 from .timing import Schedule
 
 
+def _shallow(obj):
+    """A field-for-field copy of a dataclass instance (faster than ``dataclasses.replace``)."""
+    out = object.__new__(type(obj))
+    out.__dict__.update(obj.__dict__)
+    return out
+
+
 @dataclass
 class RegionStats:
     """Totals for one program region (the compiler marks one per layer)."""
@@ -58,6 +65,13 @@ class SimStats:
     dram_write_bytes: int = 0
     stalls: dict = field(default_factory=dict)
     regions: list = field(default_factory=list)
+
+    def copy(self) -> "SimStats":
+        """An independent copy (its stall table and regions copied too)."""
+        out = _shallow(self)
+        out.stalls = dict(self.stalls)
+        out.regions = [_shallow(r) for r in self.regions]
+        return out
 
     @property
     def latency_us(self) -> float:
