@@ -5,6 +5,9 @@ Everything here follows the program file's own description of each tensor
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
+import numba
 import numpy as np
 
 from npu.numerics import mfu, mfu_kernels
@@ -61,8 +64,8 @@ def _layout(desc: TensorDesc) -> ActLayout:
     return ActLayout(p.channels, p.height, p.width, p.pad, p.native_dim, 0, pitch=p.vectors)
 
 
-def input_tensor(desc: TensorDesc, array: np.ndarray) -> np.ndarray:
-    """The C x H x W tensor the NPU reads for a model input (after strip or im2col packing, if the program uses it)."""
+def _model_array(desc: TensorDesc, array: np.ndarray) -> np.ndarray:
+    """A model input as binary32 in its model shape (a leading batch dimension of 1 dropped)."""
     x = np.asarray(array, np.float32)
     want = tuple(desc.shape)
     if x.shape == (1, *want):
@@ -70,6 +73,12 @@ def input_tensor(desc: TensorDesc, array: np.ndarray) -> np.ndarray:
     if x.shape != want:
         raise ValueError(f"input {desc.name!r}: expected shape {list(want)} (or [1, {', '.join(map(str, want))}]), "
                          f"got {list(np.shape(array))}")
+    return x
+
+
+def input_tensor(desc: TensorDesc, array: np.ndarray) -> np.ndarray:
+    """The C x H x W tensor the NPU reads for a model input (after strip or im2col packing, if the program uses it)."""
+    x = _model_array(desc, array)
     p = desc.params
     if p.order == "hwc":
         x = np.ascontiguousarray(x.transpose(2, 0, 1))
@@ -82,12 +91,51 @@ def input_tensor(desc: TensorDesc, array: np.ndarray) -> np.ndarray:
     return x
 
 
+#: Largest vector image (elements) of an input packed through an element map (:func:`_element_map`): 16 MB
+#: of map each, at most four kept.
+MAP_MAX_ELEMENTS = 1 << 22
+
+
+@lru_cache(maxsize=4)
+def _element_map(desc: TensorDesc) -> np.ndarray | None:
+    """For each element of the input's vector image (:func:`input_tensor`, then its layout's vectors), 1 + the
+    flat index of the input element it holds, or 0 for a zero (border, padding); None for images above
+    :data:`MAP_MAX_ELEMENTS` elements."""
+    lay = _layout(desc)
+    if lay.size * lay.native_dim > MAP_MAX_ELEMENTS or int(np.prod(desc.shape)) >= 1 << 24:
+        return None
+    ordinals = np.arange(1, int(np.prod(desc.shape)) + 1, dtype=np.float32).reshape(desc.shape)  # exact below 2**24
+    out = lay.to_vectors(input_tensor(desc, ordinals)).reshape(-1).astype(np.int32)
+    out.flags.writeable = False
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather(src, index, out):
+    """``out[i] = src[index[i]]``."""
+    for i in range(index.shape[0]):
+        out[i] = src[index[i]]
+
+
 def pack_input(desc: TensorDesc, array: np.ndarray) -> bytes:
-    """The DRAM image of one model input (border and padding channels zero, in the MFU format)."""
-    x = input_tensor(desc, array)
-    vectors = _layout(desc).to_vectors(x).reshape(-1)                    # binary32
-    bits = np.empty(vectors.size, np.uint32 if mfu.mfu_format(desc.dtype).bits == 32 else np.uint16)
-    mfu_kernels.encode_values(vectors, mfu_kernels.format_code(desc.dtype), bits)     # = mfu.to_format's bits
+    """The DRAM image of one model input (border and padding channels zero, in the MFU format): the vectors of
+    :func:`input_tensor`, each element rounded to the format (``mfu.to_format``) as its bits."""
+    bits_type = np.uint32 if mfu.mfu_format(desc.dtype).bits == 32 else np.uint16
+    code = mfu_kernels.format_code(desc.dtype)
+    index = _element_map(desc)
+    if index is None:
+        vectors = _layout(desc).to_vectors(input_tensor(desc, array)).reshape(-1)    # binary32
+        bits = np.empty(vectors.size, bits_type)
+        mfu_kernels.encode_values(vectors, code, bits)
+    else:
+        x = _model_array(desc, array)
+        src = np.empty(x.size + 1, np.float32)                      # element 0: the zero of borders and padding
+        src[0] = 0.0
+        src[1:] = x.reshape(-1)
+        elements = np.empty(src.size, bits_type)
+        mfu_kernels.encode_values(src, code, elements)
+        bits = np.empty(index.size, bits_type)
+        _gather(elements, index, bits)
     img = bits.astype(bits.dtype.newbyteorder("<"), copy=False).tobytes()
     if len(img) != desc.nbytes:
         raise ValueError(f"input {desc.name!r}: image of {len(img)} bytes, the program expects {desc.nbytes}")

@@ -99,3 +99,51 @@ def test_strip_packing_moves_fewer_input_bytes_than_im2col():
     assert desc.params.packing == "strip" and desc.params.group == 6
     assert (desc.params.height, desc.params.width, desc.params.vectors) == (112, 39, 1)
     assert sum(layer.macs for layer in compiled.layers) == 16 * 3 * 49 * 112 * 112 + 16 * 10
+
+
+def _desc(layout, shape, dtype):
+    from npu.hostio import _layout
+    from npu.npuz import TensorDesc
+
+    size = _layout(TensorDesc("x", shape, "hwc-padded", dtype, 0, 2, layout)).size * layout.native_dim
+    return TensorDesc("x", shape, "hwc-padded", dtype, 0, size * (4 if dtype == "fp32" else 2), layout)
+
+
+_PACKINGS = {
+    "strip": (dict(channels=7 * 6 * 3, height=20, width=8, pad=0, vectors=1, native_dim=128, packing="strip",
+                   kernel=(7, 7), stride=(2, 2), pads=(3, 3, 3, 3), image_shape=(3, 40, 36), group=6), (3, 40, 36)),
+    "im2col": (dict(channels=27, height=10, width=12, pad=0, vectors=1, native_dim=32, packing="im2col",
+                    kernel=(3, 3), stride=(1, 1), pads=(1, 1, 1, 1), image_shape=(3, 10, 12)), (3, 10, 12)),
+    "chw": (dict(channels=40, height=6, width=5, pad=1, vectors=2, native_dim=32), (40, 6, 5)),
+    "hwc": (dict(channels=40, height=6, width=5, pad=2, vectors=2, native_dim=32, order="hwc"), (6, 5, 40)),
+}
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16", "fp32"])
+@pytest.mark.parametrize("packing", sorted(_PACKINGS))
+def test_packed_input_images_hold_each_element_where_the_layout_puts_it(packing, dtype, monkeypatch):
+    """pack_input (an element map, then one gather) gives the bits of the layout's vector image of the packed
+    tensor (``input_tensor``, then ``to_vectors``), each element rounded to the format, byte for byte; so does
+    the path for inputs too large for a map.  Special values included: NaN, infinities, signed zeros, values
+    that overflow or underflow binary16."""
+    from npu import hostio
+    from npu.npuz import TensorLayout
+    from npu.numerics import mfu_kernels
+
+    params, shape = _PACKINGS[packing]
+    desc = _desc(TensorLayout(**params), shape, dtype)
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal(shape) * 3).astype(np.float32)
+    flat = x.reshape(-1)
+    flat[rng.choice(flat.size, 12, replace=False)] = [np.nan, np.inf, -np.inf, -0.0, 0.0, 1e-8, -3e-6, 7e4, -1e5,
+                                                      65519.0, 2.0 ** -24, 3.4e38]
+    vectors = hostio._layout(desc).to_vectors(hostio.input_tensor(desc, x)).reshape(-1)
+    want = np.empty(vectors.size, np.uint32 if dtype == "fp32" else np.uint16)
+    mfu_kernels.encode_values(vectors, mfu_kernels.format_code(dtype), want)
+    assert np.count_nonzero(want) > 0.5 * flat.size
+    got = hostio.pack_input(desc, x[None])
+    assert got == want.astype(want.dtype.newbyteorder("<")).tobytes()
+    monkeypatch.setattr(hostio, "MAP_MAX_ELEMENTS", 0)
+    hostio._element_map.cache_clear()
+    assert hostio.pack_input(desc, x) == got
+    hostio._element_map.cache_clear()
