@@ -858,17 +858,32 @@ def _row_tables(aidx, xscale, m0, rows, ntile, sub, row_bytes, blk_bytes, aoff, 
         rownan[i] = bad
 
 
+@numba.njit(cache=True, nogil=True)
+def group_columns(colnan, live):
+    """Per output group ``g`` of a chain whose panels cover its first ``live`` columns: ``tails[g]`` the columns
+    past the panels of a row without NaN (NaN where ``colnan[g, c]``, else +0), and ``nan_cols[g, :counts[g]]``
+    the panel columns with a NaN scale."""
+    r, n = colnan.shape
+    tails = np.empty((r, n - live), np.float32)
+    nan_cols = np.empty((r, live), np.int64)
+    counts = np.zeros(r, np.int64)
+    for g in range(r):
+        for c in range(live, n):
+            tails[g, c - live] = np.float32(np.nan) if colnan[g, c] else np.float32(0.0)
+        for c in range(live):
+            if colnan[g, c]:
+                nan_cols[g, counts[g]] = c
+                counts[g] += 1
+    return tails, nan_cols, counts
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
-def _finish_rows(acc, n, live, m0, rows, g, r, rownan, colnan, fmt, ops, sources, scalars, operand_addr, vmem,
-                 tables, v, t, w, out, wrows):
-    """Columns past the panels (zero weights), NaN rows and columns (a NaN scale in any block, with weights
-    or not), then the MFU pipeline of each row: output row ``o = m * r + g`` into ``out[wrows[o]]``
-    (``out[o]`` when ``wrows`` is empty)."""
+def _finish_rows(acc, n, live, m0, rows, g, r, rownan, tail, nan_cols, fmt, ops, sources, scalars, operand_addr,
+                 vmem, tables, v, t, w, out, wrows):
+    """Columns past the panels (zero weights: ``tail``, :func:`group_columns`), NaN rows and columns (a NaN scale
+    in any block, with weights or not: ``nan_cols``), then the MFU pipeline of each row: output row ``o = m * r
+    + g`` into ``out[wrows[o]]`` (``out[o]`` when ``wrows`` is empty)."""
     pattern = _fused_pattern(fmt, ops, sources)
-    tail = np.empty(n - live, np.float32)                  # the columns past the panels, of a row without NaN
-    for c in range(live, n):
-        tail[c - live] = np.float32(np.nan) if colnan[g, c] else np.float32(0.0)
-    nan_cols = np.flatnonzero(colnan[g, :live])
     for i in range(rows):
         row = acc[i * n:(i + 1) * n]
         if rownan[i]:
@@ -924,6 +939,7 @@ def chain_int8(codes, row_bytes, xscale, aidx, sub, blk_bytes, wp, pan_w0, pan_c
     for p in range(npan):
         live += 16 * pan_nv[p]
     tasks_m, per_task = row_tasks(m_rows, r, threads)
+    tails, nan_cols, nan_counts = group_columns(colnan, live)
     for task in numba.prange(tasks_m * r):
         mt = np.int64(task) // r
         g = np.int64(task) - mt * r
@@ -944,8 +960,8 @@ def chain_int8(codes, row_bytes, xscale, aidx, sub, blk_bytes, wp, pan_w0, pan_c
         v = np.empty(n, np.float32)
         tt = np.empty(n, np.float32)
         w = np.empty(n, np.float32)
-        _finish_rows(acc, n, live, m0, rows, g, r, rownan, colnan, fmt, ops, sources, scalars, operand_addr, vmem,
-                     tables, v, tt, w, out, wrows)
+        _finish_rows(acc, n, live, m0, rows, g, r, rownan, tails[g], nan_cols[g, :nan_counts[g]], fmt, ops, sources,
+                     scalars, operand_addr, vmem, tables, v, tt, w, out, wrows)
     return out
 
 
@@ -1273,8 +1289,14 @@ def chain_e4m3(vbits, bf16, addr, wmax, table, rep, x0, x1, xflags, e0x, scodes,
     counters = np.empty(24, np.int64)
     for i in range(24):                               # not np.zeros: that is a parallel loop of its own here
         counters[i] = 0
+    tails, nan_cols, nan_counts = group_columns(colnan, live)
     team = max(1, min(threads, max(chunks, ntasks)))
     for _member in numba.prange(team):
+        rownan = np.empty(per_task, np.bool_)         # a member's buffers, for each of its row tasks
+        acc = np.empty(((per_task + MR - 1) // MR) * MR * n, np.float32)
+        v = np.empty(n, np.float32)
+        tt = np.empty(n, np.float32)
+        w = np.empty(n, np.float32)
         while True:                                   # phase 1: convert the input vectors
             c = _fetch_add(counters, _CLAIMED, 1)
             if c >= chunks:
@@ -1296,9 +1318,7 @@ def chain_e4m3(vbits, bf16, addr, wmax, table, rep, x0, x1, xflags, e0x, scodes,
             m0 = mt * per_task
             rows = min(per_task, m_rows - m0)
             ntile = (rows + MR - 1) // MR
-            rownan = np.empty(rows, np.bool_)
             _row_nans(aidx, vnan, m0, rows, rownan)
-            acc = np.empty(ntile * MR * n, np.float32)
             col = 0
             for p in range(npan):
                 nv = pan_nv[p]
@@ -1307,9 +1327,6 @@ def chain_e4m3(vbits, bf16, addr, wmax, table, rep, x0, x1, xflags, e0x, scodes,
                                xflags_f, xunit_f, kmask, nb, wp, pan_w0[g, p], steps, ws, pan_c0[g, p], acc,
                                t * MR * n + col, n, w1v_, (g * npan + p) * nb, w1_p, w1_s, w1o)
                 col += 16 * nv
-            v = np.empty(n, np.float32)
-            tt = np.empty(n, np.float32)
-            w = np.empty(n, np.float32)
-            _finish_rows(acc, n, live, m0, rows, g, r, rownan, colnan, fmt, ops, sources, scalars, operand_addr, vmem,
-                         tables, v, tt, w, out, wrows)
+            _finish_rows(acc, n, live, m0, rows, g, r, rownan, tails[g], nan_cols[g, :nan_counts[g]], fmt, ops,
+                         sources, scalars, operand_addr, vmem, tables, v, tt, w, out, wrows)
     return _converted_scales_fit(chunk_lo, chunk_hi, ws_lo, ws_hi)
