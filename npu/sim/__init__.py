@@ -133,7 +133,7 @@ def _placed(prog: SimProgram, config: NPUConfig, tile_bytes: int, cycle_budget, 
 
 
 def _stats(prog: SimProgram, config: NPUConfig, sched: Schedule) -> SimStats:
-    """The statistics of a full run's schedule: collected when it was placed, a copy for each run."""
+    """The statistics of a run's schedule: for a replayed placement a copy of those collected when it was placed."""
     known = prog.timeline
     if known is not None and known[2] is sched:
         return known[3].copy()
@@ -203,8 +203,7 @@ def simulate(program, config: NPUConfig, *, dram: DramImage | bytes | np.ndarray
     else:
         with threads_apart():
             sched = _placed(prog, config, tile_bytes, cycle_budget, on_issue)
-    stats = _stats(prog, config, sched) if machine is not None else collect(sched, config, prog.instruction_count,
-                                                                               prog.regions)
+    stats = _stats(prog, config, sched)
     return SimResult(config, mode, machine, sched, stats, prog)
 
 
