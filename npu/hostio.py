@@ -91,6 +91,11 @@ def input_tensor(desc: TensorDesc, array: np.ndarray) -> np.ndarray:
     return x
 
 
+def _vector_image(desc: TensorDesc, array: np.ndarray) -> np.ndarray:
+    """The flat vector image (binary32) of a model input: :func:`input_tensor` in its layout's vectors."""
+    return _layout(desc).to_vectors(input_tensor(desc, array)).reshape(-1)
+
+
 #: Largest vector image (elements) of an input packed through an element map (:func:`_element_map`): 16 MB
 #: of map each, at most four kept.
 MAP_MAX_ELEMENTS = 1 << 22
@@ -102,10 +107,11 @@ def _element_map(desc: TensorDesc) -> np.ndarray | None:
     flat index of the input element it holds, or 0 for a zero (border, padding); None for images above
     :data:`MAP_MAX_ELEMENTS` elements."""
     lay = _layout(desc)
-    if lay.size * lay.native_dim > MAP_MAX_ELEMENTS or int(np.prod(desc.shape)) >= 1 << 24:
+    size = int(np.prod(desc.shape))
+    if lay.size * lay.native_dim > MAP_MAX_ELEMENTS or size >= 1 << 24:
         return None
-    ordinals = np.arange(1, int(np.prod(desc.shape)) + 1, dtype=np.float32).reshape(desc.shape)  # exact below 2**24
-    out = lay.to_vectors(input_tensor(desc, ordinals)).reshape(-1).astype(np.int32)
+    ordinals = np.arange(1, size + 1, dtype=np.float32).reshape(desc.shape)          # exact below 2**24
+    out = _vector_image(desc, ordinals).astype(np.int32)
     out.flags.writeable = False
     return out
 
@@ -124,7 +130,7 @@ def pack_input(desc: TensorDesc, array: np.ndarray) -> bytes:
     code = mfu_kernels.format_code(desc.dtype)
     index = _element_map(desc)
     if index is None:
-        vectors = _layout(desc).to_vectors(input_tensor(desc, array)).reshape(-1)    # binary32
+        vectors = _vector_image(desc, array)
         bits = np.empty(vectors.size, bits_type)
         mfu_kernels.encode_values(vectors, code, bits)
     else:
