@@ -214,3 +214,33 @@ def test_copy_rows_writes_what_the_numpy_model_gives(name):
         want[dst, lo:hi] = bits_of(mfu.to_format(bits[src].view(DTYPES[name]), name), name)[:, lo:hi]
         bad = np.argwhere(vmem != want)
         assert not bad.size, f"{len(bad)} lanes differ, first at {tuple(bad[0])}"
+
+
+@pytest.mark.parametrize("name", ["fp16", "bf16"])
+def test_max3_rows_is_the_numpy_models_max_pool_row(name):
+    """max3_rows (a max pool's chain, on the bits) writes mfu.maximum(mfu.maximum(x, a), b) of the vectors it
+    reads, for x and a over every pair of 16-bit patterns (signed zeros, subnormals, infinities, NaNs with any
+    payload) and b each pattern in turn, into the vectors it is told to."""
+    n = 256
+    patterns = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
+    rng = np.random.default_rng(17)
+    edges = bits_of(np.array([0.0, -0.0, np.inf, -np.inf, 1.0, -1.0], np.float32), name)
+    x_bits = np.concatenate([np.repeat(edges, patterns.size // edges.size + 1)[:patterns.size], patterns,
+                             rng.permutation(patterns)]).reshape(-1, n)
+    a_bits = np.concatenate([patterns, np.tile(edges, patterns.size // edges.size + 1)[:patterns.size],
+                             patterns]).reshape(-1, n)
+    b_bits = np.roll(patterns, 1 << 12)[:x_bits.size % (1 << 16) or 1 << 16]
+    b_bits = np.resize(np.concatenate([b_bits, rng.permutation(patterns)]), x_bits.size).reshape(-1, n)
+    rows = x_bits.shape[0]
+    vmem = np.concatenate([x_bits, a_bits, b_bits, np.zeros((rows, n), np.uint16)])
+    src = rng.permutation(rows)
+    operand_addr = np.stack([rows + src, 2 * rows + src])
+    waddr = 3 * rows + rng.permutation(rows)
+    mk.max3_rows(vmem.view(np.int16), mk.format_code(name), src, operand_addr, waddr)
+    dt = DTYPES[name]
+    x, a, b = (vmem[i].view(dt) for i in (src, rows + src, 2 * rows + src))
+    want = bits_of(mfu.maximum(mfu.maximum(x, a, name), b, name), name)
+    got = vmem[waddr]
+    bad = np.argwhere(got != want)
+    assert not bad.size, f"{len(bad)} lanes differ, first at {tuple(bad[0])}"
+    assert np.array_equal(vmem[:3 * rows], np.concatenate([x_bits, a_bits, b_bits]))   # nothing read is written

@@ -369,6 +369,23 @@ def test_vv_mul_max_b_sub_a(mfu_format):
 
 
 @pytest.mark.parametrize("mfu_format", MFU_FORMATS)
+def test_vv_max_vv_max_with_signed_zeros_and_specials(mfu_format):
+    """A max pool's chain (one vector read, two vv_max), which the 16-bit formats run on the bits: signed zeros
+    keep the first of equal values, NaN wins, infinities order."""
+    cfg = sp.config("tiny", mfu_format=mfu_format)
+    n = cfg.native_dim
+    rng = np.random.default_rng(18)
+    special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1.5, -1.5, 2.0 ** -20], np.float32)
+    x, a, b = (rng.choice(special, (3, 4, n)) for _ in range(3))
+    k = sp.elementwise(cfg, rng, ["vv_max", "vv_max"], x=x, operands={0: a, 1: b})
+    y, _ = run_output(k)
+    fm, inp = mfu_format, k.inputs
+    want = mfu.maximum(mfu.maximum(inp["x"], inp["op0"], fm), inp["op1"], fm)
+    assert_bits(y, want)
+    assert np.signbit(y[(y == 0)]).any() and (~np.signbit(y[(y == 0)])).any() and np.isnan(y).any()
+
+
+@pytest.mark.parametrize("mfu_format", MFU_FORMATS)
 def test_vs_max_vv_a_sub_b_relu(mfu_format):
     cfg = sp.config("tiny", mfu_format=mfu_format)
     k = sp.elementwise(cfg, np.random.default_rng(16), ["vs_max", "vv_a_sub_b", "v_relu"], scalars={0: -0.25})

@@ -414,6 +414,42 @@ def run_chain(y, fmt, ops, sources, scalars, operand_addr, vmem, tables, out):
     return out
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _order_key(x):
+    """A 16-bit sign-magnitude pattern (int16) as an int16 that orders as its value (-0 and +0 equal)."""
+    x = x if x != np.int16(-32768) else np.int16(0)
+    return np.int16(x ^ ((x >> np.int16(15)) & np.int16(0x7FFF)))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _max_bits(a, b, inf, nan):
+    """The MFU max rule on two 16-bit format patterns (int16): ``b`` if ``b > a``, else ``a``; the canonical
+    NaN ``nan`` if either is NaN (magnitude bits above infinity's, ``inf``)."""
+    bad = ((a & np.int16(0x7FFF)) > inf) | ((b & np.int16(0x7FFF)) > inf)
+    r = b if _order_key(b) > _order_key(a) else a
+    return nan if bad else r
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def max3_rows(vbits, fmt, src, operand_addr, waddr):
+    """A max pool's chain on a 16-bit MFU format, straight into the vector memory: vector ``waddr[i]`` =
+    ``vv_max`` of vector ``src[i]`` with vector ``operand_addr[0, i]``, then with ``operand_addr[1, i]``
+    (:func:`run_chain`'s result: a format value rounds to itself, so the max rule runs on the bits).
+
+    ``vbits`` is the vector memory's bits as int16.  Rows run in any order: no vector written may be one
+    the chain reads.
+    """
+    inf = np.int16(0x7C00 if fmt == FP16 else 0x7F80)
+    nan = np.int16(_NAN_FP16 if fmt == FP16 else _NAN_BF16)
+    rows, n = src.shape[0], vbits.shape[1]
+    for c in numba.prange((rows + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK):
+        for i in range(c * _ROWS_PER_TASK, min(rows, (c + 1) * _ROWS_PER_TASK)):
+            x, a, b, dst = vbits[src[i]], vbits[operand_addr[0, i]], vbits[operand_addr[1, i]], vbits[waddr[i]]
+            for e in range(n):
+                dst[e] = _max_bits(_max_bits(x[e], a[e], inf, nan), b[e], inf, nan)
+    return vbits
+
+
 @numba.njit(cache=True, nogil=True, parallel=True)
 def run_chain_on_block_sums(sums, block_major, in_binary32, xs, ws_t, fmt, ops, sources, scalars, operand_addr,
                             vmem, tables, out):

@@ -36,7 +36,8 @@ from .program import ChainOp, DmaOp, ScalarOp
 #: parallel loop and joining its threads costs about 0.1 ms on a 2-core host, more than it saves there.
 SERIAL_BELOW_S = 3e-4
 #: Measured serial seconds per element of the kernels :func:`_threads_for` sizes (2-core AMD EPYC).
-KERNEL_S_PER_ELEMENT = {"gather_reduce": 0.2e-9, "run_chain": 0.45e-9, "quantize_fixed": 0.43e-9}
+KERNEL_S_PER_ELEMENT = {"gather_reduce": 0.2e-9, "run_chain": 0.45e-9, "max3_rows": 0.04e-9,
+                        "quantize_fixed": 0.43e-9}
 
 
 @contextmanager
@@ -281,6 +282,7 @@ class Machine:
         wide = self.dtype.itemsize == 4
         self._vmem_load = self.vmem if wide else self.vmem.view(np.uint16)
         self._vmem_bits = self.vmem.view(np.uint32 if wide else np.uint16)
+        self._vmem_i16 = None if wide else self.vmem.view(np.int16)
         self.sregs = np.zeros(config.scalar_regs, np.float32)
         #: What the MVU uses in each format mode (``NPUConfig.mvu_modes``); mode 0's also as attributes.
         self.modes = [MvuMode(config, m, self.dtype) for m in range(len(config.mvu_modes))]
@@ -457,50 +459,65 @@ class Machine:
         ops, sources, tables = self._mfu_program(ch)
         scalars = self._mfu_scalars(ch)
         mfu = (self._fmt_code, ops, sources, scalars)
-        direct = ch.mbase is not None and self._writes_apart(ch)
         copy = ch.mbase is None and ch.reduce == "none" and not ch.mfu      # vectors copied as they are
+        direct = not copy and self._writes_apart(ch)
         batches = self._batches(ch)
         # the fused kernel's row indices depend on the batch's read addresses alone: kept with the batches
         kept = ch.derived.setdefault("row_indices", {}) if isinstance(batches, list) and ch.mbase is not None else None
+        n = self.config.native_dim
         for bi, (raddr, operand_addr, waddr) in enumerate(batches):
-            rows = None
-            if kept is not None:
-                rows = kept.get(bi)
-                if rows is None:
-                    rows = kept[bi] = _row_indices(raddr)
-            if direct and self._fused_chain(ch, raddr, mfu, operand_addr, tables, self._vmem_bits, waddr, rows):
-                continue                               # written straight into the vector memory
             if copy:
                 mfu_kernels.copy_rows(self._vmem_bits, self._fmt_code, raddr.reshape(raddr.shape[0] * ch.r, -1)[:, 0],
-                                      waddr, ch.wr.get("lo", 0), ch.wr.get("hi", 0) or self.config.native_dim)
-                continue
-            out = np.empty((raddr.shape[0] * ch.r, self.config.native_dim), self._vmem_bits.dtype)
-            if ch.mbase is not None:                   # accumulators formed from block sums in the MFU pass
+                                      waddr, ch.wr.get("lo", 0), ch.wr.get("hi", 0) or n)
+            elif ch.mbase is None and direct and self._max_pool(ch, ops, sources):   # straight into the memory
+                src = raddr.reshape(-1)
+                with _threads_for("max3_rows", 3 * src.size * n):
+                    mfu_kernels.max3_rows(self._vmem_i16, self._fmt_code, src, operand_addr, waddr)
+            elif ch.mbase is None:
+                y = self._reduction(ch, raddr)
+                out = np.empty((y.shape[0], n), self._vmem_bits.dtype)
+                with _threads_for("run_chain", y.size):
+                    mfu_kernels.run_chain(y, *mfu, operand_addr, self._vmem_load, tables, out)
+                self._write(ch, waddr, out)
+            else:
+                rows = None
+                if kept is not None:
+                    rows = kept.get(bi)
+                    if rows is None:
+                        rows = kept[bi] = _row_indices(raddr)
+                if direct and self._fused_chain(ch, raddr, mfu, operand_addr, tables, self._vmem_bits, waddr, rows):
+                    continue                           # written straight into the vector memory
+                out = np.empty((raddr.shape[0] * ch.r, n), self._vmem_bits.dtype)
+                # accumulators formed from block sums in the MFU pass
                 if direct or not self._fused_chain(ch, raddr, mfu, operand_addr, tables, out, _NO_ROWS, rows):
                     mfu_kernels.run_chain_on_block_sums(*self._mvu(ch, raddr), *mfu, operand_addr,
                                                         self._vmem_load, tables, out)
-            else:
-                y = self._reduction(ch, raddr)
-                with _threads_for("run_chain", y.size):
-                    mfu_kernels.run_chain(y, *mfu, operand_addr, self._vmem_load, tables, out)
-            self._write(ch, waddr, out)
+                self._write(ch, waddr, out)
 
     def _writes_apart(self, ch: ChainOp) -> bool:
         """Whether a kernel may write the chain's outputs straight into the vector memory: whole vectors,
-        none of them a vector its MFU operands read (its MVU inputs are quantised before the kernel runs).
-        Kept in ``ch.derived``."""
+        none of them a vector its MFU operands read, nor (a chain without the MVU) one it reduces (an MVU
+        chain's inputs are quantised before the kernel writes).  Kept in ``ch.derived``."""
         known = ch.derived.get("writes_apart")
         if known is None:
             n = self.config.native_dim
             lo, hi = ch.wr.get("lo", 0), ch.wr.get("hi", 0) or n
             wlo, whi = self._extent(ch, ch.wr, rows=True, reduction=False)
             known = lo == 0 and hi == n
-            for op in ch.mfu:
-                if op.mnemonic.startswith("vv_"):
-                    olo, ohi = self._extent(ch, self._operand_fields(op), rows=True, reduction=False)
+            reads, _ = self._generators(ch)
+            for fields, rows, reduction, name, _ in reads:
+                if name != "v_rd" or ch.mbase is None:
+                    olo, ohi = self._extent(ch, fields, rows=rows, reduction=reduction)
                     known = known and (ohi < wlo or olo > whi)
             ch.derived["writes_apart"] = known
         return known
+
+    def _max_pool(self, ch: ChainOp, ops: np.ndarray, sources: np.ndarray) -> bool:
+        """Whether a chain without the MVU is a max pool's row of :func:`mfu_kernels.max3_rows`: one vector
+        read per output vector (reduction none or max), then two ``vv_max``, in a 16-bit MFU format."""
+        vector = mfu_kernels.VECTOR_OPERAND
+        return (self._vmem_i16 is not None and ch.k == 1 and ch.reduce in ("none", "max") and len(ops) == 2
+                and ops[0] == ops[1] == mfu_kernels.MAX and sources[0] == sources[1] == vector)
 
     def _batches(self, ch: ChainOp):
         """(read, MFU operand, write) addresses of each batch of iterations; checked on first use.
