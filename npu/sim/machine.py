@@ -72,6 +72,20 @@ class DecodedTiles(NamedTuple):
         return DecodedTiles(*(a[index] for a in self))
 
 
+def _tiles_key(tiles: DecodedTiles) -> tuple[np.ndarray | None, tuple]:
+    """(the array whose lifetime a cache of data derived from ``tiles`` follows, the tiles' place in it).
+
+    The owner is the decoded set's (read-only) element array; None for tiles copied from several loads
+    (:meth:`Machine.mrf_tiles`), which nothing is kept for.
+    """
+    elem = tiles.elem
+    owner = elem if elem.base is None else elem.base
+    if owner.flags.writeable:
+        return None, ()
+    offset = 0 if owner is elem else elem.__array_interface__["data"][0] - owner.__array_interface__["data"][0]
+    return owner, (offset, elem.shape)
+
+
 def _live_extent(nonzero: np.ndarray) -> np.ndarray:
     """1 + the last True position along the last axis (0 when none)."""
     last = nonzero.shape[-1] - np.argmax(nonzero[..., ::-1], axis=-1)
@@ -299,6 +313,8 @@ class Machine:
         self._mrf_index = np.zeros(config.mrf_tiles, np.int64)
         self._mrf_mode = np.zeros(config.mrf_tiles, np.int8)
         self._mixed = len(self.modes) > 1
+        #: The loads whose slots no later load has touched: first slot -> (count, the decoded set they hold).
+        self._whole_loads: dict[int, tuple[int, DecodedTiles]] = {}
         #: Decoded tile bytes the MRF's sets may hold before they are compacted to the tiles slots refer to.
         self._mrf_hold = 2 * config.mrf_tiles * decoded_tile_nbytes(config)
 
@@ -330,10 +346,13 @@ class Machine:
         raw = self.dram.span(f["daddr"], nbytes)
         tiles = _decode_tiles(raw, mode.wfmt, self.config.native_dim, mode.tile_bytes, f["daddr"],
                               self.dram.base_region(f["daddr"], nbytes))
-        dst = slice(f["maddr"], f["maddr"] + count)
-        self._mrf_set[dst] = self._mrf_set_id(tiles)
-        self._mrf_index[dst] = np.arange(count)
-        self._mrf_mode[dst] = mode.index
+        first, end = f["maddr"], f["maddr"] + count
+        self._mrf_set[first:end] = self._mrf_set_id(tiles)
+        self._mrf_index[first:end] = np.arange(count)
+        self._mrf_mode[first:end] = mode.index
+        for other in [a for a, (c, _) in self._whole_loads.items() if a < end and a + c > first]:
+            del self._whole_loads[other]
+        self._whole_loads[first] = (count, tiles)
 
     def _mrf_set_id(self, tiles: DecodedTiles) -> int:
         """Index of a decoded tile set in ``_mrf_sets``, added if new; sets no slot holds any more are dropped.
@@ -378,8 +397,12 @@ class Machine:
     def mrf_tiles(self, first: int, count: int) -> DecodedTiles:
         """The decoded tiles in MRF slots ``first .. first + count - 1``.
 
-        Views into the decoded tile set when the slots hold consecutive tiles of one load, else copies.
+        The decoded tile set itself when the slots are those of one load no later load touched, views into
+        it when they hold consecutive tiles of one load, else copies.
         """
+        whole = self._whole_loads.get(first)
+        if whole is not None and whole[0] == count:
+            return whole[1]
         sets = self._mrf_set[first:first + count]
         index = self._mrf_index[first:first + count]
         if (sets == sets[0]).all() and (index == index[0] + np.arange(count)).all():
@@ -399,6 +422,7 @@ class Machine:
         self._mrf_set = other._mrf_set.copy()
         self._mrf_index = other._mrf_index.copy()
         self._mrf_mode = other._mrf_mode.copy()
+        self._whole_loads = dict(other._whole_loads)
 
     def s_wr(self, f: dict) -> None:
         """Write a scalar register (binary32 bit pattern)."""
@@ -678,8 +702,8 @@ class Machine:
 
     def _packed_weights(self, ch: ChainOp, tiles: "DecodedTiles", mode: "MvuMode") -> "fused.PackedWeights":
         """The chain's weights packed for the fused kernel, kept in ``ch.derived`` for the tiles they came from."""
-        owner = tiles.elem.base
-        key = (tiles.elem.__array_interface__["data"][0], tiles.elem.shape, mode.index)
+        owner, key = _tiles_key(tiles)
+        key += (mode.index,)
         known = ch.derived.get("fused")
         if owner is not None and known is not None and known[0] == key and known[1]() is owner:
             return known[2]
@@ -774,10 +798,10 @@ class Machine:
         mode = self.modes[ch.fmt]
         if not mode.int_pair or ch.iterations * k * r * n * n < int_gemm.MIN_MACS:
             return None
-        owner = tiles.elem.base
+        owner, key = _tiles_key(tiles)
         if owner is None:                                          # tiles copied from several loads
             return None
-        key = (tiles.elem.__array_interface__["data"][0], tiles.elem.shape, live_in, live_out)
+        key += (live_in, live_out)
         known = ch.derived.get("int_gemm")
         if known is not None and known[0] == key and known[1]() is owner:
             return known[2]
