@@ -150,12 +150,14 @@ def copy_rows(vbits, fmt, src, dst, lo, hi):
     rows = src.shape[0]
     buf = np.empty((rows, hi - lo), vbits.dtype)
     for i in range(rows):
-        row = vbits[src[i]]
-        for e in range(lo, hi):
+        row, out = vbits[src[i], lo:hi], buf[i]
+        for e in range(hi - lo):
             b = np.uint32(row[e])
-            buf[i, e - lo] = nan if (b & mag) > inf else b
-    for i in range(rows):
-        vbits[dst[i], lo:hi] = buf[i]
+            out[e] = nan if (b & mag) > inf else b
+    for i in range(rows):                  # element by element: numba's slice assignment is 3x slower here
+        row, out = vbits[dst[i], lo:hi], buf[i]
+        for e in range(hi - lo):
+            row[e] = out[e]
 
 
 @numba.njit(cache=True, nogil=True)

@@ -480,20 +480,23 @@ class Machine:
 
     def chain(self, ch: ChainOp) -> None:
         """Execute one chain over all its iterations, in batches of whole iterations (see :func:`chain_batch`)."""
+        copies = ch.derived.get("copies")
+        if copies is None and ch.mbase is None and ch.reduce == "none" and not ch.mfu:
+            copies = self._copies(ch)                  # vectors copied as they are
+        if copies is not None:
+            for src, waddr, lo, hi in copies:
+                mfu_kernels.copy_rows(self._vmem_bits, self._fmt_code, src, waddr, lo, hi)
+            return
         ops, sources, tables = self._mfu_program(ch)
         scalars = self._mfu_scalars(ch)
         mfu = (self._fmt_code, ops, sources, scalars)
-        copy = ch.mbase is None and ch.reduce == "none" and not ch.mfu      # vectors copied as they are
-        direct = not copy and self._writes_apart(ch)
+        direct = self._writes_apart(ch)
         batches = self._batches(ch)
         # the fused kernel's row indices depend on the batch's read addresses alone: kept with the batches
         kept = ch.derived.setdefault("row_indices", {}) if isinstance(batches, list) and ch.mbase is not None else None
         n = self.config.native_dim
         for bi, (raddr, operand_addr, waddr) in enumerate(batches):
-            if copy:
-                mfu_kernels.copy_rows(self._vmem_bits, self._fmt_code, raddr.reshape(raddr.shape[0] * ch.r, -1)[:, 0],
-                                      waddr, ch.wr.get("lo", 0), ch.wr.get("hi", 0) or n)
-            elif ch.mbase is None and direct and self._max_pool(ch, ops, sources):   # straight into the memory
+            if ch.mbase is None and direct and self._max_pool(ch, ops, sources):   # straight into the memory
                 src = raddr.reshape(-1)
                 with _threads_for("max3_rows", 3 * src.size * n):
                     mfu_kernels.max3_rows(self._vmem_i16, self._fmt_code, src, operand_addr, waddr)
@@ -517,6 +520,17 @@ class Machine:
                     mfu_kernels.run_chain_on_block_sums(*self._mvu(ch, raddr), *mfu, operand_addr,
                                                         self._vmem_load, tables, out)
                 self._write(ch, waddr, out)
+
+    def _copies(self, ch: ChainOp):
+        """(source vectors, destination vectors, first lane, end lane) of each batch of a chain that copies
+        vectors as they are (no MVU, reduction or MFU op); kept in ``ch.derived`` when its batches are."""
+        lo, hi = ch.wr.get("lo", 0), ch.wr.get("hi", 0) or self.config.native_dim
+        batches = self._batches(ch)
+        copies = ((np.ascontiguousarray(raddr.reshape(raddr.shape[0] * ch.r, -1)[:, 0]), waddr, lo, hi)
+                  for raddr, _, waddr in batches)
+        if isinstance(batches, list):
+            copies = ch.derived["copies"] = list(copies)
+        return copies
 
     def _writes_apart(self, ch: ChainOp) -> bool:
         """Whether a kernel may write the chain's outputs straight into the vector memory: whole vectors,
@@ -608,7 +622,15 @@ class Machine:
         return program
 
     def _mfu_scalars(self, ch: ChainOp) -> np.ndarray:
-        """The scalar-register operand of each ``vs_`` op, in the MFU format, as the registers hold now."""
+        """The scalar-register operand of each ``vs_`` op, in the MFU format, as the registers hold now
+        (read-only zeros, kept in ``ch.derived``, for a chain without one)."""
+        none = ch.derived.get("no_scalars")
+        if none is not None:
+            return none
+        if not any(op.mnemonic.startswith("vs_") for op in ch.mfu):
+            none = ch.derived["no_scalars"] = np.zeros(len(ch.mfu), np.float32)
+            none.flags.writeable = False
+            return none
         scalars = np.zeros(len(ch.mfu), np.float32)
         for o, op in enumerate(ch.mfu):
             if op.mnemonic.startswith("vs_"):
