@@ -66,3 +66,24 @@ def test_a_machine_adopting_another_mrf_sees_its_loads_not_later_ones():
     warm.m_load({"daddr": 7 * tb, "maddr": 3, "count": 1})
     _check(warm, 0, 4, [0, 1, 2, 7])
     _check(first, 0, 4, [4, 5, 6, 7])
+
+
+def test_random_loads_over_each_other():
+    """Loads of random places and lengths; after each, the range of every load still recorded and a random
+    range hold, slot by slot, the tile the last load over them brought."""
+    rng = np.random.default_rng(4)
+    m = Machine(CFG, IMAGE)
+    slots = min(CFG.mrf_tiles, 24)
+    held = [None] * slots                                       # image tile each slot holds
+    loads = []
+    for _ in range(60):
+        count = int(rng.integers(1, 5))
+        first = int(rng.integers(0, slots - count + 1))
+        source = int(rng.integers(0, 8 - count + 1))
+        m.m_load({"daddr": source * m.tile_bytes, "maddr": first, "count": count})
+        held[first:first + count] = range(source, source + count)
+        loads.append((first, count))
+        a = int(rng.integers(0, slots))
+        for lo, n in loads[-4:] + [(a, int(rng.integers(1, slots - a + 1)))]:
+            if None not in held[lo:lo + n]:
+                _check(m, lo, n, held[lo:lo + n])

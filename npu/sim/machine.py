@@ -8,6 +8,7 @@ the numerics contract bit for bit.
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
 import weakref
 from collections import OrderedDict
@@ -313,8 +314,12 @@ class Machine:
         self._mrf_index = np.zeros(config.mrf_tiles, np.int64)
         self._mrf_mode = np.zeros(config.mrf_tiles, np.int8)
         self._mixed = len(self.modes) > 1
-        #: The loads whose slots no later load has touched: first slot -> (count, the decoded set they hold).
+        #: The loads whose slots no later load has touched: first slot -> (count, the decoded set they hold),
+        #: and their first slots in order.
         self._whole_loads: dict[int, tuple[int, DecodedTiles]] = {}
+        self._whole_starts: list[int] = []
+        #: Index in ``_mrf_sets`` of each set, by ``id``.
+        self._set_index = {id(zero): 0}
         #: Decoded tile bytes the MRF's sets may hold before they are compacted to the tiles slots refer to.
         self._mrf_hold = 2 * config.mrf_tiles * decoded_tile_nbytes(config)
 
@@ -350,8 +355,18 @@ class Machine:
         self._mrf_set[first:end] = self._mrf_set_id(tiles)
         self._mrf_index[first:end] = np.arange(count)
         self._mrf_mode[first:end] = mode.index
-        for other in [a for a, (c, _) in self._whole_loads.items() if a < end and a + c > first]:
-            del self._whole_loads[other]
+        self._keep_whole_load(first, count, tiles)
+
+    def _keep_whole_load(self, first: int, count: int, tiles: DecodedTiles) -> None:
+        """Record a load of ``tiles`` into slots ``first .. first + count - 1``, forgetting the loads it
+        overwrites a part of.  The loads kept never overlap, so those it overwrites lie just below its end."""
+        starts = self._whole_starts
+        i = bisect.bisect_left(starts, first + count)
+        while i and starts[i - 1] + self._whole_loads[starts[i - 1]][0] > first:
+            del self._whole_loads[starts[i - 1]]
+            del starts[i - 1]
+            i -= 1
+        starts.insert(i, first)
         self._whole_loads[first] = (count, tiles)
 
     def _mrf_set_id(self, tiles: DecodedTiles) -> int:
@@ -362,15 +377,16 @@ class Machine:
         down to the tiles slots still refer to, so the decoded weights a run
         holds stay below ``_mrf_hold`` plus the set being added.
         """
-        for i, known in enumerate(self._mrf_sets):
-            if known is tiles:
-                return i
+        known = self._set_index.get(id(tiles))
+        if known is not None:
+            return known
         if len(self._mrf_sets) >= self.MRF_SETS:
             self._drop_unused_sets()
         if self._mrf_set_bytes + tiles.nbytes > self._mrf_hold:
             self._drop_unused_sets(compact=True)
         self._mrf_sets.append(tiles)
         self._mrf_set_bytes += tiles.nbytes
+        self._set_index[id(tiles)] = len(self._mrf_sets) - 1
         return len(self._mrf_sets) - 1
 
     def _drop_unused_sets(self, compact: bool = False) -> None:
@@ -391,6 +407,7 @@ class Machine:
                     self._mrf_index[slots] = inverse.reshape(-1)
             sets.append(known)
         self._mrf_sets = sets
+        self._set_index = {id(known): i for i, known in enumerate(sets)}
         self._mrf_set_bytes = sum(known.nbytes for known in sets)
         self._mrf_set = renumber[self._mrf_set]
 
@@ -423,6 +440,8 @@ class Machine:
         self._mrf_index = other._mrf_index.copy()
         self._mrf_mode = other._mrf_mode.copy()
         self._whole_loads = dict(other._whole_loads)
+        self._whole_starts = list(other._whole_starts)
+        self._set_index = dict(other._set_index)
 
     def s_wr(self, f: dict) -> None:
         """Write a scalar register (binary32 bit pattern)."""
