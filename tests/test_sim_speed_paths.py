@@ -482,3 +482,16 @@ def test_fused_mfu_rows_equal_the_generic_pipeline(fmt_name):
         assert np.array_equal(fast, slow), (ops, np.argwhere(fast != slow)[:3])
     assert mk._fused_pattern(fmt, np.array([mk.MUL], np.int64), np.array([mk.VECTOR_OPERAND], np.int64)) == -1
     assert mk._fused_pattern(mk.FP32, np.zeros(0, np.int64), np.zeros(0, np.int64)) == -1
+
+
+@pytest.mark.parametrize("raddr, quantised", [
+    (np.array([[4, 5], [5, 6], [6, 7]]), 4),             # overlapping reads: the range 4..7, once each
+    (np.array([[0, 9], [3, 6]]), 4),                     # reads apart: each in order (the range has 10)
+    (np.array([[2, 3], [4, 5]]), 4),                     # each vector once: in order
+])
+def test_row_indices_quantise_the_fewer_vectors(raddr, quantised):
+    """The fused kernels' inputs: the vectors quantised are the read range or the reads, whichever is fewer,
+    and the row indices give back every read."""
+    addr, aidx = machine_mod._row_indices(raddr)
+    assert addr.shape == (quantised, 1)
+    assert np.array_equal(addr[aidx, 0], raddr)

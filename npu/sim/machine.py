@@ -270,12 +270,12 @@ _NO_ROWS = np.zeros(0, np.int64)
 def _row_indices(raddr: np.ndarray):
     """(addresses (V, 1) to quantise, row indices ``aidx`` (M, k) into them) of a batch's MVU read addresses.
 
-    When the chain reads its vectors several times over (convolution taps), the address range is quantised
-    once, every vector of it; else each read is quantised in order.
+    When the chain reads fewer vectors than it makes reads (convolution taps, overlapping strips), the
+    address range is quantised once, every vector of it; else each read is quantised in order.
     """
     m, k = raddr.shape
     lo, hi = int(raddr.min()), int(raddr.max())
-    if raddr.size < 2 * (hi - lo + 1):
+    if raddr.size <= hi - lo + 1:
         return (np.ascontiguousarray(raddr.reshape(-1, 1), dtype=np.int64),
                 np.arange(m * k, dtype=np.int64).reshape(m, k))
     return np.arange(lo, hi + 1, dtype=np.int64)[:, None], np.ascontiguousarray(raddr - lo, dtype=np.int64)
