@@ -58,9 +58,11 @@ def _run_both(monkeypatch, kernel, *, expect_fused=True):
     fast = kernel.output(kernel.run())
     if expect_fused:
         assert calls, "the fused kernel did not run"
+    before = len(calls)
     with monkeypatch.context() as m:
         m.setattr(machine_mod, "fused_plan", lambda *a, **k: None)
         slow = kernel.output(kernel.run())
+    assert len(calls) == before, "the fused kernel ran with it turned off"
     return fast, slow
 
 

@@ -9,6 +9,7 @@ the numerics contract bit for bit.
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import weakref
 from collections import OrderedDict
@@ -224,6 +225,22 @@ class MvuMode:
         self.xscale_table = scale_values(self.xfmt, codes).astype(np.float32)
 
 
+def _machine_constants(config: NPUConfig) -> tuple[tuple[MvuMode, ...], DecodedTiles]:
+    """What every machine of ``config`` starts from and never changes: its MVU modes, and the all-zero tile
+    of a fresh MRF (mode 0).  Built once per configuration and fused-plan chooser (tests replace
+    :func:`fused_plan` to run the block-sum path)."""
+    return _constants(config, fused_plan)
+
+
+@functools.lru_cache(maxsize=8)
+def _constants(config: NPUConfig, chooser) -> tuple[tuple[MvuMode, ...], DecodedTiles]:
+    dtype = get_format(config.mfu_format).dtype
+    modes = tuple(MvuMode(config, m, dtype) for m in range(len(config.mvu_modes)))
+    n = config.native_dim
+    zero = _decoded_tiles(np.zeros((1, n, n), np.float32), np.ones((1, n, modes[0].wscale_per_row)))
+    return modes, zero
+
+
 def fold(mode: "MvuMode") -> float:
     """The power of two the fused kernel's weight scales carry: the value of one unit of its integer block sums."""
     return mode.quantum if mode.fused == "int8" else 2.0 ** fused.E0W
@@ -300,14 +317,13 @@ class Machine:
         self._vmem_i16 = None if wide else self.vmem.view(np.int16)
         self.sregs = np.zeros(config.scalar_regs, np.float32)
         #: What the MVU uses in each format mode (``NPUConfig.mvu_modes``); mode 0's also as attributes.
-        self.modes = [MvuMode(config, m, self.dtype) for m in range(len(config.mvu_modes))]
+        self.modes, zero = _machine_constants(config)
         mode0 = self.modes[0]
         self.wfmt, self.xfmt, self.block, self.plan = mode0.wfmt, mode0.xfmt, mode0.block, mode0.plan
         self.quantum, self.tile_bytes = mode0.quantum, mode0.tile_bytes
         # decoded MRF: slot t holds tile _mrf_index[t] of the decoded tile set _mrf_sets[_mrf_set[t]]
         # (element values exact in binary32, scale values), loaded in MVU mode _mrf_mode[t]; set 0 is the
         # all-zero tile of a fresh MRF (mode 0)
-        zero = _decoded_tiles(np.zeros((1, n, n), np.float32), np.ones((1, n, mode0.wscale_per_row)))
         self._mrf_sets: list[DecodedTiles] = [zero]
         self._mrf_set_bytes = zero.nbytes              # decoded bytes the sets hold
         self._mrf_set = np.zeros(config.mrf_tiles, np.int64)
