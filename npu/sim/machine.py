@@ -398,10 +398,11 @@ class Machine:
             return known
         if len(self._mrf_sets) >= self.MRF_SETS:
             self._drop_unused_sets()
-        if self._mrf_set_bytes + tiles.nbytes > self._mrf_hold:
+        nbytes = tiles.nbytes
+        if self._mrf_set_bytes + nbytes > self._mrf_hold:
             self._drop_unused_sets(compact=True)
         self._mrf_sets.append(tiles)
-        self._mrf_set_bytes += tiles.nbytes
+        self._mrf_set_bytes += nbytes
         self._set_index[id(tiles)] = len(self._mrf_sets) - 1
         return len(self._mrf_sets) - 1
 

@@ -190,6 +190,8 @@ class Schedule:
 
     entries: list[Scheduled] = field(default_factory=list)
     total_cycles: int = 0
+    #: The ops :func:`replay` issues (every entry's but ``halt``'s), once it has listed them.
+    issued: list | None = field(default=None, repr=False, compare=False)
 
 
 def _queue_of(op) -> Queue:
@@ -331,6 +333,14 @@ def replay(known: Schedule, *, cycle_budget: int | None = None, on_issue=None) -
     Timing depends on the program and the machine alone, so a program run
     again (a serving session) places its ops once.
     """
+    if cycle_budget is None or known.total_cycles <= cycle_budget:     # no op ends past the budget
+        if on_issue is not None:
+            issued = known.issued
+            if issued is None:
+                issued = known.issued = [e.op for e in known.entries if _queue_of(e.op) is not Queue.ALL]
+            for op in issued:
+                on_issue(op)
+        return known
     for e in known.entries:
         halt = _queue_of(e.op) is Queue.ALL
         if cycle_budget is not None and e.end > cycle_budget:
