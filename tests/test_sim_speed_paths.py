@@ -486,14 +486,59 @@ def test_fused_mfu_rows_equal_the_generic_pipeline(fmt_name):
     assert mk._fused_pattern(mk.FP32, np.zeros(0, np.int64), np.zeros(0, np.int64)) == -1
 
 
-@pytest.mark.parametrize("raddr, quantised", [
-    (np.array([[4, 5], [5, 6], [6, 7]]), 4),             # overlapping reads: the range 4..7, once each
-    (np.array([[0, 9], [3, 6]]), 4),                     # reads apart: each in order (the range has 10)
-    (np.array([[2, 3], [4, 5]]), 4),                     # each vector once: in order
+@pytest.mark.parametrize("raddr, quantised, first", [
+    (np.array([[4, 5], [5, 6], [6, 7]]), 4, 4),          # overlapping reads: the range 4..7, once each
+    (np.array([[0, 9], [3, 6]]), 4, -1),                 # reads apart: each in order (the range has 10)
+    (np.array([[2, 3], [4, 5]]), 4, 2),                  # each vector once, in order: one run from 2
+    (np.array([[3, 2], [4, 5]]), 4, -1),                 # each once, not in order: no run
 ])
-def test_row_indices_quantise_the_fewer_vectors(raddr, quantised):
+def test_row_indices_quantise_the_fewer_vectors(raddr, quantised, first):
     """The fused kernels' inputs: the vectors quantised are the read range or the reads, whichever is fewer,
-    and the row indices give back every read."""
-    addr, aidx = machine_mod._row_indices(raddr)
+    the row indices give back every read, and a run of consecutive vectors is known by its first."""
+    addr, aidx, got_first = machine_mod._row_indices(raddr)
     assert addr.shape == (quantised, 1)
     assert np.array_equal(addr[aidx, 0], raddr)
+    assert got_first == first
+    if first >= 0:
+        assert np.array_equal(addr[:, 0], np.arange(first, first + quantised))
+
+
+@needs_vnni
+@pytest.mark.parametrize("mfu_format", ["fp16", "bf16"])
+@pytest.mark.parametrize("overwrite", ["chain", "v_load"])
+def test_e4m3_input_conversions_serve_later_chains_until_written(monkeypatch, mfu_format, overwrite):
+    """A chain's E4M3 input conversion serves a later chain reading vectors of it (here every other one), and
+    not one reading them after a chain or a load wrote over them: the outputs equal the block-sum path's."""
+    cfg = sp.config("tiny", weight="mxfp8_e4m3", act="mxfp8_e4m3", mfu_format=mfu_format)
+    n, count = cfg.native_dim, 40
+    rng = np.random.default_rng(21)
+    b = sp.Builder(cfg, grouped=False, auto_tokens=False)
+    x = rng.standard_normal((count, n)) * 2.0 ** rng.integers(-6, 6, (count, 1))
+    y = rng.standard_normal((count, n)) * 3
+    xa = b.load_vectors(x)
+    ya = b.load_vectors(y)
+    wa = b.load_weights(rng.standard_normal((n, n)) / 8)
+    wb = b.load_weights(rng.standard_normal((n, n)) / 8, signal={"l2c"})
+    out = b.alloc(3 * count)
+    b.chain(n0=count, mbase=wa, rd=dict(base=xa, s_n0=1), wr=dict(base=out, s_n0=1), wait={"l2c"})
+    b.chain(n0=count // 2, mbase=wb, rd=dict(base=xa + 1, s_n0=2), wr=dict(base=out + count, s_n0=1),
+            signal={"c2l"} if overwrite == "v_load" else set())
+    if overwrite == "chain":                                                      # Y copied over X
+        b.chain(n0=count, rd=dict(base=ya, s_n0=1), wr=dict(base=xa, s_n0=1))
+    else:                                                                         # Y loaded over X
+        b.load_vectors(y, vaddr=xa, wait={"c2l"}, signal={"l2c"})
+    b.chain(n0=count, mbase=wb, rd=dict(base=xa, s_n0=1), wr=dict(base=out + 2 * count, s_n0=1),
+            wait={"l2c"} if overwrite == "v_load" else set(), signal={"c2s"})
+    daddr = b.store(out, 3 * count, wait={"c2s"})
+    kernel = b.build(daddr, (3 * count, n))
+    converts = []
+    real = fused.chain_e4m3
+
+    def recording(*args):
+        converts.append(bool(args[-2]))
+        return real(*args)
+    monkeypatch.setattr(fused, "chain_e4m3", recording)
+    fast, slow = _run_both(monkeypatch, kernel)
+    assert converts == [True, False, True]
+    _assert_bits(fast[:count + count // 2], slow[:count + count // 2])
+    _assert_bits(fast[2 * count:], slow[2 * count:])

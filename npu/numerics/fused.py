@@ -1161,7 +1161,7 @@ def _row_nans(aidx, vnan, m0, rows, rownan):
 
 
 #: Vectors one claim of a chain's input conversion takes (``chain_e4m3``'s first phase).
-_CONVERT_ROWS = 32
+CONVERT_ROWS = 32
 #: Slots of a chain's work counters (one cache line apart): conversion chunks claimed, converted; tasks claimed.
 _CLAIMED, _CONVERTED, _TASKS = 0, 8, 16
 
@@ -1234,7 +1234,7 @@ def _converted_scales_fit(chunk_lo, chunk_hi, ws_lo, ws_hi):
 @numba.njit(cache=True, nogil=True, parallel=True)
 def chain_e4m3(vbits, bf16, addr, wmax, table, rep, x0, x1, xflags, e0x, scodes, xscale, xunit, aidx, sub, blocks,
                wp, pan_w0, pan_c0, pan_nv, steps, ws, ws_lo, ws_hi, colnan, w1_vec, w1_p, w1_s, w1_off, fmt, ops,
-               sources, scalars, operand_addr, vmem, tables, out, wrows, threads):
+               sources, scalars, operand_addr, vmem, tables, out, wrows, vnan, chunk_lo, chunk_hi, convert, threads):
     """One batch of an MVU chain on E4M3 planes (see above), from its input vectors: ``out[m * r + g]`` =
     MFU-format bits.  Returns False, having written nothing, when a scale product leaves the range the
     tile kernels take (:func:`scales_fit`): the caller then takes the block-sum path.
@@ -1244,7 +1244,10 @@ def chain_e4m3(vbits, bf16, addr, wmax, table, rep, x0, x1, xflags, e0x, scodes,
     per block ``xflags`` a bit per plane-1 element, ``e0x`` the plane-0 unit, ``scodes`` the scale codes
     (of the format's scale blocks, ``rep`` reduction blocks each, values ``table``), ``xscale`` the scale
     value times the plane-0 unit and ``xunit`` the plane-1 quantum in plane-0 units; iteration ``m``
-    reads vectors ``aidx[m, :]`` (rows of the planes).  The weights: a :class:`PackedWeights` of the
+    reads vectors ``aidx[m, :]`` (rows of the planes).  ``vnan`` gets per vector whether a block scale is
+    NaN, ``chunk_lo``, ``chunk_hi`` per chunk of :data:`CONVERT_ROWS` vectors its finite scales' range.
+    Without ``convert`` all of these hold a conversion of the same vectors already (made by an earlier
+    call with the same ``wmax``) and the call only reads them.  The weights: a :class:`PackedWeights` of the
     plane-0 integers (int16 pairs ``wp``, its scales' finite range ``ws_lo`` .. ``ws_hi``) and a
     :class:`Plane1Weights`' column groups ``w1_vec`` (r, npan, nb) and K-step chunks (``w1_p``,
     ``w1_s``, ``w1_off``).  They cover the ``nb`` blocks ``blocks`` (indices ``kk * sub + s``) of the
@@ -1252,7 +1255,7 @@ def chain_e4m3(vbits, bf16, addr, wmax, table, rep, x0, x1, xflags, e0x, scodes,
     which ``colnan`` and the rows' NaN scales carry).
 
     One parallel loop, one iteration per thread, does both phases: each thread claims chunks of
-    :data:`_CONVERT_ROWS` vectors to convert until none is left, waits until every claimed chunk is
+    :data:`CONVERT_ROWS` vectors to convert until none is left, waits until every claimed chunk is
     converted (a spin on a counter; each waits only on chunks other running threads hold), then claims
     row tasks (:func:`row_tasks`) until none is left.  So the calling thread converts while the others
     wake (about 45 us each on a 2-core virtual machine), and one loop start serves both phases.
@@ -1282,10 +1285,8 @@ def chain_e4m3(vbits, bf16, addr, wmax, table, rep, x0, x1, xflags, e0x, scodes,
     xscale_f = xscale.reshape(-1)
     xflags_f = xflags.reshape(-1)
     xunit_f = xunit.reshape(-1)
-    vnan = np.empty(count, np.bool_)                  # per vector: any block scale NaN
-    chunks = (count + _CONVERT_ROWS - 1) // _CONVERT_ROWS
-    chunk_lo = np.empty(chunks, np.float64)
-    chunk_hi = np.empty(chunks, np.float64)
+    chunks = (count + CONVERT_ROWS - 1) // CONVERT_ROWS
+    todo = chunks if convert else 0                   # chunks to convert
     counters = np.empty(24, np.int64)
     for i in range(24):                               # not np.zeros: that is a parallel loop of its own here
         counters[i] = 0
@@ -1299,14 +1300,14 @@ def chain_e4m3(vbits, bf16, addr, wmax, table, rep, x0, x1, xflags, e0x, scodes,
         w = np.empty(n, np.float32)
         while True:                                   # phase 1: convert the input vectors
             c = _fetch_add(counters, _CLAIMED, 1)
-            if c >= chunks:
+            if c >= todo:
                 break
-            lo_c, hi_c = _convert_rows(vbits, bf16, addr, wmax, c * _CONVERT_ROWS, min(count, (c + 1) * _CONVERT_ROWS),
+            lo_c, hi_c = _convert_rows(vbits, bf16, addr, wmax, c * CONVERT_ROWS, min(count, (c + 1) * CONVERT_ROWS),
                                        table, rep, x0, x1, xflags, e0x, scodes, xscale, xunit, vnan)
             chunk_lo[c] = lo_c
             chunk_hi[c] = hi_c
             _fetch_add(counters, _CONVERTED, 1)
-        while _load_acquire(counters, _CONVERTED) < chunks:
+        while _load_acquire(counters, _CONVERTED) < todo:
             _spin_pause()
         fits = _converted_scales_fit(chunk_lo, chunk_hi, ws_lo, ws_hi)
         while fits:                                   # phase 2: the row tasks

@@ -285,7 +285,8 @@ _NO_ROWS = np.zeros(0, np.int64)
 
 
 def _row_indices(raddr: np.ndarray):
-    """(addresses (V, 1) to quantise, row indices ``aidx`` (M, k) into them) of a batch's MVU read addresses.
+    """(addresses (V, 1) to quantise, row indices ``aidx`` (M, k) into them, the first address when they are
+    one run of consecutive vectors, else -1) of a batch's MVU read addresses.
 
     When the chain reads fewer vectors than it makes reads (convolution taps, overlapping strips), the
     address range is quantised once, every vector of it; else each read is quantised in order.
@@ -293,9 +294,42 @@ def _row_indices(raddr: np.ndarray):
     m, k = raddr.shape
     lo, hi = int(raddr.min()), int(raddr.max())
     if raddr.size <= hi - lo + 1:
+        flat = raddr.reshape(-1)
+        run = raddr.size == hi - lo + 1 and bool((flat == np.arange(lo, hi + 1)).all())
         return (np.ascontiguousarray(raddr.reshape(-1, 1), dtype=np.int64),
-                np.arange(m * k, dtype=np.int64).reshape(m, k))
-    return np.arange(lo, hi + 1, dtype=np.int64)[:, None], np.ascontiguousarray(raddr - lo, dtype=np.int64)
+                np.arange(m * k, dtype=np.int64).reshape(m, k), lo if run else -1)
+    return np.arange(lo, hi + 1, dtype=np.int64)[:, None], np.ascontiguousarray(raddr - lo, dtype=np.int64), lo
+
+
+class E4m3Input(NamedTuple):
+    """A batch's input vectors converted for :func:`fused.chain_e4m3` (its arguments of the same names)."""
+
+    addr: np.ndarray
+    x0: np.ndarray
+    x1: np.ndarray
+    xflags: np.ndarray
+    e0x: np.ndarray
+    scodes: np.ndarray
+    xscale: np.ndarray
+    xunit: np.ndarray
+    vnan: np.ndarray
+    chunk_lo: np.ndarray
+    chunk_hi: np.ndarray
+
+    @classmethod
+    def empty(cls, addr: np.ndarray, n: int, sub: int) -> "E4m3Input":
+        """Arrays for the conversion of the vectors at ``addr`` (V, 1)."""
+        count, blocks = addr.shape[0], n // fused.MX_BLOCK
+        chunks = -(-count // fused.CONVERT_ROWS)
+        return cls(addr, np.empty((count, n), np.int16), np.empty((count, n), np.int16),
+                   np.empty((count, blocks), np.uint32), np.empty((count, blocks), np.int8),
+                   np.empty((count, blocks), np.uint8), np.empty((count, sub), np.float32),
+                   np.empty((count, sub), np.float64), np.empty(count, np.bool_), np.empty(chunks, np.float64),
+                   np.empty(chunks, np.float64))
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self)
 
 
 class Machine:
@@ -336,6 +370,9 @@ class Machine:
         self._whole_starts: list[int] = []
         #: Index in ``_mrf_sets`` of each set, by ``id``.
         self._set_index = {id(zero): 0}
+        #: The latest E4M3 input conversions of runs of vectors: (mode, wmax, first vector, last vector,
+        #: E4m3Input), each kept until an op writes one of its vectors.
+        self._conversions: list[tuple] = []
         #: Decoded tile bytes the MRF's sets may hold before they are compacted to the tiles slots refer to.
         self._mrf_hold = 2 * config.mrf_tiles * decoded_tile_nbytes(config)
 
@@ -495,6 +532,10 @@ class Machine:
             terms += [(f.get("s_k0", 0), ch.k0), (f.get("s_k1", 0), ch.k1), (1, ch.c)]
         return address_extent(f["base"], terms)
 
+    #: E4M3 input conversions a machine keeps for the chains after the ones they were made for, at most,
+    #: and their bytes at most.
+    KEPT_CONVERSIONS = 8
+    KEPT_CONVERSION_BYTES = 8 << 20
     #: Decoded tile sets the MRF may refer to before unreferenced ones are dropped.
     MRF_SETS = 64
     #: Largest number of input elements one batch of a chain gathers (bounds memory use).
@@ -735,18 +776,19 @@ class Machine:
         packed = self._packed_weights(ch, self.mrf_tiles(ch.mbase, r * k), mode)
         sub = n // mode.block
         rep = mode.xfmt.block_for(n) // mode.block
-        addr, aidx = rows if rows is not None else _row_indices(raddr)
+        addr, aidx, first = rows if rows is not None else _row_indices(raddr)
         if mode.fused == "e4m3":                       # the input's conversion runs inside the chain's kernel
-            count, blocks = addr.shape[0], n // fused.MX_BLOCK
             w1 = packed.extra
-            return fused.chain_e4m3(
-                self.vmem.view(np.uint16), self.vmem.dtype != np.float16, addr, w1.wmax, mode.xscale_table, rep,
-                np.empty((count, n), np.int16), np.empty((count, n), np.int16), np.empty((count, blocks), np.uint32),
-                np.empty((count, blocks), np.int8), np.empty((count, blocks), np.uint8),
-                np.empty((count, sub), np.float32), np.empty((count, sub), np.float64), aidx, sub, w1.blocks,
+            x, aidx, convert = self._e4m3_input(mode, w1.wmax, raddr, addr, aidx, first)
+            done = fused.chain_e4m3(
+                self._vmem_bits, self.vmem.dtype != np.float16, x.addr, w1.wmax, mode.xscale_table, rep,
+                x.x0, x.x1, x.xflags, x.e0x, x.scodes, x.xscale, x.xunit, aidx, sub, w1.blocks,
                 packed.wp, packed.pan_w0, packed.pan_c0, packed.pan_nv, packed.steps, packed.ws, packed.ws_lo,
                 packed.ws_hi, packed.colnan, w1.vec, w1.p, w1.s, w1.off, *mfu, operand_addr, self._vmem_load, tables,
-                out, wrows, numba.get_num_threads())
+                out, wrows, x.vnan, x.chunk_lo, x.chunk_hi, convert, numba.get_num_threads())
+            if convert and first >= 0:
+                self._keep_conversion((mode.index, w1.wmax, first, first + addr.shape[0] - 1, x))
+            return done
         with _threads_for("quantize_fixed", addr.size * n):
             codes, scodes = gather_quantize_to_integers(self.vmem, addr, mode.xfmt, n, fused.ZERO_POINT)
         xscale = np.empty((scodes.shape[0], sub), np.float32)              # (V, sub), each reduction block's scale
@@ -757,6 +799,44 @@ class Machine:
                          packed.pan_nv, packed.steps, packed.cw, packed.ws, packed.colnan, *mfu, operand_addr,
                          self._vmem_load, tables, out, wrows, numba.get_num_threads())
         return True
+
+    def _e4m3_input(self, mode: "MvuMode", wmax: int, raddr: np.ndarray, addr: np.ndarray, aidx: np.ndarray,
+                    first: int):
+        """(the batch's converted input, its row indices, whether the kernel must convert it first).
+
+        ``raddr`` are the batch's reads, ``addr``, ``aidx``, ``first`` its :func:`_row_indices`.  A
+        conversion kept from an earlier chain serves when its run of vectors holds every vector read, for
+        the same mode and ``wmax``, and no op has written them since (:meth:`_forget_conversions`).
+        """
+        if self._conversions:
+            read_lo, read_hi = (first, first + addr.shape[0] - 1) if first >= 0 else (addr.min(), addr.max())
+            for index, kwmax, lo, hi, x in self._conversions:
+                if index == mode.index and kwmax == wmax and lo <= read_lo and read_hi <= hi:
+                    if first == lo:
+                        return x, aidx, False
+                    return x, np.ascontiguousarray(raddr - lo, dtype=np.int64), False
+        return E4m3Input.empty(addr, self.config.native_dim, self.config.native_dim // mode.block), aidx, True
+
+    def _keep_conversion(self, kept: tuple) -> None:
+        """Keep an E4M3 input conversion (the latest :data:`KEPT_CONVERSIONS` within
+        :data:`KEPT_CONVERSION_BYTES`)."""
+        self._conversions.append(kept)
+        while (len(self._conversions) > self.KEPT_CONVERSIONS
+               or sum(c[4].nbytes for c in self._conversions) > self.KEPT_CONVERSION_BYTES):
+            del self._conversions[0]
+
+    def _forget_conversions(self, op) -> None:
+        """Drop the kept E4M3 input conversions of which ``op`` wrote a vector."""
+        if isinstance(op, ChainOp):
+            span = op.derived.get("write_extent")
+            if span is None:
+                span = op.derived["write_extent"] = self._extent(op, op.wr, rows=True, reduction=False)
+        elif isinstance(op, DmaOp) and op.mnemonic == "v_load":
+            f = op.fields
+            span = (f["vaddr"], f["vaddr"] + (f["rows"] - 1) * f["vstride"] + f["row_len"] - 1)
+        else:
+            return
+        self._conversions = [c for c in self._conversions if span[0] > c[3] or c[2] > span[1]]
 
     def _packed_weights(self, ch: ChainOp, tiles: "DecodedTiles", mode: "MvuMode") -> "fused.PackedWeights":
         """The chain's weights packed for the fused kernel, kept in ``ch.derived`` for the tiles they came from."""
@@ -938,3 +1018,5 @@ class Machine:
             getattr(self, op.mnemonic)(op.fields)
         elif isinstance(op, ScalarOp) and op.mnemonic == "s_wr":
             self.s_wr(op.fields)
+        if self._conversions:
+            self._forget_conversions(op)

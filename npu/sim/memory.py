@@ -10,6 +10,8 @@ upper bound of what :class:`npu.sim.machine.Machine` holds at once:
 * the DRAM: the initial image, grown to the highest byte any transfer
   reaches (``m_load``, ``v_load``, ``v_store``);
 * the vector memory: ``vrf_depth`` vectors in the MFU format;
+* with an MXFP8 E4M3 mode, the input conversions the fused kernel keeps
+  for later chains (``Machine.KEPT_CONVERSION_BYTES``);
 * the decoded weight tiles the matrix register file refers to (binary32
   elements): at most twice the decoded size of the whole MRF, each tile
   counted at the size of the widest of the machine's MVU format modes
@@ -63,7 +65,7 @@ class OpMemory:
 class Footprint:
     """The working set of a program on a machine (full and functional modes), in bytes."""
 
-    machine: int                 #: the machine's memories: vector memory, MRF bookkeeping, the zero tile, RUN_OVERHEAD
+    machine: int                 #: vector memory, MRF bookkeeping, zero tile, kept conversions, RUN_OVERHEAD
     dram_extent: int             #: highest DRAM byte (exclusive) any transfer reaches
     weights_limit: int           #: most decoded tile bytes the MRF's sets hold (twice the decoded MRF)
     held: int                    #: decoded weights and kept arrays at the end, at most
@@ -137,6 +139,8 @@ def footprint(prog: SimProgram, config: NPUConfig) -> Footprint:
     hold = 2 * config.mrf_tiles * dec_tile
     isz = config.mfu_bytes
     machine = config.vrf_depth * vb + 16 * config.mrf_tiles + dec_tile + RUN_OVERHEAD
+    if any(w == a == "mxfp8_e4m3" for w, a in config.mvu_modes):
+        machine += Machine.KEPT_CONVERSION_BYTES                 # E4M3 input conversions kept for later chains
     weights = kept = dram_extent = peak = 0
     stream_cycles: dict = {}
     ops = []
