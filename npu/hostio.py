@@ -111,7 +111,7 @@ def _element_map(desc: TensorDesc) -> np.ndarray | None:
     if lay.size * lay.native_dim > MAP_MAX_ELEMENTS or size >= 1 << 24:
         return None
     ordinals = np.arange(1, size + 1, dtype=np.float32).reshape(desc.shape)          # exact below 2**24
-    out = _vector_image(desc, ordinals).astype(np.int32)
+    out = _vector_image(desc, ordinals).astype(np.uint32)         # unsigned: the gather vectorises
     out.flags.writeable = False
     return out
 
