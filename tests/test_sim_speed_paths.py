@@ -494,11 +494,12 @@ def test_fused_mfu_rows_equal_the_generic_pipeline(fmt_name):
 ])
 def test_row_indices_quantise_the_fewer_vectors(raddr, quantised, first):
     """The fused kernels' inputs: the vectors quantised are the read range or the reads, whichever is fewer,
-    the row indices give back every read, and a run of consecutive vectors is known by its first."""
-    addr, aidx, got_first = machine_mod._row_indices(raddr)
+    the row indices give back every read, a run of consecutive vectors is known by its first, and the read
+    range by its ends."""
+    addr, aidx, got_first, lo, hi = machine_mod._row_indices(raddr)
     assert addr.shape == (quantised, 1)
     assert np.array_equal(addr[aidx, 0], raddr)
-    assert got_first == first
+    assert got_first == first and (lo, hi) == (raddr.min(), raddr.max())
     if first >= 0:
         assert np.array_equal(addr[:, 0], np.arange(first, first + quantised))
 

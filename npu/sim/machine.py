@@ -286,7 +286,8 @@ _NO_ROWS = np.zeros(0, np.int64)
 
 def _row_indices(raddr: np.ndarray):
     """(addresses (V, 1) to quantise, row indices ``aidx`` (M, k) into them, the first address when they are
-    one run of consecutive vectors, else -1) of a batch's MVU read addresses.
+    one run of consecutive vectors, else -1, the lowest and the highest address read) of a batch's MVU read
+    addresses.
 
     When the chain reads fewer vectors than it makes reads (convolution taps, overlapping strips), the
     address range is quantised once, every vector of it; else each read is quantised in order.
@@ -297,8 +298,9 @@ def _row_indices(raddr: np.ndarray):
         flat = raddr.reshape(-1)
         run = raddr.size == hi - lo + 1 and bool((flat == np.arange(lo, hi + 1)).all())
         return (np.ascontiguousarray(raddr.reshape(-1, 1), dtype=np.int64),
-                np.arange(m * k, dtype=np.int64).reshape(m, k), lo if run else -1)
-    return np.arange(lo, hi + 1, dtype=np.int64)[:, None], np.ascontiguousarray(raddr - lo, dtype=np.int64), lo
+                np.arange(m * k, dtype=np.int64).reshape(m, k), lo if run else -1, lo, hi)
+    return (np.arange(lo, hi + 1, dtype=np.int64)[:, None], np.ascontiguousarray(raddr - lo, dtype=np.int64), lo,
+            lo, hi)
 
 
 class E4m3Input(NamedTuple):
@@ -330,6 +332,18 @@ class E4m3Input(NamedTuple):
     @property
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self)
+
+
+class KeptConversion(NamedTuple):
+    """An E4M3 input conversion a machine keeps for later chains: of vectors ``first .. last`` (a run of
+    them), in MVU mode ``mode`` for weights up to ``wmax``."""
+
+    mode: int
+    wmax: int
+    first: int
+    last: int
+    x: E4m3Input
+    nbytes: int
 
 
 class Machine:
@@ -370,9 +384,10 @@ class Machine:
         self._whole_starts: list[int] = []
         #: Index in ``_mrf_sets`` of each set, by ``id``.
         self._set_index = {id(zero): 0}
-        #: The latest E4M3 input conversions of runs of vectors: (mode, wmax, first vector, last vector,
-        #: E4m3Input), each kept until an op writes one of its vectors.
-        self._conversions: list[tuple] = []
+        #: The latest E4M3 input conversions of runs of vectors, each kept until an op writes one of its
+        #: vectors, and their bytes.
+        self._conversions: list[KeptConversion] = []
+        self._conversion_bytes = 0
         #: Decoded tile bytes the MRF's sets may hold before they are compacted to the tiles slots refer to.
         self._mrf_hold = 2 * config.mrf_tiles * decoded_tile_nbytes(config)
 
@@ -776,10 +791,10 @@ class Machine:
         packed = self._packed_weights(ch, self.mrf_tiles(ch.mbase, r * k), mode)
         sub = n // mode.block
         rep = mode.xfmt.block_for(n) // mode.block
-        addr, aidx, first = rows if rows is not None else _row_indices(raddr)
+        addr, aidx, first, read_lo, read_hi = rows if rows is not None else _row_indices(raddr)
         if mode.fused == "e4m3":                       # the input's conversion runs inside the chain's kernel
             w1 = packed.extra
-            x, aidx, convert = self._e4m3_input(mode, w1.wmax, raddr, addr, aidx, first)
+            x, aidx, convert = self._e4m3_input(mode, w1.wmax, raddr, addr, aidx, first, read_lo, read_hi)
             done = fused.chain_e4m3(
                 self._vmem_bits, self.vmem.dtype != np.float16, x.addr, w1.wmax, mode.xscale_table, rep,
                 x.x0, x.x1, x.xflags, x.e0x, x.scodes, x.xscale, x.xunit, aidx, sub, w1.blocks,
@@ -787,7 +802,7 @@ class Machine:
                 packed.ws_hi, packed.colnan, w1.vec, w1.p, w1.s, w1.off, *mfu, operand_addr, self._vmem_load, tables,
                 out, wrows, x.vnan, x.chunk_lo, x.chunk_hi, convert, numba.get_num_threads())
             if convert and first >= 0:
-                self._keep_conversion((mode.index, w1.wmax, first, first + addr.shape[0] - 1, x))
+                self._keep_conversion(KeptConversion(mode.index, w1.wmax, first, read_hi, x, x.nbytes))
             return done
         with _threads_for("quantize_fixed", addr.size * n):
             codes, scodes = gather_quantize_to_integers(self.vmem, addr, mode.xfmt, n, fused.ZERO_POINT)
@@ -801,29 +816,27 @@ class Machine:
         return True
 
     def _e4m3_input(self, mode: "MvuMode", wmax: int, raddr: np.ndarray, addr: np.ndarray, aidx: np.ndarray,
-                    first: int):
+                    first: int, read_lo: int, read_hi: int):
         """(the batch's converted input, its row indices, whether the kernel must convert it first).
 
-        ``raddr`` are the batch's reads, ``addr``, ``aidx``, ``first`` its :func:`_row_indices`.  A
-        conversion kept from an earlier chain serves when its run of vectors holds every vector read, for
-        the same mode and ``wmax``, and no op has written them since (:meth:`_forget_conversions`).
+        ``raddr`` are the batch's reads, the rest its :func:`_row_indices`.  A conversion kept from an
+        earlier chain serves when its run of vectors holds every vector read, for the same mode and
+        ``wmax``, and no op has written them since (:meth:`_forget_conversions`).
         """
-        if self._conversions:
-            read_lo, read_hi = (first, first + addr.shape[0] - 1) if first >= 0 else (addr.min(), addr.max())
-            for index, kwmax, lo, hi, x in self._conversions:
-                if index == mode.index and kwmax == wmax and lo <= read_lo and read_hi <= hi:
-                    if first == lo:
-                        return x, aidx, False
-                    return x, np.ascontiguousarray(raddr - lo, dtype=np.int64), False
+        for kept in self._conversions:
+            if kept.mode == mode.index and kept.wmax == wmax and kept.first <= read_lo and read_hi <= kept.last:
+                if first == kept.first:
+                    return kept.x, aidx, False
+                return kept.x, np.ascontiguousarray(raddr - kept.first, dtype=np.int64), False
         return E4m3Input.empty(addr, self.config.native_dim, self.config.native_dim // mode.block), aidx, True
 
-    def _keep_conversion(self, kept: tuple) -> None:
+    def _keep_conversion(self, kept: "KeptConversion") -> None:
         """Keep an E4M3 input conversion (the latest :data:`KEPT_CONVERSIONS` within
         :data:`KEPT_CONVERSION_BYTES`)."""
         self._conversions.append(kept)
-        while (len(self._conversions) > self.KEPT_CONVERSIONS
-               or sum(c[4].nbytes for c in self._conversions) > self.KEPT_CONVERSION_BYTES):
-            del self._conversions[0]
+        self._conversion_bytes += kept.nbytes
+        while len(self._conversions) > self.KEPT_CONVERSIONS or self._conversion_bytes > self.KEPT_CONVERSION_BYTES:
+            self._conversion_bytes -= self._conversions.pop(0).nbytes
 
     def _forget_conversions(self, op) -> None:
         """Drop the kept E4M3 input conversions of which ``op`` wrote a vector."""
@@ -836,7 +849,12 @@ class Machine:
             span = (f["vaddr"], f["vaddr"] + (f["rows"] - 1) * f["vstride"] + f["row_len"] - 1)
         else:
             return
-        self._conversions = [c for c in self._conversions if span[0] > c[3] or c[2] > span[1]]
+        lo, hi = span
+        for kept in self._conversions:
+            if lo <= kept.last and kept.first <= hi:
+                self._conversions = [c for c in self._conversions if lo > c.last or c.first > hi]
+                self._conversion_bytes = sum(c.nbytes for c in self._conversions)
+                return
 
     def _packed_weights(self, ch: ChainOp, tiles: "DecodedTiles", mode: "MvuMode") -> "fused.PackedWeights":
         """The chain's weights packed for the fused kernel, kept in ``ch.derived`` for the tiles they came from."""
