@@ -218,6 +218,8 @@ class MvuMode:
                          and integers_gather(self.xfmt, int_gemm.ZERO_POINT))
         self.tile_bytes = tile_nbytes(self.wfmt, n)
         self.wscale_per_row = n // self.wfmt.block_for(n)
+        self.sub = n // self.block                            #: reduction blocks per vector
+        self.rep = self.xfmt.block_for(n) // self.block       #: reduction blocks per activation scale block
         #: The fused chain kernel's plan (``npu.numerics.fused``) for this pair, or None.
         self.fused = fused_plan(self.wfmt, self.xfmt, self.block, self.plan, n, mfu_dtype)
         #: binary32 value of each activation scale code (NaN for the NaN code).
@@ -363,6 +365,7 @@ class Machine:
         self._vmem_load = self.vmem if wide else self.vmem.view(np.uint16)
         self._vmem_bits = self.vmem.view(np.uint32 if wide else np.uint16)
         self._vmem_i16 = None if wide else self.vmem.view(np.int16)
+        self._bf16 = self.vmem.dtype != np.float16        # a 16-bit vector memory in bfloat16, not binary16
         self.sregs = np.zeros(config.scalar_regs, np.float32)
         #: What the MVU uses in each format mode (``NPUConfig.mvu_modes``); mode 0's also as attributes.
         self.modes, zero = _machine_constants(config)
@@ -789,14 +792,13 @@ class Machine:
         if self._mixed:
             self._check_tile_modes(ch, r * k)
         packed = self._packed_weights(ch, self.mrf_tiles(ch.mbase, r * k), mode)
-        sub = n // mode.block
-        rep = mode.xfmt.block_for(n) // mode.block
+        sub, rep = mode.sub, mode.rep
         addr, aidx, first, read_lo, read_hi = rows if rows is not None else _row_indices(raddr)
         if mode.fused == "e4m3":                       # the input's conversion runs inside the chain's kernel
             w1 = packed.extra
             x, aidx, convert = self._e4m3_input(mode, w1.wmax, raddr, addr, aidx, first, read_lo, read_hi)
             done = fused.chain_e4m3(
-                self._vmem_bits, self.vmem.dtype != np.float16, x.addr, w1.wmax, mode.xscale_table, rep,
+                self._vmem_bits, self._bf16, x.addr, w1.wmax, mode.xscale_table, rep,
                 x.x0, x.x1, x.xflags, x.e0x, x.scodes, x.xscale, x.xunit, aidx, sub, w1.blocks,
                 packed.wp, packed.pan_w0, packed.pan_c0, packed.pan_nv, packed.steps, packed.ws, packed.ws_lo,
                 packed.ws_hi, packed.colnan, w1.vec, w1.p, w1.s, w1.off, *mfu, operand_addr, self._vmem_load, tables,
