@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/measure_fused_chains.py                       # mxfp8, 1 and 2 threads
     .venv/bin/python benchmarks/measure_fused_chains.py --precision ms-fp9 --rounds 9
+    .venv/bin/python benchmarks/measure_fused_chains.py --flush              # each call after a cache flush
 
 Compiles ResNet-50 for bw-s10, runs it once on the simulator to warm it,
 then once more recording the arguments of every fused chain kernel call
@@ -14,7 +15,9 @@ The figure is the chains' share of a run without the rest of it (MFU-only
 chains, Python; the ms-fp9 input conversion, which runs before its chain
 kernel, while the E4M3 kernel converts its own input), and without the
 misses of a run whose weights stream once: a lower bound on their time in
-a run.
+a run.  With ``--flush`` each timed call follows a write over 64 MB (more
+than the caches), so weights, inputs and the call's buffers come from
+memory, as in a run they partly do.
 """
 from __future__ import annotations
 
@@ -33,6 +36,8 @@ from npu.numerics import fused
 from npu.sim import placement, simulate
 
 KERNELS = {"mxfp8": "chain_e4m3", "ms-fp9": "chain_int8"}
+#: Bytes written over before each timed call with ``--flush`` (the host's L3 is 32 MB).
+FLUSH_BYTES = 64 << 20
 
 
 def recorded_calls(precision: str) -> list[tuple]:
@@ -57,9 +62,11 @@ def recorded_calls(precision: str) -> list[tuple]:
     return calls
 
 
-def replay(kernel, calls: list[tuple], threads: int, rounds: int) -> float:
-    """Seconds: the sum over the calls of each one's best time on ``threads`` threads."""
+def replay(kernel, calls: list[tuple], threads: int, rounds: int, flush: bool = False) -> float:
+    """Seconds: the sum over the calls of each one's best time on ``threads`` threads (each timed call after
+    a write over :data:`FLUSH_BYTES`, with ``flush``)."""
     numba.set_num_threads(threads)
+    junk = np.zeros(FLUSH_BYTES if flush else 0, np.uint8)
     total = 0.0
     with placement.threads_apart():
         for args in calls:
@@ -68,6 +75,7 @@ def replay(kernel, calls: list[tuple], threads: int, rounds: int) -> float:
             kernel(*args)
             best = float("inf")
             for _ in range(rounds):
+                junk[::64] += 1
                 t0 = time.perf_counter()
                 kernel(*args)
                 best = min(best, time.perf_counter() - t0)
@@ -90,6 +98,7 @@ def main(argv=None) -> int:
     parser.add_argument("--precision", choices=sorted(KERNELS), default="mxfp8")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=5, help="timed replays of each call (best taken)")
+    parser.add_argument("--flush", action="store_true", help="write over 64 MB before each timed call")
     args = parser.parse_args(argv)
     if not fused.AVAILABLE:
         print("this host has no AVX-512 VNNI: the fused chain kernels do not run here")
@@ -101,7 +110,7 @@ def main(argv=None) -> int:
         extra = f", {vpdpwssd_count(calls) / 1e6:.1f} million vpdpwssd"
     print(f"ResNet-50 {args.precision}: {len(calls)} fused chain calls{extra}")
     for threads in args.threads:
-        seconds = replay(kernel, calls, threads, args.rounds)
+        seconds = replay(kernel, calls, threads, args.rounds, args.flush)
         print(f"  {threads} thread(s): {seconds * 1e3:.1f} ms")
     return 0
 
