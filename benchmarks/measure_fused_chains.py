@@ -87,7 +87,7 @@ def vpdpwssd_count(calls: list[tuple]) -> int:
     """``vpdpwssd`` instructions of the E4M3 calls (rows padded to micro tiles, as the kernel runs them)."""
     count = 0
     for args in calls:
-        aidx, pan_w0, pan_nv, steps = args[13], args[17], args[19], args[20]
+        aidx, pan_w0, pan_nv, steps = args[12], args[16], args[18], args[19]
         tiles = -(-aidx.shape[0] // fused.MICRO_ROWS)
         count += tiles * fused.MICRO_ROWS * pan_w0.shape[0] * int(pan_nv.sum()) * int(steps.sum())
     return count

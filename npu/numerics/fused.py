@@ -1028,39 +1028,43 @@ def gather_quantize_e4m3(vbits, bf16, addr, wmax, x0, x1, scodes, e0x, flags):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _quantize_block_e4m3(src, lo, bf16, wmax, x0r, x1r, o):
+    """One MX block of :func:`gather_quantize_e4m3`: the 16-bit patterns ``src[lo:lo + 32]`` become plane
+    integers ``x0r[o:o + 32]`` and, where the block has plane-1 elements, ``x1r[o:o + 32]``; returns (its
+    scale code, its plane-0 unit exponent, its plane-1 flag bits)."""
+    special = np.uint16(0x7F80) if bf16 else np.uint16(0x7C00)          # the first Inf/NaN magnitude
+    top = block_top16(src, lo)
+    if top >= special or top == 0:                       # a NaN/Inf block, an all-zero block
+        for e in range(MX_BLOCK):
+            x0r[o + e] = 0
+        return np.int64(255 if top >= special else 127), np.int64(E0X), np.uint32(0)
+    if bf16:                                             # floor(log2) of the largest |v|, subnormals too
+        wide = np.float64(np.uint32(np.uint32(top) << np.uint32(16)).view(np.float32))
+        flog = (wide.view(np.int64) >> 52) - 1023
+    else:
+        tb = np.int64(top >> np.uint16(10))
+        flog = tb - 15 if tb > 0 else np.int64(31 - ctlz32(np.uint32(top))) - 24
+    shared = min(max(flog - 8, np.int64(-127)), np.int64(127))
+    if bf16:
+        packed = e4m3_block_bf16(src, lo, shared, wmax, x0r, x1r, o)
+    else:
+        packed = e4m3_block_fp16(src, lo, shared, wmax, x0r, x1r, o)
+    return shared + 127, packed >> 32, np.uint32(packed & 0xFFFFFFFF)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _quantize_row_e4m3(vbits, bf16, addr, i, k, n, wmax, x0, x1, scodes, e0x, flags):
     """Row ``i`` of :func:`gather_quantize_e4m3`, a block (32 lanes) at a time."""
     per_vec = n // MX_BLOCK
-    special = np.uint16(0x7F80) if bf16 else np.uint16(0x7C00)          # the first Inf/NaN magnitude
     x0r, x1r = x0[i], x1[i]
     for j in range(k):
         src = vbits[addr[i, j]]
         for sb in range(per_vec):
             blk = j * per_vec + sb
-            lo = sb * MX_BLOCK
-            o = blk * MX_BLOCK
-            top = block_top16(src, lo)
-            if top >= special or top == 0:                   # a NaN/Inf block, an all-zero block
-                scodes[i, blk] = 255 if top >= special else 127
-                e0x[i, blk] = E0X
-                flags[i, blk] = 0
-                for e in range(MX_BLOCK):
-                    x0r[o + e] = 0
-                continue
-            if bf16:                                         # floor(log2) of the largest |v|, subnormals too
-                wide = np.float64(np.uint32(np.uint32(top) << np.uint32(16)).view(np.float32))
-                flog = (wide.view(np.int64) >> 52) - 1023
-            else:
-                tb = np.int64(top >> np.uint16(10))
-                flog = tb - 15 if tb > 0 else np.int64(31 - ctlz32(np.uint32(top))) - 24
-            shared = min(max(flog - 8, np.int64(-127)), np.int64(127))
-            scodes[i, blk] = shared + 127
-            if bf16:
-                packed = e4m3_block_bf16(src, lo, shared, wmax, x0r, x1r, o)
-            else:
-                packed = e4m3_block_fp16(src, lo, shared, wmax, x0r, x1r, o)
-            e0x[i, blk] = packed >> 32
-            flags[i, blk] = np.uint32(packed & 0xFFFFFFFF)
+            code, e0, fl = _quantize_block_e4m3(src, sb * MX_BLOCK, bf16, wmax, x0r, x1r, blk * MX_BLOCK)
+            scodes[i, blk] = code
+            e0x[i, blk] = e0
+            flags[i, blk] = fl
 
 
 def e4m3_weight_planes(w: np.ndarray):
@@ -1195,21 +1199,24 @@ def _spin_pause(typingctx):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _convert_rows(vbits, bf16, addr, wmax, lo_v, hi_v, table, rep, x0, x1, xflags, e0x, scodes, xscale, xunit, vnan):
+def _convert_rows(vbits, bf16, addr, wmax, lo_v, hi_v, table, x0, x1, xflags, e0x, scodes, xscale, xunit, vnan):
     """Vectors ``lo_v .. hi_v - 1`` of :func:`chain_e4m3`'s input: E4M3 planes, each block's scale times its
     plane-0 unit and its plane-1 quantum in those units; returns the (smallest, largest) finite scale
-    ((inf, -inf) when none)."""
-    n = vbits.shape[1]
-    sub = xscale.shape[1]
+    ((inf, -inf) when none).  A block's scale is worked out as soon as the block is converted."""
+    per_vec = vbits.shape[1] // MX_BLOCK
     lo, hi = np.inf, -np.inf
     for v in range(lo_v, hi_v):
-        _quantize_row_e4m3(vbits, bf16, addr, v, 1, n, wmax, x0, x1, scodes, e0x, xflags)
+        src = vbits[addr[v, 0]]
+        x0r, x1r = x0[v], x1[v]
         bad = False
-        for s in range(sub):
-            e = np.int64(e0x[v, s])
-            x = np.float64(table[scodes[v, s // rep]]) * _pow2_f64(e)
-            xunit[v, s] = _pow2_f64(-9 - e)
-            xscale[v, s] = x
+        for blk in range(per_vec):
+            code, e, fl = _quantize_block_e4m3(src, blk * MX_BLOCK, bf16, wmax, x0r, x1r, blk * MX_BLOCK)
+            scodes[v, blk] = code
+            e0x[v, blk] = e
+            xflags[v, blk] = fl
+            x = np.float64(table[code]) * _pow2_f64(e)
+            xunit[v, blk] = _pow2_f64(-9 - e)
+            xscale[v, blk] = x
             if x == x:
                 lo = min(lo, x)
                 hi = max(hi, x)
@@ -1232,7 +1239,7 @@ def _converted_scales_fit(chunk_lo, chunk_hi, ws_lo, ws_hi):
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def chain_e4m3(vbits, bf16, addr, wmax, table, rep, x0, x1, xflags, e0x, scodes, xscale, xunit, aidx, sub, blocks,
+def chain_e4m3(vbits, bf16, addr, wmax, table, x0, x1, xflags, e0x, scodes, xscale, xunit, aidx, sub, blocks,
                wp, pan_w0, pan_c0, pan_nv, steps, ws, ws_lo, ws_hi, colnan, w1_vec, w1_p, w1_s, w1_off, fmt, ops,
                sources, scalars, operand_addr, vmem, tables, out, wrows, vnan, chunk_lo, chunk_hi, convert, threads):
     """One batch of an MVU chain on E4M3 planes (see above), from its input vectors: ``out[m * r + g]`` =
@@ -1241,8 +1248,8 @@ def chain_e4m3(vbits, bf16, addr, wmax, table, rep, x0, x1, xflags, e0x, scodes,
 
     The input: vectors ``vbits[addr[v, 0]]`` (16-bit patterns, bfloat16 with ``bf16``, else binary16) become
     the int16 planes ``x0``, ``x1`` (V, N) for weights up to ``wmax`` (:func:`gather_quantize_e4m3`), with
-    per block ``xflags`` a bit per plane-1 element, ``e0x`` the plane-0 unit, ``scodes`` the scale codes
-    (of the format's scale blocks, ``rep`` reduction blocks each, values ``table``), ``xscale`` the scale
+    per block ``xflags`` a bit per plane-1 element, ``e0x`` the plane-0 unit, ``scodes`` the scale code
+    (values ``table``; the plan's reduction block is the MX block, so one scale each), ``xscale`` the scale
     value times the plane-0 unit and ``xunit`` the plane-1 quantum in plane-0 units; iteration ``m``
     reads vectors ``aidx[m, :]`` (rows of the planes).  ``vnan`` gets per vector whether a block scale is
     NaN, ``chunk_lo``, ``chunk_hi`` per chunk of :data:`CONVERT_ROWS` vectors its finite scales' range.
@@ -1303,7 +1310,7 @@ def chain_e4m3(vbits, bf16, addr, wmax, table, rep, x0, x1, xflags, e0x, scodes,
             if c >= todo:
                 break
             lo_c, hi_c = _convert_rows(vbits, bf16, addr, wmax, c * CONVERT_ROWS, min(count, (c + 1) * CONVERT_ROWS),
-                                       table, rep, x0, x1, xflags, e0x, scodes, xscale, xunit, vnan)
+                                       table, x0, x1, xflags, e0x, scodes, xscale, xunit, vnan)
             chunk_lo[c] = lo_c
             chunk_hi[c] = hi_c
             _fetch_add(counters, _CONVERTED, 1)

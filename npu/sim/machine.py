@@ -367,6 +367,8 @@ class Machine:
         self._vmem_i16 = None if wide else self.vmem.view(np.int16)
         self._bf16 = self.vmem.dtype != np.float16        # a 16-bit vector memory in bfloat16, not binary16
         self.sregs = np.zeros(config.scalar_regs, np.float32)
+        #: Threads the fused chain kernels split their work for: the Numba pool's when the machine was made.
+        self.threads = numba.get_num_threads()
         #: What the MVU uses in each format mode (``NPUConfig.mvu_modes``); mode 0's also as attributes.
         self.modes, zero = _machine_constants(config)
         mode0 = self.modes[0]
@@ -380,6 +382,7 @@ class Machine:
         self._mrf_set = np.zeros(config.mrf_tiles, np.int64)
         self._mrf_index = np.zeros(config.mrf_tiles, np.int64)
         self._mrf_mode = np.zeros(config.mrf_tiles, np.int8)
+        self._slot_order = np.arange(config.mrf_tiles)          # tile t of a load goes to its slot t
         self._mixed = len(self.modes) > 1
         #: The loads whose slots no later load has touched: first slot -> (count, the decoded set they hold),
         #: and their first slots in order.
@@ -424,7 +427,7 @@ class Machine:
                               self.dram.base_region(f["daddr"], nbytes))
         first, end = f["maddr"], f["maddr"] + count
         self._mrf_set[first:end] = self._mrf_set_id(tiles)
-        self._mrf_index[first:end] = np.arange(count)
+        self._mrf_index[first:end] = self._slot_order[:count]
         self._mrf_mode[first:end] = mode.index
         self._keep_whole_load(first, count, tiles)
 
@@ -798,11 +801,11 @@ class Machine:
             w1 = packed.extra
             x, aidx, convert = self._e4m3_input(mode, w1.wmax, raddr, addr, aidx, first, read_lo, read_hi)
             done = fused.chain_e4m3(
-                self._vmem_bits, self._bf16, x.addr, w1.wmax, mode.xscale_table, rep,
+                self._vmem_bits, self._bf16, x.addr, w1.wmax, mode.xscale_table,
                 x.x0, x.x1, x.xflags, x.e0x, x.scodes, x.xscale, x.xunit, aidx, sub, w1.blocks,
                 packed.wp, packed.pan_w0, packed.pan_c0, packed.pan_nv, packed.steps, packed.ws, packed.ws_lo,
                 packed.ws_hi, packed.colnan, w1.vec, w1.p, w1.s, w1.off, *mfu, operand_addr, self._vmem_load, tables,
-                out, wrows, x.vnan, x.chunk_lo, x.chunk_hi, convert, numba.get_num_threads())
+                out, wrows, x.vnan, x.chunk_lo, x.chunk_hi, convert, self.threads)
             if convert and first >= 0:
                 self._keep_conversion(KeptConversion(mode.index, w1.wmax, first, read_hi, x, x.nbytes))
             return done
@@ -814,7 +817,7 @@ class Machine:
             return False
         fused.chain_int8(codes.reshape(-1), n, xscale, aidx, sub, mode.block, packed.wp, packed.pan_w0, packed.pan_c0,
                          packed.pan_nv, packed.steps, packed.cw, packed.ws, packed.colnan, *mfu, operand_addr,
-                         self._vmem_load, tables, out, wrows, numba.get_num_threads())
+                         self._vmem_load, tables, out, wrows, self.threads)
         return True
 
     def _e4m3_input(self, mode: "MvuMode", wmax: int, raddr: np.ndarray, addr: np.ndarray, aidx: np.ndarray,
