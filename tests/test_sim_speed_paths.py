@@ -435,6 +435,50 @@ def test_whole_networks_on_the_fused_kernels_equal_the_reference(monkeypatch, na
     clear_program_cache()
 
 
+@needs_vnni
+def test_e4m3_chains_read_the_weights_of_the_next_chain_ahead(monkeypatch):
+    """A run on the E4M3 kernel notes each chain's weights on the chain before it; the next run passes them to
+    that chain's kernel (``ahead``, read into the caches while its threads wait for the last task), and its
+    output is still the reference's bit for bit."""
+    from compiler.compile import compile_model
+    from compiler.models import nets
+    from compiler.reference import reference_outputs
+    from npu.hostio import run_on_simulator
+    from npu.sim import clear_program_cache
+
+    calls = []
+    real = fused.chain_e4m3
+
+    def recording(*args):
+        calls.append((args[15], args[28]))                     # (the chain's weights, ahead)
+        return real(*args)
+    monkeypatch.setattr(fused, "chain_e4m3", recording)
+    clear_program_cache()
+    model = nets.MODELS["resnet_small"]()
+    compiled = compile_model(model, "tiny", "mxfp8")
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    x = np.random.default_rng(6).standard_normal(dims).astype(np.float32)
+    (ref,) = reference_outputs(compiled, {"data": x}).values()
+    runs = []
+    for _ in range(2):
+        calls.clear()
+        outs, _ = run_on_simulator(compiled.program, {"data": x}, mode="functional")
+        (y,) = outs.values()
+        assert np.array_equal(y.reshape(-1).view(np.uint32), ref.reshape(-1).astype(np.float32).view(np.uint32))
+        runs.append(list(calls))
+    first, second = runs
+    assert len(first) == len(second) > 3
+    assert all(ahead.size == 0 for _, ahead in first)
+    for i, (wp, ahead) in enumerate(second):
+        later = [w for w, _ in second[i + 1:] if w is not wp]
+        if later:
+            assert ahead.dtype == np.uint8 and ahead.nbytes == later[0].nbytes
+            assert np.shares_memory(ahead, later[0])
+        else:
+            assert ahead.size == 0
+    clear_program_cache()
+
+
 @pytest.mark.parametrize("fmt_name", ["fp16", "bf16"])
 def test_fused_mfu_rows_equal_the_generic_pipeline(fmt_name):
     """The one-pass MFU rows (vv_add, vv_add + relu, vv_add + vv_add + relu, none) against the generic op-by-op

@@ -1166,8 +1166,13 @@ def _row_nans(aidx, vnan, m0, rows, rownan):
 
 #: Vectors one claim of a chain's input conversion takes (``chain_e4m3``'s first phase).
 CONVERT_ROWS = 32
-#: Slots of a chain's work counters (one cache line apart): conversion chunks claimed, converted; tasks claimed.
-_CLAIMED, _CONVERTED, _TASKS = 0, 8, 16
+#: Slots of a chain's work counters (one cache line apart): conversion chunks claimed, converted; tasks claimed;
+#: members out of tasks; chunks of the next chain's weights claimed.
+_CLAIMED, _CONVERTED, _TASKS, _IDLE, _AHEAD = 0, 8, 16, 24, 32
+_COUNTERS = 40
+#: Bytes of the next chain's weights an idle member reads into the caches at a time (then it looks whether
+#: the chain is done).
+AHEAD_CHUNK = 4096
 
 
 @intrinsic
@@ -1186,6 +1191,21 @@ def _load_acquire(typingctx, counters, slot):
         ptr = builder.gep(_data(context, builder, signature.args[0], args[0]), [args[1]])
         return builder.load_atomic(ptr, "acquire", 8)
     return types.int64(counters, types.int64), codegen
+
+
+@intrinsic
+def _prefetch(typingctx, data, start, stop):
+    """Hint the caches to hold ``data[start:stop]`` (a 1-D array of bytes), a 64-byte line at a time."""
+    def codegen(context, builder, signature, args):
+        i8p = _I8.as_pointer()
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, _I32, _I32, _I32]),
+                                            "llvm.prefetch.p0i8")
+        base = builder.bitcast(_data(context, builder, signature.args[0], args[0]), i8p)
+        with cgutils.for_range_slice(builder, args[1], args[2], ir.Constant(_I64, 64)) as (off, _):
+            builder.call(fn, [builder.gep(base, [off]), ir.Constant(_I32, 0), ir.Constant(_I32, 2),
+                              ir.Constant(_I32, 1)])
+        return context.get_dummy_value()
+    return types.void(data, types.int64, types.int64), codegen
 
 
 @intrinsic
@@ -1240,8 +1260,9 @@ def _converted_scales_fit(chunk_lo, chunk_hi, ws_lo, ws_hi):
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def chain_e4m3(vbits, bf16, addr, wmax, table, x0, x1, xflags, e0x, scodes, xscale, xunit, aidx, sub, blocks,
-               wp, pan_w0, pan_c0, pan_nv, steps, ws, ws_lo, ws_hi, colnan, w1_vec, w1_p, w1_s, w1_off, fmt, ops,
-               sources, scalars, operand_addr, vmem, tables, out, wrows, vnan, chunk_lo, chunk_hi, convert, threads):
+               wp, pan_w0, pan_c0, pan_nv, steps, ws, ws_lo, ws_hi, colnan, w1_vec, w1_p, w1_s, w1_off, ahead, fmt,
+               ops, sources, scalars, operand_addr, vmem, tables, out, wrows, vnan, chunk_lo, chunk_hi, convert,
+               threads):
     """One batch of an MVU chain on E4M3 planes (see above), from its input vectors: ``out[m * r + g]`` =
     MFU-format bits.  Returns False, having written nothing, when a scale product leaves the range the
     tile kernels take (:func:`scales_fit`): the caller then takes the block-sum path.
@@ -1259,13 +1280,17 @@ def chain_e4m3(vbits, bf16, addr, wmax, table, x0, x1, xflags, e0x, scodes, xsca
     :class:`Plane1Weights`' column groups ``w1_vec`` (r, npan, nb) and K-step chunks (``w1_p``,
     ``w1_s``, ``w1_off``).  They cover the ``nb`` blocks ``blocks`` (indices ``kk * sub + s``) of the
     ``k * sub``: the others have no non-zero weight, so their terms are +0 (or NaN with a NaN scale,
-    which ``colnan`` and the rows' NaN scales carry).
+    which ``colnan`` and the rows' NaN scales carry).  ``ahead`` (bytes, any length: the weights of the chain
+    expected next) is only read into the caches, by threads out of row tasks while others still run.
 
     One parallel loop, one iteration per thread, does both phases: each thread claims chunks of
     :data:`CONVERT_ROWS` vectors to convert until none is left, waits until every claimed chunk is
     converted (a spin on a counter; each waits only on chunks other running threads hold), then claims
-    row tasks (:func:`row_tasks`) until none is left.  So the calling thread converts while the others
-    wake (about 45 us each on a 2-core virtual machine), and one loop start serves both phases.
+    row tasks (:func:`row_tasks`) until none is left, and then, until every thread is out of tasks, hints
+    the caches to hold chunks of ``ahead`` (:data:`AHEAD_CHUNK` bytes each, claimed from a counter).  So the
+    calling thread converts while the others wake (about 45 us each on a 2-core virtual machine), one loop
+    start serves both phases, and the time a thread would wait for the last task brings the next chain's
+    weights from memory.
     """
     m_rows, k = aidx.shape
     nb = blocks.shape[0]
@@ -1294,8 +1319,8 @@ def chain_e4m3(vbits, bf16, addr, wmax, table, x0, x1, xflags, e0x, scodes, xsca
     xunit_f = xunit.reshape(-1)
     chunks = (count + CONVERT_ROWS - 1) // CONVERT_ROWS
     todo = chunks if convert else 0                   # chunks to convert
-    counters = np.empty(24, np.int64)
-    for i in range(24):                               # not np.zeros: that is a parallel loop of its own here
+    counters = np.empty(_COUNTERS, np.int64)
+    for i in range(_COUNTERS):                        # not np.zeros: that is a parallel loop of its own here
         counters[i] = 0
     tails, nan_cols, nan_counts = group_columns(colnan, live)
     team = max(1, min(threads, max(chunks, ntasks)))
@@ -1337,4 +1362,10 @@ def chain_e4m3(vbits, bf16, addr, wmax, table, x0, x1, xflags, e0x, scodes, xsca
                 col += 16 * nv
             _finish_rows(acc, n, live, m0, rows, g, r, rownan, tails[g], nan_cols[g, :nan_counts[g]], fmt, ops,
                          sources, scalars, operand_addr, vmem, tables, v, tt, w, out, wrows)
+        _fetch_add(counters, _IDLE, 1)                # out of tasks: read the next chain's weights until all are
+        while _load_acquire(counters, _IDLE) < team:
+            lo_b = _fetch_add(counters, _AHEAD, 1) * AHEAD_CHUNK
+            if lo_b >= ahead.size:
+                break
+            _prefetch(ahead, lo_b, min(ahead.size, lo_b + AHEAD_CHUNK))
     return _converted_scales_fit(chunk_lo, chunk_hi, ws_lo, ws_hi)

@@ -284,6 +284,7 @@ def batch_address_bytes(ch: ChainOp, iterations: int) -> int:
 
 
 _NO_ROWS = np.zeros(0, np.int64)
+_NOTHING_AHEAD = np.zeros(0, np.uint8)
 
 
 def _row_indices(raddr: np.ndarray):
@@ -394,6 +395,8 @@ class Machine:
         #: vectors, and their bytes.
         self._conversions: list[KeptConversion] = []
         self._conversion_bytes = 0
+        #: The MVU chain that ran last on the E4M3 kernel: it learns which weights follow it (``ahead``).
+        self._last_e4m3_chain: ChainOp | None = None
         #: Decoded tile bytes the MRF's sets may hold before they are compacted to the tiles slots refer to.
         self._mrf_hold = 2 * config.mrf_tiles * decoded_tile_nbytes(config)
 
@@ -800,12 +803,15 @@ class Machine:
         if mode.fused == "e4m3":                       # the input's conversion runs inside the chain's kernel
             w1 = packed.extra
             x, aidx, convert = self._e4m3_input(mode, w1.wmax, raddr, addr, aidx, first, read_lo, read_hi)
+            self._follows(ch, packed)
             done = fused.chain_e4m3(
                 self._vmem_bits, self._bf16, x.addr, w1.wmax, mode.xscale_table,
                 x.x0, x.x1, x.xflags, x.e0x, x.scodes, x.xscale, x.xunit, aidx, sub, w1.blocks,
                 packed.wp, packed.pan_w0, packed.pan_c0, packed.pan_nv, packed.steps, packed.ws, packed.ws_lo,
-                packed.ws_hi, packed.colnan, w1.vec, w1.p, w1.s, w1.off, *mfu, operand_addr, self._vmem_load, tables,
-                out, wrows, x.vnan, x.chunk_lo, x.chunk_hi, convert, self.threads)
+                packed.ws_hi, packed.colnan, w1.vec, w1.p, w1.s, w1.off,
+                ch.derived.get("ahead", _NOTHING_AHEAD), *mfu,
+                operand_addr, self._vmem_load, tables, out, wrows, x.vnan, x.chunk_lo, x.chunk_hi, convert,
+                self.threads)
             if convert and first >= 0:
                 self._keep_conversion(KeptConversion(mode.index, w1.wmax, first, read_hi, x, x.nbytes))
             return done
@@ -819,6 +825,16 @@ class Machine:
                          packed.pan_nv, packed.steps, packed.cw, packed.ws, packed.colnan, *mfu, operand_addr,
                          self._vmem_load, tables, out, wrows, self.threads)
         return True
+
+    def _follows(self, ch: ChainOp, packed: "fused.PackedWeights") -> None:
+        """Note that ``ch`` runs after the previous E4M3 chain: in a later run of the program, that chain's
+        threads read ``ch``'s weights into the caches once they run out of work (``fused.chain_e4m3``'s
+        ``ahead``).  Only a matter of speed: weights noted by a run that took another course are read for
+        nothing."""
+        last = self._last_e4m3_chain
+        if last is not None and last is not ch:
+            last.derived["ahead"] = packed.wp.view(np.uint8)
+        self._last_e4m3_chain = ch
 
     def _e4m3_input(self, mode: "MvuMode", wmax: int, raddr: np.ndarray, addr: np.ndarray, aidx: np.ndarray,
                     first: int, read_lo: int, read_hi: int):
