@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/measure_fused_chains.py                       # mxfp8, 1 and 2 threads
     .venv/bin/python benchmarks/measure_fused_chains.py --precision ms-fp9 --rounds 9
     .venv/bin/python benchmarks/measure_fused_chains.py --flush              # each call after a cache flush
+    .venv/bin/python benchmarks/measure_fused_chains.py --no-convert         # E4M3 input conversion left out
 
 Compiles ResNet-50 for bw-s10, runs it once on the simulator to warm it,
 then once more recording the arguments of every fused chain kernel call
@@ -17,7 +18,9 @@ kernel, while the E4M3 kernel converts its own input), and without the
 misses of a run whose weights stream once: a lower bound on their time in
 a run.  With ``--flush`` each timed call follows a write over 64 MB (more
 than the caches), so weights, inputs and the call's buffers come from
-memory, as in a run they partly do.
+memory, as in a run they partly do.  With ``--no-convert`` the timed E4M3
+calls reuse the input conversion an untimed call made, so the difference to
+a run without it is what converting the inputs costs.
 """
 from __future__ import annotations
 
@@ -62,9 +65,10 @@ def recorded_calls(precision: str) -> list[tuple]:
     return calls
 
 
-def replay(kernel, calls: list[tuple], threads: int, rounds: int, flush: bool = False) -> float:
+def replay(kernel, calls: list[tuple], threads: int, rounds: int, flush: bool = False, convert: bool = True) -> float:
     """Seconds: the sum over the calls of each one's best time on ``threads`` threads (each timed call after
-    a write over :data:`FLUSH_BYTES`, with ``flush``)."""
+    a write over :data:`FLUSH_BYTES`, with ``flush``; without ``convert``, E4M3 calls reusing the input
+    conversion of the untimed call before them)."""
     numba.set_num_threads(threads)
     junk = np.zeros(FLUSH_BYTES if flush else 0, np.uint8)
     total = 0.0
@@ -73,6 +77,8 @@ def replay(kernel, calls: list[tuple], threads: int, rounds: int, flush: bool = 
             args = list(args)
             args[-1] = threads
             kernel(*args)
+            if not convert and kernel is fused.chain_e4m3:
+                args[-2] = False                       # the conversion the call above made
             best = float("inf")
             for _ in range(rounds):
                 junk[::64] += 1
@@ -99,6 +105,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=5, help="timed replays of each call (best taken)")
     parser.add_argument("--flush", action="store_true", help="write over 64 MB before each timed call")
+    parser.add_argument("--no-convert", action="store_true",
+                        help="E4M3 calls reuse an untimed call's input conversion")
     args = parser.parse_args(argv)
     if not fused.AVAILABLE:
         print("this host has no AVX-512 VNNI: the fused chain kernels do not run here")
@@ -110,7 +118,7 @@ def main(argv=None) -> int:
         extra = f", {vpdpwssd_count(calls) / 1e6:.1f} million vpdpwssd"
     print(f"ResNet-50 {args.precision}: {len(calls)} fused chain calls{extra}")
     for threads in args.threads:
-        seconds = replay(kernel, calls, threads, args.rounds, args.flush)
+        seconds = replay(kernel, calls, threads, args.rounds, args.flush, not args.no_convert)
         print(f"  {threads} thread(s): {seconds * 1e3:.1f} ms")
     return 0
 
