@@ -438,8 +438,9 @@ def test_whole_networks_on_the_fused_kernels_equal_the_reference(monkeypatch, na
 @needs_vnni
 def test_e4m3_chains_read_the_weights_of_the_next_chain_ahead(monkeypatch):
     """A run on the E4M3 kernel notes each chain's weights on the chain before it; the next run passes them to
-    that chain's kernel (``ahead``, read into the caches while its threads wait for the last task), and its
-    output is still the reference's bit for bit."""
+    that chain's kernel (``ahead``, read into the caches while its threads wait for the last task).  After
+    every chain the vector memory of the run with ``ahead`` equals that of the run without, bit for bit, and
+    both outputs equal the reference's."""
     from compiler.compile import compile_model
     from compiler.models import nets
     from compiler.reference import reference_outputs
@@ -450,8 +451,10 @@ def test_e4m3_chains_read_the_weights_of_the_next_chain_ahead(monkeypatch):
     real = fused.chain_e4m3
 
     def recording(*args):
-        calls.append((args[15], args[28]))                     # (the chain's weights, ahead)
-        return real(*args)
+        done = real(*args)
+        # (the chain's weights, ahead, the vector memory after the chain)
+        calls.append((args[15], args[28], zlib.crc32(np.ascontiguousarray(args[-7]).view(np.uint8))))
+        return done
     monkeypatch.setattr(fused, "chain_e4m3", recording)
     clear_program_cache()
     model = nets.MODELS["resnet_small"]()
@@ -468,9 +471,11 @@ def test_e4m3_chains_read_the_weights_of_the_next_chain_ahead(monkeypatch):
         runs.append(list(calls))
     first, second = runs
     assert len(first) == len(second) > 3
-    assert all(ahead.size == 0 for _, ahead in first)
-    for i, (wp, ahead) in enumerate(second):
-        later = [w for w, _ in second[i + 1:] if w is not wp]
+    assert all(ahead.size == 0 for _, ahead, _ in first)
+    assert [memory for _, _, memory in second] == [memory for _, _, memory in first]
+    assert len({memory for _, _, memory in first}) == len(first)          # every chain changed the memory
+    for i, (wp, ahead, _) in enumerate(second):
+        later = [w for w, _, _ in second[i + 1:] if w is not wp]
         if later:
             assert ahead.dtype == np.uint8 and ahead.nbytes == later[0].nbytes
             assert np.shares_memory(ahead, later[0])
